@@ -1,0 +1,1 @@
+"""The application shell: CLI, server and web page over the `models` library."""

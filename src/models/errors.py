@@ -1,0 +1,96 @@
+"""One exception hierarchy for the whole model layer.
+
+    CompanionError
+    ├── ConfigError              a config file is malformed or has bad keys/values (lists every problem)
+    ├── StoreError               the model store refused an operation
+    │   ├── InvalidModelName     a name outside [a-z0-9][a-z0-9_.-]{0,63}
+    │   ├── UnsafeFileError      a pickle / .bin / .pt / .pkl file where only safetensors are allowed
+    │   └── IntegrityError       a file whose size or sha256 differs from manifest.json
+    ├── ModelNotFoundError       a path or model that does not exist
+    │   └── UnknownModelError    a model name that config does not know (lists close matches)
+    ├── EngineError              a generation engine failed (HTTP error, bad weights, ...)
+    ├── DataError                training data is missing, empty or malformed
+    └── TrainingError            a training run cannot start or continue
+
+Messages name the bad key, file or value and say how to fix it. Translation into exit codes
+(CLI) and HTTP statuses (server) happens only at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "CompanionError",
+    "ConfigError",
+    "DataError",
+    "EngineError",
+    "IntegrityError",
+    "InvalidModelName",
+    "ModelNotFoundError",
+    "StoreError",
+    "TrainingError",
+    "UnknownModelError",
+    "UnsafeFileError",
+]
+
+
+class CompanionError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(CompanionError):
+    """A configuration file is invalid. `problems` holds one line per problem."""
+
+    def __init__(self, source: str, problems: Iterable[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        n = len(self.problems)
+        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in config\n{lines}")
+
+
+class StoreError(CompanionError):
+    """The model store refused an operation."""
+
+
+class InvalidModelName(StoreError, ValueError):
+    """A model name that could escape the store or is not portable."""
+
+
+class UnsafeFileError(StoreError):
+    """A file format that could execute code when loaded (pickle and friends)."""
+
+
+class IntegrityError(StoreError):
+    """A file whose content does not match its manifest."""
+
+
+class ModelNotFoundError(CompanionError, LookupError):
+    """A model path or name that does not exist."""
+
+
+class UnknownModelError(ModelNotFoundError):
+    """A model name that no config knows; names the closest known ones."""
+
+    def __init__(self, category: str, name: str, known: Iterable[str]) -> None:
+        import difflib
+
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        listed = ", ".join(known) if known else "none"
+        super().__init__(f"unknown {category} model {name!r}.{hint} Known: {listed}.")
+        self.category, self.name, self.known, self.close = category, name, known, close
+
+
+class EngineError(CompanionError):
+    """A generation engine failed."""
+
+
+class DataError(CompanionError, ValueError):
+    """Training or evaluation data is missing, empty or malformed."""
+
+
+class TrainingError(CompanionError):
+    """A training run cannot start or continue."""

@@ -1,0 +1,354 @@
+"""The base recipe: train the embedded default model from scratch (`companion train base`).
+
+Corpus: public-domain fiction (Project Gutenberg books, tiny Shakespeare) as plain text and
+permissively licensed dialogue (Synthetic-Persona-Chat, CC BY 4.0; the ChatterBot corpus,
+BSD-3) rendered through our chat template, so the model learns both prose and turn-taking with
+role tokens. Sources and licences are listed in docs/embedded-model.md.
+
+Output (an HF-format folder, loadable by `transformers` and by our fast engine):
+`config.json`, `generation_config.json`, `model.safetensors`, `tokenizer.json`,
+`tokenizer_config.json`, `chat_template.jinja`, `companion.json`, plus `training/` with the
+loss curve and the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.errors import DataError, TrainingError
+from models.tokens import CHAT_TEMPLATE, EOS, PAD, ROLE_TOKENS, TURN_END
+from models.training.loop import TrainResult, TrainSettings, train
+
+__all__ = ["EMBEDDED_SETTINGS", "BaseModelSpec", "TokenWindows", "build_corpus", "export_model", "train_base"]
+
+
+@dataclass
+class BaseModelSpec:
+    """Shape of the embedded model: a small Llama (about 5 M parameters)."""
+
+    vocab_size: int = 8192
+    hidden_size: int = 256
+    intermediate_size: int = 704
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+    rope_theta: float = 10000.0
+
+    def llama_config(self, tokenizer_ids: dict[str, int]) -> Any:
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            rope_theta=self.rope_theta,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer_ids["bos"],
+            eos_token_id=[tokenizer_ids["eos"], tokenizer_ids["end"]],
+            pad_token_id=tokenizer_ids["pad"],
+            attention_bias=False,
+            mlp_bias=False,
+        )
+
+
+#: The settings the shipped embedded model was trained with (`companion train base` defaults).
+EMBEDDED_SETTINGS = TrainSettings(
+    max_steps=3000,
+    batch_size=16,
+    micro_batch_size=16,
+    lr=2e-3,
+    min_lr_ratio=0.1,
+    warmup_steps=100,
+    schedule="cosine",
+    weight_decay=0.1,
+    grad_clip=1.0,
+    eval_every=250,
+    checkpoint_every=100,
+    seed=1234,
+    max_minutes=110,
+    log_every=10,
+)
+
+# ----------------------------------------------------------------------------- corpus
+
+_ILLUSTRATION = re.compile(r"\[Illustration[^\]]*\]", re.S)
+_MANY_BLANKS = re.compile(r"\n{3,}")
+
+
+def _clean_book(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    text = _ILLUSTRATION.sub("", text)
+    # Unwrap hard-wrapped paragraphs: single newlines inside a paragraph become spaces.
+    paras = [re.sub(r"\s*\n\s*", " ", p).strip() for p in re.split(r"\n\s*\n", text)]
+    return "\n\n".join(p for p in paras if p)
+
+
+def _chat(turns: list[tuple[str, str]], system: str | None = None) -> str:
+    parts = []
+    if system:
+        parts.append(f"{ROLE_TOKENS['system']}{system.strip()}{TURN_END}\n")
+    parts += [f"{ROLE_TOKENS[r]}{t.strip()}{TURN_END}\n" for r, t in turns if t.strip()]
+    return "".join(parts)
+
+
+def _persona_chats(path: Path) -> Iterator[str]:
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            convo = row.get("Best Generated Conversation", "")
+            persona = " ".join(row.get("user 2 personas", "").split("\n"))
+            turns = []
+            for line in convo.split("\n"):
+                m = re.match(r"\s*User ([12]):\s*(.*)", line)
+                if m:
+                    turns.append(("user" if m.group(1) == "1" else "assistant", m.group(2)))
+            if turns:
+                yield _chat(turns, system=f"You are a friendly person. {persona}")
+
+
+def _chatterbot(folder: Path) -> Iterator[str]:
+    import yaml
+
+    for f in sorted(folder.glob("*.yml")):
+        doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for convo in doc.get("conversations", []) or []:
+            lines = [str(x) for x in convo if isinstance(x, str | int | float)]
+            if len(lines) >= 2:
+                yield _chat([("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(lines)])
+
+
+@dataclass
+class Corpus:
+    train: list[str]
+    heldout: list[str]
+    sources: list[dict[str, Any]]
+
+
+def build_corpus(data_dir: Path, heldout_fraction: float = 0.02, dialogue_repeat: int = 2) -> Corpus:
+    """Gather the training documents from a `shared/data`-shaped folder.
+
+    Books and Shakespeare: the last `heldout_fraction` of each text is held out. Dialogue:
+    every 20th conversation is held out; the rest is repeated `dialogue_repeat` times so chat
+    is not drowned by the much larger book corpus.
+    """
+    train_docs: list[str] = []
+    held: list[str] = []
+    sources: list[dict[str, Any]] = []
+
+    def add_text(name: str, text: str, licence: str) -> None:
+        cut = int(len(text) * (1 - heldout_fraction))
+        cut = text.rfind("\n\n", 0, cut) if text.rfind("\n\n", 0, cut) > 0 else cut
+        train_docs.append(text[:cut])
+        held.append(text[cut:])
+        sources.append({"source": name, "bytes": len(text.encode()), "licence": licence})
+
+    books = data_dir / "books"
+    for f in sorted(books.glob("*.txt")):
+        add_text(f"books/{f.name}", _clean_book(f.read_text(encoding="utf-8")), "public domain (US)")
+    shakespeare = data_dir / "tinyshakespeare" / "input.txt"
+    if shakespeare.exists():
+        add_text("tinyshakespeare/input.txt", shakespeare.read_text(encoding="utf-8"), "public domain")
+    chats: list[tuple[str, str]] = []
+    spc = data_dir / "dialogue" / "synthetic_persona_chat" / "Synthetic-Persona-Chat_valid.csv"
+    if spc.exists():
+        chats += [("dialogue/synthetic_persona_chat", c) for c in _persona_chats(spc)]
+    cb = data_dir / "dialogue" / "chatterbot_corpus_en"
+    if cb.exists():
+        chats += [("dialogue/chatterbot_corpus_en", c) for c in _chatterbot(cb)]
+    per_source: dict[str, int] = {}
+    for i, (src, c) in enumerate(chats):
+        per_source[src] = per_source.get(src, 0) + len(c.encode())
+        if i % 20 == 0:
+            held.append(c)
+        else:
+            train_docs.extend([c] * dialogue_repeat)
+    licences = {
+        "dialogue/synthetic_persona_chat": "CC BY 4.0",
+        "dialogue/chatterbot_corpus_en": "BSD-3-Clause",
+    }
+    sources += [{"source": s, "bytes": b, "licence": licences[s]} for s, b in per_source.items()]
+    if not train_docs:
+        raise DataError(
+            f"no training text found under {data_dir}: expected books/*.txt, tinyshakespeare/ or "
+            "dialogue/ (the layout of the project's shared data folder)"
+        )
+    rng = random.Random(0)
+    rng.shuffle(train_docs)
+    return Corpus(train_docs, held, sources)
+
+
+class TokenWindows:
+    """A `BatchSource` of random fixed-length windows over one token stream (nanoGPT-style).
+
+    The windows of step `s` depend only on `(seed, s)`, so a resumed run is exact.
+    """
+
+    def __init__(self, train_ids: np.ndarray, heldout_ids: np.ndarray, seq_len: int,
+                 seed: int, eval_batch: int = 16, eval_windows: int = 128) -> None:
+        if len(train_ids) <= seq_len + 1:
+            raise DataError(f"training data has {len(train_ids)} tokens, fewer than one window of {seq_len}")
+        if len(heldout_ids) <= seq_len + 1:
+            raise DataError(f"held-out data has {len(heldout_ids)} tokens, fewer than one window of {seq_len}")
+        self.train = torch.from_numpy(train_ids.astype(np.int64))
+        self.heldout = torch.from_numpy(heldout_ids.astype(np.int64))
+        self.seq_len, self.seed = seq_len, seed
+        self.eval_batch, self.eval_windows = eval_batch, eval_windows
+
+    def global_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        starts = torch.randint(0, len(self.train) - self.seq_len, (size,), generator=g)
+        x = torch.stack([self.train[s : s + self.seq_len] for s in starts.tolist()])
+        return {"input_ids": x, "labels": x.clone()}
+
+    def eval_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        n = min(self.eval_windows, (len(self.heldout) - 1) // self.seq_len)
+        stride = max(self.seq_len, (len(self.heldout) - self.seq_len) // max(1, n))
+        starts = [i * stride for i in range(n)]
+        for i in range(0, len(starts), self.eval_batch):
+            x = torch.stack([self.heldout[s : s + self.seq_len] for s in starts[i : i + self.eval_batch]])
+            yield {"input_ids": x, "labels": x.clone()}
+
+
+def _encode_all(tok: Any, docs: list[str]) -> np.ndarray:
+    eos = tok.token_to_id(EOS)
+    out: list[np.ndarray] = []
+    for i in range(0, len(docs), 256):
+        for enc in tok.encode_batch(docs[i : i + 256]):
+            out.append(np.asarray(enc.ids + [eos], dtype=np.uint16))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint16)
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+def export_model(model: torch.nn.Module, tok_dir: Path, folder: Path, extra: dict[str, Any]) -> None:
+    """Write an HF-format model folder (safetensors only) with our `companion.json`."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy2(tok_dir / name, folder / name)
+    cfg = model.config
+    gen = GenerationConfig(
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.95,
+        top_k=50,
+        repetition_penalty=1.1,
+        max_new_tokens=200,
+        bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id,
+        pad_token_id=cfg.pad_token_id,
+    )
+    gen.save_pretrained(folder)
+    (folder / "companion.json").write_text(json.dumps(extra, indent=2) + "\n")
+
+
+def train_base(
+    data_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    spec: BaseModelSpec | None = None,
+    settings: TrainSettings | None = None,
+    seq_len: int = 256,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train the tokenizer (unless resuming) and the model; export to `output_dir/model`."""
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+
+    from models.training.tokenizer import save_tokenizer_files, train_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = spec or BaseModelSpec()
+    settings = settings or EMBEDDED_SETTINGS
+    data_dir, out = Path(data_dir), Path(output_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {data_dir} does not exist")
+    t0 = time.time()
+    corpus = build_corpus(data_dir)
+    tok_dir = out / "tokenizer"
+    if resume and (tok_dir / "tokenizer.json").exists():
+        tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    elif resume:
+        raise TrainingError(f"--resume: no tokenizer in {tok_dir}")
+    else:
+        tok = train_tokenizer(corpus.train, vocab_size=spec.vocab_size)
+        save_tokenizer_files(tok, tok_dir, model_max_length=spec.max_position_embeddings)
+    if tok.get_vocab_size() != spec.vocab_size:
+        spec.vocab_size = tok.get_vocab_size()
+    ids = {"bos": tok.token_to_id("<|bos|>"), "eos": tok.token_to_id(EOS), "pad": tok.token_to_id(PAD),
+           "end": tok.token_to_id(TURN_END)}
+    train_ids = _encode_all(tok, corpus.train)
+    held_ids = _encode_all(tok, corpus.heldout)
+    data_hash = hashlib.sha256(train_ids.tobytes()).hexdigest()
+    source = TokenWindows(train_ids, held_ids, seq_len, settings.seed)
+
+    torch.manual_seed(settings.seed)
+    model = LlamaForCausalLM(spec.llama_config(ids))
+    n_params = sum(p.numel() for p in model.parameters())
+    if progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[bold]base model[/]: {n_params / 1e6:.2f} M parameters, "
+            f"{len(train_ids) / 1e6:.2f} M training tokens, {len(held_ids) / 1e3:.0f} k held-out tokens"
+        )
+    result = train(model, source, settings, out, resume=resume, progress=progress, description="base model")
+    report = {
+        "recipe": "companion train base",
+        "parameters": n_params,
+        "spec": asdict(spec),
+        "seq_len": seq_len,
+        "settings": asdict(settings),
+        "train_tokens_in_corpus": int(len(train_ids)),
+        "heldout_tokens": int(len(held_ids)),
+        "data_sha256": data_hash,
+        "sources": corpus.sources,
+        "result": {k: v for k, v in result.to_json().items() if k != "history"},
+        "total_wall_seconds": time.time() - t0,
+        "torch_threads": torch.get_num_threads(),
+    }
+    model_dir = out / "model"
+    export_model(
+        model,
+        tok_dir,
+        model_dir,
+        {
+            "format": "companion-model/1",
+            "kind": "base",
+            "name": "companion-base",
+            "chat_template": "companion",
+            "emotion_tokens": True,
+            "training": {k: report[k] for k in ("recipe", "parameters", "data_sha256", "sources")}
+            | {"heldout_perplexity": result.best_eval_perplexity, "tokens_seen": result.tokens_seen},
+        },
+    )
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return result
+
+
+_ = CHAT_TEMPLATE  # the template the tokenizer files carry (re-exported for recipes)

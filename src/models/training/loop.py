@@ -1,0 +1,522 @@
+"""The one training loop, shared by every recipe (base LM, personality, personalization).
+
+Built on `accelerate`, so the same code runs on one CPU, several GPUs or several machines
+(`accelerate launch`). What it does, in order of a step:
+
+* takes the step's global batch from a `BatchSource` (deterministic in `(seed, step)`, so a
+  resumed run sees exactly the batches an uninterrupted one would);
+* splits it into micro-batches (gradient accumulation) and across processes; each micro loss
+  is weighted by its share of the global batch's target tokens, so 1 process and N processes
+  with the same global batch compute the same gradient;
+* clips the gradient, steps AdamW and a warm-up + cosine/linear schedule;
+* every `eval_every` steps measures held-out loss/perplexity, keeps the best weights, and stops
+  early after `patience` evaluations without improvement;
+* every `checkpoint_every` steps (and at the end, or when the time budget runs out) writes a
+  checkpoint of safetensors + JSON: model, optimizer moments, schedule, step. Nothing pickled.
+
+Recipes own the model and data; this module owns only the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.errors import TrainingError
+
+__all__ = ["BatchSource", "TrainResult", "TrainSettings", "train"]
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TrainSettings:
+    """Settings of one run. Saved next to the checkpoints as `settings.json`."""
+
+    max_steps: int = 1000
+    """Optimizer steps at most (epochs are turned into steps by the recipe)."""
+    batch_size: int = 16
+    """Sequences per optimizer step, over all processes and accumulation steps."""
+    micro_batch_size: int = 16
+    """Sequences per forward pass on one process; batch_size must divide evenly."""
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    schedule: str = "cosine"
+    """`cosine` or `linear` decay after warm-up."""
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    patience: int | None = None
+    """Stop after this many evaluations without improvement (None: never stop early)."""
+    min_delta: float = 0.0
+    checkpoint_every: int = 200
+    seed: int = 1234
+    max_minutes: float | None = None
+    """Stop cleanly (with a checkpoint) after this much wall time."""
+    mixed_precision: str = "auto"
+    """`no`, `bf16`, `fp16`, or `auto` (bf16 on a GPU that has it, else full precision)."""
+    log_every: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, world_size: int = 1) -> None:
+        if self.schedule not in ("cosine", "linear"):
+            raise TrainingError(f"schedule must be 'cosine' or 'linear', not {self.schedule!r}")
+        if self.max_steps < 1:
+            raise TrainingError(f"max_steps must be at least 1, not {self.max_steps}")
+        per_proc = self.batch_size / world_size
+        if per_proc != int(per_proc) or int(per_proc) % self.micro_batch_size:
+            raise TrainingError(
+                f"batch_size {self.batch_size} must split evenly into {world_size} process(es) "
+                f"x micro_batch_size {self.micro_batch_size}"
+            )
+
+
+class BatchSource(Protocol):
+    """Where a run's data comes from. Both methods must be deterministic."""
+
+    def global_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
+        """The `size` sequences of optimizer step `step`: `input_ids` and `labels` (B, T)."""
+        ...
+
+    def eval_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The held-out set, in fixed batches."""
+        ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens_seen: int
+    wall_seconds: float
+    train_loss: float | None
+    best_eval_loss: float | None
+    best_eval_perplexity: float | None
+    best_step: int | None
+    stopped_early: bool
+    stop_reason: str
+    history: list[dict[str, float]]
+    output_dir: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lr_lambda(s: TrainSettings) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < s.warmup_steps:
+            return (step + 1) / max(1, s.warmup_steps)
+        span = max(1, s.max_steps - s.warmup_steps)
+        progress = min(1.0, (step - s.warmup_steps) / span)
+        if s.schedule == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            decay = 1.0 - progress
+        return s.min_lr_ratio + (1.0 - s.min_lr_ratio) * decay
+
+    return f
+
+
+def _make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for _name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": s.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, foreach=False)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable tensors by name, detached and contiguous (tied weights stored once)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out[name] = p.detach().contiguous().cpu().clone()
+    return out
+
+
+def _save_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    state: dict[str, Any],
+) -> None:
+    """Write a checkpoint atomically: a temp folder, then `os.replace` over the old one."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        _rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(_trainable_state(model), str(tmp / "model.safetensors"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            key = names[id(p)]
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"{key}::{k}"] = v.detach().contiguous().cpu().clone()
+                else:
+                    scalars[f"{key}::{k}"] = v
+    if tensors:
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+    meta = {
+        "optimizer_scalars": scalars,
+        "scheduler": sched.state_dict(),
+        "lrs": [g["lr"] for g in opt.param_groups],
+        **state,
+    }
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        if old.exists():
+            _rmtree(old)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        _rmtree(old)
+
+
+def _load_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+) -> dict[str, Any]:
+    weights = load_file(str(folder / "model.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise TrainingError(f"checkpoint {folder} does not fit this model (e.g. {missing[0]})")
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t)
+    meta = json.loads((folder / "state.json").read_text())
+    moments = (
+        load_file(str(folder / "optimizer.safetensors"))
+        if (folder / "optimizer.safetensors").exists()
+        else {}
+    )
+    by_name = {n: p for n, p in model.named_parameters()}
+    for key, t in moments.items():
+        name, k = key.split("::", 1)
+        opt.state[by_name[name]][k] = t.to(by_name[name].device)
+    for key, v in meta["optimizer_scalars"].items():
+        name, k = key.split("::", 1)
+        opt.state[by_name[name]][k] = v
+    sched.load_state_dict(meta["scheduler"])
+    for g, lr in zip(opt.param_groups, meta["lrs"], strict=True):
+        g["lr"] = lr
+    return meta
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over target tokens, and their count."""
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    attn = batch.get("attention_mask")
+    logits = model(input_ids=input_ids, attention_mask=attn).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss, int((shift_labels != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterator[dict[str, torch.Tensor]], device: Any) -> dict[str, float]:
+    """Held-out loss, perplexity and next-token accuracy."""
+    was_training = model.training
+    model.eval()
+    total, count, correct = 0.0, 0, 0
+    for b in batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        logits = model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
+        sl = b["labels"][:, 1:]
+        lg = logits[:, :-1, :].float()
+        mask = sl != IGNORE_INDEX
+        total += float(
+            torch.nn.functional.cross_entropy(
+                lg.reshape(-1, lg.size(-1)), sl.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+        )
+        correct += int(((lg.argmax(-1) == sl) & mask).sum())
+        count += int(mask.sum())
+    if was_training:
+        model.train()
+    if count == 0:
+        raise TrainingError("the held-out set has no target tokens")
+    loss = total / count
+    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_accuracy": correct / count}
+
+
+def train(
+    model: torch.nn.Module,
+    data: BatchSource,
+    settings: TrainSettings,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    description: str = "training",
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place; returns what happened. The best weights are loaded at the end."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(output_dir)
+    mp = settings.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accel = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+    world, rank = accel.num_processes, accel.process_index
+    settings.check(world)
+    set_seed(settings.seed)
+    main = accel.is_main_process
+
+    opt = _make_optimizer(model, settings)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
+    model, opt = accel.prepare(model, opt)
+    raw = accel.unwrap_model(model)
+
+    ckpt, best_dir = out / "checkpoint", out / "best"
+    history: list[dict[str, float]] = []
+    start_step, tokens_seen, best, best_step, bad_evals = 0, 0, None, None, 0
+    if resume:
+        if not (ckpt / "state.json").exists():
+            raise TrainingError(f"--resume: no checkpoint in {ckpt}")
+        meta = _load_checkpoint(ckpt, raw, opt, sched)
+        start_step, tokens_seen = meta["step"], meta["tokens_seen"]
+        best, best_step, bad_evals = meta["best_eval_loss"], meta["best_step"], meta["bad_evals"]
+        history = meta["history"]
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
+
+    per_proc = settings.batch_size // world
+    n_micro = per_proc // settings.micro_batch_size
+    t0 = time.monotonic()
+    stop_reason, stopped_early = "max_steps", False
+    window_tokens, window_t = 0, time.monotonic()
+    running: float | None = None
+
+    def state(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "best_eval_loss": best,
+            "best_step": best_step,
+            "bad_evals": bad_evals,
+            "history": history,
+        }
+
+    bar = _Progress(settings.max_steps, start_step, description, enabled=progress and main)
+    model.train()
+    step = start_step
+    with bar:
+        while step < settings.max_steps:
+            batch = data.global_batch(step, settings.batch_size)
+            n_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            if n_tokens == 0:
+                raise TrainingError(f"step {step}: the batch has no target tokens")
+            mine = {k: v[rank * per_proc : (rank + 1) * per_proc] for k, v in batch.items()}
+            step_loss = 0.0
+            for m in range(n_micro):
+                sl = slice(m * settings.micro_batch_size, (m + 1) * settings.micro_batch_size)
+                micro = {k: v[sl].to(accel.device) for k, v in mine.items()}
+                ctx = accel.no_sync(model) if m < n_micro - 1 else _nullcontext()
+                with ctx, accel.autocast():
+                    loss_sum, _ = _loss_sum(model, micro)
+                    # DDP averages gradients over processes: multiply by world to get a sum.
+                    loss = loss_sum * world / n_tokens
+                    accel.backward(loss)
+                step_loss += float(loss_sum.detach())
+            if settings.grad_clip:
+                accel.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += int(batch["input_ids"].numel())
+            window_tokens += int(batch["input_ids"].numel())
+            if world > 1:
+                t = torch.tensor([step_loss], device=accel.device)
+                step_loss = float(accel.reduce(t, reduction="sum"))
+            step_loss /= n_tokens
+            running = step_loss if running is None else 0.9 * running + 0.1 * step_loss
+            now = time.monotonic()
+            tps = window_tokens / max(1e-9, now - window_t)
+            bar.update(step, running, tps)
+            if step % settings.log_every == 0 or step == settings.max_steps:
+                history.append(
+                    {"step": step, "tokens": tokens_seen, "train_loss": running, "lr": sched.get_last_lr()[0],
+                     "tokens_per_s": tps, "time_s": now - t0}
+                )
+                window_tokens, window_t = 0, now
+            if step % settings.eval_every == 0 or step == settings.max_steps:
+                ev = evaluate(model, data.eval_batches(), accel.device)
+                history.append({"step": step, "tokens": tokens_seen, **ev})
+                bar.note(f"eval loss {ev['eval_loss']:.3f} ppl {ev['eval_perplexity']:.1f}")
+                if best is None or ev["eval_loss"] < best - settings.min_delta:
+                    best, best_step, bad_evals = ev["eval_loss"], step, 0
+                    if main:
+                        _save_checkpoint(best_dir, raw, opt, sched, state(step))
+                else:
+                    bad_evals += 1
+                    if settings.patience is not None and bad_evals >= settings.patience:
+                        stop_reason, stopped_early = (
+                            f"early stop: no improvement in {bad_evals} evaluations (best at step {best_step})",
+                            True,
+                        )
+            out_of_time = settings.max_minutes is not None and (now - t0) > settings.max_minutes * 60
+            if out_of_time and not stopped_early:
+                stop_reason, stopped_early = f"time budget of {settings.max_minutes} min reached", True
+            if main and (step % settings.checkpoint_every == 0 or stopped_early or step == settings.max_steps):
+                _save_checkpoint(ckpt, raw, opt, sched, state(step))
+                if on_checkpoint:
+                    on_checkpoint(ckpt)
+            accel.wait_for_everyone()
+            if stopped_early:
+                break
+
+    if best_dir.exists() and (best_dir / "model.safetensors").exists():
+        weights = load_file(str(best_dir / "model.safetensors"))
+        params = dict(raw.named_parameters())
+        with torch.no_grad():
+            for n, t in weights.items():
+                params[n].copy_(t.to(params[n].device))
+    accel.wait_for_everyone()
+    result = TrainResult(
+        steps=step,
+        tokens_seen=tokens_seen,
+        wall_seconds=time.monotonic() - t0,
+        train_loss=running,
+        best_eval_loss=best,
+        best_eval_perplexity=math.exp(best) if best is not None else None,
+        best_step=best_step,
+        stopped_early=stopped_early,
+        stop_reason=stop_reason,
+        history=history,
+        output_dir=str(out),
+    )
+    if main:
+        (out / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+        plot_loss_curve(history, out / "loss_curve.png", title=description)
+    return result
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Progress:
+    """A Rich progress bar with loss and tokens/s; silent when disabled or not a terminal."""
+
+    def __init__(self, total: int, start: int, description: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total, self.start, self.description = total, start, description
+        self._p: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._p = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[tps]} tok/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task(
+                self.description, total=self.total, completed=self.start, loss="-", tps="-"
+            )
+        return self
+
+    def update(self, step: int, loss: float | None, tps: float) -> None:
+        if self._p is not None:
+            self._p.update(
+                self._task, completed=step, loss=f"{loss:.3f}" if loss is not None else "-", tps=f"{tps:,.0f}"
+            )
+
+    def note(self, text: str) -> None:
+        if self._p is not None:
+            self._p.console.print(f"  {text}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str = "training") -> None:
+    """Train and held-out loss against tokens seen, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_pts = [(h["tokens"], h["train_loss"]) for h in history if "train_loss" in h]
+    eval_pts = [(h["tokens"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train_pts:
+        ax.plot(*zip(*train_pts, strict=True), label="train loss (EMA)")
+    if eval_pts:
+        ax.plot(*zip(*eval_pts, strict=True), "o-", label="held-out loss")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
