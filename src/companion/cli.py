@@ -1,1 +1,282 @@
-def main():\n    pass
+"""`companion`: the command line, a thin map from commands to library functions.
+
+Errors the user can fix (bad config, unknown model, bad file) print one red line and exit 1;
+usage errors exit 2. `--json` prints data for scripts instead of tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from models.errors import CompanionError
+
+app = typer.Typer(
+    name="companion",
+    help="Companion Models: personalities, personalization and the models behind them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List and inspect configured models.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one clear line and a non-zero exit, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CompanionError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main_options(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Use this folder as COMPANION_HOME (store, config, database).")
+    ] = None,
+) -> None:
+    if home is not None:
+        os.environ["COMPANION_HOME"] = str(home.expanduser().resolve())
+
+
+def _manager() -> Any:
+    from models.model_manager import ModelManager
+
+    return ModelManager()
+
+
+def _split(ref: str, manager: Any) -> tuple[str, str]:
+    """`category/name` or a bare name searched in every category."""
+    if "/" in ref:
+        cat, name = ref.split("/", 1)
+        return cat, name
+    return manager.find(ref)
+
+
+def _load_generator(ref: str, **overrides: Any) -> Any:
+    manager = _manager()
+    category, name = _split(ref, manager)
+    model = manager.load_model(category, name)
+    return model
+
+
+# ----------------------------------------------------------------------------- generate / chat
+
+
+@app.command()
+@handle_errors
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model: NAME or CATEGORY/NAME.")] = "base/companion-base",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens.")] = 120,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue PROMPT with a model, streaming the text as it decodes."""
+    m = _load_generator(model)
+    opts: dict[str, Any] = {}
+    if temperature is not None:
+        opts["temperature"] = temperature
+    if seed is not None:
+        opts["seed"] = seed
+    if as_json:
+        text = m.generate(prompt, max_length=max_tokens, **opts)
+        stats = m.last_stats
+        out.print_json(data={"model": model, "prompt": prompt, "text": text, "completion_tokens": stats.completion_tokens,
+                             "seconds": round(stats.total_s, 3), "tokens_per_s": stats.tokens_per_s})
+        return
+    out.print(prompt, end="", style="bold", highlight=False)
+    for piece in m.stream(prompt, max_length=max_tokens, **opts):
+        out.print(piece, end="", highlight=False, markup=False)
+    out.print()
+    s = m.last_stats
+    err.print(f"[dim]{s.completion_tokens} tokens, {s.tokens_per_s or 0:.0f} tok/s, engine {m.engine_name}[/]")
+
+
+@app.command()
+@handle_errors
+def chat(
+    model: Annotated[str, typer.Argument(help="Model: NAME or CATEGORY/NAME.")] = "base/companion-base",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n")] = 120,
+    system: Annotated[str | None, typer.Option(help="A system message to start with.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Chat with a model in the terminal (streaming). /reset clears, /quit leaves."""
+    m = _load_generator(model)
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    err.print(f"[dim]chatting with {model} ({m.engine_name}); /reset clears, /quit leaves[/]")
+    while True:
+        try:
+            line = out.input("[bold cyan]you>[/] ")
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        if line.strip() in ("/quit", "/exit"):
+            break
+        if line.strip() == "/reset":
+            history = history[:1] if system else []
+            err.print("[dim]conversation cleared[/]")
+            continue
+        history.append({"role": "user", "content": line})
+        out.print("[bold magenta]bot>[/] ", end="")
+        reply = []
+        opts = {"seed": seed} if seed is not None else {}
+        for piece in m.stream_chat(history, max_length=max_tokens, **opts):
+            reply.append(piece)
+            out.print(piece, end="", highlight=False, markup=False)
+        out.print()
+        history.append({"role": "assistant", "content": "".join(reply).strip()})
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+@handle_errors
+def models_list(
+    category: Annotated[str | None, typer.Option("--category", "-c")] = None, as_json: JsonOpt = False
+) -> None:
+    """Every configured model: built-in and yours."""
+    infos = _manager().list_models(category)
+    if as_json:
+        out.print_json(data=[i.__dict__ for i in infos])
+        return
+    from rich.table import Table
+
+    table = Table(title="models")
+    for col in ("category", "name", "type", "path", "from"):
+        table.add_column(col)
+    for i in infos:
+        src = "built-in" if "builtin" in i.source else i.source
+        table.add_row(i.category, i.name, i.type, i.path, src)
+    out.print(table)
+
+
+@models_app.command("show")
+@handle_errors
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME or CATEGORY/NAME")], as_json: JsonOpt = False
+) -> None:
+    """Details of one model: config, resolved files, engine, size."""
+    from companion.inspect import describe_model
+
+    manager = _manager()
+    category, name = _split(ref, manager)
+    data = describe_model(manager, category, name)
+    if as_json:
+        out.print_json(data=data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{category}/{name}", show_header=False)
+    for k, v in data.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+@app.command()
+@handle_errors
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check the installation: config, store, models, data, metrics, integration."""
+    from companion.doctor import run_checks
+
+    results = run_checks()
+    if as_json:
+        out.print_json(data=[r.__dict__ for r in results])
+    else:
+        from rich.table import Table
+
+        table = Table(title="companion doctor")
+        for col in ("check", "status", "detail", "how to fix"):
+            table.add_column(col, overflow="fold")
+        style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+        for r in results:
+            table.add_row(r.name, f"[{style[r.status]}]{r.status}[/]", r.detail, r.fix or "")
+        out.print(table)
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@train_app.command("base")
+@handle_errors
+def train_base_cmd(
+    data: Annotated[Path, typer.Option(help="Folder with books/, tinyshakespeare/, dialogue/.")] = Path("../shared/data"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")] = Path("runs/base"),
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the shipped recipe's).")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Stop cleanly after this much wall time.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the embedded base model from scratch (tokenizer + Llama), as shipped."""
+    from dataclasses import replace
+
+    from models.training.base import EMBEDDED_SETTINGS, train_base
+
+    settings = EMBEDDED_SETTINGS
+    if max_steps is not None:
+        settings = replace(settings, max_steps=max_steps, warmup_steps=min(settings.warmup_steps, max(1, max_steps // 10)),
+                           eval_every=min(settings.eval_every, max_steps), checkpoint_every=min(settings.checkpoint_every, max_steps))
+    if minutes is not None:
+        settings = replace(settings, max_minutes=minutes)
+    result = train_base(data, output, settings=settings, resume=resume, progress=not as_json, threads=threads)
+    summary = {k: v for k, v in result.to_json().items() if k != "history"}
+    if as_json:
+        out.print_json(data=summary)
+        return
+    from rich.table import Table
+
+    table = Table(title="base model trained", show_header=False)
+    for k, v in summary.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    out.print(table)
+    out.print(f"model folder: {output / 'model'}  loss curve: {output / 'loss_curve.png'}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except CompanionError as exc:  # pragma: no cover - handled per command
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

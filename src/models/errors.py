@@ -73,14 +73,15 @@ class ModelNotFoundError(CompanionError, LookupError):
 class UnknownModelError(ModelNotFoundError):
     """A model name that no config knows; names the closest known ones."""
 
-    def __init__(self, category: str, name: str, known: Iterable[str]) -> None:
+    def __init__(self, category: str, name: str, known: Iterable[str], what: str | None = None) -> None:
         import difflib
 
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listed = ", ".join(known) if known else "none"
-        super().__init__(f"unknown {category} model {name!r}.{hint} Known: {listed}.")
+        what = what or (f"{category} model" if category != "model" else "model")
+        super().__init__(f"unknown {what} {name!r}.{hint} Known: {listed}.")
         self.category, self.name, self.known, self.close = category, name, known, close
 
 

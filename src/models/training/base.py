@@ -14,6 +14,7 @@ loss curve and the report.
 from __future__ import annotations
 
 import csv
+import math
 import hashlib
 import json
 import random
@@ -352,3 +353,33 @@ def train_base(
 
 
 _ = CHAT_TEMPLATE  # the template the tokenizer files carry (re-exported for recipes)
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path, which: str = "best",
+                      spec: BaseModelSpec | None = None) -> Path:
+    """Export a run's `best/` (or `checkpoint/`) weights as an HF model folder, mid-run too."""
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+
+    run, dest = Path(run_dir), Path(dest)
+    tok_dir = run / "tokenizer"
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    spec = spec or BaseModelSpec(vocab_size=tok.get_vocab_size())
+    ids = {"bos": tok.token_to_id("<|bos|>"), "eos": tok.token_to_id(EOS), "pad": tok.token_to_id(PAD),
+           "end": tok.token_to_id(TURN_END)}
+    model = LlamaForCausalLM(spec.llama_config(ids))
+    weights = load_file(str(run / which / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    real_missing = [m for m in missing if m != "lm_head.weight"]
+    if real_missing or unexpected:
+        raise TrainingError(f"{run / which}: weights do not fit the spec ({real_missing[:3]} {unexpected[:3]})")
+    state = json.loads((run / which / "state.json").read_text())
+    evals = [h for h in state["history"] if "eval_loss" in h]
+    export_model(model, tok_dir, dest, {
+        "format": "companion-model/1", "kind": "base", "name": "companion-base", "chat_template": "companion",
+        "emotion_tokens": True,
+        "training": {"recipe": "companion train base", "step": state["step"], "tokens_seen": state["tokens_seen"],
+                     "heldout_perplexity": math.exp(evals[-1]["eval_loss"]) if evals else None},
+    })
+    return dest

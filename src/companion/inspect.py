@@ -1,0 +1,41 @@
+"""What `companion models show` prints: one model's config, files and engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["describe_model"]
+
+
+def describe_model(manager: Any, category: str, name: str) -> dict[str, Any]:
+    """Config entry, resolved location, files with sizes, and the model's own metadata."""
+    from models.model_manager import resolve_path
+
+    cname, entry = manager.canonical(category, name)
+    data: dict[str, Any] = {
+        "category": category,
+        "name": cname,
+        "type": entry.type,
+        "path": entry.path,
+        "description": entry.description,
+        "parameters": entry.parameters,
+        "config_file": manager.config.origin[(category, cname)],
+    }
+    ref = resolve_path(entry.path, manager.config.base_dir(category, cname), config=manager.config,
+                       hint=(category, cname))
+    data["resolved"] = str(ref.folder) if ref.folder else ref.raw
+    data["version"] = ref.version
+    if ref.folder is not None and ref.folder.is_dir():
+        files = {p.name: p.stat().st_size for p in sorted(ref.folder.iterdir()) if p.is_file()}
+        data["files"] = files
+        data["size_bytes"] = sum(files.values())
+        for meta in ("config.json", "companion.json"):
+            f = ref.folder / meta
+            if f.exists():
+                data[meta] = json.loads(f.read_text())
+        cfg = data.get("config.json") or {}
+        if cfg:
+            data["architecture"] = (cfg.get("architectures") or [cfg.get("model_type")])[0]
+    data["loaded"] = manager.is_loaded(category, cname)
+    return data

@@ -1,0 +1,86 @@
+"""Generation engines behind `TransformerModel`: `fast`, `hf`, `openai`, `llamacpp`.
+
+`create_engine(ref, params)` picks one from what the path holds when `engine: auto`:
+an OpenAI model id → `openai`; a `.gguf` file → `llamacpp`; a Llama-family folder that the
+fast engine supports → `fast`; any other Hugging Face folder → `hf`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from models.errors import EngineError
+
+if TYPE_CHECKING:
+    from models.engines.base import Engine
+    from models.paths import PathRef
+
+__all__ = ["ENGINES", "create_engine"]
+
+ENGINES = ("fast", "hf", "openai", "llamacpp")
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _fast_supported(folder: Any) -> bool:
+    try:
+        from models.engines.fast import FastEngine
+    except ImportError:
+        return False
+    return FastEngine.supports(folder)
+
+
+def create_engine(ref: PathRef, params: Any) -> Engine:
+    """Build the engine for a resolved model path and `TransformerParams`."""
+    choice = params.engine
+    if choice == "auto":
+        if ref.kind == "openai" or params.base_url:
+            choice = "openai"
+        elif ref.kind == "gguf":
+            choice = "llamacpp"
+        elif ref.folder is not None and _fast_supported(ref.folder):
+            choice = "fast"
+        else:
+            choice = "hf"
+    if choice == "openai":
+        from models.engines.openai import OpenAIEngine
+
+        model = params.model or ref.remote_model
+        if not model:
+            raise EngineError("the openai engine needs a model id: set `parameters.model` or use path openai:<id>")
+        kwargs: dict[str, Any] = {"model": model}
+        if params.base_url:
+            kwargs["base_url"] = params.base_url
+        if params.api_key_env:
+            kwargs["api_key_env"] = params.api_key_env
+        return OpenAIEngine(**kwargs)
+    if ref.folder is None:
+        raise EngineError(f"engine {choice!r} needs a local model folder, got {ref.raw!r}")
+    if choice == "llamacpp":
+        try:
+            from models.engines.llamacpp import LlamaCppEngine
+        except ImportError as exc:
+            raise EngineError("GGUF models need the optional extra: pip install 'companion-models[llamacpp]'") from exc
+        return LlamaCppEngine(ref.folder)
+    if choice == "fast":
+        from models.engines.fast import FastEngine
+
+        return FastEngine(ref.folder, dtype=_dtype(params.dtype), threads=params.threads)
+    if choice == "hf":
+        from models.engines.hf import HFEngine
+
+        if params.threads:
+            import torch
+
+            torch.set_num_threads(params.threads)
+        return HFEngine(ref.folder, dtype=_dtype(params.dtype))
+    raise EngineError(f"unknown engine {choice!r}; choose one of {', '.join(ENGINES)}")
+
+
+def default_threads() -> int:
+    return int(os.environ.get("COMPANION_THREADS", "0")) or (os.cpu_count() or 1)

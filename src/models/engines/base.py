@@ -1,0 +1,232 @@
+"""What every generation engine offers, and the decode loop local engines share.
+
+An engine turns a prompt into text. `TransformerModel` is the public front; engines are
+swappable behind it:
+
+* `Engine` (abstract): `stream(prompt, params)` yields text pieces, `stream_chat(messages,
+  params)` does the same for a chat, `score(texts)` returns total log-likelihoods.
+* `LocalEngine`: an engine that owns weights in this process. Subclasses give three primitives
+  (`_prefill`, `_step`, `_forward_full`); the decode loop, the seeded sampler, stop handling
+  and incremental detokenization live here, once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from models.engines.codec import TextCodec
+from models.engines.sampling import Sampler
+
+__all__ = ["Engine", "GenerationStats", "LocalEngine", "SamplingParams"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. `temperature=0` means greedy."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    emotion: str | None = None
+    """An emotion control label for models trained with emotion tokens (ignored by others)."""
+
+    def but(self, **changes: Any) -> SamplingParams:
+        return replace(self, **changes)
+
+    def check(self) -> None:
+        from models.errors import EngineError
+
+        problems = []
+        if self.max_new_tokens < 0:
+            problems.append(f"max_new_tokens must be >= 0, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, not {self.top_k}")
+        if self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be > 0, not {self.repetition_penalty}")
+        if problems:
+            raise EngineError("; ".join(problems))
+
+
+@dataclass
+class GenerationStats:
+    """Timings and counts of the last generation (read by the monitor)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token_s: float | None = None
+    total_s: float = 0.0
+    finish_reason: str = "length"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.completion_tokens or self.total_s <= 0:
+            return None
+        return self.completion_tokens / self.total_s
+
+
+class Engine(ABC):
+    """A text generator. Engines are not re-entrant: one generation at a time per instance."""
+
+    name: str = "engine"
+
+    def __init__(self) -> None:
+        self.last_stats = GenerationStats()
+        self.lock = threading.RLock()
+
+    @abstractmethod
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        """Yield the continuation of `prompt` as text pieces, as they decode."""
+
+    @abstractmethod
+    def stream_chat(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Iterator[str]:
+        """Yield the assistant's reply to `messages` (OpenAI-style role/content dicts)."""
+
+    @abstractmethod
+    def score(self, texts: Sequence[str]) -> list[float]:
+        """Total natural-log likelihood of each text (first token conditioned on nothing/BOS)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Approximate token count (local engines are exact)."""
+        return max(1, len(text) // 4)
+
+    @property
+    def context_length(self) -> int:
+        return 4096
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": self.name}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections, memory)."""
+
+
+class LocalEngine(Engine):
+    """An engine with weights in this process: shared decode loop over three primitives."""
+
+    def __init__(self, codec: TextCodec, max_positions: int) -> None:
+        super().__init__()
+        self.codec = codec
+        self.max_positions = max_positions
+
+    # --- primitives ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _prefill(self, ids: list[int]) -> torch.Tensor:
+        """Reset the cache, run the prompt, return the last position's logits (vocab,)."""
+
+    @abstractmethod
+    def _step(self, token: int) -> torch.Tensor:
+        """Feed one token after the cached ones; return its logits (vocab,)."""
+
+    @abstractmethod
+    def _forward_full(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits for every position of a (B, T) batch, no cache: (B, T, vocab)."""
+
+    # --- shared behaviour ----------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        return self.max_positions
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.codec.encode(text))
+
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        ids = self.codec.encode(prompt, add_bos=True)
+        return self.stream_ids(ids, params)
+
+    def stream_chat(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Iterator[str]:
+        prompt = self.codec.render_chat(messages, add_generation_prompt=True, emotion=params.emotion)
+        ids = self.codec.encode(prompt, add_bos=True)
+        return self.stream_ids(ids, params)
+
+    def stream_ids(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
+        """The decode loop: prefill, then sample/step until a stop condition."""
+        params.check()
+        with self.lock:
+            yield from self._decode(ids, params)
+
+    def _decode(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
+        stats = GenerationStats()
+        self.last_stats = stats
+        t0 = time.perf_counter()
+        budget = self.max_positions - 1
+        if len(ids) > budget:  # keep the end of an over-long prompt (BOS first if any)
+            keep = budget - min(params.max_new_tokens, budget // 2)
+            head = len(self.codec.prefix_ids)
+            ids = ids[:head] + ids[-(keep - head) :]
+            stats.extra["prompt_truncated"] = True
+        stats.prompt_tokens = len(ids)
+        max_new = min(params.max_new_tokens, self.max_positions - len(ids))
+        if max_new <= 0:
+            stats.total_s = time.perf_counter() - t0
+            return
+        sampler = Sampler(params, history=ids)
+        detok = self.codec.stream_decoder()
+        stop_ids = self.codec.stop_ids
+        text_so_far = ""
+        logits = self._prefill(ids)
+        for i in range(max_new):
+            token = sampler.pick(logits)
+            if token in stop_ids:
+                stats.finish_reason = "stop"
+                break
+            stats.completion_tokens += 1
+            piece = detok.push(token)
+            if piece:
+                if stats.time_to_first_token_s is None:
+                    stats.time_to_first_token_s = time.perf_counter() - t0
+                if params.stop:
+                    text_so_far += piece
+                    cut = _find_stop(text_so_far, params.stop)
+                    if cut is not None:
+                        emitted = len(text_so_far) - len(piece)
+                        if cut > emitted:
+                            yield text_so_far[emitted:cut]
+                        stats.finish_reason = "stop"
+                        break
+                yield piece
+            if i == max_new - 1:
+                break
+            logits = self._step(token)
+        tail = detok.flush()
+        if tail and stats.finish_reason != "stop":
+            yield tail
+        stats.total_s = time.perf_counter() - t0
+
+    @torch.inference_mode()
+    def score(self, texts: Sequence[str]) -> list[float]:
+        out = []
+        for text in texts:
+            ids = self.codec.encode(text, add_bos=True)[: self.max_positions]
+            if len(ids) < 2:
+                out.append(0.0)
+                continue
+            x = torch.tensor([ids])
+            logp = torch.log_softmax(self._forward_full(x)[0, :-1].float(), dim=-1)
+            out.append(float(logp.gather(1, x[0, 1:, None]).sum()))
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": self.name, "context_length": self.max_positions, "vocab_size": self.codec.vocab_size}
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None

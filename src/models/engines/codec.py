@@ -1,0 +1,192 @@
+"""Text ↔ token ids for local engines: tokenizer, chat template and streaming detokenizer.
+
+A model folder in Hugging Face format carries `tokenizer.json` (read with `tokenizers`, fast
+and dependency-light) or, failing that, whatever `transformers.AutoTokenizer` can load; the
+chat template comes from `chat_template.jinja` or `tokenizer_config.json` and renders in a
+sandboxed Jinja environment, as `transformers` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from models.errors import EngineError
+
+__all__ = ["StreamDecoder", "TextCodec"]
+
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def _token_str(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+class TextCodec:
+    """Tokenizer + chat template of one model folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        cfg_path = self.folder / "tokenizer_config.json"
+        self.config: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        tj = self.folder / "tokenizer.json"
+        self._fast = None
+        self._hf = None
+        if tj.exists():
+            from tokenizers import Tokenizer
+
+            self._fast = Tokenizer.from_file(str(tj))
+        else:
+            try:
+                from transformers import AutoTokenizer
+
+                self._hf = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+            except Exception as exc:  # transformers raises many kinds here
+                raise EngineError(f"{self.folder}: no usable tokenizer ({exc})") from exc
+        self.bos_id = self._id(_token_str(self.config.get("bos_token")))
+        self.eos_id = self._id(_token_str(self.config.get("eos_token")))
+        self.pad_id = self._id(_token_str(self.config.get("pad_token")))
+        self.add_bos = bool(self.config.get("add_bos_token", False)) and self.bos_id is not None
+        self.stop_ids: set[int] = {i for i in (self.eos_id,) if i is not None}
+        end = self._id("<|end|>")
+        if end is not None:
+            self.stop_ids.add(end)
+        self._add_generation_stops()
+        self.template_source = self._load_template()
+        self._template: Any = None
+
+    # --- ids -------------------------------------------------------------------------------
+
+    def _id(self, token: str | None) -> int | None:
+        if not token:
+            return None
+        if self._fast is not None:
+            return self._fast.token_to_id(token)
+        tid = self._hf.convert_tokens_to_ids(token)  # type: ignore[union-attr]
+        return None if tid == getattr(self._hf, "unk_token_id", None) else tid
+
+    def _add_generation_stops(self) -> None:
+        gc = self.folder / "generation_config.json"
+        if gc.exists():
+            eos = json.loads(gc.read_text()).get("eos_token_id")
+            for i in eos if isinstance(eos, list) else [eos]:
+                if isinstance(i, int):
+                    self.stop_ids.add(i)
+
+    @property
+    def vocab_size(self) -> int:
+        if self._fast is not None:
+            return self._fast.get_vocab_size()
+        return len(self._hf)  # type: ignore[arg-type]
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        """What starts every sequence: BOS if the tokenizer adds one, else the document
+        separator (GPT-2 convention: our models saw `<|endoftext|>` before every document)."""
+        if self.add_bos:
+            return [self.bos_id]  # type: ignore[list-item]
+        return [self.eos_id] if self.eos_id is not None else []
+
+    def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        if self._fast is not None:
+            ids = self._fast.encode(text, add_special_tokens=False).ids
+        else:
+            ids = self._hf.encode(text, add_special_tokens=False)  # type: ignore[union-attr]
+        if add_bos:
+            prefix = self.prefix_ids
+            if not (prefix and ids[: len(prefix)] == prefix):
+                ids = prefix + list(ids)
+        return list(ids)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        if self._fast is not None:
+            return self._fast.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return self._hf.decode(list(ids), skip_special_tokens=skip_special_tokens)  # type: ignore[union-attr]
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+    # --- chat ------------------------------------------------------------------------------
+
+    def _load_template(self) -> str:
+        jinja = self.folder / "chat_template.jinja"
+        if jinja.exists():
+            return jinja.read_text()
+        tpl = self.config.get("chat_template")
+        if isinstance(tpl, str):
+            return tpl
+        if isinstance(tpl, list):  # named templates: take "default"
+            for t in tpl:
+                if t.get("name") == "default":
+                    return t["template"]
+        if self._hf is not None and getattr(self._hf, "chat_template", None):
+            return self._hf.chat_template
+        return _FALLBACK_TEMPLATE
+
+    @property
+    def has_emotion_tokens(self) -> bool:
+        return self._id("<|emotion:neutral|>") is not None
+
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
+    ) -> str:
+        """Render OpenAI-style messages through the model's chat template."""
+        if self._template is None:
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            def raise_exception(message: str) -> None:
+                raise EngineError(f"chat template: {message}")
+
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+            env.globals["raise_exception"] = raise_exception
+            env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+            self._template = env.from_string(self.template_source)
+        for i, m in enumerate(messages):
+            if "role" not in m or "content" not in m:
+                raise EngineError(f"message {i} needs 'role' and 'content' keys, got {sorted(m)}")
+        if not self.has_emotion_tokens:
+            extra.pop("emotion", None)
+        return self._template.render(
+            messages=list(messages),
+            add_generation_prompt=add_generation_prompt,
+            bos_token=_token_str(self.config.get("bos_token")) or "",
+            eos_token=_token_str(self.config.get("eos_token")) or "",
+            **extra,
+        )
+
+
+class StreamDecoder:
+    """Turns token ids into text pieces as they arrive, never splitting a UTF-8 character.
+
+    Keeps a short window of ids: the text of `ids[prefix:]` minus the text of
+    `ids[prefix:read]` is what is new; a piece ending in U+FFFD waits for more bytes.
+    """
+
+    def __init__(self, codec: TextCodec) -> None:
+        self.codec = codec
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        prev = self.codec.decode(self.ids[self.prefix : self.read])
+        full = self.codec.decode(self.ids[self.prefix :])
+        if len(full) > len(prev) and not full.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return full[len(prev) :]
+        return ""
+
+    def flush(self) -> str:
+        prev = self.codec.decode(self.ids[self.prefix : self.read])
+        full = self.codec.decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return full[len(prev) :] if len(full) > len(prev) else ""

@@ -1,0 +1,236 @@
+"""ModelManager: `load_model(category, name)` → a cached, ready model.
+
+Resolution, in order: the config entry for `(category, name)` (also under the seed's suffixed
+names: `luna_personality` → `luna`), then its `path` (see `models.paths`): a folder, a
+built-in model, a model in the store (latest version), an OpenAI-compatible server. Loading
+goes through the loader registered for the entry's `type` (`models.registry`).
+
+Loaded models are cached per `(category, name)`. The cache is thread-safe: concurrent first
+loads of one model load it once (a per-key lock), and loads of different models proceed in
+parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.config import EffectiveConfig, ModelEntry, load_config, load_effective_config
+from models.errors import ConfigError, ModelNotFoundError, UnknownModelError
+from models.paths import PathRef, builtin_dir, classify_path, name_candidates
+from models.registry import LoadRequest, get_loader
+
+__all__ = ["ModelInfo", "ModelManager", "resolve_path"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    category: str
+    name: str
+    type: str
+    path: str
+    source: str
+    loaded: bool
+    description: str | None = None
+
+
+class ModelManager:
+    """Loads models named in config, once, and keeps them."""
+
+    def __init__(self, config_path: str | Path | None = None) -> None:
+        self._config_path = Path(config_path) if config_path else None
+        self._config: EffectiveConfig | None = None
+        self._config_stamp: tuple[float, ...] | None = None
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.load_times: dict[tuple[str, str], float] = {}
+
+    # --- config -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> EffectiveConfig:
+        """The effective config, reloaded when a config file changes on disk."""
+        stamp = self._stamp()
+        if self._config is None or stamp != self._config_stamp:
+            self._config = load_effective_config(self._config_path)
+            self._config_stamp = stamp
+        return self._config
+
+    def _stamp(self) -> tuple[float, ...]:
+        from models.config import builtin_config_path
+        from models.home import config_path
+
+        files = [builtin_config_path(), self._config_path or config_path()]
+        return tuple(f.stat().st_mtime_ns if f.exists() else -1 for f in files)
+
+    def canonical(self, category: str, name: str) -> tuple[str, ModelEntry]:
+        """The config name that `name` refers to, and its entry; UnknownModelError otherwise."""
+        cfg = self.config
+        for cand in name_candidates(name, category):
+            entry = cfg.entry(category, cand)
+            if entry is not None:
+                return cand, entry
+        if category not in cfg.config.models:
+            raise UnknownModelError(category, category, cfg.categories(), what="model category")
+        raise UnknownModelError(category, name, cfg.names(category))
+
+    def find(self, name: str) -> tuple[str, str]:
+        """`(category, name)` for a bare model name, searched in every category."""
+        cfg = self.config
+        hits = []
+        for cat in cfg.categories():
+            for cand in name_candidates(name, cat):
+                if cfg.entry(cat, cand) is not None:
+                    hits.append((cat, cand))
+                    break
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            every = [n for c in cfg.categories() for n in cfg.names(c)]
+            raise UnknownModelError("model", name, every)
+        options = ", ".join(f"{c}/{n}" for c, n in hits)
+        raise ModelNotFoundError(f"model name {name!r} is ambiguous ({options}): say which, e.g. {options.split(',')[0]}")
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load_model(self, category: str, name: str) -> Any:
+        """Load (or return the cached) model `name` of `category`."""
+        cname, entry = self.canonical(category, name)
+        key = (category, cname)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            t0 = time.perf_counter()
+            model = self._build(category, cname, entry)
+            self.load_times[key] = time.perf_counter() - t0
+            self._cache[key] = model
+            return model
+
+    def _build(self, category: str, name: str, entry: ModelEntry) -> Any:
+        base = self.config.base_dir(category, name)
+        ref = resolve_path(entry.path, base, config=self.config, hint=(category, name))
+        try:
+            params = entry.typed_parameters()
+        except Exception as exc:
+            raise ConfigError(self.config.origin[(category, name)], [f"models.{category}.{name}.parameters: {exc}"]) from exc
+        request = LoadRequest(category=category, name=name, entry=entry, ref=ref, params=params)
+        return get_loader(entry.type)(self, request)
+
+    def unload(self, category: str | None = None, name: str | None = None) -> int:
+        """Drop cached models (all, a category, or one); returns how many were dropped."""
+        with self._lock:
+            keys = [k for k in self._cache if (category is None or k[0] == category)
+                    and (name is None or k[1] in name_candidates(name, k[0]))]
+            for k in keys:
+                model = self._cache.pop(k)
+                close = getattr(model, "close", None)
+                if callable(close):
+                    close()
+            return len(keys)
+
+    def is_loaded(self, category: str, name: str) -> bool:
+        try:
+            cname, _ = self.canonical(category, name)
+        except UnknownModelError:
+            return False
+        return (category, cname) in self._cache
+
+    def list_models(self, category: str | None = None) -> list[ModelInfo]:
+        """Every configured model (built-in and the user's), loaded or not."""
+        cfg = self.config
+        out = []
+        for cat in cfg.categories():
+            if category is not None and cat != category:
+                continue
+            for name in cfg.names(cat):
+                e = cfg.entry(cat, name)
+                if e is None:
+                    continue
+                out.append(ModelInfo(cat, name, e.type, e.path, cfg.origin[(cat, name)],
+                                     (cat, name) in self._cache, e.description))
+        return out
+
+
+# ----------------------------------------------------------------------------- resolution
+
+_DEFAULT_CONFIG: dict[str, Any] = {"cfg": None, "stamp": None}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def _default_config() -> EffectiveConfig:
+    with _DEFAULT_LOCK:
+        mgr = _DEFAULT_CONFIG.get("mgr")
+        if mgr is None:
+            mgr = _DEFAULT_CONFIG["mgr"] = ModelManager()
+        return mgr.config
+
+
+def _builtin_entry(category: str, name: str) -> ModelEntry | None:
+    from models.config import builtin_config_path
+
+    return load_config(builtin_config_path()).entry(category, name)
+
+
+def resolve_path(
+    raw: str | Path,
+    base: Path | None = None,
+    *,
+    config: EffectiveConfig | None = None,
+    hint: tuple[str, str] | None = None,
+    _seen: frozenset[tuple[str, str, str]] = frozenset(),
+) -> PathRef:
+    """Turn a model path into something loadable: a folder (verified if in the store or
+    built-in), or an OpenAI model id. Raises ModelNotFoundError with the places it looked."""
+    ref = classify_path(str(raw), base or Path.cwd())
+    if ref.kind in ("folder", "builtin", "openai", "gguf"):
+        return ref
+    if ref.kind == "missing":
+        raise ModelNotFoundError(ref.problem or f"model path {raw!r} not found")
+    cfg = config or _default_config()
+    category, name = ref.category or "", ref.name or ""
+    seen = _seen | ({("config", *hint)} if hint else set())
+    found = _from_store(category, name, ref.version)
+    if found is not None:
+        return found
+    # Not in the store: the config's entry of that name, else the built-in layer's (so the
+    # seed's `path: models/personality/luna_model` finds the built-in Luna until one is trained).
+    for cand in name_candidates(name, category):
+        layers = (("config", cfg.entry(category, cand)), ("builtin", _builtin_entry(category, cand)))
+        for where, entry in layers:
+            if entry is None or (where, category, cand) in seen:
+                continue
+            if where == "config":
+                bdir = cfg.base_dirs.get((category, cand), builtin_dir())
+            else:
+                bdir = builtin_dir()
+            return resolve_path(entry.path, bdir, config=cfg, _seen=seen | {(where, category, cand)})
+    known = cfg.names(category)
+    if known:
+        raise UnknownModelError(category, name, known)
+    raise ModelNotFoundError(
+        f"model path {raw!r}: no folder there and no {category!r} model named {name!r} in the store or config"
+    )
+
+
+def _from_store(category: str, name: str, version: str | None) -> PathRef | None:
+    try:
+        from models.store import ModelStore
+    except ImportError:  # pragma: no cover - the store lands with the foundation
+        return None
+    store = ModelStore()
+    for cand in name_candidates(name, category):
+        if store.list_versions(category, cand):
+            folder = store.open(category, cand, version)
+            return PathRef("folder", f"store:{category}/{cand}", folder=folder, category=category,
+                           name=cand, version=folder.name)
+    return None

@@ -1,0 +1,167 @@
+"""TransformerModel: the public front of every generation engine.
+
+    model = TransformerModel(model_path="models/personality/luna_transformer", max_length=512,
+                             temperature=0.8)
+    text = model.generate(prompt="The character walked into the room", max_length=100)
+
+`model_path` is anything `models.paths` understands (a folder, `builtin:<name>`, a store model
+in the seed's `models/<category>/<name>` form, `openai:<id>`). Before weights load, the folder
+is checked: pickles refused, every file's sha256 verified against `manifest.json` when the
+folder has one (store and built-in models always do).
+
+`max_length` is the most *new* tokens a call produces (what the seed's samples mean by it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from models.config import TransformerParams
+from models.engines import create_engine
+from models.engines.base import Engine, GenerationStats, SamplingParams
+from models.paths import PathRef
+from models.registry import LoadRequest, register_loader
+
+__all__ = ["TransformerModel"]
+
+
+def _check_folder(ref: PathRef) -> None:
+    if ref.folder is None or not ref.folder.is_dir():
+        return
+    from models.store import check_safe_files, verify_manifest
+
+    check_safe_files(ref.folder)
+    if (ref.folder / "manifest.json").exists():
+        verify_manifest(ref.folder)
+
+
+class TransformerModel:
+    """A text generator over one engine (`fast`, `hf`, `openai`, `llamacpp`)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        max_length: int = 512,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        seed: int | None = None,
+        engine: str = "auto",
+        *,
+        ref: PathRef | None = None,
+        name: str | None = None,
+        **engine_options: Any,
+    ) -> None:
+        from models.model_manager import resolve_path
+
+        self.params = TransformerParams(
+            max_length=max_length,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            engine=engine,
+            **engine_options,
+        )
+        t0 = time.perf_counter()
+        self.ref = ref or resolve_path(str(model_path))
+        _check_folder(self.ref)
+        self.engine: Engine = create_engine(self.ref, self.params)
+        self.load_seconds = time.perf_counter() - t0
+        self.model_path = str(model_path)
+        self.name = name or self.ref.name or Path(str(model_path)).name
+
+    # --- sampling settings -------------------------------------------------------------
+
+    def sampling(self, max_length: int | None = None, **overrides: Any) -> SamplingParams:
+        """The call's SamplingParams: the model's defaults with `overrides` applied."""
+        p = self.params
+        # A fixed seed makes every call reproducible (as Ollama's `seed` option does).
+        seed = overrides.pop("seed", p.seed)
+        stop = overrides.pop("stop", ())
+        params = SamplingParams(
+            max_new_tokens=max_length if max_length is not None else p.max_length,
+            temperature=overrides.pop("temperature", p.temperature),
+            top_p=overrides.pop("top_p", p.top_p),
+            top_k=overrides.pop("top_k", p.top_k),
+            repetition_penalty=overrides.pop("repetition_penalty", p.repetition_penalty),
+            seed=seed,
+            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+            emotion=overrides.pop("emotion", None),
+        )
+        if overrides:
+            from models.errors import EngineError
+
+            raise EngineError(f"unknown generation option(s): {', '.join(sorted(overrides))}")
+        return params
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, prompt: str, max_length: int | None = None, **overrides: Any) -> str:
+        """The continuation of `prompt` (at most `max_length` new tokens)."""
+        return "".join(self.stream(prompt, max_length, **overrides))
+
+    def stream(self, prompt: str, max_length: int | None = None, **overrides: Any) -> Iterator[str]:
+        """Yield the continuation of `prompt` as text pieces while it decodes."""
+        params = self.sampling(max_length, **overrides)
+        return self.engine.stream(prompt, params)
+
+    def chat(self, messages: Sequence[dict[str, Any]], max_length: int | None = None, **overrides: Any) -> str:
+        """The assistant's reply to OpenAI-style `messages`, through the model's chat template."""
+        return "".join(self.stream_chat(messages, max_length, **overrides))
+
+    def stream_chat(
+        self, messages: Sequence[dict[str, Any]], max_length: int | None = None, **overrides: Any
+    ) -> Iterator[str]:
+        params = self.sampling(max_length, **overrides)
+        return self.engine.stream_chat(messages, params)
+
+    def score(self, texts: str | Sequence[str]) -> list[float]:
+        """Total log-likelihood (nats) of each text under the model."""
+        return self.engine.score([texts] if isinstance(texts, str) else list(texts))
+
+    def perplexity(self, text: str) -> float:
+        import math
+
+        n = max(1, self.engine.count_tokens(text))
+        return math.exp(-self.score(text)[0] / n)
+
+    # --- information -------------------------------------------------------------------------
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        return self.engine.last_stats
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.model_path,
+            "resolved": str(self.ref.folder) if self.ref.folder else self.ref.raw,
+            "version": self.ref.version,
+            "load_seconds": round(self.load_seconds, 4),
+            **self.engine.info(),
+        }
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __repr__(self) -> str:
+        return f"TransformerModel({self.model_path!r}, engine={self.engine_name!r})"
+
+
+def load_transformer(manager: Any, request: LoadRequest) -> TransformerModel:
+    """Loader for `type: transformer` config entries."""
+    p = request.params.model_dump()
+    return TransformerModel(request.entry.path, ref=request.ref, name=request.name, **p)
+
+
+register_loader("transformer", TransformerParams, load_transformer)
