@@ -28,9 +28,18 @@ def companion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def build_tiny_model(folder: Path, *, vocab_size: int = 512, layers: int = 2, hidden: int = 32,
-                     heads: int = 4, kv_heads: int = 2, tie: bool = True, seed: int = 0,
-                     manifest: bool = True) -> Path:
+def build_tiny_model(
+    folder: Path,
+    *,
+    vocab_size: int = 512,
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 4,
+    kv_heads: int = 2,
+    tie: bool = True,
+    seed: int = 0,
+    manifest: bool = True,
+) -> Path:
     """A random-weights Llama (2 layers, 32 dims) with our tokenizer and chat template."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -44,10 +53,16 @@ def build_tiny_model(folder: Path, *, vocab_size: int = 512, layers: int = 2, hi
     save_tokenizer_files(tok, folder, model_max_length=128)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=128, tie_word_embeddings=tie,
-        bos_token_id=tok.token_to_id("<|bos|>"), eos_token_id=[tok.token_to_id(EOS), tok.token_to_id(TURN_END)],
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie,
+        bos_token_id=tok.token_to_id("<|bos|>"),
+        eos_token_id=[tok.token_to_id(EOS), tok.token_to_id(TURN_END)],
         pad_token_id=tok.token_to_id(PAD),
     )
     model = LlamaForCausalLM(cfg)

@@ -89,7 +89,10 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
 
 
 def test_duplicate_keys_refused(tmp_path: Path) -> None:
-    text = "models:\n  base:\n    a: {type: transformer, path: builtin:companion-base}\n    a: {type: transformer, path: x}\n"
+    text = (
+        "models:\n  base:\n    a: {type: transformer, path: builtin:companion-base}\n"
+        "    a: {type: transformer, path: x}\n"
+    )
     with pytest.raises(ConfigError, match="duplicate key 'a'"):
         load_config(write(tmp_path, text))
 

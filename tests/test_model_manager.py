@@ -106,7 +106,7 @@ def test_seed_config_path_falls_back_to_builtin_luna(user_config) -> None:
         "      path: models/personality/luna_model\n      parameters: {max_length: 512, temperature: 0.8}\n"
     )
     mm = ModelManager()
-    name, entry = mm.canonical("personality", "luna")
+    _, entry = mm.canonical("personality", "luna")
     ref = resolve_path(entry.path, Path.cwd(), config=mm.config, hint=("personality", "luna"))
     assert ref.kind == "builtin"
 

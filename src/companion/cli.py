@@ -109,8 +109,16 @@ def generate(
     if as_json:
         text = m.generate(prompt, max_length=max_tokens, **opts)
         stats = m.last_stats
-        out.print_json(data={"model": model, "prompt": prompt, "text": text, "completion_tokens": stats.completion_tokens,
-                             "seconds": round(stats.total_s, 3), "tokens_per_s": stats.tokens_per_s})
+        out.print_json(
+            data={
+                "model": model,
+                "prompt": prompt,
+                "text": text,
+                "completion_tokens": stats.completion_tokens,
+                "seconds": round(stats.total_s, 3),
+                "tokens_per_s": stats.tokens_per_s,
+            }
+        )
         return
     out.print(prompt, end="", style="bold", highlight=False)
     for piece in m.stream(prompt, max_length=max_tokens, **opts):
@@ -182,9 +190,7 @@ def models_list(
 
 @models_app.command("show")
 @handle_errors
-def models_show(
-    ref: Annotated[str, typer.Argument(help="NAME or CATEGORY/NAME")], as_json: JsonOpt = False
-) -> None:
+def models_show(ref: Annotated[str, typer.Argument(help="NAME or CATEGORY/NAME")], as_json: JsonOpt = False) -> None:
     """Details of one model: config, resolved files, engine, size."""
     from companion.inspect import describe_model
 
@@ -234,7 +240,9 @@ def doctor(as_json: JsonOpt = False) -> None:
 @train_app.command("base")
 @handle_errors
 def train_base_cmd(
-    data: Annotated[Path, typer.Option(help="Folder with books/, tinyshakespeare/, dialogue/.")] = Path("../shared/data"),
+    data: Annotated[Path, typer.Option(help="Folder with books/, tinyshakespeare/, dialogue/.")] = Path(
+        "../shared/data"
+    ),
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")] = Path("runs/base"),
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the shipped recipe's).")] = None,
@@ -249,8 +257,13 @@ def train_base_cmd(
 
     settings = EMBEDDED_SETTINGS
     if max_steps is not None:
-        settings = replace(settings, max_steps=max_steps, warmup_steps=min(settings.warmup_steps, max(1, max_steps // 10)),
-                           eval_every=min(settings.eval_every, max_steps), checkpoint_every=min(settings.checkpoint_every, max_steps))
+        settings = replace(
+            settings,
+            max_steps=max_steps,
+            warmup_steps=min(settings.warmup_steps, max(1, max_steps // 10)),
+            eval_every=min(settings.eval_every, max_steps),
+            checkpoint_every=min(settings.checkpoint_every, max_steps),
+        )
     if minutes is not None:
         settings = replace(settings, max_minutes=minutes)
     result = train_base(data, output, settings=settings, resume=resume, progress=not as_json, threads=threads)

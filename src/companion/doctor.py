@@ -64,14 +64,19 @@ def _models() -> CheckResult:
     problems, ok = [], 0
     for info in mgr.list_models():
         try:
-            resolve_path(info.path, mgr.config.base_dir(info.category, info.name), config=mgr.config,
-                         hint=(info.category, info.name))
+            resolve_path(
+                info.path,
+                mgr.config.base_dir(info.category, info.name),
+                config=mgr.config,
+                hint=(info.category, info.name),
+            )
             ok += 1
         except CompanionError as exc:
             problems.append(f"{info.category}/{info.name}: {exc}")
     if problems:
-        return CheckResult("model paths", "fail", "; ".join(problems),
-                           "fix the path in config.yaml, or train/publish the model")
+        return CheckResult(
+            "model paths", "fail", "; ".join(problems), "fix the path in config.yaml, or train/publish the model"
+        )
     return CheckResult("model paths", "ok", f"{ok} model paths resolve")
 
 
@@ -84,11 +89,18 @@ def _loading() -> CheckResult:
     load = time.perf_counter() - t0
     text = model.generate("The", max_length=8, seed=0)
     if not text.strip():
-        return CheckResult("model loading", "fail", "the embedded model generated nothing",
-                           "reinstall the package (its weights may be damaged)")
-    return CheckResult("model loading", "ok",
-                       f"embedded model verified and loaded in {load * 1000:.0f} ms ({model.engine_name}); "
-                       f"generated {model.last_stats.completion_tokens} tokens")
+        return CheckResult(
+            "model loading",
+            "fail",
+            "the embedded model generated nothing",
+            "reinstall the package (its weights may be damaged)",
+        )
+    return CheckResult(
+        "model loading",
+        "ok",
+        f"embedded model verified and loaded in {load * 1000:.0f} ms ({model.engine_name}); "
+        f"generated {model.last_stats.completion_tokens} tokens",
+    )
 
 
 def _store() -> CheckResult:
@@ -109,7 +121,9 @@ def _database() -> CheckResult:
 
     with engine.connect() as conn:
         version = conn.execute(text("SELECT MAX(version) FROM schema_migrations")).scalar()
-    return CheckResult("metrics database", "ok", f"{engine.url.render_as_string(hide_password=True)} at schema {version}")
+    return CheckResult(
+        "metrics database", "ok", f"{engine.url.render_as_string(hide_password=True)} at schema {version}"
+    )
 
 
 def _training_data() -> CheckResult:
@@ -117,8 +131,12 @@ def _training_data() -> CheckResult:
 
     root = resources.files("models") / "training_data" / "writing_assistant"
     if not root.is_dir():
-        return CheckResult("training data", "warn", "shipped writing_assistant samples not installed yet",
-                           "they ship with the data pipeline (issue 3)")
+        return CheckResult(
+            "training data",
+            "warn",
+            "shipped writing_assistant samples not installed yet",
+            "they ship with the data pipeline (issue 3)",
+        )
     n = sum(1 for _ in os.walk(str(root)))
     return CheckResult("training data", "ok", f"writing_assistant samples present ({n} folders)")
 
@@ -127,8 +145,12 @@ def _framework() -> CheckResult:
     try:
         from framework.framework_tool import get_framework
     except ImportError:
-        return CheckResult("framework integration", "warn", "framework plugins not installed yet",
-                           "they ship with the personality engine (issue 5)")
+        return CheckResult(
+            "framework integration",
+            "warn",
+            "framework plugins not installed yet",
+            "they ship with the personality engine (issue 5)",
+        )
     fw = get_framework()
     return CheckResult("framework integration", "ok", f"framework ready: {type(fw).__name__}")
 

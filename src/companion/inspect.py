@@ -22,8 +22,9 @@ def describe_model(manager: Any, category: str, name: str) -> dict[str, Any]:
         "parameters": entry.parameters,
         "config_file": manager.config.origin[(category, cname)],
     }
-    ref = resolve_path(entry.path, manager.config.base_dir(category, cname), config=manager.config,
-                       hint=(category, cname))
+    ref = resolve_path(
+        entry.path, manager.config.base_dir(category, cname), config=manager.config, hint=(category, cname)
+    )
     data["resolved"] = str(ref.folder) if ref.folder else ref.raw
     data["version"] = ref.version
     if ref.folder is not None and ref.folder.is_dir():

@@ -35,10 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.errors import ConfigError
 
 __all__ = [
+    "PARAMS",
     "Config",
     "ModelEntry",
     "ParamsRegistry",
-    "PARAMS",
     "builtin_config_path",
     "load_config",
     "load_effective_config",
@@ -153,9 +153,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)
         seen[key] = True
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -165,7 +163,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def _read_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.constructor.ConstructorError as exc:
         where = f"line {exc.problem_mark.line + 1}" if exc.problem_mark else "?"
         problem = exc.problem or str(exc)
@@ -281,8 +279,10 @@ def _entry_problems(entry: Any, where: str, base_dir: Path, check: PathCheck) ->
     if isinstance(type_name, str):
         params_model = PARAMS.get(type_name)
         if params_model is None:
-            problems.append(f"{where}.type: unknown model type {type_name!r}{_suggest(type_name, PARAMS.names())}; "
-                            f"known: {', '.join(PARAMS.names())}")
+            problems.append(
+                f"{where}.type: unknown model type {type_name!r}{_suggest(type_name, PARAMS.names())}; "
+                f"known: {', '.join(PARAMS.names())}"
+            )
         elif isinstance(params, dict):
             try:
                 params_model.model_validate(params)
@@ -335,8 +335,12 @@ class EffectiveConfig:
 def _merge_entry(base: ModelEntry, over: ModelEntry) -> ModelEntry:
     if base.type != over.type or base.path != over.path:
         return over
-    return over.model_copy(update={"parameters": {**base.parameters, **over.parameters},
-                                   "description": over.description or base.description})
+    return over.model_copy(
+        update={
+            "parameters": {**base.parameters, **over.parameters},
+            "description": over.description or base.description,
+        }
+    )
 
 
 def load_effective_config(user_config: str | Path | None = None) -> EffectiveConfig:

@@ -93,7 +93,9 @@ class ModelManager:
             every = [n for c in cfg.categories() for n in cfg.names(c)]
             raise UnknownModelError("model", name, every)
         options = ", ".join(f"{c}/{n}" for c, n in hits)
-        raise ModelNotFoundError(f"model name {name!r} is ambiguous ({options}): say which, e.g. {options.split(',')[0]}")
+        raise ModelNotFoundError(
+            f"model name {name!r} is ambiguous ({options}): say which, e.g. {options.split(',')[0]}"
+        )
 
     # --- loading ------------------------------------------------------------------------
 
@@ -122,15 +124,20 @@ class ModelManager:
         try:
             params = entry.typed_parameters()
         except Exception as exc:
-            raise ConfigError(self.config.origin[(category, name)], [f"models.{category}.{name}.parameters: {exc}"]) from exc
+            raise ConfigError(
+                self.config.origin[(category, name)], [f"models.{category}.{name}.parameters: {exc}"]
+            ) from exc
         request = LoadRequest(category=category, name=name, entry=entry, ref=ref, params=params)
         return get_loader(entry.type)(self, request)
 
     def unload(self, category: str | None = None, name: str | None = None) -> int:
         """Drop cached models (all, a category, or one); returns how many were dropped."""
         with self._lock:
-            keys = [k for k in self._cache if (category is None or k[0] == category)
-                    and (name is None or k[1] in name_candidates(name, k[0]))]
+            keys = [
+                k
+                for k in self._cache
+                if (category is None or k[0] == category) and (name is None or k[1] in name_candidates(name, k[0]))
+            ]
             for k in keys:
                 model = self._cache.pop(k)
                 close = getattr(model, "close", None)
@@ -156,8 +163,11 @@ class ModelManager:
                 e = cfg.entry(cat, name)
                 if e is None:
                     continue
-                out.append(ModelInfo(cat, name, e.type, e.path, cfg.origin[(cat, name)],
-                                     (cat, name) in self._cache, e.description))
+                out.append(
+                    ModelInfo(
+                        cat, name, e.type, e.path, cfg.origin[(cat, name)], (cat, name) in self._cache, e.description
+                    )
+                )
         return out
 
 
@@ -231,6 +241,7 @@ def _from_store(category: str, name: str, version: str | None) -> PathRef | None
     for cand in name_candidates(name, category):
         if store.list_versions(category, cand):
             folder = store.open(category, cand, version)
-            return PathRef("folder", f"store:{category}/{cand}", folder=folder, category=category,
-                           name=cand, version=folder.name)
+            return PathRef(
+                "folder", f"store:{category}/{cand}", folder=folder, category=category, name=cand, version=folder.name
+            )
     return None

@@ -20,9 +20,7 @@ from pathlib import Path
 __all__ = ["PathRef", "builtin_dir", "classify_path", "name_candidates"]
 
 _STORE_FORM = re.compile(r"^(?:\./)?(?:models/)?([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})/?$")
-_STORE_REF = re.compile(
-    r"^store:([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})(?:@([0-9A-Za-z.+-]+))?$"
-)
+_STORE_REF = re.compile(r"^store:([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})(?:@([0-9A-Za-z.+-]+))?$")
 #: Suffixes the seed uses on model names; stripped to find the model they name.
 NAME_SUFFIXES = ("_model", "_transformer", "_personality", "_personalization", "_adaptive", "_hybrid")
 
@@ -53,7 +51,9 @@ def classify_path(raw: str, base: Path | None = None) -> PathRef:
         folder = builtin_dir(name)
         if not name or not (folder / "config.json").exists():
             known = sorted(p.name for p in builtin_dir().iterdir() if (p / "config.json").exists())
-            return PathRef("missing", raw, problem=f"no built-in model {name!r} (built-in: {', '.join(known) or 'none'})")
+            return PathRef(
+                "missing", raw, problem=f"no built-in model {name!r} (built-in: {', '.join(known) or 'none'})"
+            )
         return PathRef("builtin", raw, folder=folder, name=name)
     if raw.startswith("openai:"):
         model = raw.split(":", 1)[1]

@@ -135,9 +135,7 @@ class TextCodec:
     def has_emotion_tokens(self) -> bool:
         return self._id("<|emotion:neutral|>") is not None
 
-    def render_chat(
-        self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
-    ) -> str:
+    def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
         """Render OpenAI-style messages through the model's chat template."""
         if self._template is None:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -145,7 +143,9 @@ class TextCodec:
             def raise_exception(message: str) -> None:
                 raise EngineError(f"chat template: {message}")
 
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+            )
             env.globals["raise_exception"] = raise_exception
             env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
             self._template = env.from_string(self.template_source)

@@ -14,9 +14,9 @@ loss curve and the report.
 from __future__ import annotations
 
 import csv
-import math
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -72,7 +72,7 @@ class BaseModelSpec:
 
 #: The settings the shipped embedded model was trained with (`companion train base` defaults).
 EMBEDDED_SETTINGS = TrainSettings(
-    max_steps=3000,
+    max_steps=2500,
     batch_size=16,
     micro_batch_size=16,
     lr=2e-3,
@@ -201,8 +201,15 @@ class TokenWindows:
     The windows of step `s` depend only on `(seed, s)`, so a resumed run is exact.
     """
 
-    def __init__(self, train_ids: np.ndarray, heldout_ids: np.ndarray, seq_len: int,
-                 seed: int, eval_batch: int = 16, eval_windows: int = 128) -> None:
+    def __init__(
+        self,
+        train_ids: np.ndarray,
+        heldout_ids: np.ndarray,
+        seq_len: int,
+        seed: int,
+        eval_batch: int = 16,
+        eval_windows: int = 128,
+    ) -> None:
         if len(train_ids) <= seq_len + 1:
             raise DataError(f"training data has {len(train_ids)} tokens, fewer than one window of {seq_len}")
         if len(heldout_ids) <= seq_len + 1:
@@ -232,7 +239,7 @@ def _encode_all(tok: Any, docs: list[str]) -> np.ndarray:
     out: list[np.ndarray] = []
     for i in range(0, len(docs), 256):
         for enc in tok.encode_batch(docs[i : i + 256]):
-            out.append(np.asarray(enc.ids + [eos], dtype=np.uint16))
+            out.append(np.asarray([*enc.ids, eos], dtype=np.uint16))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.uint16)
 
 
@@ -301,8 +308,12 @@ def train_base(
         save_tokenizer_files(tok, tok_dir, model_max_length=spec.max_position_embeddings)
     if tok.get_vocab_size() != spec.vocab_size:
         spec.vocab_size = tok.get_vocab_size()
-    ids = {"bos": tok.token_to_id("<|bos|>"), "eos": tok.token_to_id(EOS), "pad": tok.token_to_id(PAD),
-           "end": tok.token_to_id(TURN_END)}
+    ids = {
+        "bos": tok.token_to_id("<|bos|>"),
+        "eos": tok.token_to_id(EOS),
+        "pad": tok.token_to_id(PAD),
+        "end": tok.token_to_id(TURN_END),
+    }
     train_ids = _encode_all(tok, corpus.train)
     held_ids = _encode_all(tok, corpus.heldout)
     data_hash = hashlib.sha256(train_ids.tobytes()).hexdigest()
@@ -325,8 +336,8 @@ def train_base(
         "spec": asdict(spec),
         "seq_len": seq_len,
         "settings": asdict(settings),
-        "train_tokens_in_corpus": int(len(train_ids)),
-        "heldout_tokens": int(len(held_ids)),
+        "train_tokens_in_corpus": len(train_ids),
+        "heldout_tokens": len(held_ids),
         "data_sha256": data_hash,
         "sources": corpus.sources,
         "result": {k: v for k, v in result.to_json().items() if k != "history"},
@@ -355,8 +366,9 @@ def train_base(
 _ = CHAT_TEMPLATE  # the template the tokenizer files carry (re-exported for recipes)
 
 
-def export_checkpoint(run_dir: str | Path, dest: str | Path, which: str = "best",
-                      spec: BaseModelSpec | None = None) -> Path:
+def export_checkpoint(
+    run_dir: str | Path, dest: str | Path, which: str = "best", spec: BaseModelSpec | None = None
+) -> Path:
     """Export a run's `best/` (or `checkpoint/`) weights as an HF model folder, mid-run too."""
     from safetensors.torch import load_file
     from tokenizers import Tokenizer
@@ -366,8 +378,12 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, which: str = "best"
     tok_dir = run / "tokenizer"
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     spec = spec or BaseModelSpec(vocab_size=tok.get_vocab_size())
-    ids = {"bos": tok.token_to_id("<|bos|>"), "eos": tok.token_to_id(EOS), "pad": tok.token_to_id(PAD),
-           "end": tok.token_to_id(TURN_END)}
+    ids = {
+        "bos": tok.token_to_id("<|bos|>"),
+        "eos": tok.token_to_id(EOS),
+        "pad": tok.token_to_id(PAD),
+        "end": tok.token_to_id(TURN_END),
+    }
     model = LlamaForCausalLM(spec.llama_config(ids))
     weights = load_file(str(run / which / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -376,10 +392,22 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, which: str = "best"
         raise TrainingError(f"{run / which}: weights do not fit the spec ({real_missing[:3]} {unexpected[:3]})")
     state = json.loads((run / which / "state.json").read_text())
     evals = [h for h in state["history"] if "eval_loss" in h]
-    export_model(model, tok_dir, dest, {
-        "format": "companion-model/1", "kind": "base", "name": "companion-base", "chat_template": "companion",
-        "emotion_tokens": True,
-        "training": {"recipe": "companion train base", "step": state["step"], "tokens_seen": state["tokens_seen"],
-                     "heldout_perplexity": math.exp(evals[-1]["eval_loss"]) if evals else None},
-    })
+    export_model(
+        model,
+        tok_dir,
+        dest,
+        {
+            "format": "companion-model/1",
+            "kind": "base",
+            "name": "companion-base",
+            "chat_template": "companion",
+            "emotion_tokens": True,
+            "training": {
+                "recipe": "companion train base",
+                "step": state["step"],
+                "tokens_seen": state["tokens_seen"],
+                "heldout_perplexity": math.exp(evals[-1]["eval_loss"]) if evals else None,
+            },
+        },
+    )
     return dest

@@ -215,11 +215,7 @@ def _load_checkpoint(
         for n, t in weights.items():
             params[n].copy_(t)
     meta = json.loads((folder / "state.json").read_text())
-    moments = (
-        load_file(str(folder / "optimizer.safetensors"))
-        if (folder / "optimizer.safetensors").exists()
-        else {}
-    )
+    moments = load_file(str(folder / "optimizer.safetensors")) if (folder / "optimizer.safetensors").exists() else {}
     by_name = {n: p for n, p in model.named_parameters()}
     for key, t in moments.items():
         name, k = key.split("::", 1)
@@ -385,8 +381,14 @@ def train(
             bar.update(step, running, tps)
             if step % settings.log_every == 0 or step == settings.max_steps:
                 history.append(
-                    {"step": step, "tokens": tokens_seen, "train_loss": running, "lr": sched.get_last_lr()[0],
-                     "tokens_per_s": tps, "time_s": now - t0}
+                    {
+                        "step": step,
+                        "tokens": tokens_seen,
+                        "train_loss": running,
+                        "lr": sched.get_last_lr()[0],
+                        "tokens_per_s": tps,
+                        "time_s": now - t0,
+                    }
                 )
                 window_tokens, window_t = 0, now
             if step % settings.eval_every == 0 or step == settings.max_steps:
@@ -478,9 +480,7 @@ class _Progress:
                 TimeRemainingColumn(),
             )
             self._p.__enter__()
-            self._task = self._p.add_task(
-                self.description, total=self.total, completed=self.start, loss="-", tps="-"
-            )
+            self._task = self._p.add_task(self.description, total=self.total, completed=self.start, loss="-", tps="-")
         return self
 
     def update(self, step: int, loss: float | None, tps: float) -> None:

@@ -1,0 +1,397 @@
+"""The `fast` engine: a compact decoder for Llama-architecture weights, built for batch 1.
+
+A 5 M-parameter model does ~10 MFLOP per token but reads ~21 MB of fp32 weights, so a decode
+step costs one pass over memory plus per-operator dispatch overhead; the design cuts both:
+
+* weights are laid out once at load, transposed to (in, out) for row-vector `addmm`: Q, K, V
+  share one matrix (with `1/sqrt(head_dim)` folded into Q), gate and up share another, and each
+  RMSNorm weight is folded into the matrix that follows it. The step then computes the norm's
+  scale as one Python float (`vector_norm`) passed as `addmm`'s `alpha`, instead of ~8 ops;
+* RoPE is `x*cos + swap_halves(x)*sin` with a precomputed (position, 2, head_dim/2) table
+  whose sine's first half is negated: three element-wise ops, no `cat`;
+* a preallocated KV cache (layers × 2 × kv_heads × capacity × head_dim) takes the new K and V
+  with one copy per layer; attention is `bmm` → `softmax` → `bmm` on the cache slice (GQA by
+  viewing Q as kv_heads × group), cheaper at one query than SDPA here;
+* residual adds ride inside `addmm`; prefill and `_forward_full` share a sequence path with
+  causal SDPA; everything runs under `torch.inference_mode` with the engine's thread count.
+
+Reads `config.json` and `model.safetensors` (or a sharded index) itself, through
+`safetensors.torch.load_file` only, without importing `transformers`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from models.engines.base import LocalEngine, SamplingParams
+from models.engines.codec import TextCodec
+from models.errors import EngineError
+
+__all__ = ["FastEngine"]
+
+#: Intra-op threads when `threads=None`: at batch 1 the matrices are too small to split well
+#: on this machine class (measured by `python -m bench decode`, see the engine docs).
+DEFAULT_THREADS = 1
+#: The KV cache starts at most this long and doubles on demand up to max_position_embeddings.
+_INITIAL_CAPACITY = 4096
+
+
+@dataclass(frozen=True)
+class LlamaSpec:
+    """The shape of a Llama model, read from its `config.json`."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_positions: int
+    tie_word_embeddings: bool
+
+    @classmethod
+    def read(cls, folder: Path) -> LlamaSpec:
+        """Parse and check `folder/config.json`; raise `EngineError` listing every problem."""
+        path = folder / "config.json"
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"{path}: cannot read the model config ({exc})") from exc
+        problems = _unsupported(cfg)
+        if problems:
+            raise EngineError(f"{path}: the fast engine does not support this model: " + "; ".join(problems))
+        heads = int(cfg["num_attention_heads"])
+        return cls(
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=int(cfg["hidden_size"]),
+            intermediate_size=int(cfg["intermediate_size"]),
+            num_layers=int(cfg["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(_rope(cfg).get("rope_theta", 10000.0)),
+            max_positions=int(cfg.get("max_position_embeddings") or 2048),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+
+
+def _rope(cfg: dict[str, Any]) -> dict[str, Any]:
+    """RoPE settings in either format: transformers 5 `rope_parameters`, or 4.x `rope_theta`
+    plus `rope_scaling`."""
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict):
+        return params
+    out: dict[str, Any] = dict(cfg.get("rope_scaling") or {})
+    out.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+    return out
+
+
+def _unsupported(cfg: dict[str, Any]) -> list[str]:
+    """Every reason this config is outside what the fast engine implements (empty: fine)."""
+    problems = []
+    if cfg.get("model_type") != "llama":
+        problems.append(f"model_type is {cfg.get('model_type')!r}, only 'llama' is supported")
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+    ):
+        if not isinstance(cfg.get(key), int):
+            problems.append(f"{key} is missing or not an integer")
+    rope = _rope(cfg)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        problems.append(f"rope type {rope_type!r} is not supported (only plain RoPE, no rope_scaling)")
+    for key in ("attention_bias", "mlp_bias"):
+        if cfg.get(key):
+            problems.append(f"{key}=true is not supported")
+    if cfg.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act is {cfg.get('hidden_act')!r}, only 'silu' is supported")
+    if cfg.get("pretraining_tp", 1) not in (1, None):
+        problems.append("pretraining_tp > 1 is not supported")
+    heads, kv = (
+        cfg.get("num_attention_heads"),
+        cfg.get("num_key_value_heads") or cfg.get("num_attention_heads"),
+    )
+    if isinstance(heads, int) and isinstance(kv, int) and (kv <= 0 or heads % kv):
+        problems.append(f"num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv})")
+    return problems
+
+
+def _load_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors`, or of the shards its `.index.json` lists."""
+    single = folder / "model.safetensors"
+    if single.exists():
+        return load_file(str(single))
+    index = folder / "model.safetensors.index.json"
+    if not index.exists():
+        raise EngineError(f"{folder}: no model.safetensors (or sharded index) to load")
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors.update(load_file(str(folder / shard)))
+    return tensors
+
+
+class _Layer:
+    """One decoder block's fused weights, each (in_features, out_features)."""
+
+    __slots__ = ("w_down", "w_gate_up", "w_o", "w_qkv")
+
+    def __init__(self, w_qkv: torch.Tensor, w_o: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor) -> None:
+        self.w_qkv, self.w_o, self.w_gate_up, self.w_down = w_qkv, w_o, w_gate_up, w_down
+
+
+def _fold(w: torch.Tensor, norm: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """(out, in) weight → contiguous (in, out), with an RMSNorm weight folded into its inputs."""
+    w = w.to(torch.float32)
+    if norm is not None:
+        w = w * norm.to(torch.float32)[None, :]
+    return w.t().contiguous().to(dtype)
+
+
+def _build_layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dtype) -> _Layer:
+    """Fuse layer `i`: norm1 ⊙ [Q/sqrt(d); K; V], o, norm2 ⊙ [gate; up], down."""
+    p = f"model.layers.{i}."
+
+    def get(name: str) -> torch.Tensor:
+        try:
+            return t[p + name].to(torch.float32)
+        except KeyError:
+            raise EngineError(f"the weights lack tensor {p + name!r}") from None
+
+    q = get("self_attn.q_proj.weight") / math.sqrt(spec.head_dim)
+    qkv = torch.cat((q, get("self_attn.k_proj.weight"), get("self_attn.v_proj.weight")))
+    gate_up = torch.cat((get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")))
+    expect = {
+        "qkv": (qkv, (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim, spec.hidden_size),
+        "gate/up": (gate_up, 2 * spec.intermediate_size, spec.hidden_size),
+    }
+    for what, (w, rows, cols) in expect.items():
+        if tuple(w.shape) != (rows, cols):
+            raise EngineError(f"layer {i} {what} weights are {tuple(w.shape)}, config says {(rows, cols)}")
+    return _Layer(
+        _fold(qkv, get("input_layernorm.weight"), dtype),
+        _fold(get("self_attn.o_proj.weight"), None, dtype),
+        _fold(gate_up, get("post_attention_layernorm.weight"), dtype),
+        _fold(get("mlp.down_proj.weight"), None, dtype),
+    )
+
+
+class FastEngine(LocalEngine):
+    """Batch-1 Llama decoder with a static KV cache; its logits match the `hf` engine's.
+
+    `threads=None` uses `DEFAULT_THREADS`. PyTorch's intra-op thread count is process-wide:
+    the engine sets its own on entry to each of its calls (and for the whole of a
+    `stream_ids` generation) and restores the previous value on exit.
+    """
+
+    name = "fast"
+
+    def __init__(self, folder: str | Path, dtype: torch.dtype = torch.float32, threads: int | None = None) -> None:
+        folder = Path(folder)
+        spec = LlamaSpec.read(folder)
+        self.folder, self.spec, self.dtype = folder, spec, dtype
+        self.threads = int(threads) if threads else DEFAULT_THREADS
+        tensors = _load_tensors(folder)
+        self._n_params = sum(t.numel() for t in tensors.values())
+        self._load_weights(tensors, spec, dtype)
+        del tensors
+        super().__init__(TextCodec(folder), max_positions=spec.max_positions)
+        nq, nkv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        self._nq, self._nkv = nq, nkv
+        self._zero = torch.zeros(1, dtype=dtype)  # addmm's ignored input when beta=0
+        self._capacity = 0
+        self._pos = 0
+        self._ensure_capacity(min(spec.max_positions, _INITIAL_CAPACITY))
+
+    @classmethod
+    def supports(cls, folder: str | Path) -> bool:
+        """Whether `folder` holds a Llama model this engine runs (reads the config only)."""
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        weights = ("model.safetensors", "model.safetensors.index.json")
+        has_weights = any((folder / name).exists() for name in weights)
+        return isinstance(cfg, dict) and has_weights and not _unsupported(cfg)
+
+    # --- loading -------------------------------------------------------------------------
+
+    def _load_weights(self, t: dict[str, torch.Tensor], spec: LlamaSpec, dtype: torch.dtype) -> None:
+        try:
+            embed, norm = t["model.embed_tokens.weight"], t["model.norm.weight"]
+        except KeyError as exc:
+            raise EngineError(f"{self.folder}: the weights lack tensor {exc.args[0]!r}") from None
+        head = embed if spec.tie_word_embeddings else t.get("lm_head.weight")
+        if head is None:
+            raise EngineError(f"{self.folder}: tie_word_embeddings is false but there is no lm_head.weight")
+        for what, w in (("embed_tokens", embed), ("lm_head", head)):
+            if tuple(w.shape) != (spec.vocab_size, spec.hidden_size):
+                raise EngineError(
+                    f"{self.folder}: {what} is {tuple(w.shape)}, config.json says "
+                    f"({spec.vocab_size}, {spec.hidden_size})"
+                )
+        self._embed = embed.to(dtype).contiguous()
+        self._lm_head = _fold(head, norm, dtype)
+        self._layers = [_build_layer(t, i, spec, dtype) for i in range(spec.num_layers)]
+
+    def _ensure_capacity(self, n: int) -> None:
+        """Grow the KV cache and the RoPE table to hold `n` positions (doubling, data kept)."""
+        if n <= self._capacity:
+            return
+        spec = self.spec
+        if n > spec.max_positions:
+            raise EngineError(f"{n} tokens exceed the model's context of {spec.max_positions}")
+        cap = min(spec.max_positions, max(n, 2 * self._capacity))
+        shape = (spec.num_layers, 2, spec.num_kv_heads, cap, spec.head_dim)
+        kv = torch.zeros(shape, dtype=self.dtype)
+        if self._capacity:
+            kv[:, :, :, : self._capacity] = self._kv
+        self._kv = kv
+        self._keys = [layer[0] for layer in kv]
+        self._values = [layer[1] for layer in kv]
+        # As transformers computes them: inv_freq in fp32, positions × inv_freq, cos and sin.
+        exponent = torch.arange(0, spec.head_dim, 2, dtype=torch.float) / spec.head_dim
+        inv_freq = 1.0 / (spec.rope_theta**exponent)
+        freqs = torch.arange(cap, dtype=torch.float)[:, None] * inv_freq[None, :]
+        cos, sin = freqs.cos(), freqs.sin()
+        self._cos = torch.stack((cos, cos), dim=1).to(self.dtype)
+        self._sin = torch.stack((-sin, sin), dim=1).to(self.dtype)
+        self._capacity = cap
+
+    # --- primitives ----------------------------------------------------------------------
+
+    def _prefill(self, ids: list[int]) -> torch.Tensor:
+        with _Scope(self.threads):
+            self._ensure_capacity(len(ids))
+            self._pos = 0
+            logits = self._forward_seq(torch.tensor([ids]), write_cache=True, last_only=True)
+            self._pos = len(ids)
+            return logits[0, -1]
+
+    def _step(self, token: int) -> torch.Tensor:
+        with _Scope(self.threads):
+            if self._pos >= self._capacity:
+                self._ensure_capacity(self._pos + 1)
+            logits = self._step_logits(token, self._pos)
+            self._pos += 1
+            return logits
+
+    def _forward_full(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2:
+            raise EngineError(f"_forward_full takes a (batch, time) tensor, not {tuple(ids.shape)}")
+        with _Scope(self.threads):
+            self._ensure_capacity(ids.shape[1])
+            return self._forward_seq(ids, write_cache=False, last_only=False)
+
+    # --- forward passes ------------------------------------------------------------------
+
+    def _step_logits(self, token: int, pos: int) -> torch.Tensor:
+        """One token at `pos` against the cache: the per-token hot path (see module doc)."""
+        spec = self.spec
+        eps, inv_h, inter = spec.rms_norm_eps, 1.0 / spec.hidden_size, spec.intermediate_size
+        nq, rot, zero = self._nq, self._nq + 2 * self._nkv, self._zero
+        pairs = (spec.num_heads + spec.num_kv_heads, 2, spec.head_dim // 2)
+        q_shape = (spec.num_kv_heads, spec.num_heads // spec.num_kv_heads, spec.head_dim)
+        kv_shape = (2, spec.num_kv_heads, spec.head_dim)
+        cos, sin, n = self._cos[pos], self._sin[pos], pos + 1
+        vector_norm, addmm, bmm = torch.linalg.vector_norm, torch.addmm, torch.bmm
+        x = self._embed[token : token + 1]
+        for layer, kv, keys, values in zip(self._layers, self._kv, self._keys, self._values, strict=True):
+            scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
+            qkv = addmm(zero, x, layer.w_qkv, beta=0, alpha=scale)[0]
+            qk = qkv[: rot - self._nkv].view(pairs)
+            swapped = qk.flip(1)
+            qk.mul_(cos).addcmul_(swapped, sin)
+            kv.select(2, pos).copy_(qkv[nq:rot].view(kv_shape))
+            scores = bmm(qkv[:nq].view(q_shape), keys[:, :n].transpose(1, 2))
+            att = bmm(torch.softmax(scores, dim=-1), values[:, :n])
+            x = addmm(x, att.view(1, nq), layer.w_o)
+            scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
+            gate_up = addmm(zero, x, layer.w_gate_up, beta=0, alpha=scale)
+            act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
+            x = addmm(x, act, layer.w_down)
+        scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
+        return addmm(zero, x, self._lm_head, beta=0, alpha=scale)[0]
+
+    def _forward_seq(self, ids: torch.Tensor, write_cache: bool, last_only: bool) -> torch.Tensor:
+        """A (B, T) batch from position 0 with causal attention; fills the cache if asked (B=1)."""
+        spec = self.spec
+        b, t = ids.shape
+        eps, hidden, d, inter = spec.rms_norm_eps, (spec.hidden_size,), spec.head_dim, spec.intermediate_size
+        nq, rot = self._nq, self._nq + 2 * self._nkv
+        pairs = (b, t, spec.num_heads + spec.num_kv_heads, 2, d // 2)
+        group = spec.num_heads // spec.num_kv_heads
+        cos, sin = self._cos[:t, None], self._sin[:t, None]
+        x = F.embedding(ids, self._embed).view(b * t, spec.hidden_size)
+        for layer, kv in zip(self._layers, self._kv, strict=True):
+            qkv = torch.mm(F.rms_norm(x, hidden, None, eps), layer.w_qkv).view(b, t, -1)
+            qk = qkv[..., : rot - self._nkv].view(pairs)
+            swapped = qk.flip(3)
+            qk.mul_(cos).addcmul_(swapped, sin)
+            q = qkv[..., :nq].view(b, t, spec.num_heads, d).transpose(1, 2)
+            k, v = qkv[..., nq:rot].view(b, t, 2, spec.num_kv_heads, d).permute(2, 0, 3, 1, 4)
+            if write_cache:
+                kv[:, :, :t].copy_(torch.stack((k[0], v[0])))
+            if group > 1:
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+            x = torch.addmm(x, att.transpose(1, 2).reshape(b * t, nq), layer.w_o)
+            gate_up = torch.mm(F.rms_norm(x, hidden, None, eps), layer.w_gate_up)
+            act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
+            x = torch.addmm(x, act, layer.w_down)
+        x = x.view(b, t, spec.hidden_size)
+        if last_only:
+            x = x[:, -1:]
+        return torch.matmul(F.rms_norm(x, hidden, None, eps), self._lm_head)
+
+    # --- loop ----------------------------------------------------------------------------
+
+    def stream_ids(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
+        """The shared decode loop, run under inference mode and the engine's thread count."""
+        with _Scope(self.threads):
+            yield from super().stream_ids(ids, params)
+
+    def info(self) -> dict[str, Any]:
+        extra = {"architecture": "LlamaForCausalLM", "parameters": self._n_params, "threads": self.threads}
+        return super().info() | extra
+
+
+class _Scope:
+    """Inference mode plus an intra-op thread count, restored on exit. Nested scopes with
+    the same count cost an integer compare (no `set_num_threads` call)."""
+
+    __slots__ = ("_mode", "_prev", "threads")
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._mode = torch.inference_mode()
+        self._prev = 0
+
+    def __enter__(self) -> None:
+        self._mode.__enter__()
+        self._prev = torch.get_num_threads()
+        if self._prev != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._prev != self.threads:
+            torch.set_num_threads(self._prev)
+        self._mode.__exit__(*exc)

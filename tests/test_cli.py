@@ -1,0 +1,98 @@
+"""The CLI: thin over the library, clear one-line errors, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from companion.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_config(user_config):
+    return user_config("models:\n  base:\n    tiny: {type: transformer, path: '{tiny}', parameters: {max_length: 8}}\n")
+
+
+def test_models_list_json(tiny_config) -> None:
+    r = runner.invoke(app, ["models", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    names = {(m["category"], m["name"]) for m in json.loads(r.output)}
+    assert ("base", "tiny") in names and ("base", "companion-base") in names
+
+
+def test_models_list_table(tiny_config) -> None:
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 0 and "tiny" in r.output
+
+
+def test_models_show(tiny_config) -> None:
+    r = runner.invoke(app, ["models", "show", "base/tiny", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["type"] == "transformer" and "model.safetensors" in data["files"]
+
+
+def test_generate_streams_and_json(tiny_config) -> None:
+    r = runner.invoke(app, ["generate", "The lighthouse", "-m", "tiny", "-n", "5", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("The lighthouse")
+    r = runner.invoke(app, ["generate", "The", "-m", "base/tiny", "-n", "5", "--seed", "1", "--json"])
+    data = json.loads(r.stdout)
+    assert data["completion_tokens"] <= 5 and isinstance(data["text"], str)
+
+
+def test_unknown_model_is_one_clear_line(tiny_config) -> None:
+    r = runner.invoke(app, ["generate", "x", "-m", "tinny"])
+    assert r.exit_code == 1
+    assert "error:" in r.output and "Did you mean 'tiny'" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_bad_config_is_one_clear_error(user_config) -> None:
+    user_config("models:\n  base:\n    x: {type: transformer, path: builtin:companion-base, oops: 1}\n")
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 1
+    assert "models.base.x.oops: unknown key" in r.output and "Traceback" not in r.output
+
+
+def test_chat_session(tiny_config) -> None:
+    r = runner.invoke(app, ["chat", "tiny", "-n", "4", "--seed", "2"], input="hello\n/reset\nagain\n/quit\n")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("bot>") == 2
+
+
+def test_home_option(tmp_path, tiny_config) -> None:
+    other = tmp_path / "elsewhere"
+    r = runner.invoke(app, ["--home", str(other), "models", "list", "--json"])
+    assert r.exit_code == 0
+    assert "tiny" not in r.output  # the other home has no user config
+    assert other.exists()
+
+
+def test_doctor_reports_each_check(tiny_config) -> None:
+    r = runner.invoke(app, ["doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(r.stdout)}
+    for name in (
+        "environment",
+        "configuration",
+        "model paths",
+        "store integrity",
+        "metrics database",
+        "training data",
+        "framework integration",
+    ):
+        assert name in checks
+    assert checks["configuration"]["status"] == "ok"
+
+
+def test_doctor_names_a_broken_path(user_config) -> None:
+    user_config("models:\n  personality:\n    ghost: {type: transformer, path: models/personality/ghost}\n")
+    r = runner.invoke(app, ["doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(r.stdout)}
+    assert checks["model paths"]["status"] == "fail"
+    assert "ghost" in checks["model paths"]["detail"]
+    assert r.exit_code == 1

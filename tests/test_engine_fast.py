@@ -1,0 +1,245 @@
+"""The `fast` engine against the `hf` engine on the same tiny random Llama weights."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import models.engines.base as base_module
+import models.engines.fast as fast_module
+from models.engines.base import LocalEngine, SamplingParams
+from models.engines.fast import FastEngine
+from models.engines.hf import HFEngine
+from models.engines.sampling import Sampler
+from models.errors import EngineError
+
+ATOL = RTOL = 1e-4
+VARIANTS = {
+    "gqa-tied": {},
+    "gqa-untied": {"tie_word_embeddings": False},
+    "mha-theta": {"num_key_value_heads": 4, "rope_theta": 500000.0},
+}
+PROMPT = "the lighthouse keeper wrote a letter to the sea"
+
+
+def _texts() -> list[str]:
+    rng = random.Random(0)
+    words = ["".join(rng.choices("etaoinshrdlucmfwyp", k=rng.randint(1, 7))) for _ in range(400)]
+    return [" ".join(rng.choices(words, k=30)) for _ in range(200)] + [PROMPT] * 5
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from models.training.tokenizer import train_tokenizer
+
+    return train_tokenizer(_texts(), vocab_size=512)
+
+
+@pytest.fixture(scope="module")
+def make_model(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Callable[..., Path]:
+    """Build (once per variant) a tiny random Llama folder with tokenizer files."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from models.training.tokenizer import save_tokenizer_files
+
+    built: dict[str, Path] = {}
+
+    def make(name: str, **overrides: Any) -> Path:
+        if name in built:
+            return built[name]
+        folder = tmp_path_factory.mktemp(name)
+        settings: dict[str, Any] = {
+            "vocab_size": 512,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128,
+            "tie_word_embeddings": True,
+            "initializer_range": 0.1,  # logits far from flat, so parity is a real test
+        }
+        torch.manual_seed(0)
+        LlamaForCausalLM(LlamaConfig(**(settings | overrides))).save_pretrained(folder)
+        save_tokenizer_files(tokenizer, folder, model_max_length=128)
+        built[name] = folder
+        return folder
+
+    return make
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def engines(request: pytest.FixtureRequest, make_model: Callable[..., Path]) -> tuple[FastEngine, HFEngine]:
+    """Both engines on one variant's weights (shared by a module: every test prefills first)."""
+    folder = make_model(request.param, **VARIANTS[request.param])
+    return FastEngine(folder), HFEngine(folder)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    diff = (a.float() - b.float()).abs().max().item()
+    assert torch.allclose(a.float(), b.float(), atol=ATOL, rtol=RTOL), f"max |diff| = {diff}"
+
+
+def _decode(
+    engine: LocalEngine, params: SamplingParams, monkeypatch: pytest.MonkeyPatch, prompt: str = PROMPT
+) -> tuple[str, list[int]]:
+    """Run the shared decode loop; return the text and every token the sampler picked."""
+    picked: list[int] = []
+
+    class Recording(Sampler):
+        def pick(self, logits: torch.Tensor) -> int:
+            token = super().pick(logits)
+            picked.append(token)
+            return token
+
+    monkeypatch.setattr(base_module, "Sampler", Recording)
+    text = "".join(engine.stream(prompt, params))
+    return text, picked
+
+
+# --- logits parity ----------------------------------------------------------------------------
+
+
+def test_prefill_and_step_logits_match_hf(engines: tuple[FastEngine, HFEngine]) -> None:
+    fast, hf = engines
+    ids = fast.codec.encode(PROMPT, add_bos=True)
+    a, b = fast._prefill(ids), hf._prefill(ids)
+    _close(a, b)
+    for _ in range(12):
+        token = int(torch.argmax(b))
+        a, b = fast._step(token).clone(), hf._step(token)
+        _close(a, b)
+
+
+def test_forward_full_matches_hf(engines: tuple[FastEngine, HFEngine]) -> None:
+    fast, hf = engines
+    ids = torch.randint(0, 512, (3, 40), generator=torch.Generator().manual_seed(1))
+    _close(fast._forward_full(ids), hf._forward_full(ids))
+    assert fast.score([PROMPT, "a"]) == pytest.approx(hf.score([PROMPT, "a"]), abs=1e-3)
+
+
+def test_cache_growth_keeps_parity(make_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache that starts at 8 positions doubles on demand without losing what it held."""
+    monkeypatch.setattr(fast_module, "_INITIAL_CAPACITY", 8)
+    folder = make_model("gqa-tied")
+    fast, hf = FastEngine(folder), HFEngine(folder)
+    assert fast._capacity == 8
+    ids = fast.codec.encode(PROMPT, add_bos=True)[:5]
+    a, b = fast._prefill(ids), hf._prefill(ids)
+    for token in range(40, 70):
+        a, b = fast._step(token).clone(), hf._step(token)
+    _close(a, b)
+    assert fast._capacity >= 35
+
+
+# --- the decode loop --------------------------------------------------------------------------
+
+
+def test_greedy_generation_is_identical(engines: tuple[FastEngine, HFEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, hf = engines
+    params = SamplingParams(max_new_tokens=30, temperature=0.0)
+    text_fast, tokens_fast = _decode(fast, params, monkeypatch)
+    text_hf, tokens_hf = _decode(hf, params, monkeypatch)
+    assert tokens_fast == tokens_hf
+    assert text_fast == text_hf
+    assert len(tokens_fast) >= 1
+
+
+def test_seeded_sampling_is_identical(engines: tuple[FastEngine, HFEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, hf = engines
+    params = SamplingParams(max_new_tokens=30, temperature=0.9, top_k=40, top_p=0.9, repetition_penalty=1.2, seed=7)
+    first = _decode(fast, params, monkeypatch)
+    assert first == _decode(hf, params, monkeypatch)
+    assert first == _decode(fast, params, monkeypatch)  # and reproducible run to run
+
+
+def test_overlong_prompt_is_truncated_not_fatal(
+    make_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_model("gqa-tied")
+    fast, hf = FastEngine(folder), HFEngine(folder)
+    prompt = " ".join([PROMPT] * 40)
+    assert len(fast.codec.encode(prompt)) > fast.context_length
+    params = SamplingParams(max_new_tokens=10, temperature=0.0)
+    result = _decode(fast, params, monkeypatch, prompt)
+    assert fast.last_stats.extra.get("prompt_truncated") is True
+    assert fast.last_stats.prompt_tokens < fast.context_length
+    assert result == _decode(hf, params, monkeypatch, prompt)
+
+
+def test_step_past_context_raises(make_model: Callable[..., Path]) -> None:
+    fast = FastEngine(make_model("gqa-tied"))
+    fast._prefill(list(range(1, 128)))
+    fast._step(5)
+    with pytest.raises(EngineError, match="context of 128"):
+        fast._step(5)
+
+
+def test_thread_count_is_restored(make_model: Callable[..., Path]) -> None:
+    before = torch.get_num_threads()
+    fast = FastEngine(make_model("gqa-tied"), threads=1)
+    for _ in fast.stream(PROMPT, SamplingParams(max_new_tokens=3, temperature=0.0)):
+        pass
+    fast._step(5)
+    assert torch.get_num_threads() == before
+    assert fast.info()["threads"] == 1 and fast.info()["engine"] == "fast"
+
+
+# --- what the engine refuses -------------------------------------------------------------------
+
+
+def _edit_config(src: Path, dest: Path, **changes: Any) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest)
+    cfg = json.loads((dest / "config.json").read_text()) | changes
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}}, "rope type 'llama3'"),
+        ({"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}}, "rope type 'linear'"),
+        ({"model_type": "gpt2"}, "model_type is 'gpt2'"),
+        ({"attention_bias": True}, "attention_bias"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+    ],
+)
+def test_unsupported_configs_are_refused_clearly(
+    make_model: Callable[..., Path], tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    folder = _edit_config(make_model("gqa-tied"), tmp_path / "edited", **changes)
+    assert not FastEngine.supports(folder)
+    with pytest.raises(EngineError, match=message) as info:
+        FastEngine(folder)
+    assert "config.json" in str(info.value)
+
+
+def test_supports(make_model: Callable[..., Path], tmp_path: Path) -> None:
+    assert FastEngine.supports(make_model("gqa-tied"))
+    assert not FastEngine.supports(tmp_path / "missing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{not json")
+    assert not FastEngine.supports(tmp_path / "junk")
+
+
+def test_legacy_rope_theta_key_is_read(make_model: Callable[..., Path], tmp_path: Path) -> None:
+    """transformers 4.x writes `rope_theta` at the top level instead of `rope_parameters`."""
+    src = make_model("mha-theta", **VARIANTS["mha-theta"])
+    folder = _edit_config(src, tmp_path / "legacy", rope_parameters=None, rope_theta=500000.0)
+    assert FastEngine(folder).spec.rope_theta == 500000.0
+
+
+def test_missing_untied_head_is_a_clear_error(make_model: Callable[..., Path], tmp_path: Path) -> None:
+    folder = _edit_config(make_model("gqa-tied"), tmp_path / "untied", tie_word_embeddings=False)
+    with pytest.raises(EngineError, match=r"lm_head\.weight"):
+        FastEngine(folder)
