@@ -1,12 +1,14 @@
 """Decode speed of the `fast` engine against `transformers` `generate()` (DESIGN §10).
 
-One process, batch 1, the same prompt and weights for every path, 200 new tokens, a warm-up
-then the best of 3. The peer is `model.generate(min_new_tokens=200)` at its best thread count
-(it is measured at the torch default and at 1 thread; the faster one counts). Our engines run
-through their public streaming path (`engine.stream`), sampler and detokenizer included; their
-stop tokens are cleared for the bench so every path decodes exactly 200 tokens, as
-`min_new_tokens` does for the peer. Also: the raw `_step` loop, and cold load time of
-`FastEngine(folder)` against `LlamaForCausalLM.from_pretrained(folder)`.
+One process, batch 1, the same prompt and weights for every path, 200 new tokens. Every path
+runs once to warm up, then the paths take turns, 3 rounds, and each keeps its best round (so a
+burst of load from elsewhere hits all paths alike). The peer is `model.generate(
+min_new_tokens=200)` at torch's default thread count and at 1 thread; ratios are against the
+faster of the two. Our engines run through their public streaming path (`engine.stream`),
+sampler and incremental detokenizer included; their stop tokens are cleared for the bench so
+every path decodes exactly 200 tokens, as `min_new_tokens` does for the peer. Also shown: the
+bare `_prefill`/`_step` loop, CPU time per token (less sensitive to other processes than wall
+time), and cold load of `FastEngine(folder)` against `LlamaForCausalLM.from_pretrained`.
 
 Model: `$COMPANION_BENCH_MODEL`, else the embedded `builtin:companion-base`, else a
 random-weights model of the embedded shape built in a temporary folder (the output says so).
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ from rich.table import Table
 from models.engines.base import LocalEngine, SamplingParams
 
 NEW_TOKENS = 200
-REPEATS = 3
+ROUNDS = 3
 TARGET_SPEEDUP = 5.0
 TARGET_LOAD_RATIO = 1.1
 PROMPT = "The old lighthouse keeper looked out over the grey sea and said to his daughter"
@@ -39,21 +42,28 @@ GREEDY = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=0.0)
 SAMPLED = SamplingParams(
     max_new_tokens=NEW_TOKENS, temperature=0.8, top_p=0.95, top_k=50, repetition_penalty=1.1, seed=0
 )
+SAMPLED_HF = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.1}
 
 
-def best_time(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    """Seconds of the fastest of `repeats` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+@dataclass
+class DecodePath:
+    """One decode path: a label, its thread count, and a call that decodes NEW_TOKENS."""
+
+    label: str
+    threads: int
+    run: Callable[[], Any]
+    is_peer: bool = False
+    targeted: bool = False
+    wall_s: float = float("inf")
+    cpu_s: float = float("inf")
+
+    @property
+    def rate(self) -> float:
+        return NEW_TOKENS / self.wall_s
 
 
 def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
-    """`fn` run with `n` intra-op threads (restored afterwards)."""
+    """`fn` run with `n` intra-op threads (the previous count restored afterwards)."""
 
     def run() -> Any:
         prev = torch.get_num_threads()
@@ -64,6 +74,18 @@ def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
             torch.set_num_threads(prev)
 
     return run
+
+
+def race(paths: list[DecodePath], rounds: int = ROUNDS) -> None:
+    """Warm every path up, then time them in turns; each keeps its best wall and CPU time."""
+    for path in paths:
+        path.run()
+    for _ in range(rounds):
+        for path in paths:
+            wall, cpu = time.perf_counter(), time.process_time()
+            path.run()
+            path.wall_s = min(path.wall_s, time.perf_counter() - wall)
+            path.cpu_s = min(path.cpu_s, time.process_time() - cpu)
 
 
 # --- the model under test --------------------------------------------------------------------
@@ -110,21 +132,13 @@ def build_random_model(folder: Path) -> None:
     LlamaForCausalLM(config).save_pretrained(folder)
 
 
-# --- measurements ----------------------------------------------------------------------------
+# --- decode paths ----------------------------------------------------------------------------
 
 
-def generate_rate(model: Any, ids: list[int], sample: bool, threads: int) -> float:
-    """Tokens/s of `model.generate()` producing exactly NEW_TOKENS tokens."""
+def generate_call(model: Any, ids: list[int], sample: bool) -> Callable[[], None]:
+    """`model.generate()` producing exactly NEW_TOKENS tokens."""
     x = torch.tensor([ids])
-    kwargs: dict[str, Any] = {"do_sample": False}
-    if sample:
-        kwargs = {
-            "do_sample": True,
-            "temperature": 0.8,
-            "top_p": 0.95,
-            "top_k": 50,
-            "repetition_penalty": 1.1,
-        }
+    kwargs: dict[str, Any] = SAMPLED_HF if sample else {"do_sample": False}
 
     def run() -> None:
         torch.manual_seed(0)
@@ -140,11 +154,11 @@ def generate_rate(model: Any, ids: list[int], sample: bool, threads: int) -> flo
         if out.shape[1] - x.shape[1] != NEW_TOKENS:
             raise RuntimeError(f"generate() made {out.shape[1] - x.shape[1]} tokens, not {NEW_TOKENS}")
 
-    return NEW_TOKENS / best_time(with_threads(threads, run))
+    return run
 
 
-def stream_rate(engine: LocalEngine, params: SamplingParams) -> float:
-    """Tokens/s of the engine's public streaming path (sampling and detokenizing included)."""
+def stream_call(engine: LocalEngine, params: SamplingParams) -> Callable[[], None]:
+    """The engine's public streaming path (sampling and detokenizing included)."""
     engine.codec.stop_ids = set()  # decode all NEW_TOKENS, like min_new_tokens for the peer
 
     def run() -> None:
@@ -154,29 +168,91 @@ def stream_rate(engine: LocalEngine, params: SamplingParams) -> float:
         if made != NEW_TOKENS:
             raise RuntimeError(f"{engine.name} made {made} tokens, not {NEW_TOKENS}")
 
-    return NEW_TOKENS / best_time(run)
+    return run
 
 
-def raw_step_rate(engine: LocalEngine, ids: list[int]) -> float:
-    """Tokens/s of the bare `_prefill` + `_step` loop (greedy argmax, nothing else)."""
+def raw_step_call(engine: LocalEngine, ids: list[int]) -> Callable[[], None]:
+    """The bare `_prefill` + `_step` loop with an argmax: no sampler, no detokenizer."""
 
     def run() -> None:
         logits = engine._prefill(ids)
         for _ in range(NEW_TOKENS - 1):
             logits = engine._step(int(torch.argmax(logits)))
 
-    return NEW_TOKENS / best_time(run)
+    return run
 
 
-def load_times(folder: Path) -> tuple[float, float]:
-    """Best in-process load seconds of FastEngine(folder) and from_pretrained(folder)."""
-    from transformers import LlamaForCausalLM
+def decode_paths(folder: Path, sample: bool) -> list[DecodePath]:
+    """Every path of one decoding mode, peers first."""
+    from models.engines.fast import FastEngine
+    from models.engines.hf import HFEngine
+
+    fast = FastEngine(folder)
+    hf = HFEngine(folder)
+    ids = fast.codec.encode(PROMPT, add_bos=True)
+    params = SAMPLED if sample else GREEDY
+    gen = generate_call(hf.model, ids, sample)
+    default = torch.get_num_threads()
+    paths = [
+        DecodePath("transformers generate()", n, with_threads(n, gen), is_peer=True)
+        for n in sorted({default, 1}, reverse=True)
+    ]
+    paths.append(DecodePath("fast  engine.stream()", fast.threads, stream_call(fast, params), targeted=True))
+    if not sample:
+        for n in sorted({default, 1} - {fast.threads}):
+            other = FastEngine(folder, threads=n)
+            paths.append(DecodePath("fast  engine.stream()", n, stream_call(other, params)))
+        paths.append(DecodePath("fast  raw _prefill/_step", fast.threads, raw_step_call(fast, ids)))
+    paths.append(DecodePath("hf    engine.stream()", 1, with_threads(1, stream_call(hf, params))))
+    return paths
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def best_time(fn: Callable[[], Any], repeats: int = ROUNDS) -> float:
+    """Seconds of the fastest of `repeats` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def load_rows(folder: Path) -> list[tuple[str, float, float, bool]]:
+    """(what, ours s, peer s, targeted) for each way of counting a cold load, best of 3."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from models.engines.fast import FastEngine
 
+    ids = [1, 2, 3, 4]
+
+    def hf_model() -> Any:
+        return LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+
+    def hf_first_logits() -> None:
+        with torch.inference_mode():
+            hf_model()(torch.tensor([ids]))
+
     fast = best_time(lambda: FastEngine(folder))
-    hf = best_time(lambda: LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32))
-    return fast, hf
+    return [
+        ("FastEngine(folder) vs from_pretrained(folder)", fast, best_time(hf_model), True),
+        (
+            "… vs from_pretrained + AutoTokenizer (same work)",
+            fast,
+            best_time(lambda: (hf_model(), AutoTokenizer.from_pretrained(str(folder)))),
+            True,
+        ),
+        (
+            "load + first logits (4-token prompt)",
+            best_time(lambda: FastEngine(folder)._prefill(ids)),
+            best_time(hf_first_logits),
+            False,
+        ),
+        ("fresh interpreter, incl. imports", fresh_load_time("fast", folder), fresh_load_time("hf", folder), False),
+    ]
 
 
 _FRESH = {
@@ -197,52 +273,34 @@ def fresh_load_time(kind: str, folder: Path) -> float:
 
 def verdict(ratio: float, target: float, higher_is_better: bool = True) -> str:
     ok = ratio >= target if higher_is_better else ratio <= target
-    return (
-        f"[green]PASS[/] ({'≥' if higher_is_better else '≤'} {target:g}×)"
-        if ok
-        else (f"[red]FAIL[/] ({'≥' if higher_is_better else '≤'} {target:g}×)")
-    )
+    sign = "≥" if higher_is_better else "≤"
+    return f"[green]PASS[/] ({sign} {target:g}×)" if ok else f"[red]FAIL[/] ({sign} {target:g}×)"
 
 
-def decode_table(rows: list[tuple[str, str, int, float, float | None, bool]]) -> Table:
-    table = Table(title=f"Decode, batch 1, {NEW_TOKENS} new tokens, best of {REPEATS}")
-    for col in ("path", "decoding", "threads", "tokens/s", "× generate()", "target"):
-        table.add_column(col, justify="right" if col in ("threads", "tokens/s", "× generate()") else "left")
-    for path, mode, threads, rate, ratio, targeted in rows:
-        ratio_s = "" if ratio is None else f"{ratio:.2f}×"
-        target = verdict(ratio, TARGET_SPEEDUP) if targeted and ratio is not None else ""
-        table.add_row(path, mode, str(threads), f"{rate:.0f}", ratio_s, target)
+def decode_table(modes: dict[str, list[DecodePath]]) -> Table:
+    table = Table(title=f"Decode, batch 1, {NEW_TOKENS} new tokens, best of {ROUNDS} rounds")
+    for col in ("path", "decoding", "threads", "tokens/s", "CPU ms/token", "× generate()", "target"):
+        table.add_column(col, justify="left" if col in ("path", "decoding", "target") else "right")
+    for mode, paths in modes.items():
+        base = max(p.rate for p in paths if p.is_peer)
+        for p in paths:
+            ratio = p.rate / base
+            target = verdict(ratio, TARGET_SPEEDUP) if p.targeted else ""
+            cpu_ms = p.cpu_s / NEW_TOKENS * 1e3
+            row = (p.label, mode, str(p.threads), f"{p.rate:.0f}", f"{cpu_ms:.2f}", f"{ratio:.2f}×", target)
+            table.add_row(*row)
     return table
 
 
-def measure_decode(folder: Path) -> list[tuple[str, str, int, float, float | None, bool]]:
-    """Every decode path side by side; ratios against the best generate() of the same mode."""
-    from models.engines.fast import DEFAULT_THREADS, FastEngine
-    from models.engines.hf import HFEngine
-
-    fast = FastEngine(folder)
-    hf_engine = HFEngine(folder)
-    model = hf_engine.model
-    ids = fast.codec.encode(PROMPT, add_bos=True)
-    peer_threads = sorted({torch.get_num_threads(), 1}, reverse=True)
-    rows: list[tuple[str, str, int, float, float | None, bool]] = []
-    for mode, params, sample in (("greedy", GREEDY, False), ("sampled", SAMPLED, True)):
-        peers = {n: generate_rate(model, ids, sample, n) for n in peer_threads}
-        base = max(peers.values())
-        rows += [("transformers generate()", mode, n, r, r / base, False) for n, r in peers.items()]
-        rate = stream_rate(fast, params)
-        rows.append(("fast  engine.stream()", mode, fast.threads, rate, rate / base, True))
-        if mode == "greedy":
-            for n in sorted({DEFAULT_THREADS, torch.get_num_threads()} - {DEFAULT_THREADS}):
-                other = FastEngine(folder, threads=n)
-                r = stream_rate(other, params)
-                rows.append(("fast  engine.stream()", mode, n, r, r / base, False))
-            r = raw_step_rate(fast, ids)
-            rows.append(("fast  raw _prefill/_step", mode, fast.threads, r, r / base, False))
-        best_n = max(peers, key=lambda n: peers[n])
-        r = with_threads(best_n, lambda p=params: stream_rate(hf_engine, p))()
-        rows.append(("hf    engine.stream()", mode, best_n, r, r / base, False))
-    return rows
+def load_table(rows: list[tuple[str, float, float, bool]]) -> Table:
+    table = Table(title=f"Cold load, best of {ROUNDS} (fresh interpreter: one run)")
+    for col in ("what", "fast", "transformers", "ratio", "target"):
+        table.add_column(col, justify="right" if col in ("fast", "transformers", "ratio") else "left")
+    for what, ours, peer, targeted in rows:
+        ratio = ours / peer
+        target = verdict(ratio, TARGET_LOAD_RATIO, higher_is_better=False) if targeted else ""
+        table.add_row(what, f"{ours * 1e3:.0f} ms", f"{peer * 1e3:.0f} ms", f"{ratio:.2f}×", target)
+    return table
 
 
 def main() -> None:
@@ -250,33 +308,20 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    console = Console(width=110)
+    transformers.logging.disable_progress_bar()
+    console = Console(width=120)
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         folder, origin = resolve_model(Path(tmp))
         console.print(origin)
+        load1, _, _ = os.getloadavg()
         console.print(
-            f"torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"{os.cpu_count()} CPUs, torch default threads {torch.get_num_threads()}"
+            f"torch {torch.__version__}, transformers {transformers.__version__}, {os.cpu_count()} CPUs, "
+            f"torch default threads {torch.get_num_threads()}, load average {load1:.2f} at start"
         )
-        console.print(decode_table(measure_decode(folder)))
-        fast_s, hf_s = load_times(folder)
-        fresh_fast, fresh_hf = fresh_load_time("fast", folder), fresh_load_time("hf", folder)
-    table = Table(title="Cold load")
-    for col in ("what", "FastEngine(folder)", "from_pretrained(folder)", "ratio", "target"):
-        table.add_column(col)
-    ratio = fast_s / hf_s
-    table.add_row(
-        "in process, best of 3",
-        f"{fast_s * 1e3:.0f} ms",
-        f"{hf_s * 1e3:.0f} ms",
-        f"{ratio:.2f}×",
-        verdict(ratio, TARGET_LOAD_RATIO, higher_is_better=False),
-    )
-    table.add_row(
-        "fresh interpreter, incl. imports",
-        f"{fresh_fast * 1e3:.0f} ms",
-        f"{fresh_hf * 1e3:.0f} ms",
-        f"{fresh_fast / fresh_hf:.2f}×",
-        "",
-    )
-    console.print(table)
+        modes = {}
+        for mode, sample in (("greedy", False), ("sampled", True)):
+            modes[mode] = decode_paths(folder, sample)
+            race(modes[mode])
+        console.print(decode_table(modes))
+        console.print(load_table(load_rows(folder)))
+        console.print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share the CPUs)")

@@ -180,16 +180,27 @@ def test_step_past_context_raises(make_model: Callable[..., Path]) -> None:
     fast._step(5)
     with pytest.raises(EngineError, match="context of 128"):
         fast._step(5)
+    with pytest.raises(EngineError, match="outside the vocabulary"):
+        fast._step(512)
 
 
-def test_thread_count_is_restored(make_model: Callable[..., Path]) -> None:
+def test_thread_count_and_inference_mode_do_not_leak(make_model: Callable[..., Path]) -> None:
     before = torch.get_num_threads()
     fast = FastEngine(make_model("gqa-tied"), threads=1)
-    for _ in fast.stream(PROMPT, SamplingParams(max_new_tokens=3, temperature=0.0)):
-        pass
+    pieces = 0
+    for _ in fast.stream(PROMPT, SamplingParams(max_new_tokens=5, temperature=0.0)):
+        pieces += 1
+        assert torch.get_num_threads() == before  # the caller's code between pieces
+        assert not torch.is_inference_mode_enabled()
+    assert pieces > 0
     fast._step(5)
     assert torch.get_num_threads() == before
     assert fast.info()["threads"] == 1 and fast.info()["engine"] == "fast"
+
+
+def test_bad_thread_count_is_refused(make_model: Callable[..., Path]) -> None:
+    with pytest.raises(EngineError, match="threads must be >= 1"):
+        FastEngine(make_model("gqa-tied"), threads=0)
 
 
 # --- what the engine refuses -------------------------------------------------------------------

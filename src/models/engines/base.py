@@ -170,7 +170,8 @@ class LocalEngine(Engine):
         if len(ids) > budget:  # keep the end of an over-long prompt (BOS first if any)
             keep = budget - min(params.max_new_tokens, budget // 2)
             head = len(self.codec.prefix_ids)
-            ids = ids[:head] + ids[-(keep - head) :]
+            tail = max(1, keep - head)
+            ids = ids[:head] + ids[-tail:]
             stats.extra["prompt_truncated"] = True
         stats.prompt_tokens = len(ids)
         max_new = min(params.max_new_tokens, self.max_positions - len(ids))

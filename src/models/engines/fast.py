@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from models.engines.base import LocalEngine, SamplingParams
+from models.engines.base import LocalEngine
 from models.engines.codec import TextCodec
 from models.errors import EngineError
 
 __all__ = ["FastEngine"]
 
-#: Intra-op threads when `threads=None`: at batch 1 the matrices are too small to split well
-#: on this machine class (measured by `python -m bench decode`, see the engine docs).
+#: Intra-op threads when `threads=None`. Measured with `python -m bench decode` on the 2-core
+#: reference machine: with another process busy (a training job), 2 threads decode ~40× slower
+#: than 1 (each parallel op waits at a barrier for the descheduled thread), and the step is
+#: bound by streaming ~21 MB of fp32 weights, which one core already does at DRAM speed.
 DEFAULT_THREADS = 1
 #: The KV cache starts at most this long and doubles on demand up to max_position_embeddings.
 _INITIAL_CAPACITY = 4096
@@ -69,6 +70,8 @@ class LlamaSpec:
             cfg = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise EngineError(f"{path}: cannot read the model config ({exc})") from exc
+        if not isinstance(cfg, dict):
+            raise EngineError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
         problems = _unsupported(cfg)
         if problems:
             raise EngineError(f"{path}: the fast engine does not support this model: " + "; ".join(problems))
@@ -122,14 +125,17 @@ def _unsupported(cfg: dict[str, Any]) -> list[str]:
             problems.append(f"{key}=true is not supported")
     if cfg.get("hidden_act", "silu") != "silu":
         problems.append(f"hidden_act is {cfg.get('hidden_act')!r}, only 'silu' is supported")
-    if cfg.get("pretraining_tp", 1) not in (1, None):
-        problems.append("pretraining_tp > 1 is not supported")
     heads, kv = (
         cfg.get("num_attention_heads"),
         cfg.get("num_key_value_heads") or cfg.get("num_attention_heads"),
     )
     if isinstance(heads, int) and isinstance(kv, int) and (kv <= 0 or heads % kv):
         problems.append(f"num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv})")
+    head_dim = cfg.get("head_dim")
+    if head_dim is None and isinstance(heads, int) and heads > 0 and isinstance(cfg.get("hidden_size"), int):
+        head_dim = cfg["hidden_size"] // heads
+    if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
+        problems.append(f"head_dim must be a positive even integer for RoPE, not {head_dim!r}")
     return problems
 
 
@@ -157,39 +163,64 @@ class _Layer:
         self.w_qkv, self.w_o, self.w_gate_up, self.w_down = w_qkv, w_o, w_gate_up, w_down
 
 
-def _fold(w: torch.Tensor, norm: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(out, in) weight → contiguous (in, out), with an RMSNorm weight folded into its inputs."""
-    w = w.to(torch.float32)
+def _fuse(parts: list[tuple[torch.Tensor, float]], norm: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """(out_i, in) weights → one contiguous (in, sum out_i) matrix: their transposes side by
+    side, each times its scale, with an RMSNorm weight folded into the rows (the inputs).
+    One transposing copy per part straight from the (memory-mapped) file, then in-place scales."""
+    fused = torch.empty(parts[0][0].shape[1], sum(w.shape[0] for w, _ in parts), dtype=torch.float32)
+    start = 0
+    for w, scale in parts:
+        block = fused[:, start : start + w.shape[0]]
+        block.copy_(w.t())
+        if scale != 1.0:
+            block.mul_(scale)
+        start += w.shape[0]
     if norm is not None:
-        w = w * norm.to(torch.float32)[None, :]
-    return w.t().contiguous().to(dtype)
+        fused.mul_(norm.to(torch.float32)[:, None])
+    return fused.to(dtype)
 
 
 def _build_layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dtype) -> _Layer:
     """Fuse layer `i`: norm1 ⊙ [Q/sqrt(d); K; V], o, norm2 ⊙ [gate; up], down."""
     p = f"model.layers.{i}."
-
-    def get(name: str) -> torch.Tensor:
-        try:
-            return t[p + name].to(torch.float32)
-        except KeyError:
-            raise EngineError(f"the weights lack tensor {p + name!r}") from None
-
-    q = get("self_attn.q_proj.weight") / math.sqrt(spec.head_dim)
-    qkv = torch.cat((q, get("self_attn.k_proj.weight"), get("self_attn.v_proj.weight")))
-    gate_up = torch.cat((get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")))
-    expect = {
-        "qkv": (qkv, (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim, spec.hidden_size),
-        "gate/up": (gate_up, 2 * spec.intermediate_size, spec.hidden_size),
+    h, d, inter = spec.hidden_size, spec.head_dim, spec.intermediate_size
+    nq, nkv = spec.num_heads * d, spec.num_kv_heads * d
+    shapes = {
+        "self_attn.q_proj.weight": (nq, h),
+        "self_attn.k_proj.weight": (nkv, h),
+        "self_attn.v_proj.weight": (nkv, h),
+        "self_attn.o_proj.weight": (h, nq),
+        "mlp.gate_proj.weight": (inter, h),
+        "mlp.up_proj.weight": (inter, h),
+        "mlp.down_proj.weight": (h, inter),
+        "input_layernorm.weight": (h,),
+        "post_attention_layernorm.weight": (h,),
     }
-    for what, (w, rows, cols) in expect.items():
-        if tuple(w.shape) != (rows, cols):
-            raise EngineError(f"layer {i} {what} weights are {tuple(w.shape)}, config says {(rows, cols)}")
+    w: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        tensor = t.get(p + name)
+        if tensor is None:
+            raise EngineError(f"the weights lack tensor {p + name!r}")
+        if tuple(tensor.shape) != shape:
+            raise EngineError(f"{p + name} is {tuple(tensor.shape)}, config.json implies {shape}")
+        w[name] = tensor
     return _Layer(
-        _fold(qkv, get("input_layernorm.weight"), dtype),
-        _fold(get("self_attn.o_proj.weight"), None, dtype),
-        _fold(gate_up, get("post_attention_layernorm.weight"), dtype),
-        _fold(get("mlp.down_proj.weight"), None, dtype),
+        _fuse(
+            [
+                (w["self_attn.q_proj.weight"], 1.0 / math.sqrt(d)),
+                (w["self_attn.k_proj.weight"], 1.0),
+                (w["self_attn.v_proj.weight"], 1.0),
+            ],
+            w["input_layernorm.weight"],
+            dtype,
+        ),
+        _fuse([(w["self_attn.o_proj.weight"], 1.0)], None, dtype),
+        _fuse(
+            [(w["mlp.gate_proj.weight"], 1.0), (w["mlp.up_proj.weight"], 1.0)],
+            w["post_attention_layernorm.weight"],
+            dtype,
+        ),
+        _fuse([(w["mlp.down_proj.weight"], 1.0)], None, dtype),
     )
 
 
@@ -197,8 +228,10 @@ class FastEngine(LocalEngine):
     """Batch-1 Llama decoder with a static KV cache; its logits match the `hf` engine's.
 
     `threads=None` uses `DEFAULT_THREADS`. PyTorch's intra-op thread count is process-wide:
-    the engine sets its own on entry to each of its calls (and for the whole of a
-    `stream_ids` generation) and restores the previous value on exit.
+    each of the engine's calls (`_prefill`, `_step`, `_forward_full`, loading) sets its own
+    and restores the previous value on return (a pair of `set_num_threads` calls costs ~4 µs),
+    so nothing leaks into the caller's code between streamed pieces, and inference mode
+    likewise. While a call runs, other threads of the process see the engine's count.
     """
 
     name = "fast"
@@ -207,18 +240,32 @@ class FastEngine(LocalEngine):
         folder = Path(folder)
         spec = LlamaSpec.read(folder)
         self.folder, self.spec, self.dtype = folder, spec, dtype
-        self.threads = int(threads) if threads else DEFAULT_THREADS
-        tensors = _load_tensors(folder)
-        self._n_params = sum(t.numel() for t in tensors.values())
-        self._load_weights(tensors, spec, dtype)
-        del tensors
+        if threads is not None and threads < 1:
+            raise EngineError(f"threads must be >= 1 (or None for the default), not {threads}")
+        self.threads = threads or DEFAULT_THREADS
         super().__init__(TextCodec(folder), max_positions=spec.max_positions)
-        nq, nkv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
-        self._nq, self._nkv = nq, nkv
+        self._nq, self._nkv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        self._dims = (
+            spec.rms_norm_eps,
+            1.0 / spec.hidden_size,
+            spec.intermediate_size,
+            self._nq,
+            self._nq + self._nkv,  # Q and K: the part RoPE rotates
+            self._nq + 2 * self._nkv,
+            (spec.num_heads + spec.num_kv_heads, 2, spec.head_dim // 2),
+            (spec.num_kv_heads, spec.num_heads // spec.num_kv_heads, spec.head_dim),
+            (2, spec.num_kv_heads, spec.head_dim),
+        )
         self._zero = torch.zeros(1, dtype=dtype)  # addmm's ignored input when beta=0
         self._capacity = 0
         self._pos = 0
-        self._ensure_capacity(min(spec.max_positions, _INITIAL_CAPACITY))
+        # Our thread count here too: on a busy machine, parallel copies wait for a stalled thread.
+        with _Scope(self.threads):
+            tensors = _load_tensors(folder)
+            self._n_params = sum(t.numel() for t in tensors.values())
+            self._load_weights(tensors, spec, dtype)
+            del tensors
+            self._ensure_capacity(min(spec.max_positions, _INITIAL_CAPACITY))
 
     @classmethod
     def supports(cls, folder: str | Path) -> bool:
@@ -248,8 +295,9 @@ class FastEngine(LocalEngine):
                     f"{self.folder}: {what} is {tuple(w.shape)}, config.json says "
                     f"({spec.vocab_size}, {spec.hidden_size})"
                 )
-        self._embed = embed.to(dtype).contiguous()
-        self._lm_head = _fold(head, norm, dtype)
+        # A private copy: load_file maps the file, which a training run may rewrite in place.
+        self._embed = embed.to(dtype, copy=True).contiguous()
+        self._lm_head = _fuse([(head, 1.0)], norm, dtype)
         self._layers = [_build_layer(t, i, spec, dtype) for i in range(spec.num_layers)]
 
     def _ensure_capacity(self, n: int) -> None:
@@ -265,8 +313,11 @@ class FastEngine(LocalEngine):
         if self._capacity:
             kv[:, :, :, : self._capacity] = self._kv
         self._kv = kv
-        self._keys = [layer[0] for layer in kv]
-        self._values = [layer[1] for layer in kv]
+        # What the step reads per layer, unpacked once: weights, cache, K^T and V views.
+        self._plan = [
+            (w.w_qkv, w.w_o, w.w_gate_up, w.w_down, layer, layer[0].transpose(1, 2), layer[1])
+            for w, layer in zip(self._layers, kv, strict=True)
+        ]
         # As transformers computes them: inv_freq in fp32, positions × inv_freq, cos and sin.
         exponent = torch.arange(0, spec.head_dim, 2, dtype=torch.float) / spec.head_dim
         inv_freq = 1.0 / (spec.rope_theta**exponent)
@@ -279,6 +330,8 @@ class FastEngine(LocalEngine):
     # --- primitives ----------------------------------------------------------------------
 
     def _prefill(self, ids: list[int]) -> torch.Tensor:
+        if not ids:
+            raise EngineError("cannot prefill an empty prompt: give at least one token")
         with _Scope(self.threads):
             self._ensure_capacity(len(ids))
             self._pos = 0
@@ -287,6 +340,8 @@ class FastEngine(LocalEngine):
             return logits[0, -1]
 
     def _step(self, token: int) -> torch.Tensor:
+        if not 0 <= token < self.spec.vocab_size:
+            raise EngineError(f"token id {token} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
         with _Scope(self.threads):
             if self._pos >= self._capacity:
                 self._ensure_capacity(self._pos + 1)
@@ -305,31 +360,26 @@ class FastEngine(LocalEngine):
 
     def _step_logits(self, token: int, pos: int) -> torch.Tensor:
         """One token at `pos` against the cache: the per-token hot path (see module doc)."""
-        spec = self.spec
-        eps, inv_h, inter = spec.rms_norm_eps, 1.0 / spec.hidden_size, spec.intermediate_size
-        nq, rot, zero = self._nq, self._nq + 2 * self._nkv, self._zero
-        pairs = (spec.num_heads + spec.num_kv_heads, 2, spec.head_dim // 2)
-        q_shape = (spec.num_kv_heads, spec.num_heads // spec.num_kv_heads, spec.head_dim)
-        kv_shape = (2, spec.num_kv_heads, spec.head_dim)
-        cos, sin, n = self._cos[pos], self._sin[pos], pos + 1
-        vector_norm, addmm, bmm = torch.linalg.vector_norm, torch.addmm, torch.bmm
+        eps, inv_h, inter, nq, qk_end, rot, pairs, q_shape, kv_shape = self._dims
+        zero, n = self._zero, pos + 1
+        cos, sin = self._cos[pos], self._sin[pos]
+        vector_norm, addmm, bmm, softmax, silu = torch.linalg.vector_norm, torch.addmm, torch.bmm, torch.softmax, F.silu
         x = self._embed[token : token + 1]
-        for layer, kv, keys, values in zip(self._layers, self._kv, self._keys, self._values, strict=True):
+        for w_qkv, w_o, w_gate_up, w_down, kv, keys_t, values in self._plan:
             scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
-            qkv = addmm(zero, x, layer.w_qkv, beta=0, alpha=scale)[0]
-            qk = qkv[: rot - self._nkv].view(pairs)
+            qkv = addmm(zero, x, w_qkv, beta=0, alpha=scale).view(-1)
+            qk = qkv[:qk_end].view(pairs)
             swapped = qk.flip(1)
             qk.mul_(cos).addcmul_(swapped, sin)
             kv.select(2, pos).copy_(qkv[nq:rot].view(kv_shape))
-            scores = bmm(qkv[:nq].view(q_shape), keys[:, :n].transpose(1, 2))
-            att = bmm(torch.softmax(scores, dim=-1), values[:, :n])
-            x = addmm(x, att.view(1, nq), layer.w_o)
+            scores = bmm(qkv[:nq].view(q_shape), keys_t.narrow(2, 0, n))
+            att = bmm(softmax(scores, dim=-1), values.narrow(1, 0, n))
+            x = addmm(x, att.view(1, nq), w_o)
             scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
-            gate_up = addmm(zero, x, layer.w_gate_up, beta=0, alpha=scale)
-            act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
-            x = addmm(x, act, layer.w_down)
+            gate_up = addmm(zero, x, w_gate_up, beta=0, alpha=scale)
+            x = addmm(x, silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down)
         scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
-        return addmm(zero, x, self._lm_head, beta=0, alpha=scale)[0]
+        return addmm(zero, x, self._lm_head, beta=0, alpha=scale).view(-1)
 
     def _forward_seq(self, ids: torch.Tensor, write_cache: bool, last_only: bool) -> torch.Tensor:
         """A (B, T) batch from position 0 with causal attention; fills the cache if asked (B=1)."""
@@ -362,12 +412,7 @@ class FastEngine(LocalEngine):
             x = x[:, -1:]
         return torch.matmul(F.rms_norm(x, hidden, None, eps), self._lm_head)
 
-    # --- loop ----------------------------------------------------------------------------
-
-    def stream_ids(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
-        """The shared decode loop, run under inference mode and the engine's thread count."""
-        with _Scope(self.threads):
-            yield from super().stream_ids(ids, params)
+    # --- reporting -----------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         extra = {"architecture": "LlamaForCausalLM", "parameters": self._n_params, "threads": self.threads}

@@ -37,11 +37,9 @@ class Sampler:
             if self._history:
                 idx = torch.tensor([t for t in self._history if 0 <= t < logits.shape[-1]], dtype=torch.long)
                 self._seen[idx] = True
-        seen = self._seen
         rp = self.p.repetition_penalty
-        picked = logits[seen]
-        logits[seen] = torch.where(picked > 0, picked / rp, picked * rp)
-        return logits
+        penalized = torch.where(logits > 0, logits / rp, logits * rp)
+        return torch.where(self._seen, penalized, logits)
 
     def pick(self, logits: torch.Tensor) -> int:
         """The next token id for a (vocab,) logits vector."""
