@@ -17,6 +17,14 @@ In the kingdom beyond the hills, a bard sang of dragons, lost crowns and brave c
 """
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine a second
+    # thread stalls every op waiting for a descheduled worker: one thread keeps tests steady.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def companion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own COMPANION_HOME: no shared state, no user files touched."""

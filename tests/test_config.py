@@ -127,15 +127,16 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path, tiny_model_dir:
 
 def test_user_config_overrides_builtin(user_config) -> None:
     user_config(
-        "models:\n  personality:\n    luna:\n      type: transformer\n      path: builtin:companion-base\n"
-        "      parameters: {temperature: 0.3}\n  base:\n    tiny: {type: transformer, path: '{tiny}'}\n"
+        "models:\n  base:\n    companion-base:\n      type: transformer\n      path: builtin:companion-base\n"
+        "      parameters: {temperature: 0.3}\n    tiny: {type: transformer, path: '{tiny}'}\n"
     )
     eff = load_effective_config()
-    luna = eff.entry("personality", "luna")
-    assert luna is not None
+    base = eff.entry("base", "companion-base")
+    assert base is not None
     # Same type and path: parameters merge key by key, the built-in max_length survives.
-    assert luna.parameters == {"max_length": 512, "temperature": 0.3}
-    assert eff.entry("base", "companion-base") is not None
+    assert base.parameters["temperature"] == 0.3
+    assert base.parameters["max_length"] == 200
+    assert eff.entry("personality", "luna") is not None  # built-in entries stay
     assert eff.entry("base", "tiny") is not None
     assert len(eff.files) == 2
 
