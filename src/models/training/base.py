@@ -72,7 +72,7 @@ class BaseModelSpec:
 
 #: The settings the shipped embedded model was trained with (`companion train base` defaults).
 EMBEDDED_SETTINGS = TrainSettings(
-    max_steps=2500,
+    max_steps=1700,
     batch_size=16,
     micro_batch_size=16,
     lr=2e-3,
@@ -81,7 +81,7 @@ EMBEDDED_SETTINGS = TrainSettings(
     schedule="cosine",
     weight_decay=0.1,
     grad_clip=1.0,
-    eval_every=250,
+    eval_every=100,
     checkpoint_every=100,
     seed=1234,
     max_minutes=110,
