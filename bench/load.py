@@ -22,6 +22,7 @@ import time, json, os
 import torch  # imported by both sides before timing: it is the same fixed cost
 t0 = time.perf_counter()
 from models.model_manager import ModelManager
+from models.engines import fast, codec  # the modules a load uses, as the peer's are
 t1 = time.perf_counter()
 m = ModelManager().load_model("base", "companion-base")
 t2 = time.perf_counter()
@@ -33,6 +34,7 @@ import time, json, sys
 import torch
 t0 = time.perf_counter()
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.models.llama import modeling_llama  # transformers imports lazily: do it here
 t1 = time.perf_counter()
 folder = sys.argv[1]
 m = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, local_files_only=True)

@@ -138,6 +138,10 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal (streaming). /reset clears, /quit leaves."""
     m = _load_generator(model)
+    if hasattr(m, "generate_response"):  # a personality: card, emotions, scenarios
+        from companion.commands.personality import personality_chat
+
+        return personality_chat(m, max_tokens=max_tokens, seed=seed, out=out, err=err)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     err.print(f"[dim]chatting with {model} ({m.engine_name}); /reset clears, /quit leaves[/]")
     while True:
@@ -278,6 +282,27 @@ def train_base_cmd(
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     out.print(table)
     out.print(f"model folder: {output / 'model'}  loss curve: {output / 'loss_curve.png'}")
+
+
+# ----------------------------------------------------------------------------- command groups
+
+#: Modules that add command groups; each defines `register(app, models_app)`.
+COMMAND_MODULES: list[str] = [
+    "companion.commands.versions",
+    "companion.commands.updates",
+    "companion.commands.personality",
+    "companion.commands.data",
+]
+
+
+def _register_command_groups() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app, models_app)
+
+
+_register_command_groups()
 
 
 def main() -> None:

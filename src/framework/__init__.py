@@ -1,0 +1,1 @@
+"""The framework: `framework_tool.get_framework()` (model manager + plugins) and `plugins/`."""

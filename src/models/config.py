@@ -33,6 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.errors import ConfigError
+from models.training_data.datasource import DataSourceConfig
+from models.update_config import UpdatesConfig
 
 __all__ = [
     "PARAMS",
@@ -98,9 +100,13 @@ class ParamsRegistry:
         self._types[type_name] = params
 
     def get(self, type_name: str) -> type[BaseModel] | None:
+        if type_name not in self._types:
+            import models.registry  # noqa: F401 - registers the light parameter schemas of lazy types
         return self._types.get(type_name)
 
     def names(self) -> list[str]:
+        import models.registry  # noqa: F401
+
         return sorted(self._types)
 
 
@@ -128,6 +134,10 @@ class Config(_Strict):
 
     models: dict[str, dict[str, ModelEntry]] = Field(default_factory=dict)
     database_url: str | None = None
+    data_sources: dict[str, DataSourceConfig] = Field(
+        default_factory=dict, description="Named training-data sources (docs/data.md)."
+    )
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
 
     # Where the file came from, for relative paths and messages (not part of the YAML).
     source: str | None = Field(None, exclude=True)
@@ -356,7 +366,10 @@ def load_effective_config(user_config: str | Path | None = None) -> EffectiveCon
     origin: dict[tuple[str, str], str] = {}
     base_dirs: dict[tuple[str, str], Path] = {}
     database_url = None
+    data_sources: dict[str, DataSourceConfig] = {}
     for layer in layers:
+        for key, source in layer.data_sources.items():
+            data_sources[key] = source.model_copy(update={"base_dir": layer.base_dir})
         for cat, entries in layer.models.items():
             for name, e in entries.items():
                 prev = models.setdefault(cat, {}).get(name)
@@ -364,5 +377,5 @@ def load_effective_config(user_config: str | Path | None = None) -> EffectiveCon
                 origin[(cat, name)] = str(layer.source)
                 base_dirs[(cat, name)] = Path(layer.base_dir or ".")
         database_url = layer.database_url or database_url
-    cfg = Config(models=models, database_url=database_url)
+    cfg = Config(models=models, database_url=database_url, data_sources=data_sources)
     return EffectiveConfig(cfg, origin, base_dirs, [str(layer.source) for layer in layers])

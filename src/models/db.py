@@ -30,6 +30,7 @@ each migration exactly once.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Engine,
@@ -74,7 +76,9 @@ __all__ = [
     "model_versions",
     "schema_migrations",
     "schema_version",
+    "update_sources",
     "utc_now",
+    "version_tags",
     "write_transaction",
 ]
 
@@ -87,6 +91,7 @@ _NAMING = {
 _IMMEDIATE = "companion_begin_immediate"
 _PG_MIGRATION_LOCK = 0x636F6D70  # "comp": the advisory lock key that serializes migrations
 _TS = 40  # length of an ISO-8601 timestamp column
+DATABASE_URL_ENV = "COMPANION_DATABASE_URL"
 
 
 def utc_now() -> str:
@@ -150,6 +155,33 @@ alias_history = Table(
     Column("reason", Text),
     Column("at", String(_TS), nullable=False),
     Index(None, "category", "name", "alias"),
+)
+
+version_tags = Table(
+    "version_tags",
+    metadata,
+    Column("category", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("updated_at", String(_TS), nullable=False),
+    PrimaryKeyConstraint("category", "name", "version", "key"),
+    ForeignKeyConstraint(
+        ["category", "name", "version"],
+        ["model_versions.category", "model_versions.name", "model_versions.version"],
+    ),
+)
+
+update_sources = Table(
+    "update_sources",
+    metadata,
+    Column("source", String(1000), primary_key=True),
+    Column("catalog_version", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("expires", String(_TS), nullable=False),
+    Column("seen_at", String(_TS), nullable=False),
 )
 
 
@@ -219,8 +251,43 @@ def _m1_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m2_versions(conn: Connection) -> None:
+    """version_tags (key/value labels on a version) and update_sources (the newest catalog
+    seen per update source, for rollback and freeze protection), as first shipped (frozen)."""
+    md = _migration_metadata()
+    # The referenced table, as far as the foreign key needs it (it exists since migration 1).
+    Table("model_versions", md, *(Column(c, String(64)) for c in ("category", "name", "version")))
+    Table(
+        "version_tags",
+        md,
+        Column("category", String(64), nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("version", String(64), nullable=False),
+        Column("key", String(64), nullable=False),
+        Column("value", Text, nullable=False),
+        Column("actor", String(200), nullable=False),
+        Column("updated_at", String(_TS), nullable=False),
+        PrimaryKeyConstraint("category", "name", "version", "key"),
+        ForeignKeyConstraint(
+            ["category", "name", "version"],
+            ["model_versions.category", "model_versions.name", "model_versions.version"],
+        ),
+    )
+    Table(
+        "update_sources",
+        md,
+        Column("source", String(1000), primary_key=True),
+        Column("catalog_version", BigInteger, nullable=False),
+        Column("digest", String(64), nullable=False),
+        Column("expires", String(_TS), nullable=False),
+        Column("seen_at", String(_TS), nullable=False),
+    )
+    md.create_all(conn, tables=[md.tables["version_tags"], md.tables["update_sources"]])
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
+    Migration(2, "version_tags_and_update_sources", _m2_versions),
 ]
 
 
@@ -282,8 +349,9 @@ _engines_lock = threading.Lock()
 
 
 def default_url() -> str:
-    """`sqlite:///<COMPANION_HOME>/companion.db`."""
-    return f"sqlite:///{database_path()}"
+    """`$COMPANION_DATABASE_URL` if set (e.g. `postgresql+psycopg://...`), else
+    `sqlite:///<COMPANION_HOME>/companion.db`."""
+    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{database_path()}"
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

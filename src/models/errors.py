@@ -10,7 +10,13 @@
     │   └── UnknownModelError    a model name that config does not know (lists close matches)
     ├── EngineError              a generation engine failed (HTTP error, bad weights, ...)
     ├── DataError                training data is missing, empty or malformed
-    └── TrainingError            a training run cannot start or continue
+    │   └── CardError            a character card is malformed (names the field, e.g. data.alternate_greetings[1])
+    ├── TrainingError            a training run cannot start or continue
+    ├── UnknownContextError      a `context=` (or emotion) key a personality does not define (lists valid ones)
+    ├── PluginError              a framework plugin is unknown or failed to load (lists the known ones)
+    ├── VersionError             a version or alias operation was refused (unknown version, bad alias)
+    └── UpdateError              an update could not be checked, downloaded, verified or installed
+        └── CatalogError         a catalog was refused: bad signature, expired, older than one seen
 
 Messages name the bad key, file or value and say how to fix it. Translation into exit codes
 (CLI) and HTTP statuses (server) happens only at the edge.
@@ -21,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "CardError",
+    "CatalogError",
     "CompanionError",
     "ConfigError",
     "DataError",
@@ -28,10 +36,14 @@ __all__ = [
     "IntegrityError",
     "InvalidModelName",
     "ModelNotFoundError",
+    "PluginError",
     "StoreError",
     "TrainingError",
+    "UnknownContextError",
     "UnknownModelError",
     "UnsafeFileError",
+    "UpdateError",
+    "VersionError",
 ]
 
 
@@ -93,5 +105,43 @@ class DataError(CompanionError, ValueError):
     """Training or evaluation data is missing, empty or malformed."""
 
 
+class CardError(DataError):
+    """A character card is malformed. `field` is the JSON path of the bad value."""
+
+    def __init__(self, field: str, problem: str, source: str | None = None) -> None:
+        self.field, self.problem, self.source = field, problem, source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field}: {problem}")
+
+
 class TrainingError(CompanionError):
     """A training run cannot start or continue."""
+
+
+class UnknownContextError(CompanionError, ValueError):
+    """A `context=` key (scenario) that the character does not define; lists the valid ones."""
+
+    def __init__(self, character: str, key: str, known: Iterable[str], what: str = "context") -> None:
+        import difflib
+
+        self.character, self.key, self.known = character, key, sorted(known)
+        close = difflib.get_close_matches(str(key), self.known, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listed = ", ".join(self.known) or "none (define them under data.extensions.companion.scenarios)"
+        super().__init__(f"{character} has no {what} {key!r}.{hint} Valid {what}s: {listed}.")
+
+
+class PluginError(CompanionError, LookupError):
+    """A framework plugin is unknown or failed to load."""
+
+
+class VersionError(CompanionError):
+    """A version or alias operation was refused (unknown version, invalid alias, ...)."""
+
+
+class UpdateError(CompanionError):
+    """An update could not be checked, downloaded, verified or installed."""
+
+
+class CatalogError(UpdateError):
+    """An update catalog was refused: bad signature, expired, or older than one already seen."""

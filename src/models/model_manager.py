@@ -1,13 +1,17 @@
 """ModelManager: `load_model(category, name)` → a cached, ready model.
 
 Resolution, in order: the config entry for `(category, name)` (also under the seed's suffixed
-names: `luna_personality` → `luna`), then its `path` (see `models.paths`): a folder, a
-built-in model, a model in the store (latest version), an OpenAI-compatible server. Loading
-goes through the loader registered for the entry's `type` (`models.registry`).
+names: `luna_personality` → `luna`); if the model has versions with a `current` alias (see
+`models.version_control`), that version's store folder; else the entry's `path` (see
+`models.paths`): a folder, a built-in model, a model in the store (its `current` version, else
+the latest), an OpenAI-compatible server. Loading goes through the loader registered for the
+entry's `type` (`models.registry`).
 
 Loaded models are cached per `(category, name)`. The cache is thread-safe: concurrent first
 loads of one model load it once (a per-key lock), and loads of different models proceed in
-parallel.
+parallel. A warm `load_model` re-reads the model's alias (one indexed database read, and only
+for models that have a store folder) and reloads when the alias has moved, so a rollback or an
+applied update takes effect on the next call.
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ class ModelInfo:
 class ModelManager:
     """Loads models named in config, once, and keeps them."""
 
-    def __init__(self, config_path: str | Path | None = None) -> None:
+    def __init__(self, config_path: str | Path | None = None, alias: str = "current") -> None:
         self._config_path = Path(config_path) if config_path else None
+        self.alias = alias
+        self._served: dict[tuple[str, str], tuple[str, str, str] | None] = {}
+        self._index: Any = None
+        self._store_root: Path | None = None
         self._config: EffectiveConfig | None = None
         self._config_stamp: tuple[float, ...] | None = None
         self._cache: dict[tuple[str, str], Any] = {}
@@ -104,23 +112,73 @@ class ModelManager:
         cname, entry = self.canonical(category, name)
         key = (category, cname)
         cached = self._cache.get(key)
-        if cached is not None:
+        if cached is not None and self._still_current(key):
             return cached
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             cached = self._cache.get(key)
-            if cached is not None:
+            if cached is not None and self._still_current(key):
                 return cached
             t0 = time.perf_counter()
-            model = self._build(category, cname, entry)
+            ref = self.resolve(category, cname)
+            model = self._build(category, cname, entry, ref)
             self.load_times[key] = time.perf_counter() - t0
             self._cache[key] = model
+            served = None
+            if ref.raw.startswith("store:") and ref.category and ref.name and ref.version:
+                served = (ref.category, ref.name, ref.version)
+            self._served[key] = served
             return model
 
-    def _build(self, category: str, name: str, entry: ModelEntry) -> Any:
-        base = self.config.base_dir(category, name)
-        ref = resolve_path(entry.path, base, config=self.config, hint=(category, name))
+    # --- versions and aliases -------------------------------------------------------------
+
+    @property
+    def index(self) -> Any:
+        """The version index (`models.version_index.VersionIndex`) aliases are read from."""
+        if self._index is None:
+            import os
+
+            from models import db
+            from models.version_index import VersionIndex
+
+            url = os.environ.get(db.DATABASE_URL_ENV) or self.config.config.database_url
+            self._index = VersionIndex.shared(url)
+        return self._index
+
+    def _alias_version(self, category: str, name: str) -> str | None:
+        """The version this manager's alias points at, or None; no database touched for a model
+        that has never been in the store (one `stat`)."""
+        if self._store_root is None:
+            from models.home import store_root
+
+            self._store_root = store_root()
+        if not (self._store_root / category / name).is_dir():
+            return None
+        return self.index.alias(category, name, self.alias)
+
+    def _still_current(self, key: tuple[str, str]) -> bool:
+        served = self._served.get(key)
+        if served is None:  # not served from a version: only a newly created alias changes that
+            return self._alias_version(*key) is None
+        category, name, version = served
+        return self._alias_version(category, name) in (None, version)
+
+    def resolve(self, category: str, name: str) -> PathRef:
+        """Where `load_model(category, name)` would load from now (nothing is loaded)."""
+        cname, entry = self.canonical(category, name)
+        pinned = entry.path.startswith("store:") and "@" in entry.path
+        version = None if pinned else self._alias_version(category, cname)
+        if version is not None:
+            from models.store import ModelStore
+
+            folder = ModelStore().open(category, cname, version)
+            raw = f"store:{category}/{cname}@{version}"
+            return PathRef("folder", raw, folder=folder, category=category, name=cname, version=version)
+        base = self.config.base_dir(category, cname)
+        return resolve_path(entry.path, base, config=self.config, hint=(category, cname))
+
+    def _build(self, category: str, name: str, entry: ModelEntry, ref: PathRef) -> Any:
         try:
             params = entry.typed_parameters()
         except Exception as exc:
@@ -240,8 +298,17 @@ def _from_store(category: str, name: str, version: str | None) -> PathRef | None
     store = ModelStore()
     for cand in name_candidates(name, category):
         if store.list_versions(category, cand):
+            if version is None:
+                version = _current_version(category, cand)
             folder = store.open(category, cand, version)
             return PathRef(
                 "folder", f"store:{category}/{cand}", folder=folder, category=category, name=cand, version=folder.name
             )
     return None
+
+
+def _current_version(category: str, name: str) -> str | None:
+    """The `current` alias of a store model, or None (then the latest version is used)."""
+    from models.version_index import VersionIndex
+
+    return VersionIndex.shared().alias(category, name, "current")

@@ -49,8 +49,8 @@ def classify_path(raw: str, base: Path | None = None) -> PathRef:
     if raw.startswith("builtin:"):
         name = raw.split(":", 1)[1]
         folder = builtin_dir(name)
-        if not name or not (folder / "config.json").exists():
-            known = sorted(p.name for p in builtin_dir().iterdir() if (p / "config.json").exists())
+        if not name or not _is_model_folder(folder):
+            known = sorted(p.name for p in builtin_dir().iterdir() if _is_model_folder(p))
             return PathRef(
                 "missing", raw, problem=f"no built-in model {name!r} (built-in: {', '.join(known) or 'none'})"
             )
@@ -74,6 +74,11 @@ def classify_path(raw: str, base: Path | None = None) -> PathRef:
     if m and not p.is_absolute():
         return PathRef("store", raw, category=m.group(1), name=m.group(2))
     return PathRef("missing", raw, problem=f"{raw!r} does not exist (looked for {full})")
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """A weights folder (`config.json`) or a personality folder (`persona.json`)."""
+    return (folder / "config.json").exists() or (folder / "persona.json").exists()
 
 
 def name_candidates(name: str, category: str | None = None) -> list[str]:

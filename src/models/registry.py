@@ -47,7 +47,18 @@ _LOCK = threading.Lock()
 #: Types whose loaders live in modules imported on first use (keeps `import models` light).
 _LAZY: dict[str, str] = {
     "transformer": "models.transformer_model",
+    "personality": "models.personality.model",
 }
+
+
+def _register_light_params() -> None:
+    """Parameter schemas of lazy types, from light modules (so config validation knows them)."""
+    from models.personality.params import PersonalityParams
+
+    PARAMS.register("personality", PersonalityParams)
+
+
+_register_light_params()
 
 
 def register_loader(type_name: str, params: type[BaseModel], loader: Loader) -> None:

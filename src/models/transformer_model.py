@@ -70,6 +70,13 @@ class TransformerModel:
         )
         t0 = time.perf_counter()
         self.ref = ref or resolve_path(str(model_path))
+        if self.ref.folder is not None and (self.ref.folder / "persona.json").exists():
+            # A personality folder (e.g. the seed's `models/personality/luna_transformer`): its base model.
+            from models.personality.loader import persona_base_ref
+
+            base = persona_base_ref(self.ref.folder)
+            if base is not None:
+                self.ref = resolve_path(base, self.ref.folder)
         _check_folder(self.ref)
         self.engine: Engine = create_engine(self.ref, self.params)
         self.load_seconds = time.perf_counter() - t0

@@ -1,0 +1,264 @@
+"""`companion chat <personality>` and `companion cards import|export|show|validate`.
+
+Chat with a personality streams the reply and shows the emotion it was said in. Slash
+commands: `/emotion LABEL` (hold an emotional state; `/emotion off` releases it),
+`/scenario KEY` (switch context; without a key, list them), `/state` (the emotional state),
+`/reset`, `/save [FILE]` (the transcript as JSON), `/quit`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+__all__ = ["personality_chat", "register"]
+
+cards_app = typer.Typer(help="Character cards: import, export, show, validate (V1/V2/V3; JSON, PNG, CHARX).")
+
+
+class _ChatState:
+    def __init__(self, model: Any, user: str | None) -> None:
+        self.model, self.user = model, user
+        self.emotion: str | None = None
+        self.transcript: list[dict[str, Any]] = []
+
+
+def _command(line: str, st: _ChatState, out: Console, err: Console) -> bool:
+    """Handle a slash command; False means quit."""
+    cmd, _, arg = line[1:].partition(" ")
+    arg = arg.strip()
+    model = st.model
+    if cmd in ("quit", "exit"):
+        return False
+    if cmd == "reset":
+        greeting = model.start(st.user, model.session(st.user).context)
+        st.transcript.clear()
+        err.print("[dim]conversation cleared[/]")
+        if greeting:
+            out.print(f"[bold magenta]{model.character.lower()}>[/] {greeting}", highlight=False)
+    elif cmd == "emotion":
+        if not arg or arg == "off":
+            st.emotion = None
+            err.print("[dim]emotion follows the conversation again[/]")
+        elif arg in model.labels:
+            st.emotion = arg
+            err.print(f"[dim]emotion held at {arg}[/]")
+        else:
+            err.print(f"[red]unknown emotion {arg!r}[/]; labels: {', '.join(model.labels)}")
+    elif cmd == "scenario":
+        if not arg:
+            for key in model.contexts():
+                err.print(f"  {key}: {model.ext.scenarios[key].description}", highlight=False)
+        elif arg in model.ext.scenarios:
+            model.session(st.user).context = arg
+            err.print(f"[dim]scenario: {arg}[/]")
+        else:
+            err.print(f"[red]unknown scenario {arg!r}[/]; valid: {', '.join(model.contexts())}")
+    elif cmd == "state":
+        state = model.emotional_state(st.user).to_dict()
+        top = sorted(state.items(), key=lambda kv: -kv[1])[:4]
+        err.print("  " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    elif cmd == "save":
+        path = Path(arg or f"chat-{model.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        path.write_text(json.dumps({"model": model.name, "turns": st.transcript}, indent=1, ensure_ascii=False))
+        err.print(f"[dim]saved {path}[/]")
+    else:
+        err.print("[dim]commands: /emotion LABEL|off, /scenario [KEY], /state, /reset, /save [FILE], /quit[/]")
+    return True
+
+
+def personality_chat(
+    model: Any, *, max_tokens: int | None, seed: int | None, out: Console, err: Console, user: str | None = None
+) -> None:
+    """The interactive loop for a `PersonalityModel`."""
+    st = _ChatState(model, user)
+    err.print(f"[dim]chatting with {model.character} ({model.control} emotion control); /help for commands[/]")
+    greeting = model.start(user)
+    if greeting:
+        out.print(f"[bold magenta]{model.character.lower()}>[/] {greeting}", highlight=False)
+    while True:
+        try:
+            line = out.input("[bold cyan]you>[/] ")
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            if not _command(line.strip(), st, out, err):
+                break
+            continue
+        opts: dict[str, Any] = {}
+        if seed is not None:
+            opts["seed"] = seed
+        if max_tokens is not None:
+            opts["max_length"] = max_tokens
+        out.print(f"[bold magenta]{model.character.lower()}>[/] ", end="")
+        for piece in model.stream_response(message=line, emotional_state=st.emotion, user=user, **opts):
+            out.print(piece, end="", highlight=False, markup=False)
+        r = model.last_response
+        out.print()
+        err.print(
+            f"[dim]({r.emotion}; mood now: {model.emotional_state(user).emotion}; "
+            f"{r.usage.get('completion_tokens')} tokens, {r.timings.get('total_ms', 0):.0f} ms)[/]"
+        )
+        st.transcript.append({"user": line, "reply": r.to_dict()})
+
+
+# ----------------------------------------------------------------------------- cards
+
+
+def _out() -> Console:
+    from companion.cli import out
+
+    return out
+
+
+def _summary(card: Any) -> dict[str, Any]:
+    ext = card.companion
+    return {
+        "name": card.name,
+        "nickname": card.nickname or None,
+        "spec": card.spec,
+        "greetings": len(card.greetings()),
+        "lorebook_entries": len(card.lorebook.entries),
+        "tags": card.tags,
+        "scenarios": sorted(ext.scenarios),
+        "emotion_labels": ext.emotion.labels,
+        "temperament": {k: round(v, 2) for k, v in ext.baseline().items() if v > 0},
+        "behavior": ext.behavior.model_dump(),
+        "description": card.description,
+    }
+
+
+def cards_import(
+    file: Annotated[Path, typer.Argument(help="A card: .json, .png or .charx (V1, V2 or V3).")],
+    name: Annotated[str | None, typer.Option(help="Model name (default: from the character's name).")] = None,
+    base_model: Annotated[str, typer.Option(help="Base model path or CATEGORY/NAME.")] = "builtin:companion-base",
+    force: Annotated[bool, typer.Option(help="Replace a config entry of the same name.")] = False,
+) -> None:
+    """Import a card as a personality model (store version + config entry)."""
+    from models.personality.install import import_card
+
+    info = import_card(file, name=name, base_model=base_model, force=force)
+    _out().print(f"imported [bold]{info['name']}[/] {info['version']}: companion chat {info['name']}")
+
+
+def cards_export(
+    ref: Annotated[str, typer.Argument(help="A personality name (luna) or a card file.")],
+    output: Annotated[Path, typer.Argument(help="Where to write: .json, .png or .charx.")],
+    spec: Annotated[str | None, typer.Option(help="Convert first: v1, v2 or v3.")] = None,
+) -> None:
+    """Export a card (PNG: V3 writes `ccv3` plus a V2 `chara` backfill)."""
+    from models.personality.install import find_card
+
+    card = find_card(ref)
+    if spec:
+        card = card.convert(f"chara_card_{spec.lower().removeprefix('chara_card_')}")
+    card.save(output)
+    _out().print(f"wrote {output} ({card.spec})")
+
+
+def cards_show(
+    ref: Annotated[str, typer.Argument(help="A personality name or a card file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """What a card holds: spec, greetings, lorebook, scenarios, emotions, behaviour."""
+    from models.personality.install import find_card
+
+    data = _summary(find_card(ref))
+    if as_json:
+        _out().print_json(data=data)
+        return
+    from rich.table import Table
+
+    table = Table(title=data["name"], show_header=False)
+    for k, v in data.items():
+        table.add_row(k, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else str(v))
+    _out().print(table)
+
+
+def cards_validate(files: Annotated[list[Path], typer.Argument(help="Card files to check.")]) -> None:
+    """Check cards; each problem names the field. Exit 1 if any card is invalid."""
+    from models.errors import CompanionError
+    from models.personality.card import load_card
+
+    bad = 0
+    for f in files:
+        try:
+            card = load_card(f)
+            _out().print(f"[green]ok[/]    {f} ({card.spec}, {card.name})", highlight=False)
+        except CompanionError as exc:
+            bad += 1
+            _out().print(f"[red]error[/] {exc}", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+def train_emotion(
+    data: Annotated[Path, typer.Option(help="GoEmotions folder (train.tsv, dev.tsv).")] = Path(
+        "../shared/data/goemotions"
+    ),
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("runs/emotion"),
+    epochs: Annotated[int, typer.Option()] = 4,
+    threads: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Train the emotion classifier (text → the 10 companion emotions) on GoEmotions."""
+    from models.personality.emotion_training import EmotionTrainSettings, train_emotion_classifier
+
+    report = train_emotion_classifier(data, output, EmotionTrainSettings(epochs=epochs, threads=threads))
+    dev = report.get("dev", {})
+    _out().print(f"macro-F1 on dev: {dev.get('macro_f1')} (top label: {dev.get('macro_f1_top_label')}); {output}")
+
+
+def train_control(
+    base: Annotated[Path, typer.Option(help="Base model folder (with emotion tokens).")] = Path(
+        "src/models/builtin/companion-base"
+    ),
+    output: Annotated[Path, typer.Option("--output", "-o", help="The new model folder.")] = Path(
+        "runs/emotion-control/model"
+    ),
+    data: Annotated[Path, typer.Option(help="The shared data folder (dialogue/, goemotions/).")] = Path(
+        "../shared/data"
+    ),
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    minutes: Annotated[float, typer.Option(help="Stop cleanly after this much wall time.")] = 9.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    threads: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Fine-tune a base model with emotion control tokens on classifier-tagged dialogue."""
+    from models.paths import builtin_dir
+    from models.personality.card import load_card
+    from models.personality.control_training import train_emotion_control
+    from models.training.loop import TrainSettings
+
+    cards = {p.parent.name: load_card(p) for p in sorted(builtin_dir().glob("*/persona.json"))}
+    settings = TrainSettings(
+        max_steps=steps, batch_size=16, micro_batch_size=16, lr=lr, warmup_steps=min(20, steps),
+        eval_every=max(1, steps // 2), checkpoint_every=max(1, steps // 4), max_minutes=minutes, seed=7,
+    )  # fmt: skip
+    persona = data / "dialogue" / "synthetic_persona_chat" / "Synthetic-Persona-Chat_valid.csv"
+    report = train_emotion_control(
+        base, output, output.parent, persona_chat=persona if persona.exists() else None, cards=cards,
+        dialogue_dir=builtin_dir().parent / "training_data" / "writing_assistant" / "character_data",
+        goemotions=data / "goemotions" / "train.tsv", settings=settings, threads=threads,
+    )  # fmt: skip
+    _out().print(f"{output}: {report['examples']} examples, {report['result']}")
+
+
+def register(app: typer.Typer, models_app: typer.Typer) -> None:
+    """Add the `cards` group and `train emotion|emotion-control` (chat delegates from `cli.chat`)."""
+    from companion.cli import handle_errors, train_app
+
+    if not cards_app.registered_commands:
+        cards_app.command("import")(handle_errors(cards_import))
+        cards_app.command("export")(handle_errors(cards_export))
+        cards_app.command("show")(handle_errors(cards_show))
+        cards_app.command("validate")(cards_validate)
+        train_app.command("emotion")(handle_errors(train_emotion))
+        train_app.command("emotion-control")(handle_errors(train_control))
+    app.add_typer(cards_app, name="cards")

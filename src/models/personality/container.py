@@ -1,0 +1,161 @@
+"""Where character cards travel: PNG `tEXt` chunks and CHARX zips (bytes in, bytes out).
+
+* PNG (and APNG): the card JSON, UTF-8 then base64, in a `tEXt` chunk named `chara` (V1/V2)
+  or `ccv3` (V3). Readers match keywords case-insensitively and also accept `iTXt`/`zTXt`;
+  `ccv3` wins when both exist. Writers put the text chunks right after `IHDR` and keep every
+  other chunk (the avatar image) as it was.
+* CHARX: a ZIP with `card.json` at its root and assets addressed as `embeded://path`.
+
+Nothing here knows what a card means; `models.personality.card` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zipfile
+import zlib
+from typing import Any
+
+from models.errors import CardError
+
+__all__ = [
+    "PNG_SIGNATURE",
+    "default_avatar",
+    "png_card_payloads",
+    "read_charx",
+    "write_charx",
+    "write_png_card",
+]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CARD_KEYS = ("chara", "ccv3")
+_MAX_CHARX_MEMBER = 64 << 20
+
+
+def _chunks(data: bytes, source: str) -> list[tuple[bytes, bytes]]:
+    if not data.startswith(PNG_SIGNATURE):
+        raise CardError("png", "not a PNG file (bad signature)", source=source)
+    pos, out = len(PNG_SIGNATURE), []
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise CardError("png", f"chunk {ctype!r} at byte {pos} runs past the end of the file", source=source)
+        out.append((ctype, data[pos + 8 : end]))
+        pos = end + 4
+        if ctype == b"IEND":
+            break
+    return out
+
+
+def _text_of(ctype: bytes, body: bytes) -> tuple[str, str] | None:
+    if b"\0" not in body:
+        return None
+    key, rest = body.split(b"\0", 1)
+    keyword = key.decode("latin-1").lower()
+    if ctype == b"tEXt":
+        return keyword, rest.decode("latin-1")
+    if ctype == b"zTXt":
+        return keyword, zlib.decompress(rest[1:]).decode("latin-1")
+    if ctype == b"iTXt":
+        compressed = rest[:1] == b"\x01"
+        text = rest[2:].split(b"\0", 2)[-1]
+        return keyword, (zlib.decompress(text) if compressed else text).decode("utf-8")
+    return None
+
+
+def png_card_payloads(data: bytes, source: str = "png") -> dict[str, Any]:
+    """The decoded card JSON objects found in a PNG, by keyword (`chara`, `ccv3`)."""
+    found: dict[str, Any] = {}
+    for ctype, body in _chunks(data, source):
+        if ctype not in (b"tEXt", b"iTXt", b"zTXt"):
+            continue
+        text = _text_of(ctype, body)
+        if text is None or text[0] not in _CARD_KEYS or text[0] in found:
+            continue
+        keyword, payload = text
+        try:
+            found[keyword] = json.loads(base64.b64decode(payload.strip(), validate=False).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CardError(keyword, f"the {keyword!r} text chunk is not base64 JSON ({exc})", source=source) from None
+    return found
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(ctype + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", crc)
+
+
+def _encode(obj: Any) -> bytes:
+    return base64.b64encode(json.dumps(obj, ensure_ascii=False).encode("utf-8"))
+
+
+def write_png_card(image: bytes, payloads: dict[str, Any], source: str = "png") -> bytes:
+    """`image` with its card chunks replaced by `payloads` (keyword → JSON object), in order."""
+    chunks = _chunks(image, source)
+    kept = []
+    for ctype, body in chunks:
+        text = _text_of(ctype, body) if ctype in (b"tEXt", b"iTXt", b"zTXt") else None
+        if text is not None and text[0] in _CARD_KEYS:
+            continue
+        kept.append((ctype, body))
+    if not kept or kept[0][0] != b"IHDR":
+        raise CardError("png", "the image has no IHDR chunk first", source=source)
+    new = [(b"tEXt", key.encode("latin-1") + b"\0" + _encode(obj)) for key, obj in payloads.items()]
+    ordered = kept[:1] + new + kept[1:]
+    if ordered[-1][0] != b"IEND":
+        ordered.append((b"IEND", b""))
+    return PNG_SIGNATURE + b"".join(_chunk(t, b) for t, b in ordered)
+
+
+def default_avatar(name: str, size: int = 64) -> bytes:
+    """A small generated avatar (a soft disc on a tinted square), so every card can be a PNG."""
+    seed = zlib.crc32(name.encode("utf-8"))
+    bg = ((seed >> 16) & 0x7F) + 96, ((seed >> 8) & 0x7F) + 96, (seed & 0x7F) + 96
+    fg = tuple(255 - c // 3 for c in bg)
+    rows = []
+    c, r2 = (size - 1) / 2, (size * 0.32) ** 2
+    for y in range(size):
+        row = bytearray([0])
+        for x in range(size):
+            row += bytes(fg if (x - c) ** 2 + (y - c) ** 2 <= r2 else bg)
+        rows.append(bytes(row))
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"".join(rows), 9)
+    return PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def read_charx(data: bytes, source: str = "charx") -> tuple[Any, dict[str, bytes]]:
+    """`(card.json object, {path: bytes} of the other members)` of a CHARX zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = z.namelist()
+            if "card.json" not in names:
+                raise CardError("card.json", "a CHARX file needs card.json at the root of the zip", source=source)
+            assets: dict[str, bytes] = {}
+            for info in z.infolist():
+                if info.is_dir() or info.filename == "card.json":
+                    continue
+                if info.file_size > _MAX_CHARX_MEMBER or ".." in info.filename.split("/"):
+                    continue
+                assets[info.filename] = z.read(info)
+            card = json.loads(z.read("card.json").decode("utf-8"))
+    except zipfile.BadZipFile as exc:
+        raise CardError("charx", f"not a zip file ({exc})", source=source) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CardError("card.json", f"not UTF-8 JSON ({exc})", source=source) from None
+    return card, assets
+
+
+def write_charx(card: Any, assets: dict[str, bytes] | None = None) -> bytes:
+    """A CHARX zip holding `card.json` (pretty JSON) and `assets` (`path → bytes`)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("card.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        for path, blob in sorted((assets or {}).items()):
+            z.writestr(path, blob)
+    return buf.getvalue()

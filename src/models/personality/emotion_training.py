@@ -1,0 +1,256 @@
+"""Train the emotion classifier on GoEmotions: `companion train emotion` / `python -m ...`.
+
+    python -m models.personality.emotion_training --data ../shared/data/goemotions \
+        --output src/models/builtin/emotion
+
+Reads `train.tsv` (and `dev.tsv` for the report) in GoEmotions' format: `text<TAB>ids<TAB>id`,
+ids comma-separated indices into `emotions.txt` (the 28 names; built in when the file is
+absent). Labels are mapped with `GOEMOTIONS_MAP`; a comment with several labels becomes a
+soft target (equal shares). 10% of train is held out to pick the multi-label threshold; the
+dev split is only evaluated. Output: `model.safetensors` (float16), `config.json`,
+`report.json` (macro-F1 and per-label precision/recall/F1 on dev) and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import DataError
+from models.personality.emotion import GOEMOTIONS_LABELS, GOEMOTIONS_MAP, EmotionClassifier
+from models.personality.features import FeatureSpec, featurize
+from models.tokens import EMOTIONS
+
+__all__ = [
+    "EmotionTrainSettings",
+    "evaluate_classifier",
+    "evaluate_sets",
+    "fit_ngram_classifier",
+    "read_goemotions",
+    "train_emotion_classifier",
+]
+
+
+@dataclass
+class EmotionTrainSettings:
+    """Settings of the classifier recipe (saved in the report)."""
+
+    buckets: int = 1 << 16
+    """Hash buckets of the feature table."""
+    dim: int = 16
+    """Embedding width."""
+    epochs: int = 4
+    lr: float = 0.01
+    """Peak learning rate of the one-cycle schedule (Adam)."""
+    batch_size: int = 64
+    dropout: float = 0.2
+    heldout_fraction: float = 0.1
+    """Share of train used to choose the multi-label threshold."""
+    seed: int = 0
+    threads: int = 1
+
+
+def read_goemotions(path: str | Path, labels: Sequence[str] = EMOTIONS) -> tuple[list[str], list[list[int]]]:
+    """Texts and their mapped label indices from a GoEmotions TSV file."""
+    path = Path(path)
+    names_file = path.parent / "emotions.txt"
+    names = names_file.read_text(encoding="utf-8").split() if names_file.exists() else list(GOEMOTIONS_LABELS)
+    index = {lab: i for i, lab in enumerate(labels)}
+    texts: list[str] = []
+    targets: list[list[int]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (expected GoEmotions' train.tsv/dev.tsv)") from None
+    for n, line in enumerate(lines, start=1):
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise DataError(f"{path}, line {n}: expected text<TAB>label ids<TAB>id")
+        try:
+            mapped = {GOEMOTIONS_MAP[names[int(i)]] for i in parts[1].split(",") if i.strip()}
+        except (ValueError, IndexError, KeyError):
+            raise DataError(f"{path}, line {n}: bad label ids {parts[1]!r}") from None
+        ids = sorted(index[m] for m in mapped if m in index)
+        if ids:
+            texts.append(parts[0])
+            targets.append(ids)
+    if not texts:
+        raise DataError(f"{path}: no usable examples")
+    return texts, targets
+
+
+def evaluate_sets(gold: Sequence[set[str]], pred: Sequence[set[str]], labels: Sequence[str]) -> dict[str, Any]:
+    """Per-label precision/recall/F1/support and the macro-F1 of multi-label predictions."""
+    per: dict[str, dict[str, float]] = {}
+    for lab in labels:
+        tp = sum(1 for g, p in zip(gold, pred, strict=True) if lab in g and lab in p)
+        fp = sum(1 for g, p in zip(gold, pred, strict=True) if lab not in g and lab in p)
+        fn = sum(1 for g, p in zip(gold, pred, strict=True) if lab in g and lab not in p)
+        prec, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        per[lab] = {
+            "precision": round(prec, 4),
+            "recall": round(rec, 4),
+            "f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4),
+            "support": tp + fn,
+        }
+    macro = sum(v["f1"] for v in per.values()) / len(labels)
+    return {"macro_f1": round(macro, 4), "per_label": per}
+
+
+def _bags(feats: list[list[int]], idx: Sequence[int]) -> tuple[Any, Any]:
+    import torch
+
+    flat: list[int] = []
+    offsets = []
+    for i in idx:
+        offsets.append(len(flat))
+        flat += feats[i]
+    return torch.tensor(flat), torch.tensor(offsets)
+
+
+def fit_ngram_classifier(
+    feats: list[list[int]], targets: list[list[int]], n_labels: int, s: EmotionTrainSettings
+) -> Any:
+    """Train embedding bag + linear head on hashed features (soft targets); numpy weights out."""
+    import torch
+
+    torch.manual_seed(s.seed)
+    emb = torch.nn.EmbeddingBag(s.buckets, s.dim, mode="mean")
+    torch.nn.init.uniform_(emb.weight, -0.05, 0.05)
+    head = torch.nn.Linear(s.dim, n_labels)
+    drop = torch.nn.Dropout(s.dropout)
+    params = list(emb.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=s.lr)
+    steps_per_epoch = max(1, len(feats) // s.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch)
+    rng = random.Random(s.seed)
+    for _epoch in range(s.epochs):
+        order = list(range(len(feats)))
+        rng.shuffle(order)
+        for k in range(steps_per_epoch):
+            idx = order[k * s.batch_size : (k + 1) * s.batch_size]
+            ids, offsets = _bags(feats, idx)
+            target = torch.zeros(len(idx), n_labels)
+            for r, i in enumerate(idx):
+                target[r, targets[i]] = 1.0 / len(targets[i])
+            loss = torch.nn.functional.cross_entropy(head(drop(emb(ids, offsets))), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return emb.weight.detach().numpy().copy(), head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()
+
+
+def _best_threshold(clf: EmotionClassifier, texts: list[str], targets: list[list[int]]) -> float:
+    gold = [{clf.labels[i] for i in t} for t in targets]
+    best, best_t = -1.0, 0.3
+    for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 1.01):
+        clf.threshold = t
+        score = evaluate_sets(gold, clf.predict_sets(texts), clf.labels)["macro_f1"]
+        if score > best:
+            best, best_t = score, t
+    return best_t
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_emotion_classifier(
+    data_dir: str | Path,
+    output_dir: str | Path,
+    settings: EmotionTrainSettings | None = None,
+    labels: Sequence[str] = EMOTIONS,
+) -> dict[str, Any]:
+    """Train on `data_dir/train.tsv`, evaluate on `data_dir/dev.tsv` (if present), save; the report."""
+    import torch
+
+    s = settings or EmotionTrainSettings()
+    torch.set_num_threads(s.threads)
+    data_dir, out = Path(data_dir), Path(output_dir)
+    t0 = time.perf_counter()
+    texts, targets = read_goemotions(data_dir / "train.tsv", labels)
+    spec = FeatureSpec(buckets=s.buckets)
+    order = list(range(len(texts)))
+    random.Random(s.seed).shuffle(order)
+    n_held = int(len(order) * s.heldout_fraction)
+    held, fit = order[:n_held], order[n_held:]
+    feats = [featurize(texts[i], spec) for i in fit]
+    t_feat = time.perf_counter() - t0
+    emb, w, b = fit_ngram_classifier(feats, [targets[i] for i in fit], len(labels), s)
+    t_train = time.perf_counter() - t0 - t_feat
+    clf = EmotionClassifier(labels, spec, emb, w, b)
+    clf.threshold = _best_threshold(clf, [texts[i] for i in held], [targets[i] for i in held]) if held else 0.3
+    report: dict[str, Any] = {
+        "recipe": "companion train emotion",
+        "data": "GoEmotions (Demszky et al., ACL 2020), Apache-2.0",
+        "train_file_sha256": _sha256(data_dir / "train.tsv"),
+        "train_examples": len(fit),
+        "heldout_examples": len(held),
+        "labels": list(labels),
+        "mapping": GOEMOTIONS_MAP,
+        "settings": asdict(s),
+        "threshold": clf.threshold,
+        "seconds": {"features": round(t_feat, 1), "training": round(t_train, 1)},
+    }
+    dev = data_dir / "dev.tsv"
+    if dev.exists():
+        report["dev"] = evaluate_classifier(clf, dev)
+        report["dev_file_sha256"] = _sha256(dev)
+    out.mkdir(parents=True, exist_ok=True)
+    # Save in float16 and evaluate what ships (the rounding must not move the score).
+    clf.save(out, extra={"recipe": "companion train emotion", "data": "GoEmotions"})
+    if dev.exists():
+        shipped = EmotionClassifier.load(out)
+        report["dev"] = evaluate_classifier(shipped, dev)
+    report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    from models.store import write_manifest
+
+    write_manifest(out)
+    return report
+
+
+def evaluate_classifier(clf: EmotionClassifier, tsv: str | Path) -> dict[str, Any]:
+    """Macro-F1 of `clf` on a GoEmotions TSV: multi-label (top + threshold) and top-label only."""
+    texts, targets = read_goemotions(tsv, clf.labels)
+    gold = [{clf.labels[i] for i in t} for t in targets]
+    t0 = time.perf_counter()
+    multi = evaluate_sets(gold, clf.predict_sets(texts), clf.labels)
+    seconds = time.perf_counter() - t0
+    top = evaluate_sets(gold, [{x} for x in clf.classify(texts)], clf.labels)
+    return {
+        "file": str(Path(tsv).name),
+        "examples": len(texts),
+        "macro_f1": multi["macro_f1"],
+        "macro_f1_top_label": top["macro_f1"],
+        "per_label": multi["per_label"],
+        "per_label_top_label": {k: v["f1"] for k, v in top["per_label"].items()},
+        "ms_per_text": round(1000 * seconds / max(1, len(texts)), 3),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/goemotions"))
+    parser.add_argument("--output", type=Path, default=Path("src/models/builtin/emotion"))
+    parser.add_argument("--epochs", type=int, default=EmotionTrainSettings.epochs)
+    parser.add_argument("--dim", type=int, default=EmotionTrainSettings.dim)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    settings = EmotionTrainSettings(epochs=args.epochs, dim=args.dim, threads=args.threads)
+    report = train_emotion_classifier(args.data, args.output, settings)
+    dev = report.get("dev", {})
+    print(json.dumps({"macro_f1": dev.get("macro_f1"), "per_label": dev.get("per_label_top_label")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Loading personality models: the `personality` loader type and personality folders.
+
+A personality folder holds::
+
+    persona.json       the character card (V2/V3 JSON; our fields under data.extensions.companion)
+    companion.json     {"format": "companion-model/1", "kind": "personality",
+                        "base_model": "builtin:companion-chat", "version": "1.0.0"}
+    adapter/           optional PEFT LoRA adapter trained on the character's lines
+    manifest.json      sha256 of every file (built-in and store folders)
+
+`base_model` is a model path (`builtin:…`, `openai:…`, a folder, relative to the personality
+folder) or `CATEGORY/NAME` of a configured model; the config entry's `parameters.base_model`
+overrides it. Base models are shared: three characters on one base load its weights once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from models.config import TransformerParams
+from models.errors import CardError, ModelNotFoundError
+from models.personality.card import CharacterCard, load_card
+from models.personality.params import PersonalityParams
+from models.registry import LoadRequest, register_loader
+
+__all__ = [
+    "DEFAULT_BASE",
+    "load_personality",
+    "persona_base_ref",
+    "read_personality_folder",
+    "reset_shared_manager",
+    "shared_manager",
+    "write_personality_folder",
+]
+
+DEFAULT_BASE = "builtin:companion-base"
+_CONFIG_REF = re.compile(r"^([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})$")
+_BASES: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
+_LOCK = threading.Lock()
+_MANAGER: dict[str, Any] = {}
+_WRAPPED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def shared_manager() -> Any:
+    """The process-wide `ModelManager` (the framework owns this same one)."""
+    with _LOCK:
+        if "m" not in _MANAGER:
+            from models.model_manager import ModelManager
+
+            _MANAGER["m"] = ModelManager()
+        return _MANAGER["m"]
+
+
+def reset_shared_manager() -> None:
+    """Forget the process-wide manager and its cached models (tests; after changing COMPANION_HOME)."""
+    with _LOCK:
+        _MANAGER.clear()
+        _BASES.clear()
+        _WRAPPED.clear()
+
+
+def read_personality_folder(folder: Path) -> tuple[CharacterCard, dict[str, Any]]:
+    """The card and `companion.json` metadata of a personality folder."""
+    persona = folder / "persona.json"
+    if not persona.exists():
+        raise ModelNotFoundError(f"{folder}: not a personality folder (no persona.json)")
+    meta_path = folder / "companion.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    card = load_card(persona)
+    if (folder / "avatar.png").exists():
+        card.image = (folder / "avatar.png").read_bytes()
+    return card, meta
+
+
+def persona_base_ref(folder: Path) -> str | None:
+    """For a personality folder, its base model reference (else None). Light: no torch."""
+    if not (folder / "persona.json").exists() or (folder / "config.json").exists():
+        return None
+    meta_path = folder / "companion.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    return str(meta.get("base_model") or DEFAULT_BASE)
+
+
+def write_personality_folder(
+    folder: Path,
+    card: CharacterCard,
+    *,
+    base_model: str = DEFAULT_BASE,
+    version: str = "1.0.0",
+    manifest: bool = True,
+    name: str | None = None,
+) -> Path:
+    """Write `persona.json` + `companion.json` (+ `manifest.json`) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "persona.json").write_text(card.to_json(), encoding="utf-8")
+    meta = {
+        "format": "companion-model/1",
+        "kind": "personality",
+        "name": name or folder.name,
+        "character": card.name,
+        "base_model": base_model,
+        "version": version,
+    }
+    (folder / "companion.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if manifest:
+        from models.store import write_manifest
+
+        write_manifest(folder)
+    return folder
+
+
+def _load_base(manager: Any, ref: str, params: PersonalityParams, folder: Path | None) -> Any:
+    m = _CONFIG_REF.match(ref)
+    if m and not (folder and (folder / ref).exists()):
+        try:
+            return manager.load_model(m.group(1), m.group(2))
+        except ModelNotFoundError:
+            pass  # not a config name: try it as a path below
+    from models.model_manager import resolve_path
+    from models.transformer_model import TransformerModel
+
+    resolved = resolve_path(ref, folder or Path.cwd())
+    where = str(resolved.folder) if resolved.folder else resolved.raw
+    engine_keys = ("engine", "dtype", "threads", "base_url", "model", "api_key_env")
+    key = (where, *(getattr(params, k) for k in engine_keys))
+    with _LOCK:
+        base = _BASES.get(key)
+        if base is None:
+            gen = params.model_dump(include=set(TransformerParams.model_fields))
+            base = TransformerModel(ref, ref=resolved, **gen)
+            _BASES[key] = base
+    return base
+
+
+def load_personality(manager: Any, request: LoadRequest) -> Any:
+    """Loader of `type: personality` config entries."""
+    from models.personality.model import PersonalityModel
+
+    folder = request.ref.folder
+    if folder is None or not folder.is_dir():
+        raise ModelNotFoundError(
+            f"personality {request.name!r}: path {request.entry.path!r} must be a folder with persona.json"
+        )
+    from models.store import check_safe_files, verify_manifest
+
+    check_safe_files(folder)
+    if (folder / "manifest.json").exists():
+        verify_manifest(folder)
+    card, meta = read_personality_folder(folder)
+    params = request.params
+    if not isinstance(params, PersonalityParams):
+        raise CardError("parameters", f"expected personality parameters, got {type(params).__name__}")
+    base_ref = params.base_model or str(meta.get("base_model") or DEFAULT_BASE)
+    base = _load_base(manager, base_ref, params, folder)
+    return PersonalityModel(
+        card,
+        base,
+        params=params,
+        name=request.name,
+        version=request.ref.version or meta.get("version"),
+        emotion_trained=_emotion_trained(base),
+    )
+
+
+def _emotion_trained(base: Any) -> bool:
+    """Whether the base model was fine-tuned with emotion control tokens (its companion.json)."""
+    folder = getattr(getattr(base, "ref", None), "folder", None)
+    if folder is None or not (Path(folder) / "companion.json").exists():
+        return False
+    meta = json.loads((Path(folder) / "companion.json").read_text(encoding="utf-8"))
+    return bool(meta.get("emotion_control"))
+
+
+def wrap_plain_model(manager: Any, name: str, model: Any) -> Any:
+    """A `type: transformer` personality entry (the seed's example config) as a personality:
+    the built-in card of that name when there is one, else a card that only names it."""
+    from models.paths import builtin_dir, name_candidates
+    from models.personality.model import PersonalityModel
+
+    with _LOCK:
+        known = _WRAPPED.get(model)
+    if known is not None:
+        return known
+    card = None
+    for cand in name_candidates(name, "personality"):
+        persona = builtin_dir(cand) / "persona.json"
+        if persona.exists():
+            card = load_card(persona)
+            break
+    if card is None:
+        card = CharacterCard({"name": name.split("_")[0].title(), "description": "", "first_mes": ""})
+    params = PersonalityParams(**model.params.model_dump())
+    wrapped = PersonalityModel(card, model, params=params, name=name, emotion_trained=_emotion_trained(model))
+    with _LOCK:
+        _WRAPPED[model] = wrapped
+    return wrapped
+
+
+register_loader("personality", PersonalityParams, load_personality)

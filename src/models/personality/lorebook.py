@@ -1,0 +1,237 @@
+"""The character lorebook (`character_book`): entries injected when their keys come up.
+
+An entry activates when one of its `keys` appears in the last `scan_depth` messages (whole
+words, case-insensitive unless `case_sensitive`; V3 `use_regex` keys are `/pattern/flags`),
+and, when `selective`, one of its `secondary_keys` too. `constant` entries always activate;
+disabled ones never do. Activated entries are ordered by `insertion_order` (lower first) and
+cut to the book's `token_budget` by dropping the lowest `priority` first. With
+`recursive_scanning`, activated content can activate further entries.
+
+V3 decorators at the start of `content` are parsed and stripped: `@@activate`,
+`@@dont_activate`, `@@activate_only_after N`, `@@activate_only_every N`, `@@scan_depth N`,
+`@@additional_keys a,b`, `@@exclude_keys a,b`, `@@position ...`, `@@depth N`, `@@role R`,
+`@@ignore_on_max_context`; `@@@` fallback lines are skipped (we know every primary one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.errors import CardError
+from models.personality.macros import strip_for_matching
+
+__all__ = ["ActiveEntry", "LoreEntry", "Lorebook", "parse_decorators", "strip_decorators"]
+
+_BEFORE = {"before_char", "before_desc"}
+_REGEX_KEY = re.compile(r"^/(.*)/([a-z]*)$", re.DOTALL)
+
+
+def parse_decorators(content: str) -> tuple[dict[str, str], str]:
+    """`({name: value}, content without decorator lines)`."""
+    decorators: dict[str, str] = {}
+    lines = content.split("\n")
+    i = 0
+    while i < len(lines) and lines[i].startswith("@@"):
+        line = lines[i]
+        if not line.startswith("@@@"):
+            name, _, value = line[2:].partition(" ")
+            decorators[name.strip()] = value.strip()
+        i += 1
+    return decorators, "\n".join(lines[i:])
+
+
+def strip_decorators(content: str) -> str:
+    return parse_decorators(content)[1]
+
+
+def _int(value: str | None, default: int | None = None) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclass
+class LoreEntry:
+    """A typed view of one entry (defaults per the spec)."""
+
+    keys: list[str]
+    content: str
+    secondary_keys: list[str] = field(default_factory=list)
+    enabled: bool = True
+    insertion_order: float = 0
+    case_sensitive: bool = False
+    priority: float = 0
+    constant: bool = False
+    selective: bool = False
+    position: str = "after_char"
+    use_regex: bool = False
+    name: str = ""
+    decorators: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LoreEntry:
+        decorators, content = parse_decorators(str(raw.get("content", "")))
+        return cls(
+            keys=[str(k) for k in raw.get("keys") or []],
+            content=content,
+            secondary_keys=[str(k) for k in raw.get("secondary_keys") or []],
+            enabled=bool(raw.get("enabled", True)),
+            insertion_order=raw.get("insertion_order", 0) or 0,
+            case_sensitive=bool(raw.get("case_sensitive", False)),
+            priority=raw.get("priority", 0) or 0,
+            constant=bool(raw.get("constant", False)),
+            selective=bool(raw.get("selective", False)),
+            position=str(raw.get("position") or "after_char"),
+            use_regex=bool(raw.get("use_regex", False)),
+            name=str(raw.get("name") or raw.get("comment") or ""),
+            decorators=decorators,
+        )
+
+    def _matcher(self, key: str) -> re.Pattern[str] | None:
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        m = _REGEX_KEY.match(key) if self.use_regex else None
+        try:
+            if m:
+                for f in m.group(2):
+                    flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}.get(f, 0)
+                return re.compile(m.group(1), flags)
+            if self.use_regex:
+                return re.compile(key, flags)
+        except re.error:
+            return None
+        key = key.strip()
+        if not key:
+            return None
+        left = r"\b" if key[0].isalnum() else ""
+        right = r"\b" if key[-1].isalnum() else ""
+        return re.compile(left + re.escape(key) + right, flags)
+
+    def matches(self, keys: Sequence[str], text: str) -> bool:
+        return any(p is not None and p.search(text) for p in map(self._matcher, keys))
+
+
+@dataclass(frozen=True)
+class ActiveEntry:
+    """An entry to insert: where, and with which role/depth (V3 `@@depth`, `@@role`)."""
+
+    content: str
+    position: str  # "before_char" | "after_char"
+    insertion_order: float
+    name: str = ""
+    depth: int | None = None
+    role: str = "system"
+
+
+class Lorebook:
+    """A `character_book` object (kept as read) with entry activation."""
+
+    def __init__(self, raw: dict[str, Any], v3: bool = False) -> None:
+        self.raw = raw
+        self.v3 = v3
+        self.entries = [LoreEntry.from_dict(e) for e in raw.get("entries") or [] if isinstance(e, dict)]
+
+    scan_depth = property(lambda self: _int(self.raw.get("scan_depth"), 4) or 4)
+    token_budget = property(lambda self: _int(self.raw.get("token_budget"), None))
+    recursive = property(lambda self: bool(self.raw.get("recursive_scanning", False)))
+
+    @staticmethod
+    def validate(book: Any, where: str, source: str | None = None) -> None:
+        """CardError naming the field when `book` is not a valid lorebook object."""
+        if not isinstance(book, dict):
+            raise CardError(where, f"expected an object, got {type(book).__name__}", source)
+        entries = book.get("entries")
+        if not isinstance(entries, list):
+            raise CardError(f"{where}.entries", "required: a list of entries", source)
+        for i, entry in enumerate(entries):
+            w = f"{where}.entries[{i}]"
+            if not isinstance(entry, dict):
+                raise CardError(w, f"expected an object, got {type(entry).__name__}", source)
+            for key in ("keys", "secondary_keys"):
+                value = entry.get(key, [])
+                if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+                    raise CardError(f"{w}.{key}", "expected a list of strings", source)
+            if not isinstance(entry.get("content", ""), str):
+                raise CardError(f"{w}.content", "expected a string", source)
+            pos = entry.get("position")
+            if pos not in (None, "", "before_char", "after_char"):
+                raise CardError(f"{w}.position", f"expected 'before_char' or 'after_char', got {pos!r}", source)
+            for key in ("insertion_order", "priority"):
+                v = entry.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                    raise CardError(f"{w}.{key}", f"expected a number, got {type(v).__name__}", source)
+
+    def _eligible(self, entry: LoreEntry, recent: Callable[[int], str], turn: int) -> bool:
+        d = entry.decorators
+        if not entry.enabled or "dont_activate" in d:
+            return False
+        after, every = _int(d.get("activate_only_after")), _int(d.get("activate_only_every"))
+        if (after is not None and turn < after) or (every and turn % every):
+            return False
+        if entry.constant or "activate" in d:
+            return True
+        text = recent(_int(d.get("scan_depth"), self.scan_depth) or self.scan_depth)
+        extra = [k.strip() for k in d.get("additional_keys", "").split(",") if k.strip()]
+        exclude = [k.strip() for k in d.get("exclude_keys", "").split(",") if k.strip()]
+        if exclude and entry.matches(exclude, text):
+            return False
+        if not entry.matches(entry.keys + extra, text):
+            return False
+        return not entry.selective or not entry.secondary_keys or entry.matches(entry.secondary_keys, text)
+
+    def activate(
+        self,
+        messages: Sequence[str],
+        *,
+        count_tokens: Callable[[str], int] = lambda s: max(1, len(s) // 4),
+        budget: int | None = None,
+        turn: int = 0,
+    ) -> list[ActiveEntry]:
+        """The entries `messages` (oldest first) activate, ordered and within the budget."""
+        cleaned = [strip_for_matching(m) for m in messages]
+
+        def recent(depth: int) -> str:
+            return "\n".join(cleaned[-depth:]) if depth > 0 else ""
+
+        chosen: list[LoreEntry] = []
+        extra_text = ""
+        for _round in range(3 if self.recursive else 1):
+            new = [
+                e
+                for e in self.entries
+                if e not in chosen and self._eligible(e, lambda d: recent(d) + extra_text, turn)  # noqa: B023
+            ]
+            if not new:
+                break
+            chosen += new
+            extra_text += "\n" + "\n".join(e.content for e in new)
+        limits = [x for x in (budget, self.token_budget) if x is not None]
+        if limits:
+            chosen = _fit(chosen, min(limits), count_tokens)
+        chosen.sort(key=lambda e: e.insertion_order)
+        return [_active(e) for e in chosen]
+
+
+def _fit(entries: list[LoreEntry], limit: int, count_tokens: Callable[[str], int]) -> list[LoreEntry]:
+    """Drop the lowest priority (then the latest inserted) until the total fits `limit`."""
+    kept = sorted(entries, key=lambda e: (-e.priority, e.insertion_order))
+    sizes = {id(e): count_tokens(e.content) for e in kept}
+    while kept and sum(sizes[id(e)] for e in kept) > limit:
+        kept.pop()
+    return kept
+
+
+def _active(e: LoreEntry) -> ActiveEntry:
+    d = e.decorators
+    pos = d.get("position") or e.position
+    return ActiveEntry(
+        content=e.content.strip(),
+        position="before_char" if pos in _BEFORE else "after_char",
+        insertion_order=e.insertion_order,
+        name=e.name,
+        depth=_int(d.get("depth")),
+        role=d.get("role", "system") if d.get("role") in ("system", "user", "assistant") else "system",
+    )

@@ -1,0 +1,412 @@
+"""`PersonalityModel`: a base model speaking as a character, with an emotional state.
+
+    personality_model = load_personality_model("luna_personality")
+    response = personality_model.generate_response(context="romantic_conversation", emotional_state="romantic")
+    print(response, response.emotion, response.timings)
+
+One turn: the user's message is classified and moves the emotional state (which first decays
+toward the temperament); `emotional_state=` overrides it for the turn; the lorebook is
+scanned; traits become settings and instructions; the prompt is assembled within the context
+budget; the base model generates, with the emotion as a control token (models trained with
+them, see `companion.json` `"emotion_control": true`) or in words (any other model).
+
+Conversation state (history, emotional state, context) is kept per `user=`; passing
+`history=` uses the caller's history instead and leaves the kept one untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.errors import DataError, UnknownContextError
+from models.personality.behavior import GenerationPlan, behavior_score, boundary_hits, plan_generation
+from models.personality.card import CharacterCard
+from models.personality.emotion import EmotionalState, default_classifier, project
+from models.personality.extension import CompanionExtension, Scenario
+from models.personality.interaction import normalize_history, pick_greeting, window
+from models.personality.macros import expand_macros
+from models.personality.params import PersonalityParams
+from models.personality.prompt import AssembledPrompt, assemble_prompt, emotion_sentence
+from models.personality.response import Response
+
+__all__ = ["PersonalityModel", "Response", "load_personality_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """One user's conversation with the character."""
+
+    state: EmotionalState
+    history: list[dict[str, str]] = field(default_factory=list)
+    context: str | None = None
+    turn: int = 0
+
+
+@dataclass
+class _Turn:
+    prompt: AssembledPrompt
+    plan: GenerationPlan
+    emotion: str | None
+    context: str | None
+    session: Session
+    keep: bool
+    message: str | None
+    options: dict[str, Any]
+    t0: float
+    prompt_s: float
+
+
+class PersonalityModel:
+    """A character card + emotional model + behaviour over a base `TransformerModel`."""
+
+    def __init__(
+        self,
+        card: CharacterCard,
+        base: Any,
+        *,
+        params: PersonalityParams | None = None,
+        name: str | None = None,
+        version: str | None = None,
+        classifier: Any = None,
+        emotion_trained: bool | None = None,
+    ) -> None:
+        self.card = card
+        self.base = base
+        self.params = params or PersonalityParams()
+        self.name = name or card.name.lower()
+        self.version = version or card.character_version or None
+        self.ext: CompanionExtension = card.companion
+        self._classifier = classifier
+        self._classifier_failed = False
+        self.control = self._control_mode(emotion_trained)
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.RLock()
+        self.last_response: Response | None = None
+
+    # --- information --------------------------------------------------------------------------
+
+    @property
+    def character(self) -> str:
+        return self.card.display_name
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.ext.emotion.labels)
+
+    def contexts(self) -> list[str]:
+        """The `context=` keys this character defines."""
+        return sorted(self.ext.scenarios)
+
+    def info(self) -> dict[str, Any]:
+        base_info = self.base.info() if hasattr(self.base, "info") else {}
+        return {
+            "name": self.name,
+            "character": self.card.name,
+            "version": self.version,
+            "spec": self.card.spec,
+            "emotion_control": self.control,
+            "labels": self.labels,
+            "contexts": self.contexts(),
+            "base_model": base_info,
+        }
+
+    def _control_mode(self, trained: bool | None) -> str:
+        mode = self.params.emotion_control
+        codec = getattr(getattr(self.base, "engine", None), "codec", None)
+        has_tokens = bool(getattr(codec, "has_emotion_tokens", False))
+        if mode == "auto":
+            return "token" if has_tokens and trained else "prompt"
+        if mode == "token" and not has_tokens:
+            log.warning("%s: the base model has no emotion tokens; emotion goes into the prompt", self.name)
+            return "prompt"
+        return mode
+
+    @property
+    def classifier(self) -> Any:
+        """The emotion classifier (None when it cannot be loaded: detection is then skipped)."""
+        if self._classifier is None and not self._classifier_failed:
+            try:
+                self._classifier = default_classifier(self.params.classifier)
+            except (DataError, OSError) as exc:
+                self._classifier_failed = True
+                log.warning("%s: no emotion classifier (%s); the state will only decay", self.name, exc)
+        return self._classifier
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def session(self, user: str | None = None) -> Session:
+        key = user or ""
+        with self._lock:
+            if key not in self._sessions:
+                state = EmotionalState.from_settings(self.ext.emotion, self.ext.baseline())
+                self._sessions[key] = Session(state=state, context=self.ext.default_context)
+            return self._sessions[key]
+
+    def emotional_state(self, user: str | None = None) -> EmotionalState:
+        return self.session(user).state
+
+    def reset(self, user: str | None = None) -> None:
+        """Forget the conversation (history, emotional state, context) with `user`."""
+        with self._lock:
+            self._sessions.pop(user or "", None)
+
+    def user_name(self, user: str | None = None) -> str:
+        return user or self.params.user_name or self.ext.interaction.user_name
+
+    def greeting(self, user: str | None = None, context: str | None = None, index: int | None = None) -> str:
+        """The opening line (the context's own greeting first), macros expanded."""
+        scenario = self._scenario(context)[1]
+        greetings = ([scenario.first_mes] if scenario and scenario.first_mes else []) + self.card.greetings()
+        text = pick_greeting(greetings, self.ext.interaction.greeting, index)
+        return expand_macros(text, char=self.character, user=self.user_name(user))
+
+    def start(self, user: str | None = None, context: str | None = None) -> str:
+        """Reset the conversation with `user`, greet, and keep the greeting as the first message."""
+        self.reset(user)
+        session = self.session(user)
+        session.context = context or self.ext.default_context
+        self._scenario(session.context)
+        text = self.greeting(user, session.context)
+        if text:
+            session.history.append({"role": "assistant", "content": text})
+        return text
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def generate_response(
+        self,
+        context: str | None = None,
+        emotional_state: str | None = None,
+        message: str | None = None,
+        history: Sequence[Any] | None = None,
+        user: str | None = None,
+        **options: Any,
+    ) -> Response:
+        """The character's reply (see the module docstring). `options`: max_length, seed, temperature."""
+        turn = self._prepare(context, emotional_state, message, history, user, options)
+        text = self._generate(turn)
+        return self._finish(turn, text)
+
+    def stream_response(
+        self,
+        context: str | None = None,
+        emotional_state: str | None = None,
+        message: str | None = None,
+        history: Sequence[Any] | None = None,
+        user: str | None = None,
+        **options: Any,
+    ) -> Iterator[str]:
+        """Yield the reply as it decodes; `last_response` holds the `Response` afterwards."""
+        turn = self._prepare(context, emotional_state, message, history, user, options)
+        if self.params.emotion_rerank > 1:
+            text = self._generate(turn)
+            yield text
+        else:
+            pieces = []
+            for piece in self.base.stream_chat(turn.prompt.messages, turn.plan.max_new_tokens, **turn.options):
+                pieces.append(piece)
+                yield piece
+            text = "".join(pieces)
+        self._finish(turn, text)
+
+    def _scenario(self, key: str | None) -> tuple[str | None, Scenario | None]:
+        if key is None:
+            return None, None
+        if not isinstance(key, str) or key not in self.ext.scenarios:
+            raise UnknownContextError(self.card.name, str(key), self.ext.scenarios)
+        return key, self.ext.scenarios[key]
+
+    def _check_emotion(self, emotional_state: Any) -> str | None:
+        if emotional_state is None:
+            return None
+        if not isinstance(emotional_state, str) or emotional_state not in self.labels:
+            raise UnknownContextError(self.card.name, str(emotional_state), self.labels, what="emotional state")
+        return emotional_state
+
+    def _observe(self, session: Session, message: str) -> None:
+        clf = self.classifier
+        session.state.relax()
+        if clf is None:
+            return
+        det = clf.detect(message)
+        emo = self.ext.emotion
+        session.state.observe(project(det.distribution, emo.labels, emo.label_map), det.intensity)
+
+    def _prepare(
+        self,
+        context: str | None,
+        emotional_state: Any,
+        message: str | None,
+        history: Sequence[Any] | None,
+        user: str | None,
+        options: dict[str, Any],
+    ) -> _Turn:
+        t0 = time.perf_counter()
+        override = self._check_emotion(emotional_state)
+        session = self.session(user)
+        key, scenario = self._scenario(context if context is not None else session.context)
+        if key != session.context and scenario is not None and scenario.emotion:
+            session.state.set(scenario.emotion, 0.5)
+        session.context = key
+        keep = history is None
+        past = session.history if keep else normalize_history(history)
+        past = window(past, self.params.history_turns or self.ext.interaction.history_turns)
+        if message is not None:
+            self._observe(session, message)
+        emotion = override or session.state.emotion
+        name = self.user_name(user)
+        count = self._count_tokens
+        lore = self.card.lorebook.activate(
+            [m["content"] for m in past] + ([message] if message else []), count_tokens=count, turn=session.turn
+        )
+        plan, instructions = self._plan(message, scenario, options)
+        token = self._token_label(emotion) if self.control == "token" else None
+        in_words = None
+        if emotion and (self.control == "prompt" or (self.control == "token" and token is None)):
+            in_words = emotion_sentence(emotion, self.ext.emotion.expressions.get(emotion, ""))
+        engine = getattr(self.base, "engine", None)
+        context_len = self.params.context_tokens or int(getattr(engine, "context_length", 4096))
+        prompt = assemble_prompt(
+            self.card,
+            user=name,
+            message=message,
+            history=past,
+            scenario_text=scenario.scenario if scenario else self.card.scenario,
+            lore=lore,
+            instructions=instructions,
+            emotion=token,
+            emotion_in_prompt=in_words,
+            example_mode=self.ext.interaction.example_dialogue,
+            count_tokens=count,
+            budget=max(32, context_len - plan.max_new_tokens - 4),
+            rng=random.Random(options.get("seed")),
+        )
+        sampling = {**plan.sampling(), **options}
+        if prompt.emotion:
+            sampling["emotion"] = prompt.emotion
+        prompt_s = time.perf_counter() - t0
+        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s)
+
+    def _token_label(self, emotion: str | None) -> str | None:
+        """The control token's label for a character label (custom labels via `label_map`)."""
+        from models.tokens import EMOTIONS
+
+        if emotion in EMOTIONS:
+            return emotion
+        mapped = self.ext.emotion.label_map.get(emotion or "", [])
+        return mapped[0] if mapped and mapped[0] in EMOTIONS else None
+
+    def _plan(
+        self, message: str | None, scenario: Scenario | None, options: dict[str, Any]
+    ) -> tuple[GenerationPlan, list[str]]:
+        """Generation settings and instructions from traits, context and the message."""
+        p = self.params
+        plan = plan_generation(
+            self.ext.behavior,
+            max_length=int(options.pop("max_length", None) or p.max_length),
+            temperature=float(options.pop("temperature", p.temperature)),
+            repetition_penalty=p.repetition_penalty,
+        )
+        instructions = list(plan.instructions) + ([scenario.instructions] if scenario and scenario.instructions else [])
+        if self.ext.interaction.address_user_as:
+            instructions.append(f'Address {{{{user}}}} as "{self.ext.interaction.address_user_as}".')
+        if message and (hits := boundary_hits(message, self.ext.behavior)):
+            instructions.append(f"{{{{user}}}} asked about {', '.join(hits)}: kindly decline and change the subject.")
+        return plan, instructions
+
+    def _count_tokens(self, text: str) -> int:
+        engine = getattr(self.base, "engine", None)
+        return engine.count_tokens(text) if engine is not None else max(1, len(text) // 4)
+
+    def _generate(self, turn: _Turn) -> str:
+        n = self.params.emotion_rerank
+        messages, max_new = turn.prompt.messages, turn.plan.max_new_tokens
+        if n <= 1:
+            return self.base.chat(messages, max_new, **turn.options)
+        seed = turn.options.get("seed")
+        candidates = []
+        for i in range(n):
+            opts = {**turn.options, "seed": None if seed is None else seed + i}
+            candidates.append(self.base.chat(messages, max_new, **opts))
+        return max(candidates, key=lambda text: self._fit(text, turn))
+
+    def _fit(self, text: str, turn: _Turn) -> float:
+        clf = self.classifier
+        agree = 0.0
+        if clf is not None and turn.emotion and text.strip():
+            emo = self.ext.emotion
+            agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
+        return agree + 0.25 * behavior_score(text, turn.plan)
+
+    def _clean(self, text: str) -> str:
+        text = text.strip()
+        for prefix in (f"{self.character}:", f"{self.card.name}:"):
+            if text.startswith(prefix):
+                text = text[len(prefix) :].strip()
+        return text
+
+    def _finish(self, turn: _Turn, raw: str) -> Response:
+        text = self._clean(raw)
+        t_end = time.perf_counter()
+        session = turn.session
+        if turn.keep:
+            if turn.message is not None:
+                session.history.append({"role": "user", "content": turn.message})
+            session.history.append({"role": "assistant", "content": text})
+        session.turn += 1
+        stats = getattr(self.base, "last_stats", None)
+        clf = self.classifier
+        detected = clf.detect(text).label if clf is not None and text else None
+        ttft = getattr(stats, "time_to_first_token_s", None)
+        response = Response(
+            text,
+            emotion=turn.emotion,
+            detected_emotion=detected,
+            character=self.card.name,
+            model=self.name,
+            version=self.version,
+            base_model=getattr(self.base, "name", str(self.base)),
+            context=turn.context,
+            timings={
+                "prompt_ms": round(turn.prompt_s * 1000, 3),
+                "generate_ms": round((t_end - turn.t0 - turn.prompt_s) * 1000, 3),
+                "total_ms": round((time.perf_counter() - turn.t0) * 1000, 3),
+                "first_token_ms": round(ttft * 1000, 3) if ttft is not None else None,
+            },
+            usage={
+                "prompt_tokens": getattr(stats, "prompt_tokens", None),
+                "completion_tokens": getattr(stats, "completion_tokens", None),
+                "tokens_per_s": getattr(stats, "tokens_per_s", None),
+            },
+            prompt={"kept": turn.prompt.kept, "dropped": turn.prompt.dropped, "tokens": turn.prompt.prompt_tokens},
+        )
+        self.last_response = response
+        return response
+
+    def close(self) -> None:
+        """Nothing to release: the base model is shared and owned by its cache."""
+
+    def __repr__(self) -> str:
+        return f"PersonalityModel({self.name!r}, character={self.card.name!r}, control={self.control!r})"
+
+
+def load_personality_model(name: str, manager: Any = None) -> PersonalityModel:
+    """The personality model `name` (also `name_personality`) from the config, loaded once."""
+    from models.personality.loader import shared_manager, wrap_plain_model
+
+    manager = manager or shared_manager()
+    model = manager.load_model("personality", name)
+    if isinstance(model, PersonalityModel):
+        return model
+    return wrap_plain_model(manager, name, model)
+
+
+import models.personality.loader  # noqa: E402, F401 - registers the `personality` loader type

@@ -1,0 +1,47 @@
+"""`parameters:` of `type: personality` config entries (light: no torch, no numpy).
+
+    models:
+      personality:
+        luna:
+          type: personality
+          path: "builtin:luna"           # a folder with persona.json (+ companion.json, adapter/)
+          parameters:
+            max_length: 120              # most new tokens per reply (verbosity scales below it)
+            temperature: 0.8
+            base_model: null             # override the folder's base model (a path or CATEGORY/NAME)
+            emotion_control: auto        # auto | token | prompt | none
+            emotion_rerank: 1            # >1: sample that many replies, keep the one whose
+                                         # detected emotion best matches the intended one
+
+Every `transformer` parameter applies to the base model's generation.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from models.config import TransformerParams
+
+__all__ = ["PersonalityParams"]
+
+
+class PersonalityParams(TransformerParams):
+    """Parameters of `type: personality`."""
+
+    max_length: int = Field(120, ge=1, le=1_000_000, description="Most new tokens per reply.")
+    base_model: str | None = Field(
+        None, description="Base model: a path (builtin:, openai:, a folder) or CATEGORY/NAME in the config."
+    )
+    user_name: str | None = Field(None, description="`{{user}}` when the caller names no user.")
+    history_turns: int | None = Field(None, ge=0, le=1000, description="Most past messages in the prompt.")
+    context_tokens: int | None = Field(None, ge=64, description="Prompt budget (default: the model's context).")
+    emotion_control: str = Field("auto", description="auto | token | prompt | none")
+    emotion_rerank: int = Field(1, ge=1, le=16, description="Candidates per reply, ranked by detected emotion.")
+    classifier: str | None = Field(None, description="Emotion classifier folder (default: the built-in one).")
+
+    @field_validator("emotion_control")
+    @classmethod
+    def _control(cls, v: str) -> str:
+        if v not in ("auto", "token", "prompt", "none"):
+            raise ValueError("must be auto, token, prompt or none")
+        return v

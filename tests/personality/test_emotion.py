@@ -1,0 +1,100 @@
+"""The emotional model: label mapping, the classifier (trained here), the state dynamics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.errors import DataError, UnknownContextError
+from models.personality.emotion import (
+    GOEMOTIONS_LABELS,
+    GOEMOTIONS_MAP,
+    EmotionalState,
+    EmotionClassifier,
+    default_classifier,
+    project,
+)
+from models.personality.emotion_training import evaluate_sets, read_goemotions
+from models.tokens import EMOTIONS
+
+
+def test_mapping_covers_goemotions_and_our_labels() -> None:
+    assert set(GOEMOTIONS_MAP) == set(GOEMOTIONS_LABELS) and len(GOEMOTIONS_LABELS) == 28
+    assert set(GOEMOTIONS_MAP.values()) == set(EMOTIONS) and len(EMOTIONS) >= 8
+    assert GOEMOTIONS_MAP["love"] == "romantic" and GOEMOTIONS_MAP["amusement"] == "playful"
+
+
+def test_tiny_classifier_learns_the_synthetic_labels(tiny_classifier_dir: Path) -> None:
+    clf = EmotionClassifier.load(tiny_classifier_dir)
+    assert clf.labels == EMOTIONS
+    assert clf.classify(["haha lol so funny", "i love you my darling", "i am so scared and afraid"]) == [
+        "playful",
+        "romantic",
+        "fear",
+    ]
+    det = clf.detect("so sad, crying all night")
+    assert det.label == "sadness" and 0 < det.intensity <= 1 and abs(sum(det.distribution.values()) - 1) < 1e-5
+    report = json.loads((tiny_classifier_dir / "report.json").read_text())
+    assert report["dev"]["macro_f1"] > 0.8 and set(report["dev"]["per_label"]) == set(EMOTIONS)
+    assert (tiny_classifier_dir / "manifest.json").exists()
+
+
+def test_read_goemotions_maps_and_errors(tmp_path: Path) -> None:
+    tsv = tmp_path / "x.tsv"
+    tsv.write_text("I love it lol\t18,1\ta\nfine\t27\tb\n", encoding="utf-8")
+    texts, targets = read_goemotions(tsv)
+    assert texts == ["I love it lol", "fine"]
+    assert [[EMOTIONS[i] for i in t] for t in targets] == [["romantic", "playful"], ["neutral"]]
+    tsv.write_text("bad line without tabs\n")
+    with pytest.raises(DataError, match="line 1"):
+        read_goemotions(tsv)
+
+
+def test_evaluate_sets_macro_f1() -> None:
+    gold = [{"joy"}, {"anger"}, {"joy", "playful"}]
+    pred = [{"joy"}, {"joy"}, {"playful"}]
+    r = evaluate_sets(gold, pred, ["joy", "anger", "playful"])
+    assert r["per_label"]["playful"]["f1"] == 1.0 and r["per_label"]["anger"]["f1"] == 0.0
+    assert r["per_label"]["joy"]["f1"] == pytest.approx(0.5)
+
+
+def test_shipped_classifier_and_report() -> None:
+    from models.paths import builtin_dir
+
+    report = json.loads((builtin_dir("emotion") / "report.json").read_text())
+    assert report["dev"]["macro_f1"] >= 0.45 and len(report["dev"]["per_label"]) == len(EMOTIONS)
+    clf = default_classifier()
+    assert clf.detect("I love you so much, my darling").label == "romantic"
+    size = sum(p.stat().st_size for p in builtin_dir("emotion").iterdir())
+    assert size < 5_000_000
+
+
+def test_state_moves_decays_and_reacts() -> None:
+    state = EmotionalState(baseline={"joy": 1.0}, decay=0.5, sensitivity=1.0)
+    assert state.emotion == "joy"
+    state.observe({"anger": 0.9, "neutral": 0.1})
+    assert state.emotion == "caring"  # a companion meets anger with care (default reaction)
+    state.observe({"playful": 1.0, "neutral": 0.0})
+    assert state.emotion == "playful"
+    for _ in range(8):
+        state.relax()
+    assert state.emotion == "joy" and state.values["joy"] > 0.99
+    calm = EmotionalState(baseline={"neutral": 1.0}, sensitivity=1.0)
+    calm.observe({"neutral": 1.0, "joy": 0.0})  # a neutral message has no intensity: nothing moves
+    assert calm.values["neutral"] == pytest.approx(1.0)
+
+
+def test_state_set_and_errors() -> None:
+    state = EmotionalState()
+    state.set("romantic", 0.8)
+    assert state.dominant == ("romantic", pytest.approx(0.8))
+    with pytest.raises(UnknownContextError, match="Valid emotions"):
+        state.set("bliss")
+    custom = project(
+        {"joy": 0.5, "playful": 0.3, "neutral": 0.2},
+        ["happy", "calm"],
+        {"happy": ["joy", "playful"], "calm": ["neutral"]},
+    )
+    assert custom == pytest.approx({"happy": 0.8, "calm": 0.2})
