@@ -361,10 +361,29 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _set_wal(cursor: Any) -> None:
+    """Switch to WAL once per file. Switching takes an exclusive lock that SQLite's busy handler
+    does not always wait for (two processes opening a new file at once get "database is
+    locked" immediately), so retry briefly; WAL then persists in the file."""
+    import sqlite3
+    import time
+
+    for attempt in range(50):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
