@@ -4,7 +4,8 @@
    story opening, streamed;
 2. a short scripted conversation with Luna (`personality/luna`: card, emotional model,
    behaviour): each message is classified, her emotional state moves with it (and decays back
-   toward her temperament), and she answers in that emotion, streamed.
+   toward her temperament), and she answers in that emotion (control tokens, best of 6 by the
+   emotion classifier).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _story(console: Console, manager: object) -> float:
     )
     console.print("[bold]1. Story continuation[/]")
     console.print(STORY, end="", style="bold", highlight=False)
-    for piece in base.stream(STORY, max_length=60, seed=7, temperature=0.7):
+    for piece in base.stream(STORY, max_length=60, seed=3, temperature=0.7):
         console.print(piece, end="", highlight=False, markup=False)
     s = base.last_stats
     console.print(f"\n[dim]({s.completion_tokens} tokens at {s.tokens_per_s or 0:.0f} tokens/s)[/]\n")
@@ -54,6 +55,8 @@ def _conversation(console: Console, manager: object) -> None:
     from models.personality import load_personality_model
 
     luna = load_personality_model("luna", manager)
+    # Best of 6 samples by the emotion classifier: the small model's control tokens plus a rerank.
+    luna.params = luna.params.model_copy(update={"emotion_rerank": 6})
     console.print(f"[bold]2. A conversation with Luna[/] [dim](emotion control: {luna.control})[/]")
     greeting = luna.start()
     console.print(f"[bold magenta]luna>[/] {greeting}", highlight=False)
@@ -61,7 +64,7 @@ def _conversation(console: Console, manager: object) -> None:
     for i, line in enumerate(CONVERSATION):
         heard = clf.detect(line).label if clf is not None else "?"
         console.print(f"\n[bold cyan]you>[/] {line}  [dim](you sound: {heard})[/]", highlight=False)
-        stream = luna.stream_response(message=line, seed=11 + i, temperature=0.7)
+        stream = luna.stream_response(message=line, seed=71 + i, temperature=0.7)
         first = next(stream, "")
         r_emotion = luna.emotional_state().emotion
         colour = _COLOURS.get(r_emotion, "white")

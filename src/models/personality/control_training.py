@@ -87,7 +87,9 @@ def _card_chats(cards: Mapping[str, Any], dialogue_dir: Path | None) -> Iterator
                     yield [system, *ctx], str(obj["text"]).strip(), cid
 
 
-_PROFANE = re.compile(r"\b(fuck\w*|shit\w*|bitch\w*|cunt|dick\w*|asshole\w*|bastard|piss\w*|damn\w*)\b", re.I)
+_PROFANE = re.compile(
+    r"\b(fuck\w*|shit\w*|bitch\w*|cunt|dick\w*|asshole\w*|bastard|piss\w*|damn\w*|reddit\w*|upvot\w*|subs?|OP)\b", re.I
+)
 
 
 def _goemotions_replies(tsv: Path, classifier: Any, per_label: int, seed: int) -> dict[str, list[str]]:
@@ -377,7 +379,7 @@ def _export(model: Any, base_folder: Path, out: Path, report: dict[str, Any]) ->
         **{k: v for k, v in base_meta.items() if k != "training"},
         "format": "companion-model/1",
         "kind": "chat",
-        "name": out.name,
+        "name": "companion-chat",
         "emotion_control": True,
         "base": {"name": base_meta.get("name", base_folder.name), "training": base_meta.get("training", {})},
         "training": {k: report[k] for k in ("recipe", "examples", "emotion_counts", "data_sha256")}
