@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from models import integrity as integrity_mod
 from models import store as store_mod
 from models.errors import (
     IntegrityError,
@@ -309,11 +310,11 @@ def test_malformed_manifest_refused(published: Path) -> None:
 
 
 def test_warm_verify_uses_cache(published: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "_RACY_NS", 0)  # trust fresh timestamps in this test
+    monkeypatch.setattr(integrity_mod, "_RACY_NS", 0)  # trust fresh timestamps in this test
     verify_manifest(published)
     calls: list[Path] = []
-    real = store_mod._sha256_file
-    monkeypatch.setattr(store_mod, "_sha256_file", lambda p: calls.append(p) or real(p))
+    real = integrity_mod._sha256_file
+    monkeypatch.setattr(integrity_mod, "_sha256_file", lambda p: calls.append(p) or real(p))
     verify_manifest(published)
     assert calls == []
     verify_manifest(published, full=True)
@@ -326,11 +327,11 @@ def test_warm_verify_uses_cache(published: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_racy_timestamps_are_rehashed(published: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "_RACY_NS", 10**18)  # every timestamp counts as too fresh
+    monkeypatch.setattr(integrity_mod, "_RACY_NS", 10**18)  # every timestamp counts as too fresh
     verify_manifest(published)
     calls: list[Path] = []
-    real = store_mod._sha256_file
-    monkeypatch.setattr(store_mod, "_sha256_file", lambda p: calls.append(p) or real(p))
+    real = integrity_mod._sha256_file
+    monkeypatch.setattr(integrity_mod, "_sha256_file", lambda p: calls.append(p) or real(p))
     verify_manifest(published)
     assert len(calls) == 3
 
