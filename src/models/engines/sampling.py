@@ -41,6 +41,24 @@ class Sampler:
         penalized = torch.where(logits > 0, logits / rp, logits * rp)
         return torch.where(self._seen, penalized, logits)
 
+    def _draw(self, logits: torch.Tensor) -> int:
+        """Top-k, then top-p, then a seeded draw. With top-k set, only the k best logits are
+        sorted and sampled from (the distribution is the same as masking the full vocabulary,
+        at a fraction of the cost: no 8 k-entry sort or softmax per token)."""
+        k, top_p = self.p.top_k, self.p.top_p
+        if k and k < logits.shape[-1]:
+            vals, idx = torch.topk(logits, k)  # sorted, largest first
+        elif top_p < 1.0:
+            vals, idx = torch.sort(logits, descending=True)
+        else:
+            vals, idx = logits, None
+        if top_p < 1.0:
+            probs = torch.softmax(vals, dim=-1)
+            drop = probs.cumsum(-1) - probs > top_p
+            vals = vals.masked_fill(drop, float("-inf"))
+        choice = int(torch.multinomial(torch.softmax(vals, dim=-1), 1, generator=self.generator))
+        return int(idx[choice]) if idx is not None else choice
+
     def pick(self, logits: torch.Tensor) -> int:
         """The next token id for a (vocab,) logits vector."""
         logits = logits.float().clone()
@@ -49,18 +67,7 @@ class Sampler:
         if self.p.temperature == 0:
             token = int(torch.argmax(logits))
         else:
-            logits = logits / self.p.temperature
-            if self.p.top_k and self.p.top_k < logits.shape[-1]:
-                kth = torch.topk(logits, self.p.top_k).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            if self.p.top_p < 1.0:
-                sorted_logits, order = torch.sort(logits, descending=True)
-                cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-                drop = cum - torch.softmax(sorted_logits, dim=-1) > self.p.top_p
-                sorted_logits[drop] = float("-inf")
-                logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-            probs = torch.softmax(logits, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=self.generator))
+            token = self._draw(logits / self.p.temperature)
         if self._seen is not None:
             self._seen[token] = True
         else:
