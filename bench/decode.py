@@ -110,25 +110,19 @@ def resolve_model(workdir: Path) -> tuple[Path, str]:
 
 def build_random_model(folder: Path) -> None:
     """A random-weights Llama with the embedded model's shape, plus a freshly trained tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
+    from models.training.base import BaseModelSpec, special_ids
     from models.training.tokenizer import save_tokenizer_files, train_tokenizer
 
     rng = random.Random(0)
     words = ["".join(rng.choices("etaoinshrdlucmfwypvbgkjqxz", k=rng.randint(1, 9))) for _ in range(6000)]
     texts = [" ".join(rng.choices(words, k=80)) for _ in range(3000)]
-    save_tokenizer_files(train_tokenizer(texts, vocab_size=8192), folder, model_max_length=512)
+    tok = train_tokenizer(texts, vocab_size=8192)
+    save_tokenizer_files(tok, folder, model_max_length=512)
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=8192,
-        hidden_size=256,
-        intermediate_size=704,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
+    ids = special_ids(tok)
+    config = BaseModelSpec(vocab_size=tok.get_vocab_size()).llama_config(ids)
     LlamaForCausalLM(config).save_pretrained(folder)
 
 

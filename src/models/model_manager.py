@@ -16,13 +16,14 @@ applied update takes effect on the next call.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.config import EffectiveConfig, ModelEntry, load_config, load_effective_config
+from models.config import Config, EffectiveConfig, ModelEntry, load_config, load_effective_config
 from models.errors import ConfigError, ModelNotFoundError, UnknownModelError
 from models.paths import PathRef, builtin_dir, classify_path, name_candidates
 from models.registry import LoadRequest, get_loader
@@ -231,22 +232,29 @@ class ModelManager:
 
 # ----------------------------------------------------------------------------- resolution
 
-_DEFAULT_CONFIG: dict[str, Any] = {"cfg": None, "stamp": None}
+_DEFAULT_MANAGER: list[ModelManager] = []
 _DEFAULT_LOCK = threading.Lock()
 
 
 def _default_config() -> EffectiveConfig:
+    """The config a bare `TransformerModel(path)` resolves names against (re-read on change)."""
     with _DEFAULT_LOCK:
-        mgr = _DEFAULT_CONFIG.get("mgr")
-        if mgr is None:
-            mgr = _DEFAULT_CONFIG["mgr"] = ModelManager()
-        return mgr.config
+        if not _DEFAULT_MANAGER:
+            _DEFAULT_MANAGER.append(ModelManager())
+        return _DEFAULT_MANAGER[0].config
 
 
 def _builtin_entry(category: str, name: str) -> ModelEntry | None:
     from models.config import builtin_config_path
 
-    return load_config(builtin_config_path()).entry(category, name)
+    path = builtin_config_path()
+    return _builtin_config(path, path.stat().st_mtime_ns).entry(category, name)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_config(path: Path, _mtime_ns: int) -> Config:
+    """The built-in layer alone, parsed once per file version (it is package data)."""
+    return load_config(path)
 
 
 def resolve_path(

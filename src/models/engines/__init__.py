@@ -7,7 +7,6 @@ fast engine supports → `fast`; any other Hugging Face folder → `hf`.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from models.errors import EngineError
@@ -80,7 +79,3 @@ def create_engine(ref: PathRef, params: Any) -> Engine:
             torch.set_num_threads(params.threads)
         return HFEngine(ref.folder, dtype=_dtype(params.dtype))
     raise EngineError(f"unknown engine {choice!r}; choose one of {', '.join(ENGINES)}")
-
-
-def default_threads() -> int:
-    return int(os.environ.get("COMPANION_THREADS", "0")) or (os.cpu_count() or 1)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from models.errors import DataError, TrainingError
-from models.tokens import CHAT_TEMPLATE, EOS, PAD, ROLE_TOKENS, TURN_END
+from models.tokens import BOS, CHAT_TEMPLATE, EOS, PAD, ROLE_TOKENS, TURN_END
 from models.training.loop import TrainResult, TrainSettings, train
 
 __all__ = ["EMBEDDED_SETTINGS", "BaseModelSpec", "TokenWindows", "build_corpus", "export_model", "train_base"]
@@ -246,6 +246,11 @@ def _encode_all(tok: Any, docs: list[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- recipe
 
 
+def special_ids(tok: Any) -> dict[str, int]:
+    """The ids `BaseModelSpec.llama_config` needs, from a `tokenizers.Tokenizer`."""
+    return {name: tok.token_to_id(t) for name, t in (("bos", BOS), ("eos", EOS), ("pad", PAD), ("end", TURN_END))}
+
+
 def export_model(model: torch.nn.Module, tok_dir: Path, folder: Path, extra: dict[str, Any]) -> None:
     """Write an HF-format model folder (safetensors only) with our `companion.json`."""
     import shutil
@@ -308,12 +313,7 @@ def train_base(
         save_tokenizer_files(tok, tok_dir, model_max_length=spec.max_position_embeddings)
     if tok.get_vocab_size() != spec.vocab_size:
         spec.vocab_size = tok.get_vocab_size()
-    ids = {
-        "bos": tok.token_to_id("<|bos|>"),
-        "eos": tok.token_to_id(EOS),
-        "pad": tok.token_to_id(PAD),
-        "end": tok.token_to_id(TURN_END),
-    }
+    ids = special_ids(tok)
     train_ids = _encode_all(tok, corpus.train)
     held_ids = _encode_all(tok, corpus.heldout)
     data_hash = hashlib.sha256(train_ids.tobytes()).hexdigest()
@@ -378,12 +378,7 @@ def export_checkpoint(
     tok_dir = run / "tokenizer"
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     spec = spec or BaseModelSpec(vocab_size=tok.get_vocab_size())
-    ids = {
-        "bos": tok.token_to_id("<|bos|>"),
-        "eos": tok.token_to_id(EOS),
-        "pad": tok.token_to_id(PAD),
-        "end": tok.token_to_id(TURN_END),
-    }
+    ids = special_ids(tok)
     model = LlamaForCausalLM(spec.llama_config(ids))
     weights = load_file(str(run / which / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -19,9 +19,9 @@ Recipes own the model and data; this module owns only the loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from models.errors import TrainingError
+from models.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from models.training.progress import Progress, plot_loss_curve
 
 __all__ = ["BatchSource", "TrainResult", "TrainSettings", "train"]
 
@@ -140,101 +141,6 @@ def _make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, foreach=False)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable tensors by name, detached and contiguous (tied weights stored once)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            out[name] = p.detach().contiguous().cpu().clone()
-    return out
-
-
-def _save_checkpoint(
-    folder: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LambdaLR,
-    state: dict[str, Any],
-) -> None:
-    """Write a checkpoint atomically: a temp folder, then `os.replace` over the old one."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        _rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), str(tmp / "model.safetensors"))
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            st = opt.state.get(p)
-            if not st:
-                continue
-            key = names[id(p)]
-            for k, v in st.items():
-                if torch.is_tensor(v):
-                    tensors[f"{key}::{k}"] = v.detach().contiguous().cpu().clone()
-                else:
-                    scalars[f"{key}::{k}"] = v
-    if tensors:
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta = {
-        "optimizer_scalars": scalars,
-        "scheduler": sched.state_dict(),
-        "lrs": [g["lr"] for g in opt.param_groups],
-        **state,
-    }
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        if old.exists():
-            _rmtree(old)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        _rmtree(old)
-
-
-def _load_checkpoint(
-    folder: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LambdaLR,
-) -> dict[str, Any]:
-    weights = load_file(str(folder / "model.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise TrainingError(f"checkpoint {folder} does not fit this model (e.g. {missing[0]})")
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t)
-    meta = json.loads((folder / "state.json").read_text())
-    moments = load_file(str(folder / "optimizer.safetensors")) if (folder / "optimizer.safetensors").exists() else {}
-    by_name = {n: p for n, p in model.named_parameters()}
-    for key, t in moments.items():
-        name, k = key.split("::", 1)
-        opt.state[by_name[name]][k] = t.to(by_name[name].device)
-    for key, v in meta["optimizer_scalars"].items():
-        name, k = key.split("::", 1)
-        opt.state[by_name[name]][k] = v
-    sched.load_state_dict(meta["scheduler"])
-    for g, lr in zip(opt.param_groups, meta["lrs"], strict=True):
-        g["lr"] = lr
-    return meta
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -317,7 +223,7 @@ def train(
     if resume:
         if not (ckpt / "state.json").exists():
             raise TrainingError(f"--resume: no checkpoint in {ckpt}")
-        meta = _load_checkpoint(ckpt, raw, opt, sched)
+        meta = load_checkpoint(ckpt, raw, opt, sched)
         start_step, tokens_seen = meta["step"], meta["tokens_seen"]
         best, best_step, bad_evals = meta["best_eval_loss"], meta["best_step"], meta["bad_evals"]
         history = meta["history"]
@@ -342,7 +248,7 @@ def train(
             "history": history,
         }
 
-    bar = _Progress(settings.max_steps, start_step, description, enabled=progress and main)
+    bar = Progress(settings.max_steps, start_step, description, enabled=progress and main)
     model.train()
     step = start_step
     with bar:
@@ -356,7 +262,7 @@ def train(
             for m in range(n_micro):
                 sl = slice(m * settings.micro_batch_size, (m + 1) * settings.micro_batch_size)
                 micro = {k: v[sl].to(accel.device) for k, v in mine.items()}
-                ctx = accel.no_sync(model) if m < n_micro - 1 else _nullcontext()
+                ctx = accel.no_sync(model) if m < n_micro - 1 else contextlib.nullcontext()
                 with ctx, accel.autocast():
                     loss_sum, _ = _loss_sum(model, micro)
                     # DDP averages gradients over processes: multiply by world to get a sum.
@@ -398,7 +304,7 @@ def train(
                 if best is None or ev["eval_loss"] < best - settings.min_delta:
                     best, best_step, bad_evals = ev["eval_loss"], step, 0
                     if main:
-                        _save_checkpoint(best_dir, raw, opt, sched, state(step))
+                        save_checkpoint(best_dir, raw, opt, sched, state(step))
                 else:
                     bad_evals += 1
                     if settings.patience is not None and bad_evals >= settings.patience:
@@ -410,7 +316,7 @@ def train(
             if out_of_time and not stopped_early:
                 stop_reason, stopped_early = f"time budget of {settings.max_minutes} min reached", True
             if main and (step % settings.checkpoint_every == 0 or stopped_early or step == settings.max_steps):
-                _save_checkpoint(ckpt, raw, opt, sched, state(step))
+                save_checkpoint(ckpt, raw, opt, sched, state(step))
                 if on_checkpoint:
                     on_checkpoint(ckpt)
             accel.wait_for_everyone()
@@ -418,11 +324,7 @@ def train(
                 break
 
     if best_dir.exists() and (best_dir / "model.safetensors").exists():
-        weights = load_file(str(best_dir / "model.safetensors"))
-        params = dict(raw.named_parameters())
-        with torch.no_grad():
-            for n, t in weights.items():
-                params[n].copy_(t.to(params[n].device))
+        load_weights(best_dir, raw)
     accel.wait_for_everyone()
     result = TrainResult(
         steps=step,
@@ -441,82 +343,3 @@ def train(
         (out / "result.json").write_text(json.dumps(result.to_json(), indent=1))
         plot_loss_curve(history, out / "loss_curve.png", title=description)
     return result
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _Progress:
-    """A Rich progress bar with loss and tokens/s; silent when disabled or not a terminal."""
-
-    def __init__(self, total: int, start: int, description: str, enabled: bool) -> None:
-        self.enabled = enabled
-        self.total, self.start, self.description = total, start, description
-        self._p: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[tps]} tok/s"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            self._p.__enter__()
-            self._task = self._p.add_task(self.description, total=self.total, completed=self.start, loss="-", tps="-")
-        return self
-
-    def update(self, step: int, loss: float | None, tps: float) -> None:
-        if self._p is not None:
-            self._p.update(
-                self._task, completed=step, loss=f"{loss:.3f}" if loss is not None else "-", tps=f"{tps:,.0f}"
-            )
-
-    def note(self, text: str) -> None:
-        if self._p is not None:
-            self._p.console.print(f"  {text}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-
-def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str = "training") -> None:
-    """Train and held-out loss against tokens seen, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train_pts = [(h["tokens"], h["train_loss"]) for h in history if "train_loss" in h]
-    eval_pts = [(h["tokens"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train_pts:
-        ax.plot(*zip(*train_pts, strict=True), label="train loss (EMA)")
-    if eval_pts:
-        ax.plot(*zip(*eval_pts, strict=True), "o-", label="held-out loss")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
