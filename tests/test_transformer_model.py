@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from models.engines.base import SamplingParams
 from models.errors import EngineError, IntegrityError, UnsafeFileError
@@ -142,3 +143,16 @@ def test_builtin_model_loads_and_writes(tmp_path: Path) -> None:
 def test_copy_is_independent(tiny_model_copy: Path, tiny_model_dir: Path) -> None:
     shutil.rmtree(tiny_model_copy)
     assert (tiny_model_dir / "model.safetensors").exists()
+
+
+def test_plain_text_never_samples_chat_markup(tiny_model_dir: Path) -> None:
+    m = TransformerModel(tiny_model_dir, engine="hf", temperature=0.0, max_length=5)
+    codec = m.engine.codec
+    end, word = codec._id("<|end|>"), codec.encode("lighthouse")[0]
+    assert end in codec.chat_control_ids.tolist()
+    logits = torch.zeros(codec.vocab_size)
+    logits[end], logits[word] = 10.0, 5.0  # the model "wants" to end the turn
+    m.engine._prefill = lambda ids: logits.clone()  # type: ignore[method-assign]
+    m.engine._step = lambda token: logits.clone()  # type: ignore[method-assign]
+    assert m.generate("The") == codec.decode([word]) * 5  # continuation: turn markup is not text
+    assert m.chat([{"role": "user", "content": "hi"}]) == ""  # chat: the turn ends

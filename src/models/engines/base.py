@@ -148,21 +148,24 @@ class LocalEngine(Engine):
         return len(self.codec.encode(text))
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        # Plain text has no turns: chat markup (role, turn-end, emotion tokens) is never sampled,
+        # so a continuation ends only at the end-of-text token or the length limit.
         ids = self.codec.encode(prompt, add_bos=True)
-        return self.stream_ids(ids, params)
+        return self.stream_ids(ids, params, suppress=self.codec.chat_control_ids)
 
     def stream_chat(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Iterator[str]:
         prompt = self.codec.render_chat(messages, add_generation_prompt=True, emotion=params.emotion)
         ids = self.codec.encode(prompt, add_bos=True)
         return self.stream_ids(ids, params)
 
-    def stream_ids(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
-        """The decode loop: prefill, then sample/step until a stop condition."""
+    def stream_ids(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
+        """The decode loop: prefill, then sample/step until a stop condition. Token ids in
+        `suppress` are never sampled."""
         params.check()
         with self.lock:
-            yield from self._decode(ids, params)
+            yield from self._decode(ids, params, suppress)
 
-    def _decode(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
+    def _decode(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
         stats = GenerationStats()
         self.last_stats = stats
         t0 = time.perf_counter()
@@ -184,6 +187,8 @@ class LocalEngine(Engine):
         text_so_far = ""
         logits = self._prefill(ids)
         for i in range(max_new):
+            if suppress is not None and len(suppress):
+                logits = logits.index_fill(0, suppress, float("-inf"))
             token = sampler.pick(logits)
             if token in stop_ids:
                 stats.finish_reason = "stop"

@@ -12,9 +12,12 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.errors import EngineError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["StreamDecoder", "TextCodec"]
 
@@ -62,6 +65,7 @@ class TextCodec:
         self._add_generation_stops()
         self.template_source = self._load_template()
         self._template: Any = None
+        self._chat_ids: torch.Tensor | None = None
 
     # --- ids -------------------------------------------------------------------------------
 
@@ -130,6 +134,19 @@ class TextCodec:
         if self._hf is not None and getattr(self._hf, "chat_template", None):
             return self._hf.chat_template
         return _FALLBACK_TEMPLATE
+
+    @property
+    def chat_control_ids(self) -> torch.Tensor:
+        """Ids of our chat markup tokens (roles, turn end, emotions, reserved) in this vocabulary;
+        empty for tokenizers from elsewhere."""
+        if self._chat_ids is None:
+            import torch
+
+            from models.tokens import EOS, SPECIAL_TOKENS
+
+            found = [self._id(t) for t in SPECIAL_TOKENS if t != EOS]
+            self._chat_ids = torch.tensor(sorted(i for i in found if i is not None), dtype=torch.long)
+        return self._chat_ids
 
     @property
     def has_emotion_tokens(self) -> bool:
