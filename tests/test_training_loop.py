@@ -181,3 +181,22 @@ def test_base_recipe_refuses_empty_data(tmp_path: Path) -> None:
         train_base(tmp_path / "empty", tmp_path / "run", progress=False)
     with pytest.raises(DataError, match="does not exist"):
         train_base(tmp_path / "missing", tmp_path / "run", progress=False)
+
+
+def test_plateaus_cut_the_learning_rate_and_resume_keeps_the_cut(tmp_path: Path) -> None:
+    from models.training.loop import _lr_lambda
+
+    # min_delta 10: no evaluation ever counts as an improvement after the first
+    s = replace(
+        SETTINGS, max_steps=12, eval_every=4, checkpoint_every=4, log_every=1, min_delta=10.0, plateau_factor=0.5
+    )
+    result = train(tiny_llama(), pattern_data(), s, tmp_path / "a", progress=False)
+    lr = {h["step"]: h["lr"] for h in result.history if "lr" in h}
+    plain = {step: s.lr * _lr_lambda(s)(step) for step in lr}  # the schedule alone (after `step` steps)
+    assert lr[4] == pytest.approx(plain[4])  # first evaluation at step 4 sets the best: no cut
+    assert lr[9] == pytest.approx(plain[9] * 0.5)  # step 8 did not improve: halved
+    assert lr[12] == pytest.approx(plain[12] * 0.5)  # logged before step 12's evaluation cuts it again
+    state = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())
+    assert state["lr_scale"] == 0.25
+    with pytest.raises(TrainingError, match="plateau_factor"):
+        train(tiny_llama(), pattern_data(), replace(s, plateau_factor=1.5), tmp_path / "b", progress=False)

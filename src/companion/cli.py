@@ -250,6 +250,9 @@ def train_base_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")] = Path("runs/base"),
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the shipped recipe's).")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="Passes over the training tokens (instead of --max-steps).")
+    ] = None,
     minutes: Annotated[float | None, typer.Option(help="Stop cleanly after this much wall time.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     as_json: JsonOpt = False,
@@ -270,7 +273,9 @@ def train_base_cmd(
         )
     if minutes is not None:
         settings = replace(settings, max_minutes=minutes)
-    result = train_base(data, output, settings=settings, resume=resume, progress=not as_json, threads=threads)
+    result = train_base(
+        data, output, settings=settings, resume=resume, progress=not as_json, threads=threads, epochs=epochs
+    )
     summary = {k: v for k, v in result.to_json().items() if k != "history"}
     if as_json:
         out.print_json(data=summary)
@@ -292,6 +297,11 @@ COMMAND_MODULES: list[str] = [
     "companion.commands.updates",
     "companion.commands.personality",
     "companion.commands.data",
+    "companion.commands.train",
+    "companion.commands.monitor",
+    "companion.commands.audit",
+    "companion.commands.privacy",
+    "companion.commands.personalization",
 ]
 
 

@@ -5,7 +5,10 @@
 2. a short scripted conversation with Luna (`personality/luna`: card, emotional model,
    behaviour): each message is classified, her emotional state moves with it (and decays back
    toward her temperament), and she answers in that emotion (control tokens, best of 6 by the
-   emotion classifier).
+   emotion classifier);
+3. personalization (`models.hybrid_model.HybridModel`, `personalization/user_prefs`): two users
+   with different preferences ask Luna the same thing and each gets it their way; then one of
+   them keeps choosing longer answers, and her next answers change.
 """
 
 from __future__ import annotations
@@ -76,6 +79,57 @@ def _conversation(console: Console, manager: object) -> None:
         console.print(f"\n[dim]   mood: {', '.join(f'{k} {v:.2f}' for k, v in top)}[/]")
 
 
+#: Two users who want different things from the same companion.
+USERS = {
+    "ana": {"length": "short", "formality": "casual", "emoji": "some", "tone": "playful"},
+    "ben": {"length": "long", "formality": "formal", "emoji": "none", "questions": "often"},
+}
+ASK = "My name is Ana. I finished chapter 2 tonight, all 3000 words of it!"
+
+
+def _personalization(console: Console, manager: object) -> None:
+    from models.hybrid_model import HybridModel
+    from models.personalization import record_feedback
+    from models.security.manager import get_security_manager
+
+    console.print("\n[bold]3. Personalization[/] [dim](two users, the same message, best of 2 replies each)[/]")
+    security = get_security_manager()
+    for user in USERS:  # end users need a grant: deny by default (docs/security.md)
+        security.grant(user, "personality/luna", "generate")
+    luna = manager.load_model("personality", "luna")  # type: ignore[attr-defined]
+    hybrid = HybridModel(luna, "models/personalization/user_prefs", candidates=2, manager=manager)
+    first = {}
+    for user, prefs in USERS.items():
+        luna.reset(user)
+        message = ASK.replace("Ana", user.title())
+        r = hybrid.generate_personalized_response(user_preferences=prefs, message=message, user=user, seed=11)
+        first[user] = r
+        wanted = ", ".join(f"{k} {v if isinstance(v, str) else '/'.join(v)}" for k, v in prefs.items())
+        console.print(f"[bold cyan]{user}>[/] {message}  [dim]({wanted})[/]", highlight=False)
+        console.print("[bold magenta]luna>[/] ", end="")
+        console.print(str(r), highlight=False, markup=False)
+        console.print(f"[dim]   best of {len(r.candidates)} candidates, predicted satisfaction {r.score:.2f}[/]")
+    console.print("\n[dim]ana keeps picking the longest of the candidates she is shown ...[/]")
+    message = ASK
+    for round_ in range(4):
+        luna.reset("ana")
+        r = hybrid.generate_personalized_response(
+            user_preferences=USERS["ana"], message=message, user="ana", seed=20 + round_
+        )
+        longest = max(range(len(r.candidates)), key=lambda i: len(r.candidates[i]))
+        record_feedback(r.response_id, choice=longest)
+    luna.reset("ana")
+    after = hybrid.generate_personalized_response(user_preferences=USERS["ana"], message=message, user="ana", seed=11)
+    for label, reply in (("before", first["ana"]), ("after", after)):
+        console.print(f"[bold magenta]luna to ana ({label})>[/] ", end="")
+        console.print(str(reply), highlight=False, markup=False)
+    learner = hybrid.personalization.learner_for("ana")
+    console.print(
+        f"[dim]   ana's learned ideal length: {learner.profile()['length']:.2f} (she said short: 0.12); "
+        f"{learner.updates} feedback events. Her facts: {'; '.join(after.memory.splitlines()[1:]) or '-'}[/]"
+    )
+
+
 def main() -> None:
     from models.model_manager import ModelManager
 
@@ -85,9 +139,10 @@ def main() -> None:
     manager = ModelManager()
     _story(console, manager)
     _conversation(console, manager)
+    _personalization(console, manager)
     console.print(
         f"\n[green]done[/] in {time.perf_counter() - t0:.1f} s. "
-        "Next: `companion chat luna`, `companion cards show luna`, `companion models list`."
+        "Next: `companion chat luna`, `companion cards show luna`, `companion models list`, docs/personalization.md."
     )
 
 

@@ -33,6 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.errors import ConfigError
+from models.privacy.settings import PrivacyConfig
+from models.security.policy import SecurityConfig
 from models.training_data.datasource import DataSourceConfig
 from models.update_config import UpdatesConfig
 
@@ -138,6 +140,12 @@ class Config(_Strict):
         default_factory=dict, description="Named training-data sources (docs/data.md)."
     )
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="Who may do what to which model (docs/security.md)."
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="Anonymization, retention, encryption (docs/privacy.md)."
+    )
 
     # Where the file came from, for relative paths and messages (not part of the YAML).
     source: str | None = Field(None, exclude=True)
@@ -270,6 +278,8 @@ def parse_config(data: Any, source: str, base_dir: Path, check_paths: PathCheck 
     except ValidationError as exc:
         problems += _pydantic_problems(exc, (), Config)
         cfg = None
+    if cfg is not None:
+        problems += cfg.security.problems()
     if problems or cfg is None:
         raise ConfigError(source, problems)
     validated = {c: {n: ModelEntry.model_validate(e) for n, e in es.items()} for c, es in models.items()}
@@ -341,6 +351,15 @@ class EffectiveConfig:
     def names(self, category: str) -> list[str]:
         return self.config.names(category)
 
+    @property
+    def security(self) -> SecurityConfig:
+        """The merged `security:` policy of every layer."""
+        return self.config.security
+
+    @property
+    def privacy(self) -> PrivacyConfig:
+        return self.config.privacy
+
 
 def _merge_entry(base: ModelEntry, over: ModelEntry) -> ModelEntry:
     if base.type != over.type or base.path != over.path:
@@ -367,7 +386,11 @@ def load_effective_config(user_config: str | Path | None = None) -> EffectiveCon
     base_dirs: dict[tuple[str, str], Path] = {}
     database_url = None
     data_sources: dict[str, DataSourceConfig] = {}
+    security = SecurityConfig()
+    privacy = PrivacyConfig()
     for layer in layers:
+        security = security.merged(layer.security)
+        privacy = privacy.merged(layer.privacy)
         for key, source in layer.data_sources.items():
             data_sources[key] = source.model_copy(update={"base_dir": layer.base_dir})
         for cat, entries in layer.models.items():
@@ -377,5 +400,7 @@ def load_effective_config(user_config: str | Path | None = None) -> EffectiveCon
                 origin[(cat, name)] = str(layer.source)
                 base_dirs[(cat, name)] = Path(layer.base_dir or ".")
         database_url = layer.database_url or database_url
-    cfg = Config(models=models, database_url=database_url, data_sources=data_sources)
+    cfg = Config(
+        models=models, database_url=database_url, data_sources=data_sources, security=security, privacy=privacy
+    )
     return EffectiveConfig(cfg, origin, base_dirs, [str(layer.source) for layer in layers])

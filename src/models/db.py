@@ -43,6 +43,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -65,18 +66,30 @@ from models.home import database_path
 __all__ = [
     "MIGRATIONS",
     "Migration",
+    "access_rules",
     "alias_history",
     "aliases",
+    "audit_checkpoints",
+    "audit_log",
+    "audit_subjects",
     "connect",
+    "consents",
     "default_url",
     "dispose_engines",
+    "evaluation_runs",
+    "feedback",
+    "generation_events",
     "get_engine",
     "metadata",
     "migrate",
     "model_versions",
+    "personalized_responses",
+    "privacy_state",
     "schema_migrations",
     "schema_version",
     "update_sources",
+    "user_memory",
+    "user_preferences",
     "utc_now",
     "version_tags",
     "write_transaction",
@@ -185,6 +198,51 @@ update_sources = Table(
 )
 
 
+def _operations_tables(md: MetaData) -> tuple[Table, Table]:
+    """generation_events (one row per generation) and evaluation_runs (one per `companion eval`)."""
+    events = Table(
+        "generation_events",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("at", String(_TS), nullable=False),
+        Column("category", String(64), nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("version", String(64)),
+        Column("engine", String(32), nullable=False),
+        Column("user_hash", String(32)),
+        Column("latency_s", Float, nullable=False),
+        Column("ttft_s", Float),
+        Column("prompt_tokens", Integer, nullable=False),
+        Column("completion_tokens", Integer, nullable=False),
+        Column("finish_reason", String(32), nullable=False),
+        Column("error", String(200)),
+        Index(None, "category", "name", "at"),
+    )
+    runs = Table(
+        "evaluation_runs",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("at", String(_TS), nullable=False),
+        Column("category", String(64), nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("version", String(64)),
+        Column("dataset", String(500), nullable=False),
+        Column("dataset_sha256", String(64), nullable=False),
+        Column("tokens", Integer, nullable=False),
+        Column("loss", Float, nullable=False),
+        Column("perplexity", Float, nullable=False),
+        Column("next_token_accuracy", Float, nullable=False),
+        Column("emotion_agreement", Float),
+        Column("emotion_samples", Integer),
+        Column("details", JSON),
+        Index(None, "category", "name", "at"),
+    )
+    return events, runs
+
+
+generation_events, evaluation_runs = _operations_tables(metadata)
+
+
 # -- migrations -------------------------------------------------------------------------------
 
 
@@ -285,10 +343,212 @@ def _m2_versions(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables["version_tags"], md.tables["update_sources"]])
 
 
+def _m3_operations(conn: Connection) -> None:
+    """generation_events and evaluation_runs (models.monitoring), as first shipped (frozen)."""
+    md = _migration_metadata()
+    md_events = Table(
+        "generation_events",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("at", String(_TS), nullable=False),
+        Column("category", String(64), nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("version", String(64)),
+        Column("engine", String(32), nullable=False),
+        Column("user_hash", String(32)),
+        Column("latency_s", Float, nullable=False),
+        Column("ttft_s", Float),
+        Column("prompt_tokens", Integer, nullable=False),
+        Column("completion_tokens", Integer, nullable=False),
+        Column("finish_reason", String(32), nullable=False),
+        Column("error", String(200)),
+        Index(None, "category", "name", "at"),
+    )
+    md_runs = Table(
+        "evaluation_runs",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("at", String(_TS), nullable=False),
+        Column("category", String(64), nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("version", String(64)),
+        Column("dataset", String(500), nullable=False),
+        Column("dataset_sha256", String(64), nullable=False),
+        Column("tokens", Integer, nullable=False),
+        Column("loss", Float, nullable=False),
+        Column("perplexity", Float, nullable=False),
+        Column("next_token_accuracy", Float, nullable=False),
+        Column("emotion_agreement", Float),
+        Column("emotion_samples", Integer),
+        Column("details", JSON),
+        Index(None, "category", "name", "at"),
+    )
+    md.create_all(conn, tables=[md_events, md_runs])
+
+
+def _security_tables(md: MetaData) -> list[Table]:
+    """Frozen DDL of migration 4 (never edit: change these tables with a new migration).
+
+    The audit chain, its signed checkpoints and subject map, database access rules, consent
+    records and privacy bookkeeping (issue 9; see models.audit, models.security, models.privacy)."""
+    return [
+        Table(
+            "audit_log",
+            md,
+            Column("seq", BigInteger, primary_key=True, autoincrement=False),
+            Column("at", String(_TS), nullable=False),
+            Column("subject", String(64), nullable=False),
+            Column("model", String(200), nullable=False),
+            Column("action", String(100), nullable=False),
+            Column("level", String(16)),
+            Column("allowed", Integer),
+            Column("detail", Text, nullable=False),
+            Column("prev_hash", String(64), nullable=False),
+            Column("hash", String(64), nullable=False),
+            Index(None, "subject"),
+            Index(None, "model"),
+        ),
+        Table(
+            "audit_checkpoints",
+            md,
+            Column("seq", BigInteger, primary_key=True, autoincrement=False),
+            Column("hash", String(64), nullable=False),
+            Column("at", String(_TS), nullable=False),
+            Column("public_key", String(100), nullable=False),
+            Column("signature", String(200), nullable=False),
+        ),
+        Table(
+            "audit_subjects",
+            md,
+            Column("subject", String(64), primary_key=True),
+            Column("user_id", String(200), nullable=False, unique=True),
+            Column("created_at", String(_TS), nullable=False),
+        ),
+        Table(
+            "access_rules",
+            md,
+            Column("id", Integer, primary_key=True),
+            Column("effect", String(8), nullable=False),
+            Column("user_id", String(200), nullable=False),
+            Column("models", String(200), nullable=False),
+            Column("level", String(16), nullable=False),
+            Column("actor", String(200), nullable=False),
+            Column("at", String(_TS), nullable=False),
+            UniqueConstraint("effect", "user_id", "models", "level"),
+        ),
+        Table(
+            "consents",
+            md,
+            Column("id", Integer, primary_key=True),
+            Column("user_id", String(200), nullable=False),
+            Column("purpose", String(100), nullable=False),
+            Column("granted_at", String(_TS), nullable=False),
+            Column("withdrawn_at", String(_TS)),
+            Column("source", String(200), nullable=False),
+            Index(None, "user_id"),
+        ),
+        Table(
+            "privacy_state",
+            md,
+            Column("key", String(100), primary_key=True),
+            Column("value", Text, nullable=False),
+            Column("updated_at", String(_TS), nullable=False),
+        ),
+    ]
+
+
+def _m4_security(conn: Connection) -> None:
+    """Audit chain, checkpoints, subjects, access rules, consents, privacy state (frozen)."""
+    md = _migration_metadata()
+    _security_tables(md)
+    md.create_all(conn)
+
+
+def _personalization_tables(md: MetaData) -> tuple[Table, Table, Table, Table]:
+    """user_preferences, user_memory, personalized_responses and feedback (models.personalization).
+
+    `feedback` has the columns the monitor reads (`at`, `category`, `model`, `version`, `kind`,
+    `value`, `user_hash`; see models.monitoring.feedback): `kind` is rating (1-5 stars), thumbs
+    (+1/-1), choice, regenerate or edit (`value` = share of the reply changed).
+    """
+    prefs = Table(
+        "user_preferences",
+        md,
+        Column("user_id", String(200), primary_key=True),
+        Column("data", JSON, nullable=False),
+        Column("updated_at", String(_TS), nullable=False),
+    )
+    memory = Table(
+        "user_memory",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("user_id", String(200), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("text", Text, nullable=False),
+        Column("source", String(32), nullable=False),
+        Column("created_at", String(_TS), nullable=False),
+        Column("updated_at", String(_TS), nullable=False),
+        Index(None, "user_id"),
+    )
+    responses = Table(
+        "personalized_responses",
+        md,
+        Column("id", String(64), primary_key=True),
+        Column("at", String(_TS), nullable=False),
+        Column("user_id", String(200)),
+        Column("category", String(64), nullable=False),
+        Column("model", String(64), nullable=False),
+        Column("version", String(64)),
+        Column("personalization", String(64), nullable=False),
+        Column("context", Text),
+        Column("text", Text, nullable=False),
+        Column("candidates", JSON, nullable=False),
+        Column("scores", JSON, nullable=False),
+        Column("chosen", Integer, nullable=False),
+        Column("details", JSON),
+        Index(None, "user_id", "at"),
+    )
+    feedback = Table(
+        "feedback",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("at", String(_TS), nullable=False),
+        Column("category", String(64), nullable=False),
+        Column("model", String(64), nullable=False),
+        Column("version", String(64)),
+        Column("kind", String(16), nullable=False),
+        Column("value", Float),
+        Column("user_hash", String(32)),
+        Column("user_id", String(200)),
+        Column("response_id", String(64)),
+        Column("personalization", String(64)),
+        Column("event", JSON, nullable=False),
+        Index(None, "model", "at"),
+        Index(None, "user_id"),
+        Index(None, "response_id"),
+    )
+    return prefs, memory, responses, feedback
+
+
+def _m5_personalization(conn: Connection) -> None:
+    """User preferences, memory, personalized responses and feedback (frozen)."""
+    md = _migration_metadata()
+    _personalization_tables(md)
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "version_tags_and_update_sources", _m2_versions),
+    Migration(3, "generation_events_and_evaluation_runs", _m3_operations),
+    Migration(4, "audit_access_consent_privacy", _m4_security),
+    Migration(5, "personalization", _m5_personalization),
 ]
+
+# The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
+audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = _security_tables(metadata)
+# The current schema of migration 5's tables (frozen in `_personalization_tables` likewise).
+user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
 
 
 def _check_numbering(migrations: list[Migration]) -> None:

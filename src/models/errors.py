@@ -15,8 +15,11 @@
     ├── UnknownContextError      a `context=` (or emotion) key a personality does not define (lists valid ones)
     ├── PluginError              a framework plugin is unknown or failed to load (lists the known ones)
     ├── VersionError             a version or alias operation was refused (unknown version, bad alias)
-    └── UpdateError              an update could not be checked, downloaded, verified or installed
-        └── CatalogError         a catalog was refused: bad signature, expired, older than one seen
+    ├── UpdateError              an update could not be checked, downloaded, verified or installed
+    │   └── CatalogError         a catalog was refused: bad signature, expired, older than one seen
+    ├── AccessDenied             the security policy does not grant the user that level on that model
+    ├── AuditError               the audit log could not be written or read (not: a broken chain, see verify)
+    └── PrivacyError             an anonymization, consent, export or erasure request was refused
 
 Messages name the bad key, file or value and say how to fix it. Translation into exit codes
 (CLI) and HTTP statuses (server) happens only at the edge.
@@ -27,6 +30,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "AccessDenied",
+    "AdapterError",
+    "AuditError",
     "CardError",
     "CatalogError",
     "CompanionError",
@@ -37,6 +43,7 @@ __all__ = [
     "InvalidModelName",
     "ModelNotFoundError",
     "PluginError",
+    "PrivacyError",
     "StoreError",
     "TrainingError",
     "UnknownContextError",
@@ -101,6 +108,10 @@ class EngineError(CompanionError):
     """A generation engine failed."""
 
 
+class AdapterError(EngineError):
+    """A LoRA adapter is malformed, unsupported, or does not fit the base model it is loaded on."""
+
+
 class DataError(CompanionError, ValueError):
     """Training or evaluation data is missing, empty or malformed."""
 
@@ -145,3 +156,22 @@ class UpdateError(CompanionError):
 
 class CatalogError(UpdateError):
     """An update catalog was refused: bad signature, expired, or older than one already seen."""
+
+
+class AccessDenied(CompanionError, PermissionError):
+    """The security policy does not grant `user` the `level` on `model` (deny by default)."""
+
+    def __init__(self, user: str, model: str, level: str, reason: str) -> None:
+        self.user, self.model, self.level, self.reason = user, model, level, reason
+        super().__init__(
+            f"access denied: user {user!r} may not {level} model {model!r} ({reason}); "
+            "an admin can grant it with `companion access grant` or in config.yaml's security: section"
+        )
+
+
+class AuditError(CompanionError):
+    """The audit log could not be written or read."""
+
+
+class PrivacyError(CompanionError, ValueError):
+    """An anonymization, consent, export or erasure request was refused (names the bad value)."""

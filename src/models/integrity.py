@@ -37,6 +37,7 @@ __all__ = [
     "check_safe_files",
     "hash_folder",
     "verify_manifest",
+    "weights_sha256",
     "write_manifest",
 ]
 
@@ -227,6 +228,16 @@ def _file_hash(path: Path, st: os.stat_result, full: bool) -> str:
     value = _sha256_file(path)
     _HASHES.put(path, st, value, stamp)
     return value
+
+
+def weights_sha256(folder: Path) -> str | None:
+    """sha256 of a model folder's weights: `model.safetensors`, or its sharded index (whose
+    hash pins the shard names; each shard is pinned by the folder's manifest). None if neither."""
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        path = Path(folder) / name
+        if path.exists():
+            return _file_hash(path, path.stat(), full=False)
+    return None
 
 
 def _entries(folder: Path) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import Config, EffectiveConfig, ModelEntry, load_config, load_effective_config
-from models.errors import ConfigError, ModelNotFoundError, UnknownModelError
+from models.errors import CompanionError, ConfigError, ModelNotFoundError, UnknownModelError
 from models.paths import PathRef, builtin_dir, classify_path, name_candidates
 from models.registry import LoadRequest, get_loader
 
@@ -56,6 +56,7 @@ class ModelManager:
         self._cache: dict[tuple[str, str], Any] = {}
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+        self._security: Any = None
         self.load_times: dict[tuple[str, str], float] = {}
 
     # --- config -------------------------------------------------------------------------
@@ -83,6 +84,10 @@ class ModelManager:
             entry = cfg.entry(category, cand)
             if entry is not None:
                 return cand, entry
+        for cand in name_candidates(name, category):
+            entry = _store_entry(category, cand)
+            if entry is not None:
+                return cand, entry
         if category not in cfg.config.models:
             raise UnknownModelError(category, category, cfg.categories(), what="model category")
         raise UnknownModelError(category, name, cfg.names(category))
@@ -96,6 +101,12 @@ class ModelManager:
                 if cfg.entry(cat, cand) is not None:
                     hits.append((cat, cand))
                     break
+        if not hits:  # a model that only exists in the store (trained or imported, never configured)
+            from models.store import ModelStore
+
+            for cat, stored in ModelStore().list_models():
+                if stored in name_candidates(name, cat) and _store_entry(cat, stored) is not None:
+                    hits.append((cat, stored))
         if len(hits) == 1:
             return hits[0]
         if not hits:
@@ -108,10 +119,15 @@ class ModelManager:
 
     # --- loading ------------------------------------------------------------------------
 
-    def load_model(self, category: str, name: str) -> Any:
-        """Load (or return the cached) model `name` of `category`."""
+    def load_model(self, category: str, name: str, *, user: str | None = None) -> Any:
+        """Load (or return the cached) model `name` of `category`.
+
+        Needs `read` on the model for `user` (default: the acting user, see docs/security.md);
+        generating with the result needs `generate`. Raises AccessDenied otherwise.
+        """
         cname, entry = self.canonical(category, name)
         key = (category, cname)
+        checked = self._check_load(category, cname, user)
         cached = self._cache.get(key)
         if cached is not None and self._still_current(key):
             return cached
@@ -122,15 +138,48 @@ class ModelManager:
             if cached is not None and self._still_current(key):
                 return cached
             t0 = time.perf_counter()
+            if not checked:  # a cold load is audited (a warm one was checked in memory above)
+                self.security.require(user, f"{category}/{cname}", "read", action="load")
             ref = self.resolve(category, cname)
-            model = self._build(category, cname, entry, ref)
+            from models.security.manager import guard_model, inside_checked_call
+
+            with inside_checked_call():  # models it loads for itself (a personality's base) are part of it
+                model = self._build(category, cname, entry, ref)
             self.load_times[key] = time.perf_counter() - t0
+            from models.monitoring.instrument import attach  # record every generation (docs/operations.md)
+
+            model = attach(model, category, cname, ref.version)
+            model = guard_model(model, self.security, category, cname)  # `generate` checked per call
             self._cache[key] = model
             served = None
             if ref.raw.startswith("store:") and ref.category and ref.name and ref.version:
                 served = (ref.category, ref.name, ref.version)
             self._served[key] = served
             return model
+
+    # --- access control -------------------------------------------------------------------
+
+    @property
+    def security(self) -> Any:
+        """The `ModelSecurityManager` over this manager's config (models.security)."""
+        if self._security is None:
+            from models.security.manager import ModelSecurityManager
+
+            self._security = ModelSecurityManager(manager=self)
+        return self._security
+
+    def _check_load(self, category: str, name: str, user: str | None) -> bool:
+        """True if the load needs no audited check: it is nested inside a checked request.
+        Otherwise decide in memory; a denial is audited and raised here."""
+        from models.security.manager import _INSIDE
+
+        if _INSIDE.get():
+            return True
+        label = f"{category}/{name}"
+        sec = self.security
+        if not sec.decide(sec.user(user), label, "read"):
+            sec.require(user, label, "read", action="load")
+        return False
 
     # --- versions and aliases -------------------------------------------------------------
 
@@ -176,7 +225,7 @@ class ModelManager:
             folder = ModelStore().open(category, cname, version)
             raw = f"store:{category}/{cname}@{version}"
             return PathRef("folder", raw, folder=folder, category=category, name=cname, version=version)
-        base = self.config.base_dir(category, cname)
+        base = self.config.base_dirs.get((category, cname), builtin_dir())  # store-only models have no file
         return resolve_path(entry.path, base, config=self.config, hint=(category, cname))
 
     def _build(self, category: str, name: str, entry: ModelEntry, ref: PathRef) -> Any:
@@ -255,6 +304,34 @@ def _builtin_entry(category: str, name: str) -> ModelEntry | None:
 def _builtin_config(path: Path, _mtime_ns: int) -> Config:
     """The built-in layer alone, parsed once per file version (it is package data)."""
     return load_config(path)
+
+
+#: companion.json `kind` → loader type, for models that exist only in the store.
+_KIND_TYPES = {"personality": "personality", "personalization": "personalization"}
+
+
+def _store_entry(category: str, name: str) -> ModelEntry | None:
+    """A config entry for a model published in the store without one (e.g. trained for a new
+    user): `store:<category>/<name>`, its type from the newest version's `companion.json`."""
+    import json
+
+    from models.store import ModelStore, validate_name
+
+    try:
+        validate_name(category, "category")
+        validate_name(name)
+    except CompanionError:
+        return None
+    store = ModelStore()
+    latest = store.latest_version(category, name)
+    if latest is None:
+        return None
+    meta_path = store.version_dir(category, name, latest) / "companion.json"
+    try:
+        kind = json.loads(meta_path.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError):
+        kind = None
+    return ModelEntry(type=_KIND_TYPES.get(str(kind), "transformer"), path=f"store:{category}/{name}")
 
 
 def resolve_path(

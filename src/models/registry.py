@@ -48,6 +48,9 @@ _LOCK = threading.Lock()
 _LAZY: dict[str, str] = {
     "transformer": "models.transformer_model",
     "personality": "models.personality.model",
+    "personalization": "models.personalization.model",
+    "adaptive": "models.adaptive_model",
+    "hybrid": "models.hybrid_model",
 }
 
 
@@ -56,6 +59,11 @@ def _register_light_params() -> None:
     from models.personality.params import PersonalityParams
 
     PARAMS.register("personality", PersonalityParams)
+    from models.personalization.params import HybridParams, PersonalizationParams
+
+    PARAMS.register("personalization", PersonalizationParams)
+    PARAMS.register("adaptive", PersonalizationParams)
+    PARAMS.register("hybrid", HybridParams)
 
 
 _register_light_params()

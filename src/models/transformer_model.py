@@ -54,6 +54,7 @@ class TransformerModel:
         *,
         ref: PathRef | None = None,
         name: str | None = None,
+        adapter: str | Path | None = None,
         **engine_options: Any,
     ) -> None:
         from models.model_manager import resolve_path
@@ -78,7 +79,8 @@ class TransformerModel:
             if base is not None:
                 self.ref = resolve_path(base, self.ref.folder)
         _check_folder(self.ref)
-        self.engine: Engine = create_engine(self.ref, self.params)
+        self.adapter = Path(adapter) if adapter is not None else None
+        self.engine: Engine = create_engine(self.ref, self.params, adapter=self.adapter)
         self.load_seconds = time.perf_counter() - t0
         self.model_path = str(model_path)
         self.name = name or self.ref.name or Path(str(model_path)).name

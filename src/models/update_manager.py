@@ -195,8 +195,11 @@ class ModelUpdateManager:
         smoke: SmokeTest | None = None,
         progress: bool | None = None,
         config_path: str | Path | None = None,
+        user: str | None = None,
     ) -> None:
         self.vc = version_control or ModelVersionControl(config_path=config_path)
+        if user is not None:  # the access-control user (docs/security.md); else the acting user
+            self.vc.user = user
         from models.config import builtin_config_path
 
         builtin = builtin_config_path().resolve()
@@ -314,6 +317,8 @@ class ModelUpdateManager:
         """
         if updates is None:
             updates = self.check_updates()
+        for update in updates:  # all or nothing: a user lacking `admin` on any model changes none
+            self.vc.require(update.category, update.name, "admin", f"apply_update:{update.version}")
         archive_dir = None
         if archive:
             archive_dir = self.vc.home / "backups" if archive is True else Path(archive)

@@ -109,9 +109,11 @@ class ModelVersionControl:
         *,
         database_url: str | None = None,
         config_path: str | Path | None = None,
+        user: str | None = None,
     ) -> None:
         self.home = Path(home).resolve() if home is not None else companion_home()
         self.actor = actor or default_actor()
+        self.user = user  # the access-control user (None: the acting user, docs/security.md)
         self.store = ModelStore(self.home)
         self._config_path = Path(config_path) if config_path else None
         self._manager: Any = None
@@ -134,6 +136,10 @@ class ModelVersionControl:
             path = self._config_path or (self.home / "config.yaml")
             self._manager = ModelManager(path if path.exists() else None)
         return self._manager
+
+    def require(self, category: str, name: str, level: str, action: str) -> None:
+        """Raise AccessDenied unless the acting user holds `level` on the model (audited)."""
+        self.manager.security.require(self.user, f"{category}/{name}", level, action=action)
 
     # -- which model ----------------------------------------------------------------------
 
@@ -205,6 +211,7 @@ class ModelVersionControl:
         `activate` moves `alias` to it (recorded in the alias history).
         """
         category, name = self.resolve_model(model_name, category)
+        self.require(category, name, "train", "create_version")
         if bump not in ("major", "minor", "patch"):
             raise VersionError(f"invalid bump {bump!r}: use 'major', 'minor' or 'patch'")
         folder = Path(source).resolve() if source is not None else self.working_folder(category, name)
@@ -394,6 +401,7 @@ class ModelVersionControl:
         """Point `alias` at an existing, intact `version`; raise VersionError when it cannot."""
         category, name = self.resolve_model(model_name, category)
         validate_name(alias, "alias")
+        self.require(category, name, "admin", f"set_alias:{alias}")
         self._require_row(category, name, version)
         try:
             self.store.open(category, name, version)  # safety check + manifest verification
@@ -417,9 +425,16 @@ class ModelVersionControl:
         """Move `alias` back to `target_version` (default: where it pointed before its last move).
 
         Never raises for a refused rollback: the result is falsy and `reason` says why (unknown
-        version, damaged files, ...). The move is recorded in the alias history.
+        version, damaged files, ...). The move is recorded in the alias history. A user without
+        `admin` on the model gets AccessDenied: a refusal by policy is raised, not returned.
         """
         model = model_name
+        try:
+            resolved: tuple[str, str] | None = self.resolve_model(model_name, category)
+        except CompanionError:
+            resolved = None  # reported in the result below
+        if resolved is not None:
+            self.require(*resolved, "admin", "rollback")
         try:
             category, name = self.resolve_model(model_name, category)
             model = f"{category}/{name}"
@@ -437,6 +452,7 @@ class ModelVersionControl:
         """Label a version with `key` (= `value`), e.g. `tag("luna", "1.2.0", "approved", "qa")`."""
         category, name = self.resolve_model(model_name, category)
         validate_name(key, "tag")
+        self.require(category, name, "admin", f"tag:{key}")
         self.index.set_tag(category, name, validate_version(version), key, value, self.actor)
 
     # -- removing -------------------------------------------------------------------------
@@ -444,6 +460,7 @@ class ModelVersionControl:
     def delete_version(self, model_name: str, version: str, category: str | None = None) -> None:
         """Remove a version that no alias points at: its row first, then its folder."""
         category, name = self.resolve_model(model_name, category)
+        self.require(category, name, "admin", "delete_version")
         with self.store.lock(category, name):
             with self.index.writing(f"{category}/{name}") as conn:
                 self.index.delete_version(conn, category, name, validate_version(version))

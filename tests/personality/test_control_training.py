@@ -22,7 +22,7 @@ PERSONA_CSV = (
 )
 
 
-def _examples(tmp_path: Path, classifier_dir: Path, tiny_goemotions: Path | None = None):
+def _examples(tmp_path: Path, classifier_dir: Path, tiny_goemotions: Path | None = None, character_lines: bool = True):
     csv = tmp_path / "spc.csv"
     csv.write_text(PERSONA_CSV, encoding="utf-8")
     clf = EmotionClassifier.load(classifier_dir)
@@ -33,7 +33,14 @@ def _examples(tmp_path: Path, classifier_dir: Path, tiny_goemotions: Path | None
         json.dumps({"context": "A storm!", "text": "I am so scared, terrified of the thunder", "emotion": "fear"})
         + "\n"
     )
-    return build_examples(clf, persona_chat=csv, cards=cards, dialogue_dir=dialogue, goemotions=tiny_goemotions)
+    return build_examples(
+        clf,
+        persona_chat=csv,
+        cards=cards,
+        dialogue_dir=dialogue,
+        goemotions=tiny_goemotions,
+        character_lines=character_lines,
+    )
 
 
 def test_examples_are_tagged_by_the_classifier(tmp_path: Path, tiny_classifier_dir: Path) -> None:
@@ -47,6 +54,13 @@ def test_examples_are_tagged_by_the_classifier(tmp_path: Path, tiny_classifier_d
     ada = by_source["ada"]
     assert any(ex.emotion == "fear" for ex in ada)  # the character's own line, tagged
     assert ada[0].messages[0]["content"].startswith("You are Ada")  # the card's real system prompt
+
+
+def test_character_lines_stay_out_by_default(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+    # The shared chat model must not see a character's lines: its LoRA does, and they are held out there.
+    examples = _examples(tmp_path, tiny_classifier_dir, character_lines=False)
+    assert examples and not [ex for ex in examples if ex.source == "ada"]
+    assert all("terrified of the thunder" not in ex.messages[-1]["content"] for ex in examples)
 
 
 def test_goemotions_tops_up_rare_labels(tmp_path: Path, tiny_classifier_dir: Path) -> None:

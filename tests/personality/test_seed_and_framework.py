@@ -206,7 +206,11 @@ def test_every_builtin_personality_loads_and_speaks() -> None:
     names = [i.name for i in manager.list_models("personality")]
     assert {"luna", "marlowe", "quill"} <= set(names)
     models = [manager.load_model("personality", n) for n in ("luna", "marlowe", "quill")]
-    assert models[0].base is models[1].base is models[2].base  # one base model, loaded once
+    # each built-in character has its own LoRA folded into a private copy of the shared base
+    adapters = [m.base.engine.info()["adapter"] for m in models]
+    assert all(a["modules"] == 4 * 7 and a["base"] == "builtin:companion-chat" for a in adapters)
+    assert len({id(m.base) for m in models}) == 3
+    assert manager.load_model("personality", "luna").base is models[0].base  # loaded once per character
     assert {m.character for m in models} == {"Luna", "Marlowe", "Quill"}
     for m in models:
         assert m.greeting() and m.contexts() and m.ext.default_context in m.contexts()

@@ -14,7 +14,10 @@ from tests.training_data.conftest import ADA, BEN, NOW, channel, export, message
 
 
 def collect(source: Path | str, **kw) -> tuple:
-    collector = DataCollector(now=NOW)
+    from models.training_data.anonymize import PassThroughAnonymizer
+
+    # These tests check parsing; anonymization (on by default) is tested in tests/privacy.
+    collector = DataCollector(now=NOW, anonymizer=PassThroughAnonymizer(reason="test of raw parsing"))
     ds = collector.collect_conversation_data(source, **kw)
     return ds, collector.last_report
 

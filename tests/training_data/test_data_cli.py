@@ -26,7 +26,7 @@ def test_collect_preprocess_validate_show_chain(tmp_path: Path) -> None:
     pre = run(
         "data", "preprocess", "writing", str(tmp_path / "w"), "-o", str(tmp_path / "p"), "--max-length", "128", "--json"
     )
-    assert pre["records_in"] == 3 and pre["records_out"] > 3 and pre["anonymization"]["applied"] is False
+    assert pre["records_in"] == 3 and pre["records_out"] > 3 and pre["anonymization"]["applied"] is True
     val = run("data", "validate", "writing", str(tmp_path / "p"), "-o", str(tmp_path / "v"), "--json")
     assert val["total"] == pre["records_out"] and "histogram" in val
     info = json.loads((tmp_path / "v" / "dataset.json").read_text())

@@ -154,15 +154,17 @@ class Redactor:
         return text.replace("Ada", "[NAME]")
 
 
-def test_anonymization_hook_is_a_reported_pass_through_until_filled() -> None:
+def test_anonymization_hook_anonymizes_by_default_and_records_opt_outs() -> None:
+    from models.training_data.anonymize import PassThroughAnonymizer
+
     pre = DataPreprocessor()
+    out = pre.preprocess_conversation_data([convo([turn("Ada", "mail me at ada@example.com"), turn("Ben", "ok")])])
+    assert pre.last_report is not None and pre.last_report.anonymization["applied"] is True
+    assert "ada@example.com" not in "".join(out["text"]) and "<EMAIL_ADDRESS>" in "".join(out["text"])
+    pre = DataPreprocessor(anonymizer=PassThroughAnonymizer(reason="test opt-out"))
     pre.preprocess_conversation_data([convo([turn("Ada", "hi Ben"), turn("Ben", "hi Ada")])])
-    assert pre.last_report is not None
-    assert pre.last_report.anonymization == {
-        "anonymizer": "pass-through",
-        "applied": False,
-        "note": "pass-through: no personal data was removed (the anonymization hook is not filled yet)",
-    }
+    assert pre.last_report.anonymization["applied"] is False
+    assert "test opt-out" in pre.last_report.anonymization["note"]
     pre = DataPreprocessor(anonymizer=Redactor())
     out = pre.preprocess_conversation_data([convo([turn("Ada", "hi Ben"), turn("Ben", "hi Ada")])])
     assert "Ada" not in "".join(out["text"]) and "[NAME]" in "".join(out["text"])

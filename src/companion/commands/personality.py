@@ -229,6 +229,9 @@ def train_control(
     minutes: Annotated[float, typer.Option(help="Stop cleanly after this much wall time.")] = 9.0,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     threads: Annotated[int, typer.Option()] = 1,
+    character_lines: Annotated[
+        bool, typer.Option(help="Also train on the built-in characters' own lines (off: their LoRAs hold them).")
+    ] = False,
 ) -> None:
     """Fine-tune a base model with emotion control tokens on classifier-tagged dialogue."""
     from models.paths import builtin_dir
@@ -246,6 +249,7 @@ def train_control(
         base, output, output.parent, persona_chat=persona if persona.exists() else None, cards=cards,
         dialogue_dir=builtin_dir().parent / "training_data" / "writing_assistant" / "character_data",
         goemotions=data / "goemotions" / "train.tsv", settings=settings, threads=threads,
+        character_lines=character_lines,
     )  # fmt: skip
     _out().print(f"{output}: {report['examples']} examples, {report['result']}")
 

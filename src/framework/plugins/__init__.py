@@ -8,4 +8,4 @@ from __future__ import annotations
 __all__ = ["BUILTIN_PLUGINS"]
 
 #: Modules whose `register_plugins` hook is called before third-party entry points.
-BUILTIN_PLUGINS: list[str] = ["framework.plugins.personality_engine"]
+BUILTIN_PLUGINS: list[str] = ["framework.plugins.personality_engine", "framework.plugins.personalization_engine"]

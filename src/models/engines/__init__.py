@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from models.errors import EngineError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from models.engines.base import Engine
     from models.paths import PathRef
 
@@ -34,8 +36,9 @@ def _fast_supported(folder: Any) -> bool:
     return FastEngine.supports(folder)
 
 
-def create_engine(ref: PathRef, params: Any) -> Engine:
-    """Build the engine for a resolved model path and `TransformerParams`."""
+def create_engine(ref: PathRef, params: Any, adapter: Path | None = None) -> Engine:
+    """Build the engine for a resolved model path and `TransformerParams`; `adapter` is a PEFT
+    LoRA folder merged into the weights at load (local engines only)."""
     choice = params.engine
     if choice == "auto":
         if ref.kind == "openai" or params.base_url:
@@ -60,6 +63,8 @@ def create_engine(ref: PathRef, params: Any) -> Engine:
         return OpenAIEngine(**kwargs)
     if ref.folder is None:
         raise EngineError(f"engine {choice!r} needs a local model folder, got {ref.raw!r}")
+    if adapter is not None and choice not in ("fast", "hf"):
+        raise EngineError(f"a LoRA adapter ({adapter}) needs a local engine (fast or hf), not {choice!r}")
     if choice == "llamacpp":
         try:
             from models.engines.llamacpp import LlamaCppEngine
@@ -69,7 +74,7 @@ def create_engine(ref: PathRef, params: Any) -> Engine:
     if choice == "fast":
         from models.engines.fast import FastEngine
 
-        return FastEngine(ref.folder, dtype=_dtype(params.dtype), threads=params.threads)
+        return FastEngine(ref.folder, dtype=_dtype(params.dtype), threads=params.threads, adapter=adapter)
     if choice == "hf":
         from models.engines.hf import HFEngine
 
@@ -77,5 +82,5 @@ def create_engine(ref: PathRef, params: Any) -> Engine:
             import torch
 
             torch.set_num_threads(params.threads)
-        return HFEngine(ref.folder, dtype=_dtype(params.dtype))
+        return HFEngine(ref.folder, dtype=_dtype(params.dtype), adapter=adapter)
     raise EngineError(f"unknown engine {choice!r}; choose one of {', '.join(ENGINES)}")

@@ -236,7 +236,13 @@ class FastEngine(LocalEngine):
 
     name = "fast"
 
-    def __init__(self, folder: str | Path, dtype: torch.dtype = torch.float32, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        dtype: torch.dtype = torch.float32,
+        threads: int | None = None,
+        adapter: str | Path | None = None,
+    ) -> None:
         folder = Path(folder)
         spec = LlamaSpec.read(folder)
         self.folder, self.spec, self.dtype = folder, spec, dtype
@@ -262,10 +268,19 @@ class FastEngine(LocalEngine):
         # Our thread count here too: on a busy machine, parallel copies wait for a stalled thread.
         with _Scope(self.threads):
             tensors = _load_tensors(folder)
+            self.adapter = None
+            if adapter is not None:
+                from models.training.lora import merge_lora
+
+                self.adapter = {"path": str(adapter), **merge_lora(tensors, Path(adapter))}
             self._n_params = sum(t.numel() for t in tensors.values())
             self._load_weights(tensors, spec, dtype)
             del tensors
             self._ensure_capacity(min(spec.max_positions, _INITIAL_CAPACITY))
+            # An optimized version's settings from companion.json (int8, bf16, threads): engines/quant.py.
+            from models.engines.quant import apply_runtime, read_runtime
+
+            apply_runtime(self, read_runtime(folder), threads_chosen=threads is not None)
 
     @classmethod
     def supports(cls, folder: str | Path) -> bool:
@@ -416,6 +431,8 @@ class FastEngine(LocalEngine):
 
     def info(self) -> dict[str, Any]:
         extra = {"architecture": "LlamaForCausalLM", "parameters": self._n_params, "threads": self.threads}
+        if self.adapter:
+            extra["adapter"] = self.adapter
         return super().info() | extra
 
 

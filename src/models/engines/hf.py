@@ -21,7 +21,13 @@ __all__ = ["HFEngine"]
 class HFEngine(LocalEngine):
     name = "hf"
 
-    def __init__(self, folder: str | Path, dtype: torch.dtype = torch.float32, model: Any = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        dtype: torch.dtype = torch.float32,
+        model: Any = None,
+        adapter: str | Path | None = None,
+    ) -> None:
         folder = Path(folder)
         if model is None:
             from transformers import AutoModelForCausalLM
@@ -33,6 +39,9 @@ class HFEngine(LocalEngine):
             except (OSError, ValueError) as exc:
                 raise EngineError(f"{folder}: transformers could not load the model ({exc})") from exc
         model.eval()
+        self.adapter = None
+        if adapter is not None:
+            self.adapter = {"path": str(adapter), **_merge_into(model, Path(adapter))}
         self.model = model
         self.folder = folder
         cfg = model.config
@@ -69,4 +78,19 @@ class HFEngine(LocalEngine):
 
     def info(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.model.parameters())
-        return super().info() | {"architecture": type(self.model).__name__, "parameters": n}
+        extra = {"architecture": type(self.model).__name__, "parameters": n}
+        return super().info() | extra | ({"adapter": self.adapter} if self.adapter else {})
+
+
+@torch.no_grad()
+def _merge_into(model: Any, adapter: Path) -> dict[str, Any]:
+    """Fold a PEFT LoRA adapter into the loaded model's weights, in place."""
+    from models.training.lora import merge_lora
+
+    params = dict(model.named_parameters())
+    tensors = {name: p.data for name, p in params.items()}
+    summary = merge_lora(tensors, adapter)
+    for name, t in tensors.items():
+        if t is not params[name].data:
+            params[name].data.copy_(t)
+    return summary

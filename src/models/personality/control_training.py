@@ -128,16 +128,22 @@ def build_examples(
     context_turns: int = 1,
     card_repeat: int = 3,
     seed: int = 7,
+    character_lines: bool = False,
 ) -> list[ControlExample]:
     """Tagged examples from the dialogue sources (each reply labelled by `classifier`; generic
     dialogue only where the classifier is at least `min_confidence` sure), plus up to
     `phrasebook` composed companion replies per emotion, topped up to `min_per_label` per
     emotion with GoEmotions comments. Added replies answer random dialogue turns under a
-    random system prompt (generic or a built-in card's), so the tokens work under both."""
+    random system prompt (generic or a built-in card's), so the tokens work under both.
+
+    `character_lines=False` (the default) leaves the cards' own lines (examples, dialogue files)
+    out: the shared chat model stays generic, each character's voice comes from its own LoRA
+    adapter (`train_personality_model`), and a character's held-out lines are really unseen."""
     pairs: list[tuple[list[dict[str, str]], str, str]] = []
     if persona_chat is not None:
         pairs += [(ctx, reply, "persona_chat") for ctx, reply in _persona_chat(persona_chat, context_turns)]
-    pairs += [p for p in _card_chats(cards or {}, dialogue_dir) for _ in range(card_repeat)]
+    if character_lines:
+        pairs += [p for p in _card_chats(cards or {}, dialogue_dir) for _ in range(card_repeat)]
     if not pairs:
         raise DataError("no dialogue to train emotion control on")
     probs = classifier.predict_proba([reply for _ctx, reply, _src in pairs])
@@ -219,7 +225,7 @@ class ControlBatches:
     `character_share`, one of the characters' own lines (equal shares), so both the rare
     emotions and the characters' voices are learnt."""
 
-    GENERIC = ("persona_chat", "goemotions")
+    GENERIC = ("persona_chat", "goemotions", "phrasebook")
 
     def __init__(
         self,
@@ -322,6 +328,7 @@ def train_emotion_control(
     classifier: Any = None,
     threads: int = 1,
     progress: bool = True,
+    character_lines: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune `base_folder` with emotion tokens; export to `output_folder`; the report."""
     from transformers import LlamaForCausalLM
@@ -337,7 +344,12 @@ def train_emotion_control(
     if not codec.has_emotion_tokens:
         raise DataError(f"{base_folder}: the tokenizer has no emotion tokens")
     examples = build_examples(
-        clf, persona_chat=persona_chat, cards=cards, dialogue_dir=dialogue_dir, goemotions=goemotions
+        clf,
+        persona_chat=persona_chat,
+        cards=cards,
+        dialogue_dir=dialogue_dir,
+        goemotions=goemotions,
+        character_lines=character_lines,
     )
     encoded = encode_examples(codec, examples, seq_len)
     source = ControlBatches(encoded, codec.pad_id or 0, seed=7)
@@ -356,6 +368,7 @@ def train_emotion_control(
         "sources": dict(Counter(ex.source for ex in examples)),
         "data_sha256": hashlib.sha256(json.dumps([e.messages for e in examples]).encode()).hexdigest(),
         "seq_len": seq_len,
+        "character_lines": character_lines,
         "emotion_token_init": typical,
         "settings": asdict(settings),
         "result": {k: v for k, v in result.to_json().items() if k != "history"},

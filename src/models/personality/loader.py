@@ -114,27 +114,59 @@ def write_personality_folder(
     return folder
 
 
-def _load_base(manager: Any, ref: str, params: PersonalityParams, folder: Path | None) -> Any:
-    m = _CONFIG_REF.match(ref)
-    if m and not (folder and (folder / ref).exists()):
-        try:
-            return manager.load_model(m.group(1), m.group(2))
-        except ModelNotFoundError:
-            pass  # not a config name: try it as a path below
+def _load_base(
+    manager: Any, ref: str, params: PersonalityParams, folder: Path | None, adapter: Path | None = None
+) -> Any:
+    """The base model a personality generates with. Shared between personalities unless the
+    personality has its own LoRA adapter, which is merged into a private copy of the base."""
     from models.model_manager import resolve_path
     from models.transformer_model import TransformerModel
 
-    resolved = resolve_path(ref, folder or Path.cwd())
+    m = _CONFIG_REF.match(ref)
+    resolved = None
+    if m and not (folder and (folder / ref).exists()):
+        try:
+            if adapter is None:
+                return manager.load_model(m.group(1), m.group(2))
+            resolved = manager.resolve(m.group(1), m.group(2))
+        except ModelNotFoundError:
+            pass  # not a config name: try it as a path below
+    if resolved is None:
+        resolved = resolve_path(ref, folder or Path.cwd())
     where = str(resolved.folder) if resolved.folder else resolved.raw
     engine_keys = ("engine", "dtype", "threads", "base_url", "model", "api_key_env")
-    key = (where, *(getattr(params, k) for k in engine_keys))
+    key = (where, str(adapter) if adapter else None, *(getattr(params, k) for k in engine_keys))
     with _LOCK:
         base = _BASES.get(key)
         if base is None:
             gen = params.model_dump(include=set(TransformerParams.model_fields))
-            base = TransformerModel(ref, ref=resolved, **gen)
+            base = TransformerModel(ref, ref=resolved, adapter=adapter, **gen)
             _BASES[key] = base
     return base
+
+
+def _adapter_of(folder: Path, meta: dict[str, Any]) -> Path | None:
+    """The personality's LoRA adapter folder, if it has one."""
+    adapter = folder / "adapter"
+    return adapter if (adapter / "adapter_config.json").exists() else None
+
+
+def check_adapter_base(folder: Path, meta: dict[str, Any], base: Any) -> None:
+    """Refuse an adapter whose recorded base weights differ from the base it would load on."""
+    from models.errors import AdapterError
+    from models.integrity import weights_sha256
+
+    want = (meta.get("adapter") or {}).get("base_sha256")
+    base_folder = getattr(getattr(base, "ref", None), "folder", None)
+    if not want or base_folder is None:
+        return
+    have = weights_sha256(Path(base_folder))
+    if have != want:
+        raise AdapterError(
+            f"{folder}: the LoRA adapter was trained on base {meta['adapter'].get('base_model')!r} with weights "
+            f"sha256 {want[:12]}…, but its base resolves to {base_folder} (weights {str(have)[:12]}…); "
+            "retrain the adapter or point base_model at the base it was trained on"
+        )
 
 
 def load_personality(manager: Any, request: LoadRequest) -> Any:
@@ -156,7 +188,10 @@ def load_personality(manager: Any, request: LoadRequest) -> Any:
     if not isinstance(params, PersonalityParams):
         raise CardError("parameters", f"expected personality parameters, got {type(params).__name__}")
     base_ref = params.base_model or str(meta.get("base_model") or DEFAULT_BASE)
-    base = _load_base(manager, base_ref, params, folder)
+    adapter = _adapter_of(folder, meta)
+    base = _load_base(manager, base_ref, params, folder, adapter)
+    if adapter is not None:
+        check_adapter_base(folder, meta, base)
     return PersonalityModel(
         card,
         base,

@@ -287,8 +287,11 @@ def train_base(
     resume: bool = False,
     progress: bool = True,
     threads: int | None = None,
+    epochs: float | None = None,
 ) -> TrainResult:
-    """Train the tokenizer (unless resuming) and the model; export to `output_dir/model`."""
+    """Train the tokenizer (unless resuming) and the model; export to `output_dir/model`.
+
+    `epochs` (passes over the training tokens) replaces `settings.max_steps` when given."""
     from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM
 
@@ -318,6 +321,19 @@ def train_base(
     held_ids = _encode_all(tok, corpus.heldout)
     data_hash = hashlib.sha256(train_ids.tobytes()).hexdigest()
     source = TokenWindows(train_ids, held_ids, seq_len, settings.seed)
+    if epochs is not None:
+        from dataclasses import replace
+
+        if epochs <= 0:
+            raise TrainingError(f"epochs must be positive, not {epochs}")
+        steps = max(1, math.ceil(epochs * len(train_ids) / (settings.batch_size * seq_len)))
+        settings = replace(
+            settings,
+            max_steps=steps,
+            warmup_steps=min(settings.warmup_steps, max(1, steps // 10)),
+            eval_every=min(settings.eval_every, steps),
+            checkpoint_every=min(settings.checkpoint_every, steps),
+        )
 
     torch.manual_seed(settings.seed)
     model = LlamaForCausalLM(spec.llama_config(ids))

@@ -1,8 +1,9 @@
 """Checkpoints of a training run: safetensors + JSON, written atomically, never pickled.
 
 A checkpoint folder holds `model.safetensors` (trainable tensors, tied weights once),
-`optimizer.safetensors` (AdamW moments, one tensor per parameter and moment) and `state.json`
-(step, scheduler state, learning rates, scalars and the run's bookkeeping). Writes go to a
+`optimizer.safetensors` (AdamW moments, one tensor per parameter and moment), `rng.safetensors`
+(the torch random generators' states, so dropout after a resume draws what it would have) and
+`state.json` (step, scheduler state, learning rates, scalars and the run's bookkeeping). Writes go to a
 `.tmp` sibling that replaces the old folder by `os.replace`.
 """
 
@@ -62,6 +63,10 @@ def save_checkpoint(
                     scalars[f"{key}::{k}"] = v
     if tensors:
         save_file(tensors, str(tmp / "optimizer.safetensors"))
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng |= {f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    save_file(rng, str(tmp / "rng.safetensors"))
     meta = {
         "optimizer_scalars": scalars,
         "scheduler": sched.state_dict(),
@@ -111,6 +116,12 @@ def load_checkpoint(
     sched.load_state_dict(meta["scheduler"])
     for g, lr in zip(opt.param_groups, meta["lrs"], strict=True):
         g["lr"] = lr
+    if (folder / "rng.safetensors").exists():
+        rng = load_file(str(folder / "rng.safetensors"))
+        torch.set_rng_state(rng["torch"])
+        cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
     return meta
 
 

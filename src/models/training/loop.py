@@ -61,6 +61,9 @@ class TrainSettings:
     patience: int | None = None
     """Stop after this many evaluations without improvement (None: never stop early)."""
     min_delta: float = 0.0
+    plateau_factor: float | None = None
+    """On an evaluation without improvement, multiply the learning rate by this (e.g. 0.5) on top
+    of the schedule, before early stopping gives up (None: keep the schedule)."""
     checkpoint_every: int = 200
     seed: int = 1234
     max_minutes: float | None = None
@@ -75,6 +78,8 @@ class TrainSettings:
             raise TrainingError(f"schedule must be 'cosine' or 'linear', not {self.schedule!r}")
         if self.max_steps < 1:
             raise TrainingError(f"max_steps must be at least 1, not {self.max_steps}")
+        if self.plateau_factor is not None and not 0.0 < self.plateau_factor < 1.0:
+            raise TrainingError(f"plateau_factor must be between 0 and 1, not {self.plateau_factor}")
         per_proc = self.batch_size / world_size
         if per_proc != int(per_proc) or int(per_proc) % self.micro_batch_size:
             raise TrainingError(
@@ -219,14 +224,14 @@ def train(
 
     ckpt, best_dir = out / "checkpoint", out / "best"
     history: list[dict[str, float]] = []
-    start_step, tokens_seen, best, best_step, bad_evals = 0, 0, None, None, 0
+    start_step, tokens_seen, best, best_step, bad_evals, lr_scale = 0, 0, None, None, 0, 1.0
     if resume:
         if not (ckpt / "state.json").exists():
             raise TrainingError(f"--resume: no checkpoint in {ckpt}")
         meta = load_checkpoint(ckpt, raw, opt, sched)
         start_step, tokens_seen = meta["step"], meta["tokens_seen"]
         best, best_step, bad_evals = meta["best_eval_loss"], meta["best_step"], meta["bad_evals"]
-        history = meta["history"]
+        history, lr_scale = meta["history"], meta.get("lr_scale", 1.0)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
@@ -246,6 +251,7 @@ def train(
             "best_step": best_step,
             "bad_evals": bad_evals,
             "history": history,
+            "lr_scale": lr_scale,
         }
 
     bar = Progress(settings.max_steps, start_step, description, enabled=progress and main)
@@ -273,6 +279,9 @@ def train(
                 accel.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
             sched.step()
+            if lr_scale != 1.0:  # the schedule sets each step's rate afresh; the plateau cuts scale it
+                for g in opt.param_groups:
+                    g["lr"] *= lr_scale
             opt.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += int(batch["input_ids"].numel())
@@ -291,7 +300,7 @@ def train(
                         "step": step,
                         "tokens": tokens_seen,
                         "train_loss": running,
-                        "lr": sched.get_last_lr()[0],
+                        "lr": opt.param_groups[0]["lr"],
                         "tokens_per_s": tps,
                         "time_s": now - t0,
                     }
@@ -307,6 +316,9 @@ def train(
                         save_checkpoint(best_dir, raw, opt, sched, state(step))
                 else:
                     bad_evals += 1
+                    if settings.plateau_factor is not None:
+                        lr_scale *= settings.plateau_factor
+                        bar.note(f"no improvement: learning rate x{lr_scale:g}")
                     if settings.patience is not None and bad_evals >= settings.patience:
                         stop_reason, stopped_early = (
                             f"early stop: no improvement in {bad_evals} evaluations (best at step {best_step})",

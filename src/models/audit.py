@@ -1,0 +1,346 @@
+"""The tamper-evident audit log: an append-only hash chain with signed checkpoints.
+
+    log = AuditLog()
+    log.append("user123", "personality/luna", "generate", level="generate", allowed=True)
+    report = log.verify()          # falsy, with `first_bad` naming the row, if anything was changed
+    rows = log.show(user="user123", model="personality/luna", since="2026-11-01")
+
+**The chain.** Row `seq` (1, 2, 3, ... without gaps) stores `prev_hash` (the previous row's
+`hash`, 64 zeros for row 1) and `hash = sha256(canonical(row))`, where `canonical` is JSON of
+every column but `hash` with sorted keys, no whitespace and UTF-8 (the same rule as RFC 8785 for
+the plain strings and integers stored here). Editing any column of a row breaks its hash;
+deleting a row breaks the numbering and the next row's link; moving a row's content to another
+position breaks its hash (the position is hashed). **Checkpoints**: every
+`security.audit.checkpoint_every` rows (and on `checkpoint()`), `{seq, hash, at}` is signed
+with the installation's Ed25519 key (`COMPANION_HOME/keys/installation-ed25519.pem`, created
+with the update signer's key helpers) and stored in `audit_checkpoints` and in
+`COMPANION_HOME/audit/head.json`; a chain shorter than a checkpoint says its tail was cut off.
+Rows appended after the newest checkpoint can be cut without trace: `companion audit verify`
+reports how many rows that is.
+
+**Users are subjects.** A row names an opaque subject id (`s_` + 16 hex digits); the map
+subject → user id lives in `audit_subjects`. Erasing a user (GDPR Art. 17) deletes their map
+row: the chain still verifies and the rows no longer identify anyone. Keep personal data out of
+`detail`.
+
+Appends take the database write lock (SQLite `BEGIN IMMEDIATE`; PostgreSQL an advisory lock),
+so concurrent writers from several processes extend one chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text
+
+from models import db
+from models.errors import AuditError
+
+__all__ = ["AuditLog", "AuditRow", "VerifyReport", "canonical", "installation_key"]
+
+GENESIS = "0" * 64
+_PG_AUDIT_LOCK = 0x61756474  # "audt"
+KEY_NAME = "installation-ed25519.pem"
+
+
+def canonical(obj: dict[str, Any]) -> bytes:
+    """The bytes a row or checkpoint is hashed and signed over (sorted keys, compact, UTF-8)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _row_hash(row: dict[str, Any]) -> str:
+    body = {k: row[k] for k in ("seq", "at", "subject", "model", "action", "level", "allowed", "detail", "prev_hash")}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def installation_key(home: Path) -> Any:
+    """The installation's Ed25519 private key, created (mode 0600) on first use."""
+    from models.catalog import generate_key, load_private_key
+    from models.errors import UpdateError
+
+    path = home / "keys" / KEY_NAME
+    if not path.exists():
+        with contextlib.suppress(UpdateError):  # another process created it first
+            generate_key(path)
+    try:
+        return load_private_key(path)
+    except UpdateError as exc:
+        raise AuditError(f"cannot use the installation key {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    at: str
+    user: str | None
+    subject: str
+    model: str
+    action: str
+    level: str | None
+    allowed: bool | None
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` found. Falsy when the chain is broken; `first_bad` is the first bad row."""
+
+    ok: bool
+    rows: int
+    checkpoints: int
+    first_bad: int | None = None
+    problem: str = ""
+    unsigned_tail: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AuditLog:
+    """The audit chain in one database (default: the home's)."""
+
+    def __init__(self, url: str | None = None, *, home: Path | None = None, checkpoint_every: int = 100) -> None:
+        from models.home import companion_home
+
+        self.url = url or db.default_url()
+        self.home = home or companion_home()
+        self.checkpoint_every = checkpoint_every
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = db.connect(self.url)
+        return self._engine
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        with db.write_transaction(self.engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK})
+            yield conn
+
+    # -- subjects -------------------------------------------------------------------------
+
+    def subject_of(self, conn: Connection, user_id: str, *, create: bool = True) -> str | None:
+        t = db.audit_subjects
+        found = conn.scalar(select(t.c.subject).where(t.c.user_id == user_id))
+        if found is not None or not create:
+            return found
+        subject = "s_" + secrets.token_hex(8)
+        conn.execute(insert(t).values(subject=subject, user_id=user_id, created_at=db.utc_now()))
+        return subject
+
+    def forget_user(self, conn: Connection, user_id: str) -> int:
+        """Drop the user's subject mapping (erasure): their rows stay in the chain, unnamed."""
+        return conn.execute(delete(db.audit_subjects).where(db.audit_subjects.c.user_id == user_id)).rowcount
+
+    # -- writing --------------------------------------------------------------------------
+
+    def append(
+        self,
+        user_id: str,
+        model: str,
+        action: str,
+        *,
+        level: str | None = None,
+        allowed: bool | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one row; returns its `seq`."""
+        if not isinstance(user_id, str) or not user_id:
+            raise AuditError(f"audit rows need a user id, got {user_id!r}")
+        if not isinstance(action, str) or not action:
+            raise AuditError(f"audit rows need an action, got {action!r}")
+        try:
+            detail_text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise AuditError(f"audit detail must be JSON-serializable: {exc}") from exc
+        t = db.audit_log
+        with self._writing() as conn:
+            last = conn.execute(select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
+            seq, prev = (int(last.seq) + 1, last.hash) if last else (1, GENESIS)
+            row = {
+                "seq": seq,
+                "at": db.utc_now(),
+                "subject": self.subject_of(conn, user_id),
+                "model": str(model or "")[:200],
+                "action": action[:100],
+                "level": level,
+                "allowed": None if allowed is None else int(bool(allowed)),
+                "detail": detail_text,
+                "prev_hash": prev,
+            }
+            row["hash"] = _row_hash(row)
+            conn.execute(insert(t).values(**row))
+            if seq % self.checkpoint_every == 0:
+                self._checkpoint(conn, seq, row["hash"])
+        return seq
+
+    def checkpoint(self) -> int | None:
+        """Sign the newest row now; returns its seq (None for an empty log)."""
+        t = db.audit_log
+        with self._writing() as conn:
+            last = conn.execute(select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
+            if last is None:
+                return None
+            have = conn.scalar(select(db.audit_checkpoints.c.seq).where(db.audit_checkpoints.c.seq == last.seq))
+            if have is None:
+                self._checkpoint(conn, int(last.seq), last.hash)
+        return int(last.seq)
+
+    def _checkpoint(self, conn: Connection, seq: int, row_hash: str) -> None:
+        from models.catalog import public_key_text
+
+        key = installation_key(self.home)
+        body = {"seq": seq, "hash": row_hash, "at": db.utc_now()}
+        signature = base64.b64encode(key.sign(canonical(body))).decode()
+        public = public_key_text(key.public_key())
+        conn.execute(insert(db.audit_checkpoints).values(**body, public_key=public, signature=signature))
+        head = self.home / "audit" / "head.json"
+        head.parent.mkdir(parents=True, exist_ok=True)
+        part = head.with_name(f".head.json.{os.getpid()}.partial")
+        part.write_text(json.dumps({**body, "public_key": public, "signature": signature}) + "\n", encoding="utf-8")
+        os.replace(part, head)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(db.audit_log)) or 0)
+
+    def show(
+        self,
+        *,
+        user: str | None = None,
+        model: str | None = None,
+        since: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRow]:
+        """Rows oldest first, filtered by user, model (exact or `category/*` glob), time and action."""
+        t, s = db.audit_log, db.audit_subjects
+        q = select(t, s.c.user_id).select_from(t.outerjoin(s, t.c.subject == s.c.subject))
+        if user is not None:
+            q = q.where(s.c.user_id == user)
+        if model is not None:
+            q = q.where(t.c.model.like(model.replace("*", "%")) if "*" in model else t.c.model == model)
+        if since is not None:
+            q = q.where(t.c.at >= _since(since))
+        if action is not None:
+            q = q.where(t.c.action == action)
+        q = q.order_by(t.c.seq.desc() if limit else t.c.seq)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        out = [
+            AuditRow(
+                seq=int(r.seq),
+                at=r.at,
+                user=r.user_id,
+                subject=r.subject,
+                model=r.model,
+                action=r.action,
+                level=r.level,
+                allowed=None if r.allowed is None else bool(r.allowed),
+                detail=json.loads(r.detail or "{}"),
+            )
+            for r in rows
+        ]
+        return sorted(out, key=lambda r: r.seq)
+
+    def verify(self) -> VerifyReport:
+        """Check every row's position, link and hash, and every checkpoint's signature."""
+        from models.catalog import parse_public_key, public_key_text
+
+        t = db.audit_log
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq))]
+            cps = [
+                dict(r._mapping)
+                for r in conn.execute(select(db.audit_checkpoints).order_by(db.audit_checkpoints.c.seq))
+            ]
+        report = VerifyReport(ok=True, rows=len(rows), checkpoints=len(cps))
+        prev, hashes = GENESIS, {}
+        for position, row in enumerate(rows, start=1):
+            seq = int(row["seq"])
+            problem = None
+            if seq != position:
+                problem = f"row {position} is missing or out of order (found seq {seq} there)"
+            elif row["prev_hash"] != prev:
+                problem = f"row {seq} does not link to row {seq - 1} (a row was edited, removed or moved)"
+            elif _row_hash(row) != row["hash"]:
+                problem = f"row {seq} was edited (its hash does not match its content)"
+            if problem:
+                return _bad(report, position, problem)
+            prev = row["hash"]
+            hashes[seq] = row["hash"]
+        key_path = self.home / "keys" / KEY_NAME
+        trusted = None
+        if key_path.exists():
+            trusted = public_key_text(installation_key(self.home).public_key())
+        head = self.home / "audit" / "head.json"
+        if head.exists():
+            try:
+                cps.append(json.loads(head.read_text(encoding="utf-8")))
+            except ValueError:
+                return _bad(report, None, f"{head} is not valid JSON")
+        for cp in cps:
+            seq = int(cp["seq"])
+            body = {"seq": seq, "hash": cp["hash"], "at": cp["at"]}
+            try:
+                if trusted is not None and cp["public_key"] != trusted:
+                    raise ValueError("signed by another key")
+                parse_public_key(cp["public_key"]).verify(base64.b64decode(cp["signature"]), canonical(body))
+            except Exception as exc:  # cryptography raises InvalidSignature; bad base64 raises ValueError
+                return _bad(report, seq, f"checkpoint at row {seq} has a bad signature ({type(exc).__name__})")
+            if seq not in hashes:
+                first = len(rows) + 1
+                return _bad(report, first, f"rows {first}..{seq} were cut off (a signed checkpoint covers row {seq})")
+            if hashes[seq] != cp["hash"]:
+                return _bad(report, seq, f"row {seq} differs from its signed checkpoint")
+        newest = max((int(c["seq"]) for c in cps), default=0)
+        report.unsigned_tail = len(rows) - newest
+        if report.unsigned_tail:
+            report.notes.append(f"{report.unsigned_tail} row(s) after the newest checkpoint are not yet signed")
+        return report
+
+
+def _bad(report: VerifyReport, first_bad: int | None, problem: str) -> VerifyReport:
+    report.ok, report.first_bad, report.problem = False, first_bad, problem
+    return report
+
+
+def _since(value: str) -> str:
+    """An ISO date/time, or a relative '7d' / '12h' / '30m', as an ISO UTC timestamp."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    m = re.fullmatch(r"(\d+)([dhm])", value.strip())
+    if m:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[m.group(2)]
+        return (datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})).isoformat(timespec="microseconds")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise AuditError(f"--since {value!r}: use an ISO date like 2026-11-01 or a span like 7d, 12h, 30m") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="microseconds")

@@ -1,0 +1,54 @@
+"""Crash-safe file writes for personalization state: temp file, fsync, `os.replace`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "package_version", "user_key"]
+
+_SLUG = re.compile(r"[^a-z0-9_.-]+")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are ordinary data
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("companion-models")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def user_key(user: str) -> str:
+    """A user id as a safe folder name: a readable slug plus a short hash (no `..`, no `/`)."""
+    import hashlib
+
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError("user: expected a non-empty string")
+    slug = _SLUG.sub("-", user.strip().lower()).strip("-.")[:40] or "user"
+    digest = hashlib.sha256(user.encode("utf-8")).hexdigest()[:10]
+    return f"{slug}-{digest}"

@@ -1,0 +1,193 @@
+"""Where a user's data lives, for export and erasure (GDPR Art. 15, 17, 20; CCPA 1798.100, .105).
+
+A *user data store* can list (`export`) and remove (`erase`) everything it holds about one user.
+Built in:
+
+* `DatabaseStore`: every table in the metadata database with a `user_id` column (found by
+  reflection, so tables other features add are covered without registering), plus tables with
+  a `user_hash` column keyed by `models.monitoring.events.pseudonymize` (generation events), and
+  the audit chain's subject map (the rows stay, unnamed: see `models.audit`).
+* `FolderStore`: `COMPANION_HOME/users/<user>/` — the per-user folder for profile, preferences,
+  memory, chats, raw collected data and per-user adapters (with their training data).
+
+Other features register theirs with `register_store(store)`: an object with `name`,
+`export(user_id) -> dict` and `erase(user_id) -> dict` (counts of what was removed).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import MetaData, Table, delete, inspect, select
+
+from models import db
+from models.errors import PrivacyError
+
+__all__ = ["DatabaseStore", "FolderStore", "UserDataStore", "register_store", "stores", "user_folder"]
+
+_USER_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,200}$")
+
+
+def check_user_id(user_id: str) -> str:
+    if not isinstance(user_id, str) or not _USER_RE.fullmatch(user_id) or user_id in (".", ".."):
+        raise PrivacyError(f"user id {user_id!r}: use 1-200 letters, digits and _ . @ + - (no slashes)")
+    return user_id
+
+
+def user_folder(user_id: str, home: Path | None = None) -> Path:
+    """`COMPANION_HOME/users/<user_id>/`: where per-user files belong."""
+    from models.home import companion_home
+
+    return (home or companion_home()) / "users" / check_user_id(user_id)
+
+
+class UserDataStore(Protocol):
+    name: str
+
+    def export(self, user_id: str) -> dict[str, Any]: ...
+
+    def erase(self, user_id: str) -> dict[str, int]: ...
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    return value
+
+
+class DatabaseStore:
+    """Rows about the user in every table of the metadata database."""
+
+    name = "database"
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+
+    def _tables(self) -> list[tuple[Table, str]]:
+        engine = db.connect(self.url)
+        reflected = MetaData()
+        names = inspect(engine).get_table_names()
+        out = []
+        for name in sorted(names):
+            if name in ("audit_log", "audit_checkpoints"):
+                continue  # the chain is immutable; its subject map is handled below
+            table = Table(name, reflected, autoload_with=engine)
+            for col in ("user_id", "user_hash"):
+                if col in table.c:
+                    out.append((table, col))
+        return out
+
+    @staticmethod
+    def _key(column: str, user_id: str) -> str | None:
+        if column == "user_id":
+            return user_id
+        try:
+            from models.monitoring.events import pseudonymize
+        except ImportError:  # pragma: no cover - monitoring not installed
+            return None
+        return pseudonymize(user_id)
+
+    def export(self, user_id: str) -> dict[str, Any]:
+        engine = db.connect(self.url)
+        out: dict[str, Any] = {}
+        with engine.connect() as conn:
+            for table, col in self._tables():
+                key = self._key(col, user_id)
+                if key is None or table.name == "audit_subjects":
+                    continue
+                rows = conn.execute(select(table).where(table.c[col] == key)).all()
+                if rows:
+                    out[table.name] = [{k: _jsonable(v) for k, v in r._mapping.items()} for r in rows]
+        from models.audit import AuditLog
+
+        audit = AuditLog(self.url)
+        out["audit_log"] = [r.to_json() for r in audit.show(user=user_id)]
+        return out
+
+    def erase(self, user_id: str) -> dict[str, int]:
+        engine = db.connect(self.url)
+        counts: dict[str, int] = {}
+        with db.write_transaction(engine) as conn:
+            for table, col in self._tables():
+                key = self._key(col, user_id)
+                if key is None:
+                    continue
+                n = conn.execute(delete(table).where(table.c[col] == key)).rowcount
+                if n:
+                    counts[table.name] = n
+        if engine.dialect.name == "sqlite":
+            _vacuum(engine)
+        return counts
+
+
+def _vacuum(engine: Any) -> None:
+    """Rewrite the SQLite file so deleted rows leave no trace in free pages or the WAL."""
+    raw = engine.raw_connection()  # outside SQLAlchemy's transaction: VACUUM cannot run inside one
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.execute("VACUUM")
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.close()
+    finally:
+        raw.close()
+
+
+class FolderStore:
+    """The user's folder under COMPANION_HOME/users/."""
+
+    name = "files"
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
+
+    def export(self, user_id: str) -> dict[str, Any]:
+        folder = user_folder(user_id, self.home)
+        if not folder.is_dir():
+            return {}
+        files = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+            rel = path.relative_to(folder).as_posix()
+            data = path.read_bytes()
+            try:
+                files[rel] = {"text": data.decode("utf-8")}
+            except UnicodeDecodeError:
+                files[rel] = {"base64": base64.b64encode(data).decode()}
+        return {"folder": str(folder), "files": files}
+
+    def erase(self, user_id: str) -> dict[str, int]:
+        folder = user_folder(user_id, self.home)
+        if not folder.exists():
+            return {}
+        files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+        for path in files:  # overwrite before unlinking: the bytes do not linger in the file's blocks
+            with contextlib.suppress(OSError), path.open("r+b") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(0)
+                f.write(b"\0" * size)
+                f.flush()
+                os.fsync(f.fileno())
+        trash = folder.with_name(f".erasing-{folder.name}-{os.getpid()}")
+        os.replace(folder, trash)  # gone from its place at once, even if the removal below is cut short
+        shutil.rmtree(trash)
+        return {"files": len(files)}
+
+
+_EXTRA: list[UserDataStore] = []
+
+
+def register_store(store: UserDataStore) -> None:
+    """Add a feature's own user data store (export and erasure will include it)."""
+    if not all(hasattr(store, a) for a in ("name", "export", "erase")):
+        raise PrivacyError(f"{store!r} is not a user data store: it needs name, export(user_id), erase(user_id)")
+    _EXTRA.append(store)
+
+
+def stores(url: str | None = None, home: Path | None = None) -> list[UserDataStore]:
+    return [DatabaseStore(url), FolderStore(home), *_EXTRA]

@@ -1,0 +1,420 @@
+"""The personality recipe: tune a character's voice on its lines (`companion train personality`).
+
+    trainer.train_personality_model(model_name="luna",
+                                    training_data="models/training_data/personality_data", epochs=100)
+
+1. Find the personality (config, store, or built-in) and its base model (`base_model` in its
+   `companion.json`). The base must be a local HF folder: a remote model cannot be tuned here.
+2. Collect the character's lines from the data (a path, a saved dataset, a named data source,
+   or a `datasets.Dataset`; see `models.training.examples` for the row shapes) and render each as a
+   chat through the base model's template: the character's system prompt as the personality
+   builds it, what was said to the character as the user turn, the line as the assistant turn
+   (with its emotion control token when the base has them). A seeded share of distinct lines
+   is held out: the perplexity on those unseen lines is the run's measure.
+3. `method="lora"` trains a PEFT LoRA adapter on every linear layer of the base (the base stays
+   frozen); `method="full"` fine-tunes all weights. One loop (`models.training.loop.train`), so
+   checkpoints, exact resume, early stopping on held-out perplexity, the progress bar and the
+   loss curve are the same as for every recipe. `epochs` is a maximum.
+4. Publish a new version of the personality (`ModelVersionControl.create_version`): the card,
+   `companion.json` (base, adapter and its base's weight hash), `adapter/` in PEFT format or
+   the full HF weights, `training/` (report, loss curve), and lineage (data hash and source,
+   base model and version, settings, metrics). `ModelManager` serves it at once (`current`).
+
+Nothing is published when anything fails, including when the data is empty or unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.errors import DataError, TrainingError
+from models.training.examples import (
+    ExampleBatches,
+    data_hash,
+    encode_chat_examples,
+    examples_from_rows,
+    split_heldout,
+)
+from models.training.loop import TrainSettings, evaluate, train
+from models.training.lora import LoraSettings, attach_lora, save_adapter
+
+__all__ = ["PersonalityRun", "TrainedVersion", "base_of", "load_rows", "train_personality"]
+
+METHODS = ("lora", "full")
+#: The personality folder's own files that a new version carries over (never old weights).
+_CARRY = ("persona.json", "avatar.png", "lorebook.json")
+
+
+@dataclass
+class PersonalityRun:
+    """Knobs of a personality run beyond the seed's three arguments (defaults fit the embedded model)."""
+
+    method: str = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    lr: float | None = None  # None: 2e-3 for LoRA, 1e-4 for a full fine-tune
+    batch_size: int = 16
+    seq_len: int = 192
+    heldout_fraction: float = 0.15
+    patience: int = 3
+    plateau_factor: float | None = 0.5
+    seed: int = 1234
+    max_minutes: float | None = None
+    anonymizer: Any = None
+    """None: the pipeline's default (config.yaml `privacy:`); `PassThroughAnonymizer(reason=...)` opts out."""
+
+
+@dataclass
+class TrainedVersion:
+    """What a training recipe returns: the published version and what was measured."""
+
+    model: str
+    version: str | None
+    method: str
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    run_dir: str
+    stop_reason: str
+    published: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        v = f"{self.model} {self.version}" if self.version else f"{self.model} (not published)"
+        return f"{v}: {self.stop_reason}"
+
+
+def base_of(category: str, name: str, folder: Path, meta: Mapping[str, Any], manager: Any) -> tuple[str, Any]:
+    """The base model's reference and resolved `PathRef` for a personality folder. A version that
+    carries its own weights (a full fine-tune) is its own base, pinned by store version."""
+    from models.model_manager import resolve_path
+    from models.personality.loader import _CONFIG_REF, DEFAULT_BASE
+
+    ref = str(meta.get("base_model") or DEFAULT_BASE)
+    if (folder / "config.json").exists():
+        served = manager.resolve(category, name)
+        ref = f"store:{category}/{name}@{served.version}" if served.version else str(folder)
+        return ref, resolve_path(ref, folder)
+    m = _CONFIG_REF.match(ref)
+    if m and not (folder / ref).exists():
+        try:
+            return ref, manager.resolve(m.group(1), m.group(2))
+        except Exception:
+            pass
+    return ref, resolve_path(ref, folder)
+
+
+def load_rows(training_data: Any, character: str) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
+    """Rows of training data, where they came from, and the pipeline's anonymization record
+    for them when the pipeline already anonymized them (conversations, saved datasets)."""
+    from models.training_data.collector import DataCollector
+    from models.training_data.dataset_io import load_dataset, read_dataset_info
+    from models.training_data.locations import resolve_training_data
+
+    if hasattr(training_data, "column_names") and hasattr(training_data, "__iter__"):  # a datasets.Dataset
+        return [dict(r) for r in training_data], f"a Dataset of {len(training_data)} rows", None
+    if isinstance(training_data, list | tuple):
+        return [dict(r) for r in training_data], f"{len(training_data)} rows given in memory", None
+    raw = str(training_data)
+    collector = DataCollector()
+    source = collector.data_sources().get(raw)
+    if source is not None:
+        kind, path, where = source.type, raw, f"data source {raw!r}"
+    else:
+        found = resolve_training_data(raw)
+        kind, path, where = found.kind, found.path, found.describe()
+        if kind == "dataset":
+            lineage = read_dataset_info(found.path).get("lineage") or {}
+            return [dict(r) for r in load_dataset(found.path)], where, lineage.get("anonymization")
+    if kind == "characters":
+        ds = collector.collect_character_data(path, [character])
+    elif kind == "files":  # a folder of the user's own: character files first, else conversations
+        try:
+            ds = collector.collect_character_data(path, [character])
+        except DataError:
+            ds = collector.collect_conversation_data(path)
+    elif kind == "conversations":
+        ds = collector.collect_conversation_data(path)
+    else:
+        raise DataError(f"{where} holds {kind}, not character lines or conversations")
+    report = collector.last_report
+    return [dict(r) for r in ds], where, (report.filters.get("anonymization") if report else None)
+
+
+def anonymize_examples(examples: list[Any], anonymizer: Any = None) -> dict[str, Any]:
+    """Pass every message of `examples` through the pipeline's anonymizer (in place) and return
+    its record. `anonymizer=PassThroughAnonymizer(reason=...)` is the explicit, audited opt-out."""
+    from models.training_data.anonymize import anonymization_report, default_anonymizer
+
+    anonymizer = anonymizer or default_anonymizer()
+    record = anonymization_report(anonymizer)
+    if not record["applied"]:
+        return record
+    texts = [m["content"] for ex in examples for m in ex.messages]
+    batch = getattr(anonymizer, "anonymize_texts", None)
+    clean = batch(texts) if batch else [anonymizer.anonymize(t) for t in texts]
+    it = iter(clean)
+    for ex in examples:
+        ex.messages = [{**m, "content": next(it)} for m in ex.messages]
+    record["changed"] = sum(a != b for a, b in zip(texts, clean, strict=True))
+    return record
+
+
+def load_for_training(folder: Path) -> Any:
+    """The base model in float32 from safetensors, without transformers' loading bar."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=torch.float32, use_safetensors=True, local_files_only=True
+        )
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{folder}: transformers could not load the base model ({exc})") from exc
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _system_message(card: Any) -> dict[str, str]:
+    from models.personality.control_training import _card_systems
+
+    return _card_systems({card.name: card})[0]
+
+
+def _emotion_control(base_folder: Path, codec: Any) -> bool:
+    meta_path = base_folder / "companion.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return bool(meta.get("emotion_control")) and codec.has_emotion_tokens
+
+
+def _known_emotion(codec: Any, label: str | None) -> str | None:
+    from models.tokens import emotion_token
+
+    return label if label and codec._id(emotion_token(label)) is not None else None
+
+
+def _base_version(ref: Any) -> str | None:
+    if ref.version:
+        return ref.version
+    meta_path = Path(ref.folder) / "companion.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return meta.get("version") or (meta.get("training") or {}).get("recipe")
+    return None
+
+
+def train_personality(
+    model_name: str,
+    training_data: Any,
+    epochs: int = 3,
+    method: str = "lora",
+    *,
+    run: PersonalityRun | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    publish: bool = True,
+    notes: str | None = None,
+    manager: Any = None,
+    user: str | None = None,
+) -> TrainedVersion:
+    """Train and publish a new version of personality `model_name` (see the module docstring)."""
+    from models.engines.codec import TextCodec
+    from models.home import companion_home
+    from models.personality.loader import read_personality_folder, shared_manager
+    from models.store import check_safe_files, verify_manifest
+    from models.version_control import ModelVersionControl
+
+    t0 = time.time()
+    run = run or PersonalityRun(method=method)
+    run.method = method
+    if method not in METHODS:
+        raise TrainingError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise TrainingError(f"epochs must be a positive whole number, not {epochs!r}")
+    manager = manager or shared_manager()
+    vc = ModelVersionControl(user=user)
+    category, name = vc.resolve_model(model_name, "personality" if "/" not in model_name else None)
+    if category != "personality":
+        raise TrainingError(f"{model_name!r} is a {category} model; train_personality_model needs a personality")
+    from models.security import require
+
+    require(user, f"{category}/{name}", "train", action="train")
+    served = manager.resolve(category, name)
+    folder = served.folder
+    if folder is None or not (folder / "persona.json").exists():
+        raise TrainingError(f"personality {name!r} is served from {served.raw!r}, which has no persona.json")
+    card, meta = read_personality_folder(folder)
+    base_ref, base = base_of(category, name, folder, meta, manager)
+    if base.folder is None:
+        raise TrainingError(
+            f"personality {name!r} runs on {base.raw!r}, a remote model: only a local HF model folder can be "
+            "fine-tuned (point base_model at one, e.g. builtin:companion-chat)"
+        )
+    base_folder = Path(base.folder)
+    check_safe_files(base_folder)
+    if (base_folder / "manifest.json").exists():
+        verify_manifest(base_folder)
+
+    # -- data ------------------------------------------------------------------------------
+    rows, where, anonymized = load_rows(training_data, card.name)
+    examples, tokenized = examples_from_rows(rows, [card.name, name])
+    if not examples and not tokenized:
+        raise DataError(
+            f"no lines of {card.name} in {where}: need rows with the character's replies "
+            "(character rows, conversations where they speak, or chat messages ending with their turn)"
+        )
+    if anonymized and anonymized.get("applied"):
+        anonymization = anonymized  # the pipeline did it when it collected or saved the data
+    else:
+        anonymization = anonymize_examples(examples, run.anonymizer)
+        if tokenized:
+            anonymization["pretokenized_rows"] = len(tokenized)
+            anonymization["note"] += "; pre-tokenized rows are as given (DataPreprocessor anonymizes what it tokenizes)"
+    codec = TextCodec(base_folder)
+    emotion_tokens = _emotion_control(base_folder, codec)
+    for ex in examples:
+        ex.emotion = _known_emotion(codec, ex.emotion) if emotion_tokens else None
+    encoded, too_long = encode_chat_examples(
+        codec, examples, tokenized, run.seq_len, system=_system_message(card), emotion_tokens=emotion_tokens
+    )
+    if not encoded:
+        raise DataError(f"none of the {len(examples) + len(tokenized)} examples in {where} fit {run.seq_len} tokens")
+    held_keys = split_heldout([e.key for e in encoded], run.heldout_fraction, run.seed)
+    train_rows = [e for e in encoded if e.key not in held_keys]
+    held_rows = [e for e in encoded if e.key in held_keys]
+    source = ExampleBatches(train_rows, held_rows, codec.pad_id or 0, run.seed)
+
+    # -- model and settings ----------------------------------------------------------------
+    torch.manual_seed(run.seed)
+    model = load_for_training(base_folder)
+    baseline = evaluate(model, source.eval_batches(), torch.device("cpu"))
+    if method == "lora":
+        model = attach_lora(model, run.lora, base_ref)
+    batch = min(run.batch_size, len(train_rows))
+    per_epoch = source.steps_per_epoch(batch)
+    settings = TrainSettings(
+        max_steps=epochs * per_epoch,
+        batch_size=batch,
+        micro_batch_size=batch,
+        lr=run.lr or (2e-3 if method == "lora" else 1e-4),
+        min_lr_ratio=0.1,
+        warmup_steps=min(20, max(1, epochs * per_epoch // 10)),
+        weight_decay=0.0 if method == "lora" else 0.01,
+        eval_every=per_epoch,
+        patience=run.patience,
+        plateau_factor=run.plateau_factor,
+        checkpoint_every=per_epoch,
+        seed=run.seed,
+        max_minutes=run.max_minutes,
+        log_every=max(1, per_epoch),
+        extra={"recipe": "personality", "method": method, "epochs": epochs},
+    )
+    run_dir = Path(output_dir) if output_dir else companion_home() / "runs" / f"personality-{name}"
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if progress:
+        from rich.console import Console
+
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        Console(stderr=True).print(
+            f"[bold]{card.name}[/] ({method}) on {base_ref}: {len(train_rows)} training lines, "
+            f"{len(held_rows)} held out, {trainable / 1e3:.0f} k trainable parameters, "
+            f"at most {epochs} epochs of {per_epoch} steps; base perplexity on held-out lines "
+            f"{baseline['eval_perplexity']:.1f}"
+        )
+    result = train(model, source, settings, run_dir, resume=resume, progress=progress, description=card.name)
+    after = evaluate(model, source.eval_batches(), torch.device("cpu"))
+    epochs_run = math.ceil(result.steps / per_epoch)
+    stop = (
+        f"stopped early after {epochs_run} of {epochs} epochs ({result.stop_reason})"
+        if result.stopped_early
+        else f"ran all {epochs} epochs"
+    )
+    metrics = {
+        "heldout_perplexity": after["eval_perplexity"],
+        "heldout_perplexity_base": baseline["eval_perplexity"],
+        "heldout_perplexity_ratio": after["eval_perplexity"] / baseline["eval_perplexity"],
+        "heldout_accuracy": after["eval_accuracy"],
+        "heldout_lines": len(held_rows),
+        "training_lines": len(train_rows),
+        "skipped_too_long": too_long,
+        "epochs_run": epochs_run,
+        "epochs_max": epochs,
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+        "tokens_seen": result.tokens_seen,
+        "wall_seconds": round(time.time() - t0, 1),
+    }
+    from models.integrity import weights_sha256
+
+    lineage = {
+        "recipe": "personality",
+        "method": method,
+        "data_sha256": data_hash(encoded),
+        "data_source": where,
+        "base_model": base_ref,
+        "base_version": _base_version(base),
+        "base_weights_sha256": weights_sha256(base_folder),
+        "settings": asdict(settings),
+        "lora": run.lora.to_json() if method == "lora" else None,
+        "emotion_tokens": emotion_tokens,
+        "anonymization": anonymization,
+        "data_subjects": [],
+        "contains_user_data": False,  # a character's lines; a user's data goes to personalization models
+    }
+    report = {"metrics": metrics, "lineage": lineage, "history": result.history}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    if not publish:
+        return TrainedVersion(f"{category}/{name}", None, method, metrics, lineage, str(run_dir), stop, False)
+
+    # -- publish ---------------------------------------------------------------------------
+    stage = run_dir / "publish"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for item in _CARRY:
+        if (folder / item).exists():
+            shutil.copy2(folder / item, stage / item)
+    new_meta = {k: v for k, v in meta.items() if k not in ("version", "adapter", "training")}
+    new_meta.update({"format": "companion-model/1", "kind": "personality", "name": name, "character": card.name})
+    if method == "lora":
+        save_adapter(model, stage / "adapter", base_ref)
+        new_meta["base_model"] = base_ref
+        new_meta["adapter"] = {
+            "path": "adapter",
+            "base_model": base_ref,
+            "base_sha256": lineage["base_weights_sha256"],
+        }
+    else:
+        from models.training.base import export_model
+
+        export_model(model, base_folder, stage, {})
+        new_meta["base_model"] = "."
+        new_meta["emotion_control"] = emotion_tokens
+    new_meta["training"] = {"recipe": "personality", "method": method, "metrics": metrics}
+    (stage / "companion.json").write_text(json.dumps(new_meta, indent=2) + "\n")
+    (stage / "training").mkdir()
+    for item in ("report.json", "loss_curve.png"):
+        if (run_dir / item).exists():
+            shutil.copy2(run_dir / item, stage / "training" / item)
+    why = notes or (
+        f"{method} on {len(train_rows)} lines of {card.name}: held-out perplexity "
+        f"{baseline['eval_perplexity']:.1f} → {after['eval_perplexity']:.1f}"
+    )
+    info = vc.create_version(f"{category}/{name}", why, source=stage, lineage=lineage, metrics=metrics)
+    shutil.rmtree(stage, ignore_errors=True)
+    return TrainedVersion(f"{category}/{name}", info.version, method, metrics, lineage, str(run_dir), stop, True)

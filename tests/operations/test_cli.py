@@ -1,0 +1,56 @@
+"""`companion eval`, `companion monitor` (table, JSON, PNG) and `companion optimize --dry-run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from companion.cli import app
+
+runner = CliRunner()
+
+
+def test_eval_then_monitor_with_chart(tiny_config: Any, tmp_path: Path) -> None:
+    held = tmp_path / "held.txt"
+    held.write_text("The lighthouse keeper wrote a letter every evening. " * 10)
+    r = runner.invoke(app, ["eval", "tiny", "--data", str(held), "--emotion-samples", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    run = json.loads(r.output)
+    from models.model_manager import ModelManager
+
+    ModelManager().load_model("base", "tiny").generate("Once", max_length=3)
+    chart = tmp_path / "tiny.png"
+    r = runner.invoke(app, ["monitor", "tiny", "--period", "last_hour", "--chart", str(chart), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["requests"] == 1 and data["accuracy"] == round(100 * run["next_token_accuracy"], 2)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = runner.invoke(app, ["monitor", "--period", "last_hour", "--no-chart"])
+    assert r.exit_code == 0 and "base/tiny" in r.output
+
+
+def test_monitor_bad_period_is_one_clear_line(tiny_config: Any) -> None:
+    r = runner.invoke(app, ["monitor", "tiny", "--period", "fortnight-ish", "--no-chart"])
+    assert r.exit_code == 1 and "not understood" in r.output and "Traceback" not in r.output
+
+
+def test_optimize_dry_run_prints_the_table(tiny_config: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from models.optimization import ModelOptimizer
+
+    monkeypatch.setattr(ModelOptimizer, "__init__", _small_init(ModelOptimizer.__init__, tmp_path))
+    r = runner.invoke(app, ["optimize", "tiny", "--objective", "size", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "candidates (size)" in r.output and "not published" in r.output.replace("\n", " ")
+
+
+def _small_init(init: Any, tmp_path: Path) -> Any:
+    held = tmp_path / "held.txt"
+    held.write_text("The lighthouse keeper wrote a letter every evening. " * 10)
+
+    def small(self: Any, manager: Any = None, **_: Any) -> None:
+        init(self, manager, heldout=held, new_tokens=4, rounds=1, max_eval_tokens=100)
+
+    return small
