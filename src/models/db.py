@@ -30,6 +30,7 @@ each migration exactly once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -62,6 +63,8 @@ from sqlalchemy import (
 )
 
 from models.home import database_path
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIGRATIONS",
@@ -678,8 +681,25 @@ def connect(url: str | None = None) -> Engine:
     return engine
 
 
+_BEFORE_DISPOSE: list[Callable[[], Any]] = []
+
+
+def before_dispose(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Register `fn` (a background writer's flush) to run before `dispose_engines` closes the
+    pools, so no writer thread is left holding a connection of a disposed engine."""
+    if fn not in _BEFORE_DISPOSE:
+        _BEFORE_DISPOSE.append(fn)
+    return fn
+
+
 def dispose_engines() -> None:
-    """Close every cached engine's connections and forget them (tests, forks, shutdown)."""
+    """Close every cached engine's connections and forget them (tests, forks, shutdown).
+    Background writers registered with `before_dispose` finish what they hold first."""
+    for fn in list(_BEFORE_DISPOSE):
+        try:
+            fn()
+        except Exception as exc:  # a writer that cannot flush must not keep the pools open
+            log.warning("before dispose: %s failed (%s: %s)", getattr(fn, "__qualname__", fn), type(exc).__name__, exc)
     with _engines_lock:
         engines = list(_engines.values())
         _engines.clear()

@@ -270,6 +270,20 @@ _RECORDER: list[EventRecorder] = []
 _RECORDER_LOCK = threading.Lock()
 
 
+def _flush_recorder() -> None:
+    if _RECORDER:
+        _RECORDER[0].flush()
+
+
+def _register_flush() -> None:
+    from models import db
+
+    db.before_dispose(_flush_recorder)  # queued events are written before the pools close
+
+
+_register_flush()
+
+
 def get_recorder() -> EventRecorder:
     """The process-wide recorder (created on first use; flushed at interpreter exit)."""
     if _RECORDER:

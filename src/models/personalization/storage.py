@@ -165,6 +165,7 @@ class _ResponseLog:
 
 
 _LOG = _ResponseLog()
+db.before_dispose(_LOG.flush)  # queued responses are written before the pools close
 
 
 def flush() -> None:
