@@ -302,6 +302,7 @@ COMMAND_MODULES: list[str] = [
     "companion.commands.audit",
     "companion.commands.privacy",
     "companion.commands.personalization",
+    "companion.commands.serve",
 ]
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "access_rules",
     "alias_history",
     "aliases",
+    "api_keys",
     "audit_checkpoints",
     "audit_log",
     "audit_subjects",
@@ -540,18 +541,48 @@ def _m5_personalization(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _api_keys_table(md: MetaData) -> Table:
+    """Frozen DDL of migration 6: the server's API keys (companion.server.keys).
+
+    Only a key's SHA-256 is stored (`key_hash`), with its first characters (`prefix`) so a user
+    can tell keys apart; `revoked_at` set = the key no longer works."""
+    return Table(
+        "api_keys",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("prefix", String(16), nullable=False),
+        Column("user_id", String(200), nullable=False),
+        Column("name", String(100)),
+        Column("created_at", String(_TS), nullable=False),
+        Column("last_used_at", String(_TS)),
+        Column("revoked_at", String(_TS)),
+        Index(None, "user_id"),
+    )
+
+
+def _m6_api_keys(conn: Connection) -> None:
+    """API keys of the HTTP server, stored hashed (frozen)."""
+    md = _migration_metadata()
+    _api_keys_table(md)
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "version_tags_and_update_sources", _m2_versions),
     Migration(3, "generation_events_and_evaluation_runs", _m3_operations),
     Migration(4, "audit_access_consent_privacy", _m4_security),
     Migration(5, "personalization", _m5_personalization),
+    Migration(6, "api_keys", _m6_api_keys),
 ]
 
 # The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
 audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = _security_tables(metadata)
 # The current schema of migration 5's tables (frozen in `_personalization_tables` likewise).
 user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
+# The current schema of migration 6's table.
+api_keys = _api_keys_table(metadata)
 
 
 def _check_numbering(migrations: list[Migration]) -> None:

@@ -1,9 +1,11 @@
-"""`companion users show|prefs|memory|forget|export|feedback`: thin over models.personalization.
+"""`companion users show|prefs|memory|forget|export|feedback|key`: thin over models.personalization
+(and companion.server.keys for the server's API keys).
 
 companion users prefs sam length=short tone=warm,playful emoji=true
 companion users memory sam --add "Has a cat called Ink" --kind person
 companion users feedback pr-1234... --rating 5
 companion users forget sam --yes
+companion users key create sam --name sillytavern   # prints the key once
 """
 
 from __future__ import annotations
@@ -152,7 +154,66 @@ def feedback(
     err.print(f"recorded {event.kind} for {event.user or 'no user'}")
 
 
+key_app = typer.Typer(help="API keys of `companion serve`: each key names one user.", no_args_is_help=True)
+
+
+def key_create(
+    user: UserArg,
+    name: Annotated[str | None, typer.Option("--name", help="A label, e.g. the client that uses it.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key for USER (admin on * only); the key is shown once, only its hash is kept."""
+    from companion.server.keys import create_key
+    from models.security import require
+
+    require(None, "*", "admin", action="key:create")
+    key, record = create_key(user, name)
+    if as_json:
+        out.print_json(json.dumps({"key": key, **record.to_json()}))
+        return
+    out.print(key, markup=False, highlight=False)
+    err.print(f"key {record.id} ({record.prefix}...) for {user!r}: store it now, it is not shown again")
+
+
+def key_list(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's keys.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The stored keys (prefix, user, label, created, last used, revoked); never the keys."""
+    from companion.server.keys import list_keys
+    from models.security import require
+
+    require(None, "*", "admin", action="key:list")
+    keys = [k.to_json() for k in list_keys(user)]
+    if as_json:
+        out.print_json(json.dumps(keys))
+        return
+    from rich.table import Table
+
+    table = Table(title="API keys")
+    for col in ("id", "prefix", "user", "name", "created_at", "last_used_at", "revoked_at"):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(
+            *(str(k[c] or "") for c in ("id", "prefix", "user", "name", "created_at", "last_used_at", "revoked_at"))
+        )
+    out.print(table)
+
+
+def key_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `users key list`).")]) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from companion.server.keys import revoke_key
+    from models.security import require
+
+    require(None, "*", "admin", action="key:revoke")
+    record = revoke_key(key_id)
+    err.print(f"key {record.id} ({record.prefix}...) of {record.user!r} revoked")
+
+
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     for fn in (show, prefs, memory, export, forget, feedback):
         users_app.command(fn.__name__)(handle_errors(fn))
+    for name, fn in (("create", key_create), ("list", key_list), ("revoke", key_revoke)):
+        key_app.command(name)(handle_errors(fn))
+    users_app.add_typer(key_app, name="key")
     app.add_typer(users_app, name="users")

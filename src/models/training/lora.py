@@ -29,13 +29,13 @@ from models.errors import AdapterError
 
 __all__ = [
     "ADAPTER_CONFIG",
-    "write_adapter_card",
     "ADAPTER_WEIGHTS",
     "LoraSettings",
     "attach_lora",
     "merge_lora",
     "read_adapter_config",
     "save_adapter",
+    "write_adapter_card",
 ]
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -1,0 +1,175 @@
+"""`companion serve` under load: 32 concurrent streaming chats on loopback (docs/serving.md).
+
+Ours: 32 streaming chat requests to the server at once, one API key (user) each (luna on the
+embedded model, seeded, `max_tokens` 48). Peer in the same run: the same 32 requests sent one at a time to the same
+server. Reported: none dropped (every stream ended with `[DONE]` and a response id), p50/p99
+latency and time to first token of each mode, and throughput (streamed pieces per second) as
+the ratio concurrent / one at a time. The server runs one generation per engine at a time
+(a fair FIFO queue, no batching), so the ratio says what queueing and the event loop cost or
+save; the latencies of the concurrent run show the queue's wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+CLIENTS = 32
+MAX_TOKENS = 48
+MODEL = "luna"
+TARGET = 0.90  # concurrent throughput at least 90% of one-at-a-time (queueing must cost little)
+PROMPTS = [
+    "Tell me about the sea at night.",
+    "I finished my first chapter today!",
+    "What should my detective notice first?",
+    "Can you help me name a dragon?",
+]
+
+
+def _start_server() -> tuple[str, Any, threading.Thread]:
+    import uvicorn
+
+    from companion.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(host="127.0.0.1", port=0, auth="keys"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+
+
+async def _one(client: Any, url: str, i: int, keys: list[str]) -> dict[str, Any]:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+        "stream": True,
+        "max_tokens": MAX_TOKENS,
+        "seed": i,
+        "user": f"Writer {i}",
+    }
+    t0 = time.perf_counter()
+    ttft = None
+    pieces = 0
+    done = False
+    response_id = None
+    headers = {"Authorization": f"Bearer {keys[i]}"}
+    async with client.stream("POST", url + "/v1/chat/completions", json=body, headers=headers) as r:
+        if r.status_code != 200:
+            return {"ok": False, "status": r.status_code}
+        async for line in r.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                done = True
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                return {"ok": False, "status": chunk["error"]["message"]}
+            for choice in chunk["choices"]:
+                if choice["delta"].get("content"):
+                    pieces += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                if choice.get("companion"):
+                    response_id = choice["companion"]["response_id"]
+    total = time.perf_counter() - t0
+    return {"ok": done and response_id is not None, "latency": total, "ttft": ttft or total, "pieces": pieces}
+
+
+async def _run(url: str, concurrent: bool, keys: list[str]) -> tuple[list[dict[str, Any]], float]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=CLIENTS + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        t0 = time.perf_counter()
+        if concurrent:
+            results = await asyncio.gather(*(_one(client, url, i, keys) for i in range(CLIENTS)))
+        else:
+            results = [await _one(client, url, i, keys) for i in range(CLIENTS)]
+        return list(results), time.perf_counter() - t0
+
+
+def _pct(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def main() -> None:
+    console = Console(width=120)
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as home:
+        os.environ["COMPANION_HOME"] = home
+        with open(os.path.join(home, "config.yaml"), "w") as f:  # every writer may chat with every model
+            f.write('security:\n  users:\n    "*":\n      grants: [{models: "*", level: generate}]\n')
+        from companion.server.keys import create_key
+
+        keys = [create_key(f"writer{i}", name="bench")[0] for i in range(CLIENTS)]  # one key (user) per client
+        url, server, thread = _start_server()
+        try:
+            asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
+            rows = {}
+            for label, concurrent in (("one at a time (peer)", False), (f"{CLIENTS} concurrent (ours)", True)):
+                results, wall = asyncio.run(_run(url, concurrent, keys))
+                ok = [r for r in results if r["ok"]]
+                rows[label] = {
+                    "ok": len(ok),
+                    "dropped": len(results) - len(ok),
+                    "wall": wall,
+                    "pieces": sum(r["pieces"] for r in ok),
+                    "lat": [r["latency"] for r in ok],
+                    "ttft": [r["ttft"] for r in ok],
+                }
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    peer, ours = rows.values()
+    ratio = (ours["pieces"] / ours["wall"]) / (peer["pieces"] / peer["wall"])
+    table = Table(title=f"{CLIENTS} streaming chats with {MODEL} (embedded model), max_tokens {MAX_TOKENS}, loopback")
+    for col in (
+        "mode",
+        "done",
+        "dropped",
+        "p50 latency ms",
+        "p99 latency ms",
+        "p50 TTFT ms",
+        "p99 TTFT ms",
+        "pieces/s",
+        "ratio (ours/peer)",
+    ):
+        table.add_column(col)
+    for label, r in rows.items():
+        rate = r["pieces"] / r["wall"]
+        table.add_row(
+            label,
+            str(r["ok"]),
+            str(r["dropped"]),
+            f"{_pct(r['lat'], 50):.0f}",
+            f"{_pct(r['lat'], 99):.0f}",
+            f"{_pct(r['ttft'], 50):.0f}",
+            f"{_pct(r['ttft'], 99):.0f}",
+            f"{rate:.1f}",
+            "1.00" if r is peer else f"{ratio:.3f}",
+        )
+    console.print(table)
+    verdict = "met" if ratio >= TARGET and ours["dropped"] == 0 else "MISSED"
+    console.print(
+        f"throughput concurrent / one at a time: {ratio:.3f} (target ≥ {TARGET:.2f}, none dropped): {verdict}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""`create_app(settings)`: the FastAPI application `companion serve` runs.
+
+    from companion.server import ServerSettings, create_app
+    app = create_app(ServerSettings(host="127.0.0.1", port=8000))
+
+Who is calling: `Authorization: Bearer <key>` names a user (`companion users key create`);
+without a key, only in local mode (loopback only), the caller is the local owner
+(`security.local_user`). Every request's work runs in `acting_as(that user)`, so the security
+policy decides what each user may read, generate or administer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from companion.server.errors import APIError, error_body, install_error_handlers
+from companion.server.generation import Runner
+from companion.server.settings import ServerSettings
+
+__all__ = ["ServerState", "authenticate", "caller", "create_app"]
+
+AUTH_TTL = 5.0  # seconds a checked key is trusted without asking the database again
+
+
+@dataclass
+class ServerState:
+    """What the app's requests share: settings, the generation runner, open streams per user."""
+
+    settings: ServerSettings
+    runner: Runner
+    started: int = field(default_factory=lambda: int(time.time()))
+    _streams: dict[str, int] = field(default_factory=dict)
+    _keys: dict[str, tuple[str | None, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open_stream(self, user: str) -> int:
+        """Count one more open stream of `user`, or refuse with 429 over the limit."""
+        limit = self.settings.limits.max_streams_per_key
+        with self._lock:
+            n = self._streams.get(user, 0)
+            if n >= limit:
+                raise APIError(
+                    429,
+                    f"too many open streams for this key ({limit}); wait for one to finish",
+                    code="too_many_streams",
+                )
+            self._streams[user] = n + 1
+            return n + 1
+
+    def close_stream(self, user: str) -> None:
+        with self._lock:
+            n = self._streams.get(user, 0) - 1
+            if n > 0:
+                self._streams[user] = n
+            else:
+                self._streams.pop(user, None)
+
+    def open_streams(self, user: str) -> int:
+        return self._streams.get(user, 0)
+
+    def user_for(self, key: str) -> str | None:
+        from companion.server.keys import hash_key, user_for_key
+
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._keys.get(digest)
+        if cached is not None and now - cached[1] < AUTH_TTL:
+            return cached[0]
+        user = user_for_key(key)
+        self._keys[digest] = (user, now)
+        return user
+
+
+def authenticate(request: Request) -> str:
+    """The user a request acts as (401 for a missing or bad key)."""
+    state: ServerState = request.app.state.companion
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if header and (scheme.lower() != "bearer" or not key):
+        raise APIError(401, "Authorization must be 'Bearer <API key>'", code="invalid_api_key")
+    from companion.server.keys import KEY_PREFIX
+
+    if state.settings.mode == "local" and not key.startswith(KEY_PREFIX):
+        key = ""  # clients that insist on some key ("sk-local", "none") act as the local owner here
+    if not key:
+        if state.settings.mode == "local":
+            from models.security import get_security_manager
+
+            return get_security_manager().user()
+        raise APIError(
+            401,
+            "missing API key: send 'Authorization: Bearer <key>' (create one with `companion users key create USER`)",
+            code="invalid_api_key",
+        )
+    user = state.user_for(key)
+    if user is None:
+        shown = key[:6] + "..." if len(key) > 6 else "***"
+        raise APIError(401, f"incorrect or revoked API key {shown}", code="invalid_api_key")
+    return user
+
+
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API key from `companion users key create USER`; optional in local mode (loopback).",
+)
+
+
+def caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> str:
+    """The dependency routes use: the acting user (documents the bearer scheme in OpenAPI)."""
+    return authenticate(request)
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413 (by Content-Length, or while reading a chunked body)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body larger than {self.limit} bytes"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await JSONResponse(error_body(413, message, None, "body_too_large"), status_code=413)(
+                        scope, receive, send
+                    )
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise APIError(413, message, code="body_too_large")
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+def _static(name: str) -> Any:
+    return resources.files("companion.server").joinpath("static", name)
+
+
+def create_app(settings: ServerSettings | None = None, *, manager: Any = None) -> FastAPI:
+    """The server application (see the module docstring)."""
+    from companion.server import companion_api, openai_api
+
+    settings = (settings or ServerSettings()).check()
+    state = ServerState(settings=settings, runner=Runner(workers=settings.limits.workers, manager=manager))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.runner.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN; the server must work offline
+        redoc_url=None,
+        title="Companion Models",
+        version=_version(),
+        description=(
+            "OpenAI-compatible chat with personalities (each one a model id), per-user keys, feedback, "
+            "preferences and memory, versions and updates, and Prometheus metrics. Errors are "
+            '`{"error": {"message", "type", "param", "code"}}`.'
+        ),
+    )
+    app.state.companion = state
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)
+    app.include_router(openai_api.router)
+    app.include_router(companion_api.router)
+
+    @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "mode": settings.mode, "uptime_s": int(time.time()) - app.state.companion.started}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return Response(_static("index.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        kinds = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if "/" in name or "\\" in name or name.startswith(".") or suffix not in kinds:
+            raise APIError(404, f"no static file {name!r}")
+        item = _static(name)
+        if not item.is_file():
+            raise APIError(404, f"no static file {name!r}")
+        return Response(item.read_bytes(), media_type=f"{kinds[suffix]}; charset=utf-8")
+
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("companion-models")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"

@@ -1,0 +1,357 @@
+"""The OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+HTTP only: requests are checked against the server's limits here, the work of an answer is in
+`companion.server.turns` (a personality's card-driven prompt when the client sends only user
+turns, the client's own prompt when it sends a system message), and runs in
+`companion.server.generation`'s worker threads. Every answer's `response_id` (for
+`/api/feedback`) and emotion are in each choice, and in the last chunk of a stream, under the
+extension key `companion`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from companion.server.app import caller
+from companion.server.errors import APIError
+from companion.server.generation import SERVED
+from companion.server.schemas import ChatMessage, ChatRequest, CompletionRequest
+from companion.server.turns import chat_job, completion_job
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.companion
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@router.get("/models", summary="Models (each personality and base model) this user may use")
+def list_models(request: Request, user: str = Depends(caller)) -> dict[str, Any]:
+    from models.security import acting_as, get_security_manager
+
+    state = _state(request)
+    security = get_security_manager()
+    data = []
+    with acting_as(user):
+        for info in state.runner.get_manager().list_models():
+            if info.category not in SERVED:
+                continue
+            if not security.decide(user, f"{info.category}/{info.name}", "read").allowed:
+                continue
+            data.append(
+                {
+                    "id": info.name,
+                    "object": "model",
+                    "created": state.started,
+                    "owned_by": "companion",
+                    "category": info.category,
+                    "description": info.description,
+                }
+            )
+    return {"object": "list", "data": data}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _text(message: ChatMessage, index: int) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise APIError(400, "only text content parts are supported", param=f"messages.{index}.content")
+        parts.append(part["text"])
+    return "".join(parts)
+
+
+def _messages(req: ChatRequest) -> list[dict[str, str]]:
+    out = []
+    for i, m in enumerate(req.messages):
+        if m.role == "tool":
+            raise APIError(400, "tool messages are not supported", param=f"messages.{i}.role")
+        role = "system" if m.role == "developer" else m.role
+        out.append({"role": role, "content": _text(m, i)})
+    return out
+
+
+def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any]:
+    """Sampling options for the library, after the server's limits."""
+    if req.max_tokens is not None and req.max_tokens > limits.max_tokens:
+        raise APIError(
+            400, f"max_tokens is at most {limits.max_tokens} on this server", param="max_tokens", code="invalid_value"
+        )
+    if req.n > limits.max_n:
+        raise APIError(400, f"n is at most {limits.max_n} on this server", param="n", code="invalid_value")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > limits.max_stop or any(not s or len(s) > 200 for s in stop):
+        raise APIError(
+            400, f"stop: up to {limits.max_stop} non-empty sequences of at most 200 characters", param="stop"
+        )
+    opts: dict[str, Any] = {"max_length": req.max_tokens or None}
+    for key in ("temperature", "top_p", "seed"):
+        if getattr(req, key) is not None:
+            opts[key] = getattr(req, key)
+    if stop:
+        opts["stop"] = stop
+    return opts
+
+
+def _seed(seed: int | None) -> dict[str, Any]:
+    return {} if seed is None else {"seed": seed}
+
+
+def _companion(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta.get(k) for k in ("response_id", "emotion", "detected_emotion")}
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    body = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {body}\n\n".encode()
+
+
+async def _collect(request: Request, events: AsyncIterator[tuple[str, Any]]) -> dict[str, Any]:
+    """The finished answer of a job; if the client goes away first, the job is cancelled."""
+
+    async def consume() -> dict[str, Any]:
+        async for kind, value in events:
+            if kind == "done":
+                return value
+        raise RuntimeError("the generation ended without an answer")
+
+    task = asyncio.ensure_future(consume())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise APIError(400, "the client closed the connection", code="client_disconnected")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await events.aclose()
+
+
+async def _first(events: AsyncIterator[tuple[str, Any]]) -> tuple[str, Any]:
+    """The first event: errors before any output become ordinary HTTP errors."""
+    return await events.__anext__()
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+@router.post("/chat/completions", summary="Chat (OpenAI-compatible; stream=true for server-sent events)")
+async def chat_completions(req: ChatRequest, request: Request, user: str = Depends(caller)) -> Any:
+    state = _state(request)
+    messages = _messages(req)
+    opts = _options(req, state.settings.limits)
+    created = int(time.time())
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    if req.stream:
+        if req.n != 1:
+            raise APIError(400, "n > 1 is not supported with stream=true", param="n", code="invalid_value")
+        include_usage = bool((getattr(req, "stream_options", None) or {}).get("include_usage"))
+        state.open_stream(user)
+        try:
+            events = state.runner.run(
+                user,
+                req.model,
+                chat_job(user, req.user, messages, {**opts, **_seed(req.seed)}, state.settings.personalization),
+            )
+            await _first(events)
+        except BaseException:
+            state.close_stream(user)
+            raise
+        return StreamingResponse(
+            _chat_stream(state, user, events, cid, created, req.model, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
+    for i in range(req.n):
+        seed = None if req.seed is None else req.seed + i
+        meta = await _collect(
+            request,
+            state.runner.run(
+                user,
+                req.model,
+                chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization),
+            ),
+        )
+        choices.append(
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": meta["text"]},
+                "logprobs": None,
+                "finish_reason": meta["finish_reason"],
+                "companion": _companion(meta),
+            }
+        )
+        usage["prompt_tokens"] = meta["prompt_tokens"]
+        usage["completion_tokens"] += meta["completion_tokens"]
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": req.model,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+async def _chat_stream(
+    state: Any,
+    user: str,
+    events: AsyncIterator[tuple[str, Any]],
+    cid: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [choice],
+        }
+        if extra:
+            choice.update(extra)
+        return _sse(body)
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for kind, value in events:
+            if kind == "piece":
+                yield chunk({"content": value})
+            elif kind == "done":
+                yield chunk({}, value["finish_reason"], companion=_companion(value))
+                if include_usage:
+                    usage = {"prompt_tokens": value["prompt_tokens"], "completion_tokens": value["completion_tokens"]}
+                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+                    yield _sse({**body, "system_fingerprint": None, "choices": [], "usage": usage})
+        yield _sse("[DONE]")
+    except Exception as exc:  # mid-stream: the status is sent; say what happened in the stream
+        from companion.server.errors import error_body, status_of
+        from models.errors import CompanionError
+
+        status = status_of(exc)[0] if isinstance(exc, CompanionError) else 500
+        yield _sse(error_body(status, str(exc) or type(exc).__name__))
+    finally:
+        await events.aclose()
+        state.close_stream(user)
+
+
+# ----------------------------------------------------------------------------- completions
+
+
+@router.post("/completions", summary="Text completion (OpenAI-compatible; stream=true for server-sent events)")
+async def completions(req: CompletionRequest, request: Request, user: str = Depends(caller)) -> Any:
+    state = _state(request)
+    opts = _options(req, state.settings.limits)
+    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if not prompts or len(prompts) * req.n > state.settings.limits.max_n:
+        raise APIError(400, f"between 1 and {state.settings.limits.max_n} completions per request", param="prompt")
+    created = int(time.time())
+    cid = f"cmpl-{uuid.uuid4().hex}"
+    if req.stream:
+        if len(prompts) * req.n != 1:
+            raise APIError(400, "one prompt and n=1 with stream=true", param="prompt", code="invalid_value")
+        state.open_stream(user)
+        try:
+            events = state.runner.run(
+                user,
+                req.model,
+                completion_job(user, prompts[0], {**opts, **_seed(req.seed)}, state.settings.personalization),
+            )
+            await _first(events)
+        except BaseException:
+            state.close_stream(user)
+            raise
+
+        async def stream() -> AsyncIterator[bytes]:
+            def chunk(text: str, finish: str | None = None, **extra: Any) -> bytes:
+                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, **extra}
+                return _sse(
+                    {
+                        "id": cid,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [choice],
+                    }
+                )
+
+            try:
+                if req.echo:
+                    yield chunk(prompts[0])
+                async for kind, value in events:
+                    if kind == "piece":
+                        yield chunk(value)
+                    elif kind == "done":
+                        yield chunk("", value["finish_reason"], companion={"response_id": value["response_id"]})
+                yield _sse("[DONE]")
+            finally:
+                await events.aclose()
+                state.close_stream(user)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
+    for p_index, prompt in enumerate(prompts):
+        for i in range(req.n):
+            seed = None if req.seed is None else req.seed + i
+            meta = await _collect(
+                request,
+                state.runner.run(
+                    user,
+                    req.model,
+                    completion_job(user, prompt, {**opts, **_seed(seed)}, state.settings.personalization),
+                ),
+            )
+            choices.append(
+                {
+                    "index": p_index * req.n + i,
+                    "text": (prompt if req.echo else "") + meta["text"],
+                    "logprobs": None,
+                    "finish_reason": meta["finish_reason"],
+                    "companion": {"response_id": meta["response_id"]},
+                }
+            )
+            usage["prompt_tokens"] += meta["prompt_tokens"]
+            usage["completion_tokens"] += meta["completion_tokens"]
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": req.model,
+        "choices": choices,
+        "usage": usage,
+    }

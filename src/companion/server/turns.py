@@ -1,0 +1,171 @@
+"""The work of one answer, as `Job`s the runner runs in a worker thread (as the caller).
+
+Chat on a personality goes one of two ways (so SillyTavern works with its own prompts):
+
+* only user (and assistant) turns: the personality's card-driven prompt applies
+  (`stream_response(message=last user turn, history=earlier turns)`), with the user's stated
+  preferences and what we remember about them as a note just before the message (as
+  `HybridModel` does);
+* a system message: the client's messages go to the personality's base model as they are
+  (access is still checked on the personality).
+
+Every answer is logged (`personalized_responses`, under the server's personalization model) so
+`record_feedback(response_id, ...)` can refer to it; the ids go back to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from companion.server.generation import Job, Turn
+
+__all__ = ["chat_job", "completion_job", "personal_note"]
+
+Logger = Callable[..., Any]
+
+
+def personal_note(user: str, message: str) -> str:
+    """The user's stated preferences in words and what we remember about them (facts they
+    state in `message`, "my name is ...", are remembered first)."""
+    from models.personalization import UserMemory, load_preferences
+    from models.personalization.params import PersonalizationParams
+
+    prefs = load_preferences(user)
+    memory = UserMemory(user)
+    memory.remember_from(message)
+    block = memory.block(query=message, budget_tokens=PersonalizationParams().memory_tokens)
+    lines = [*(prefs.instructions() if prefs else []), block]
+    return "\n".join(x for x in lines if x)
+
+
+def _logger(personalization: str | None, user: str) -> Logger:
+    def log(category: str, name: str, version: str | None, text: str, where: str, **details: Any) -> str | None:
+        if not personalization:
+            return None
+        from models.personalization.storage import log_response
+
+        return log_response(
+            user=user,
+            category=category,
+            model=name,
+            version=version,
+            personalization=personalization,
+            context=where[:2000],
+            text=text,
+            candidates=[text],
+            scores=[0.0],
+            chosen=0,
+            details={"source": "server", **details},
+            background=True,
+        )
+
+    return log
+
+
+def _stats_meta(stats: Any) -> dict[str, Any]:
+    return {
+        "prompt_tokens": getattr(stats, "prompt_tokens", 0) or 0,
+        "completion_tokens": getattr(stats, "completion_tokens", 0) or 0,
+        "finish_reason": getattr(stats, "finish_reason", "stop"),
+    }
+
+
+def _card_turn(
+    model: Any,
+    name: str,
+    user: str,
+    persona: str | None,
+    messages: list[dict[str, str]],
+    kw: dict[str, Any],
+    log: Logger,
+) -> Turn:
+    """The personality's own prompt, with the user's note, over the client's turns."""
+    message = messages[-1]["content"]
+    history = messages[:-1]
+    note = personal_note(user, message)
+    if note:
+        history = [*history, {"role": "system", "content": note}]
+    pieces = model.stream_response(message=message, history=history, user=persona, **kw)
+
+    def finish(text: str) -> dict[str, Any]:
+        r = model.last_response  # this turn's: the engine's lock is held until the turn ends
+        meta = _stats_meta(getattr(model.base, "last_stats", None))
+        if r is not None:
+            meta.update(
+                prompt_tokens=r.usage.get("prompt_tokens") or 0, completion_tokens=r.usage.get("completion_tokens") or 0
+            )
+        meta.update(
+            text=r.text if r is not None else text.strip(),
+            emotion=getattr(r, "emotion", None),
+            detected_emotion=getattr(r, "detected_emotion", None),
+        )
+        meta["response_id"] = log(
+            "personality", name, getattr(model, "version", None), meta["text"], message, emotion=meta["emotion"]
+        )
+        return meta
+
+    return Turn(pieces, finish)
+
+
+def _target(model: Any, category: str, name: str, action: str) -> tuple[Any, Any]:
+    """What generates for a client's own prompt, and the context to call it in: a personality's
+    base, once `generate` on the personality is checked (the base is then not re-checked)."""
+    if category != "personality":
+        return model, contextlib.nullcontext()
+    from models.security.manager import get_security_manager, inside_checked_call
+
+    get_security_manager().require(None, f"{category}/{name}", "generate", action=action)
+    return model.base, inside_checked_call()
+
+
+def chat_job(
+    user: str,
+    persona: str | None,
+    messages: list[dict[str, str]],
+    opts: dict[str, Any],
+    personalization: str | None,
+) -> Job:
+    """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop."""
+    card_mode = all(m["role"] in ("user", "assistant") for m in messages) and messages[-1]["role"] == "user"
+    kw = {k: v for k, v in opts.items() if v is not None}
+    log = _logger(personalization, user)
+
+    def job(model: Any, category: str, name: str) -> Turn:
+        if category == "personality" and card_mode and hasattr(model, "stream_response"):
+            return _card_turn(model, name, user, persona, messages, kw, log)
+        target, scope = _target(model, category, name, "stream_chat")
+        max_length = kw.get("max_length")
+        with scope:
+            pieces = target.stream_chat(messages, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
+
+        def finish(text: str) -> dict[str, Any]:
+            meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": text}
+            meta.update(emotion=None, detected_emotion=None)
+            meta["response_id"] = log(category, name, getattr(model, "version", None), text, messages[-1]["content"])
+            return meta
+
+        return Turn(pieces, finish)
+
+    return job
+
+
+def completion_job(user: str, prompt: str, opts: dict[str, Any], personalization: str | None) -> Job:
+    """One text completion of `prompt` (a personality completes with its base model)."""
+    kw = {k: v for k, v in opts.items() if v is not None}
+    log = _logger(personalization, user)
+
+    def job(model: Any, category: str, name: str) -> Turn:
+        target, scope = _target(model, category, name, "stream")
+        with scope:
+            pieces = target.stream(prompt, kw.get("max_length"), **{k: v for k, v in kw.items() if k != "max_length"})
+
+        def finish(text: str) -> dict[str, Any]:
+            meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": text}
+            meta["response_id"] = log(category, name, getattr(model, "version", None), text, prompt)
+            return meta
+
+        return Turn(pieces, finish)
+
+    return job

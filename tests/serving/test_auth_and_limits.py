@@ -1,0 +1,281 @@
+"""Keys name users, requests act as them; limits answer with clear 4xx; disconnects cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from companion.server.generation import FairLock, Runner, Turn
+from tests.serving.conftest import RunningServer, start_server
+
+
+def _key(user: str) -> str:
+    from companion.server.keys import create_key
+
+    return create_key(user, name="test")[0]
+
+
+def test_keys_are_stored_hashed_and_can_be_revoked() -> None:
+    from sqlalchemy import select
+
+    from companion.server.keys import hash_key, list_keys, revoke_key, user_for_key
+    from models import db
+
+    key = _key("ada")
+    assert user_for_key(key) == "ada"
+    with db.connect().connect() as conn:
+        stored = [r.key_hash for r in conn.execute(select(db.api_keys))]
+    assert stored == [hash_key(key)] and key not in stored
+    revoke_key(list_keys("ada")[0].id)
+    assert user_for_key(key) is None
+    assert user_for_key("ck-not-a-key") is None
+
+
+def test_keyed_server_needs_a_valid_key(keyed_server: RunningServer) -> None:
+    no_key = httpx.get(keyed_server.url + "/v1/models")
+    assert no_key.status_code == 401
+    assert no_key.json()["error"]["type"] == "authentication_error"
+    bad = openai.OpenAI(base_url=keyed_server.base_url, api_key="ck-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    good = openai.OpenAI(base_url=keyed_server.base_url, api_key=_key("ada"), max_retries=0)
+    assert "ada" in {m.id for m in good.models.list()}
+    me = httpx.get(keyed_server.url + "/api/me", headers={"Authorization": f"Bearer {good.api_key}"}).json()
+    assert me == {"user": "ada", "admin": False, "mode": "keys"}
+
+
+def test_healthz_needs_no_key(keyed_server: RunningServer) -> None:
+    assert httpx.get(keyed_server.url + "/healthz").json()["status"] == "ok"
+
+
+def test_a_denied_user_gets_403(keyed_server: RunningServer, companion_home: Path) -> None:
+    config = companion_home / "config.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "security:\n", "security:\n  deny:\n    - {users: [mallory], models: '*', level: read}\n"
+        )
+    )
+    client = openai.OpenAI(base_url=keyed_server.base_url, api_key=_key("mallory"), max_retries=0)
+    assert [m.id for m in client.models.list()] == []
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client.chat.completions.create(model="ada", messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.body["code"] == "access_denied"
+
+
+def test_local_mode_only_on_loopback() -> None:
+    from companion.server import ServerSettings
+    from models.errors import ConfigError
+
+    assert ServerSettings(host="0.0.0.0").mode == "keys"
+    with pytest.raises(ConfigError, match="loopback"):
+        ServerSettings(host="0.0.0.0", auth="local").check()
+
+
+def test_body_over_the_limit_is_413(server: RunningServer) -> None:
+    big = {"model": "ada", "messages": [{"role": "user", "content": "x" * 1_100_000}]}
+    r = httpx.post(server.url + "/v1/chat/completions", json=big, timeout=30)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "body_too_large"
+
+
+def test_open_streams_per_key_are_limited(tiny_personality: str) -> None:
+    from companion.server import Limits, ServerSettings
+
+    running = start_server(ServerSettings(host="127.0.0.1", port=0, limits=Limits(max_streams_per_key=1)))
+    try:
+        state = running.app.state.companion
+        model = state.runner.get_manager().load_model("personality", "ada")
+        lock = state.runner.lock_for(model)
+        assert lock.acquire()  # the engine is busy: the first stream waits in the queue
+        body = {"model": "ada", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": 4}
+        first: dict[str, Any] = {}
+
+        def send() -> None:
+            first["response"] = httpx.post(running.url + "/v1/chat/completions", json=body, timeout=60)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while state.open_streams("local") < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = httpx.post(running.url + "/v1/chat/completions", json=body, timeout=30)
+        assert second.status_code == 429
+        assert second.json()["error"]["code"] == "too_many_streams"
+        lock.release()
+        thread.join(timeout=60)
+        assert first["response"].status_code == 200
+        assert first["response"].text.rstrip().endswith("data: [DONE]")
+        assert state.open_streams("local") == 0
+    finally:
+        running.stop()
+
+
+def test_fair_lock_serves_in_arrival_order() -> None:
+    lock = FairLock()
+    assert lock.acquire()
+    order: list[int] = []
+
+    def wait(i: int) -> None:
+        lock.acquire()
+        order.append(i)
+        lock.release()
+
+    threads = []
+    for i in range(4):
+        t = threading.Thread(target=wait, args=(i,))
+        t.start()
+        threads.append(t)
+        while lock.waiting < i + 1:
+            time.sleep(0.001)
+    lock.release()
+    for t in threads:
+        t.join(timeout=5)
+    assert order == [0, 1, 2, 3]
+
+
+def test_a_waiter_can_give_up() -> None:
+    lock = FairLock()
+    lock.acquire()
+    cancel = threading.Event()
+    cancel.set()
+    assert lock.acquire(cancel) is False
+    lock.release()
+    assert lock.acquire()
+
+
+class _Endless:
+    """A model whose stream never ends unless closed (what a disconnect must stop)."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def pieces(self) -> Iterator[str]:
+        try:
+            while True:
+                time.sleep(0.005)
+                yield "word "
+        finally:
+            self.closed.set()
+
+
+def test_leaving_a_stream_cancels_the_generation() -> None:
+    endless = _Endless()
+
+    class Manager:
+        def find(self, name: str) -> tuple[str, str]:
+            return "base", name
+
+        def load_model(self, category: str, name: str) -> Any:
+            return endless
+
+    runner = Runner(workers=2, manager=Manager())
+
+    def job(model: Any, category: str, name: str) -> Turn:
+        return Turn(model.pieces(), lambda text: {"text": text})
+
+    async def consume() -> int:
+        seen = 0
+        events = runner.run("ada", "endless", job)
+        async for kind, _ in events:
+            seen += kind == "piece"
+            if seen == 3:
+                break
+        await events.aclose()
+        return seen
+
+    assert asyncio.run(consume()) == 3
+    assert endless.closed.wait(5), "the generation kept running after the client left"
+    runner.close()
+
+
+def test_users_key_commands(companion_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from companion.cli import app
+    from companion.server.keys import user_for_key
+
+    runner = CliRunner()
+    created = runner.invoke(app, ["users", "key", "create", "sam", "--name", "sillytavern", "--json"])
+    assert created.exit_code == 0, created.output
+    data = json.loads(created.stdout)
+    assert user_for_key(data["key"]) == "sam"
+    listed = json.loads(runner.invoke(app, ["users", "key", "list", "--json"]).stdout)
+    assert [(k["user"], k["name"]) for k in listed] == [("sam", "sillytavern")]
+    assert "key" not in listed[0]
+    assert runner.invoke(app, ["users", "key", "revoke", str(data["id"])]).exit_code == 0
+    assert user_for_key(data["key"]) is None
+    assert runner.invoke(app, ["users", "key", "revoke", "99"]).exit_code == 1
+
+
+def test_a_client_that_disconnects_cancels_its_stream() -> None:
+    from companion.server import ServerSettings, create_app
+    from tests.serving.conftest import serve_app
+
+    endless = _Endless()
+
+    class Model:
+        last_stats = None
+
+        def stream_chat(self, messages: Any, max_length: Any = None, **kw: Any) -> Iterator[str]:
+            return endless.pieces()
+
+    class Manager:
+        def find(self, name: str) -> tuple[str, str]:
+            return "base", name
+
+        def load_model(self, category: str, name: str) -> Any:
+            return Model()
+
+    running = serve_app(create_app(ServerSettings(host="127.0.0.1", port=0), manager=Manager()))
+    try:
+        body = {"model": "endless", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+        with httpx.stream("POST", running.url + "/v1/chat/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]
+        assert any('"content":"word "' in line for line in got)
+        assert endless.closed.wait(10), "the generation kept running after the client left"
+        state = running.app.state.companion
+        deadline = time.monotonic() + 10
+        while state.open_streams("local") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state.open_streams("local") == 0
+    finally:
+        running.stop()
+
+
+def test_a_client_that_gives_up_on_a_plain_request_cancels_it() -> None:
+    from companion.server import ServerSettings, create_app
+    from tests.serving.conftest import serve_app
+
+    endless = _Endless()
+
+    class Model:
+        last_stats = None
+
+        def stream_chat(self, messages: Any, max_length: Any = None, **kw: Any) -> Iterator[str]:
+            return endless.pieces()
+
+    class Manager:
+        def find(self, name: str) -> tuple[str, str]:
+            return "base", name
+
+        def load_model(self, category: str, name: str) -> Any:
+            return Model()
+
+    running = serve_app(create_app(ServerSettings(host="127.0.0.1", port=0), manager=Manager()))
+    try:
+        body = {"model": "endless", "messages": [{"role": "user", "content": "Hi"}]}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(running.url + "/v1/chat/completions", json=body, timeout=0.5)
+        assert endless.closed.wait(10), "the generation kept running after the client left"
+    finally:
+        running.stop()

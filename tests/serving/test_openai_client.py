@@ -1,0 +1,108 @@
+"""The official `openai` client against `companion serve` on loopback: list, chat, stream, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+
+
+def test_models_lists_personalities_and_base_models(client: Any) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert {"ada", "tiny", "luna", "companion-base"} <= ids
+
+
+def test_chat_in_card_mode_answers_with_a_response_id_and_emotion(client: Any) -> None:
+    r = client.chat.completions.create(model="ada", messages=[{"role": "user", "content": "Hello there!"}], seed=1)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert isinstance(r.choices[0].message.content, str)
+    extra = r.choices[0].model_extra["companion"]
+    assert extra["response_id"].startswith("pr-")
+    assert extra["emotion"]
+    assert r.usage.completion_tokens >= 0
+
+
+def test_stream_sends_chunks_and_ends(client: Any) -> None:
+    stream = client.chat.completions.create(
+        model="ada", messages=[{"role": "user", "content": "Tell me a story"}], stream=True, seed=2, max_tokens=8
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices[0].model_extra["companion"]["response_id"].startswith("pr-")
+
+
+def test_seed_makes_answers_reproducible(client: Any) -> None:
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
+    a = client.chat.completions.create(model="tiny", messages=msgs, seed=7, temperature=0.9, max_tokens=8)
+    b = client.chat.completions.create(model="tiny", messages=msgs, seed=7, temperature=0.9, max_tokens=8)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_n_gives_several_choices(client: Any) -> None:
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], n=2, seed=1, max_tokens=4
+    )
+    assert [c.index for c in r.choices] == [0, 1]
+
+
+def test_completions(client: Any) -> None:
+    r = client.completions.create(model="tiny", prompt="The lighthouse", max_tokens=5, seed=1)
+    assert r.object == "text_completion"
+    assert isinstance(r.choices[0].text, str)
+    stream = list(client.completions.create(model="tiny", prompt="The lighthouse", max_tokens=5, stream=True))
+    assert stream[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_unknown_model_is_404(client: Any) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="nobody", messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.body["code"] == "model_not_found"
+
+
+def test_bad_values_are_400_naming_the_param(client: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="ada", messages=[{"role": "user", "content": "Hi"}], max_tokens=100000)
+    assert info.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="ada", messages=[{"role": "user", "content": "Hi"}], temperature=7)
+    assert info.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="ada", messages=[])
+
+
+def test_concurrent_requests_answer_as_if_sent_alone(client: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me about ships"}]
+
+    def ask(seed: int, stream: bool) -> str:
+        if stream:
+            chunks = client.chat.completions.create(
+                model="tiny", messages=msgs, seed=seed, temperature=1.0, max_tokens=12, stream=True
+            )
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        r = client.chat.completions.create(model="tiny", messages=msgs, seed=seed, temperature=1.0, max_tokens=12)
+        return r.choices[0].message.content
+
+    alone = [ask(seed, stream=False) for seed in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda s: ask(s, stream=s % 2 == 0), range(6)))
+    assert together == alone
+    assert len(set(alone)) > 1  # the seeds differ, so must the answers
+
+
+def test_stream_options_include_usage(client: Any) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            max_tokens=4,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens >= 0 and chunks[-1].usage.prompt_tokens > 0
