@@ -229,3 +229,27 @@ def test_training_needs_the_train_level_and_publishes_nothing_without_it(
     done = ModelTrainer(progress=False, user="editor").train_personality_model("ada", ada_lines, epochs=1, **SMALL)
     assert done.published and done.lineage["anonymization"]["applied"] is True
     assert done.lineage["contains_user_data"] is False
+
+
+def test_rehearsal_keeps_emotion_tokens_meaningful_and_stays_out_of_the_heldout_lines(
+    tmp_path: Path, tiny_model_copy: Path, user_config, ada_lines: Path
+) -> None:
+    from models.personality.card import CharacterCard
+    from models.personality.loader import write_personality_folder
+    from models.store import write_manifest
+    from tests.personality.conftest import v2_card
+
+    meta = json.loads((tiny_model_copy / "companion.json").read_text()) | {"emotion_control": True}
+    (tiny_model_copy / "companion.json").write_text(json.dumps(meta))
+    write_manifest(tiny_model_copy)
+    folder = write_personality_folder(tmp_path / "ada", CharacterCard(v2_card()), base_model=str(tiny_model_copy))
+    user_config(f"models:\n  personality:\n    ada: {{type: personality, path: '{folder}'}}\n")
+    kw = {**SMALL, "publish": False}
+    plain = _trainer().train_personality_model("ada", ada_lines, epochs=1, rehearsal=0, output_dir=tmp_path / "a", **kw)
+    mixed = _trainer().train_personality_model("ada", ada_lines, epochs=1, rehearsal=3, output_dir=tmp_path / "b", **kw)
+    assert plain.lineage["emotion_tokens"] and plain.metrics["rehearsal_examples"] == 0
+    assert mixed.metrics["rehearsal_examples"] == 3 * 10  # three composed replies per emotion label
+    assert mixed.metrics["training_lines"] == plain.metrics["training_lines"]
+    # the measure is on the character's own held-out lines either way
+    assert mixed.metrics["heldout_lines"] == plain.metrics["heldout_lines"]
+    assert mixed.metrics["heldout_perplexity_base"] == plain.metrics["heldout_perplexity_base"]

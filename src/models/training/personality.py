@@ -70,6 +70,11 @@ class PersonalityRun:
     max_minutes: float | None = None
     anonymizer: Any = None
     """None: the pipeline's default (config.yaml `privacy:`); `PassThroughAnonymizer(reason=...)` opts out."""
+    rehearsal: int = 12
+    """Per emotion label, this many short replies composed in that emotion (`phrasebook`) are mixed
+    into the training lines, under the character's system prompt and answering the character's
+    own prompts, so the adapter keeps what the base's emotion tokens mean (0: none). Only when
+    the base has emotion tokens; never in the held-out lines."""
 
 
 @dataclass
@@ -187,6 +192,25 @@ def load_for_training(folder: Path) -> Any:
             hf_logging.enable_progress_bar()
 
 
+def _rehearsal_examples(codec: Any, examples: list[Any], per_label: int, seed: int) -> list[Any]:
+    """Composed replies in every emotion the tokenizer has a control token for, answering the
+    character's own prompts (see `PersonalityRun.rehearsal`)."""
+    import random
+
+    from models.personality.phrasebook import PHRASES, compose
+    from models.training.examples import ChatExample
+
+    prompts = [ex.messages[:-1] for ex in examples if ex.messages[:-1]] or [[{"role": "user", "content": "Hi."}]]
+    rng = random.Random(seed)
+    out = []
+    for label in sorted(PHRASES):
+        if _known_emotion(codec, label) is None:
+            continue
+        for text in compose(label, per_label, seed):
+            out.append(ChatExample([*rng.choice(prompts), {"role": "assistant", "content": text}], label, "phrasebook"))
+    return out
+
+
 def _system_message(card: Any) -> dict[str, str]:
     from models.personality.control_training import _card_systems
 
@@ -295,6 +319,12 @@ def train_personality(
     held_keys = split_heldout([e.key for e in encoded], run.heldout_fraction, run.seed)
     train_rows = [e for e in encoded if e.key not in held_keys]
     held_rows = [e for e in encoded if e.key in held_keys]
+    rehearsed = 0
+    if emotion_tokens and run.rehearsal > 0:
+        extra = _rehearsal_examples(codec, examples, run.rehearsal, run.seed)
+        more, _ = encode_chat_examples(codec, extra, [], run.seq_len, system=_system_message(card), emotion_tokens=True)
+        train_rows += [e for e in more if e.key not in held_keys]
+        rehearsed = len(more)
     source = ExampleBatches(train_rows, held_rows, codec.pad_id or 0, run.seed)
 
     # -- model and settings ----------------------------------------------------------------
@@ -349,7 +379,8 @@ def train_personality(
         "heldout_perplexity_ratio": after["eval_perplexity"] / baseline["eval_perplexity"],
         "heldout_accuracy": after["eval_accuracy"],
         "heldout_lines": len(held_rows),
-        "training_lines": len(train_rows),
+        "training_lines": len(train_rows) - rehearsed,
+        "rehearsal_examples": rehearsed,
         "skipped_too_long": too_long,
         "epochs_run": epochs_run,
         "epochs_max": epochs,
