@@ -122,8 +122,10 @@ class ModelTrainer:
         """The embedded model's recipe (`companion train base`): tokenizer + Llama from scratch."""
         from dataclasses import replace
 
+        from models.security import require
         from models.training.base import EMBEDDED_SETTINGS, train_base
 
+        require(self.user, "base/companion-base", "train", action="train")  # it retrains the embedded model
         self._threads()
         settings = EMBEDDED_SETTINGS
         if max_steps is not None:
