@@ -130,6 +130,19 @@ class TransformerModel:
         params = self.sampling(max_length, **overrides)
         return self.engine.stream_chat(messages, params)
 
+    def generate_many(self, prompt: str, n: int, max_length: int | None = None, **overrides: Any) -> list[str]:
+        """n sampled continuations of `prompt` (the `fast` engine decodes them together);
+        with a `seed`, continuation i uses `seed + i`."""
+        params = self.sampling(max_length, **overrides)
+        return [c.text for c in self.engine.sample_many(prompt, params, n)]
+
+    def chat_many(
+        self, messages: Sequence[dict[str, Any]], n: int, max_length: int | None = None, **overrides: Any
+    ) -> list[str]:
+        """n sampled replies to `messages` (best-of-n candidates); seeds as `generate_many`."""
+        params = self.sampling(max_length, **overrides)
+        return [c.text for c in self.engine.sample_many(list(messages), params, n)]
+
     def score(self, texts: str | Sequence[str]) -> list[float]:
         """Total log-likelihood (nats) of each text under the model."""
         return self.engine.score([texts] if isinstance(texts, str) else list(texts))

@@ -4,7 +4,9 @@ An engine turns a prompt into text. `TransformerModel` is the public front; engi
 swappable behind it:
 
 * `Engine` (abstract): `stream(prompt, params)` yields text pieces, `stream_chat(messages,
-  params)` does the same for a chat, `score(texts)` returns total log-likelihoods.
+  params)` does the same for a chat, `score(texts)` returns total log-likelihoods, and
+  `sample_many(prompt or messages, params, n)` returns n sampled `Candidate`s (one decode after
+  another here; the `fast` engine decodes them together, `engines/batch.py`).
 * `LocalEngine`: an engine that owns weights in this process. Subclasses give three primitives
   (`_prefill`, `_step`, `_forward_full`); the decode loop, the seeded sampler, stop handling
   and incremental detokenization live here, once.
@@ -24,7 +26,7 @@ import torch
 from models.engines.codec import TextCodec
 from models.engines.sampling import Sampler
 
-__all__ = ["Engine", "GenerationStats", "LocalEngine", "SamplingParams"]
+__all__ = ["Candidate", "Engine", "GenerationStats", "LocalEngine", "SamplingParams", "row_seeds"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,28 @@ class GenerationStats:
         return self.completion_tokens / self.total_s
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One of `sample_many`'s continuations."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str
+
+
+def row_seeds(params: SamplingParams, n: int) -> list[int | None]:
+    """The seed of each of `sample_many`'s n rows: `seed + i` (row 0 is the single decode with
+    `params`), or all None (independent random streams) when `params.seed` is None."""
+    return [None if params.seed is None else params.seed + i for i in range(n)]
+
+
+def check_rows(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        from models.errors import EngineError
+
+        raise EngineError(f"n (the number of candidates) must be an integer >= 1, not {n!r}")
+
+
 class Engine(ABC):
     """A text generator. Engines are not re-entrant: one generation at a time per instance."""
 
@@ -100,6 +124,19 @@ class Engine(ABC):
     @abstractmethod
     def score(self, texts: Sequence[str]) -> list[float]:
         """Total natural-log likelihood of each text (first token conditioned on nothing/BOS)."""
+
+    def sample_many(self, prompt: str | Sequence[dict[str, str]], params: SamplingParams, n: int) -> list[Candidate]:
+        """n continuations of `prompt` (plain text) or replies to `prompt` (chat messages), row i
+        sampled with seed `row_seeds(params, n)[i]`. This fallback decodes them one by one."""
+        check_rows(n)
+        out = []
+        for seed in row_seeds(params, n):
+            p = params.but(seed=seed)
+            pieces = self.stream(prompt, p) if isinstance(prompt, str) else self.stream_chat(prompt, p)
+            text = "".join(pieces)
+            stats = self.last_stats
+            out.append(Candidate(text, stats.completion_tokens, stats.finish_reason))
+        return out
 
     def count_tokens(self, text: str) -> int:
         """Approximate token count (local engines are exact)."""
@@ -169,13 +206,7 @@ class LocalEngine(Engine):
         stats = GenerationStats()
         self.last_stats = stats
         t0 = time.perf_counter()
-        budget = self.max_positions - 1
-        if len(ids) > budget:  # keep the end of an over-long prompt (BOS first if any)
-            keep = budget - min(params.max_new_tokens, budget // 2)
-            head = len(self.codec.prefix_ids)
-            tail = max(1, keep - head)
-            ids = ids[:head] + ids[-tail:]
-            stats.extra["prompt_truncated"] = True
+        ids = self._fit_prompt(ids, params, stats)
         stats.prompt_tokens = len(ids)
         max_new = min(params.max_new_tokens, self.max_positions - len(ids))
         if max_new <= 0:
@@ -215,6 +246,26 @@ class LocalEngine(Engine):
         if tail and stats.finish_reason != "stop":
             yield tail
         stats.total_s = time.perf_counter() - t0
+
+    def _fit_prompt(self, ids: list[int], params: SamplingParams, stats: GenerationStats) -> list[int]:
+        """`ids`, or the end of an over-long prompt (BOS first if any) with room to generate."""
+        budget = self.max_positions - 1
+        if len(ids) > budget:
+            keep = budget - min(params.max_new_tokens, budget // 2)
+            head = len(self.codec.prefix_ids)
+            tail = max(1, keep - head)
+            ids = ids[:head] + ids[-tail:]
+            stats.extra["prompt_truncated"] = True
+        return ids
+
+    def _prompt_ids(
+        self, prompt: str | Sequence[dict[str, str]], params: SamplingParams
+    ) -> tuple[list[int], torch.Tensor | None]:
+        """Token ids and suppressed ids for a prompt, as `stream` / `stream_chat` build them."""
+        if isinstance(prompt, str):
+            return self.codec.encode(prompt, add_bos=True), self.codec.chat_control_ids
+        text = self.codec.render_chat(prompt, add_generation_prompt=True, emotion=params.emotion)
+        return self.codec.encode(text, add_bos=True), None
 
     @torch.inference_mode()
     def score(self, texts: Sequence[str]) -> list[float]:

@@ -13,7 +13,8 @@ step costs one pass over memory plus per-operator dispatch overhead; the design 
   with one copy per layer; attention is `bmm` → `softmax` → `bmm` on the cache slice (GQA by
   viewing Q as kv_heads × group), cheaper at one query than SDPA here;
 * residual adds ride inside `addmm`; prefill and `_forward_full` share a sequence path with
-  causal SDPA; everything runs under `torch.inference_mode` with the engine's thread count.
+  causal SDPA; everything runs under `torch.inference_mode` with the engine's thread count;
+* `sample_many` (best-of-N) prefills once and decodes the N rows together: `engines/batch.py`.
 
 Reads `config.json` and `model.safetensors` (or a sharded index) itself, through
 `safetensors.torch.load_file` only, without importing `transformers`.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from models.engines.base import LocalEngine
+from models.engines.base import Candidate, LocalEngine, SamplingParams, check_rows
 from models.engines.codec import TextCodec
 from models.errors import EngineError
 
@@ -370,6 +372,16 @@ class FastEngine(LocalEngine):
         with _Scope(self.threads):
             self._ensure_capacity(ids.shape[1])
             return self._forward_seq(ids, write_cache=False, last_only=False)
+
+    def sample_many(self, prompt: str | Sequence[dict[str, str]], params: SamplingParams, n: int) -> list[Candidate]:
+        """`Engine.sample_many` with the n rows decoded together in batched steps."""
+        from models.engines.batch import decode_many
+
+        check_rows(n)
+        params.check()
+        ids, suppress = self._prompt_ids(prompt, params)
+        with self.lock:
+            return decode_many(self, ids, params, n, suppress)
 
     # --- forward passes ------------------------------------------------------------------
 

@@ -332,10 +332,14 @@ class PersonalityModel:
         if n <= 1:
             return self.base.chat(messages, max_new, **turn.options)
         seed = turn.options.get("seed")
-        candidates = []
-        for i in range(n):
-            opts = {**turn.options, "seed": None if seed is None else seed + i}
-            candidates.append(self.base.chat(messages, max_new, **opts))
+        many = getattr(self.base, "chat_many", None)
+        if many is not None:  # one batched decode on engines that have one (seed + i per row)
+            candidates = many(messages, n, max_new, **{**turn.options, "seed": seed})
+        else:
+            candidates = []
+            for i in range(n):
+                opts = {**turn.options, "seed": None if seed is None else seed + i}
+                candidates.append(self.base.chat(messages, max_new, **opts))
         return max(candidates, key=lambda text: self._fit(text, turn))
 
     def _fit(self, text: str, turn: _Turn) -> float:
