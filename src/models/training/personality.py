@@ -360,7 +360,8 @@ def train_personality(
 
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         Console(stderr=True).print(
-            f"[bold]{card.name}[/] ({method}) on {base_ref}: {len(train_rows)} training lines, "
+            f"[bold]{card.name}[/] ({method}) on {base_ref}: {len(train_rows) - rehearsed} training lines "
+            f"(+{rehearsed} rehearsal), "
             f"{len(held_rows)} held out, {trainable / 1e3:.0f} k trainable parameters, "
             f"at most {epochs} epochs of {per_epoch} steps; base perplexity on held-out lines "
             f"{baseline['eval_perplexity']:.1f}"
@@ -443,7 +444,7 @@ def train_personality(
         if (run_dir / item).exists():
             shutil.copy2(run_dir / item, stage / "training" / item)
     why = notes or (
-        f"{method} on {len(train_rows)} lines of {card.name}: held-out perplexity "
+        f"{method} on {len(train_rows) - rehearsed} lines of {card.name} (+{rehearsed} rehearsal): held-out perplexity "
         f"{baseline['eval_perplexity']:.1f} → {after['eval_perplexity']:.1f}"
     )
     info = vc.create_version(f"{category}/{name}", why, source=stage, lineage=lineage, metrics=metrics)
