@@ -9,22 +9,8 @@ SQLite pragmas are guarded by dialect, and timestamps are timezone-aware UTC ISO
     with engine.begin() as conn: ...        # an ordinary transaction
     with write_transaction(engine) as conn: # takes the write lock at BEGIN (read-then-write)
 
-Adding a migration
-------------------
-1. Write `def _m2_events(conn: Connection) -> None` that creates or alters what it needs with
-   DDL frozen *inside the function* (`Table(...)` on its own `_migration_metadata()`, or
-   `conn.execute(text(...))` for an ALTER). Never create from the module-level `metadata`: a
-   later migration may change those definitions, and a fresh database replays every
-   migration in order.
-2. Append `Migration(2, "events", _m2_events)` to `MIGRATIONS`. Numbers run 1, 2, 3, ... with
-   no gaps; never edit, reorder or renumber a migration that has shipped.
-3. Update `metadata` (the current schema that queries use) to match the schema after it;
-   `tests/test_db.py` checks that a migrated database matches `metadata`.
-
-Each migration runs in its own transaction with the migration lock held (SQLite:
-`BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock) and re-checks
-`schema_migrations` inside it, so concurrent `migrate` calls from several processes apply
-each migration exactly once.
+The tables and the numbered migrations live in `models.schema` (re-exported here); this
+module runs the migrations and owns engines and transactions.
 """
 
 from __future__ import annotations
@@ -34,26 +20,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
     Connection,
     Engine,
-    Float,
-    ForeignKeyConstraint,
-    Index,
-    Integer,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -63,6 +35,30 @@ from sqlalchemy import (
 )
 
 from models.home import database_path
+from models.schema import (
+    MIGRATIONS,
+    Migration,
+    access_rules,
+    alias_history,
+    aliases,
+    api_keys,
+    audit_checkpoints,
+    audit_log,
+    audit_subjects,
+    consents,
+    evaluation_runs,
+    feedback,
+    generation_events,
+    metadata,
+    model_versions,
+    personalized_responses,
+    privacy_state,
+    schema_migrations,
+    update_sources,
+    user_memory,
+    user_preferences,
+    version_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,490 +95,14 @@ __all__ = [
     "write_transaction",
 ]
 
-_NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 _IMMEDIATE = "companion_begin_immediate"
 _PG_MIGRATION_LOCK = 0x636F6D70  # "comp": the advisory lock key that serializes migrations
-_TS = 40  # length of an ISO-8601 timestamp column
 DATABASE_URL_ENV = "COMPANION_DATABASE_URL"
 
 
 def utc_now() -> str:
     """The current time as a timezone-aware UTC ISO-8601 string (microseconds)."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-# -- the current schema (what queries use) ----------------------------------------------------
-
-metadata = MetaData(naming_convention=_NAMING)
-
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("name", String(200), nullable=False),
-    Column("applied_at", String(_TS), nullable=False),
-)
-
-model_versions = Table(
-    "model_versions",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("path", Text, nullable=False),
-    Column("created_at", String(_TS), nullable=False),
-    Column("author", String(200)),
-    Column("notes", Text),
-    Column("manifest_sha256", String(64)),
-    Column("lineage", JSON),
-    UniqueConstraint("category", "name", "version"),
-)
-
-aliases = Table(
-    "aliases",
-    metadata,
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("updated_at", String(_TS), nullable=False),
-    PrimaryKeyConstraint("category", "name", "alias"),
-    ForeignKeyConstraint(
-        ["category", "name", "version"],
-        ["model_versions.category", "model_versions.name", "model_versions.version"],
-    ),
-)
-
-alias_history = Table(
-    "alias_history",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("from_version", String(64)),
-    Column("to_version", String(64), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("reason", Text),
-    Column("at", String(_TS), nullable=False),
-    Index(None, "category", "name", "alias"),
-)
-
-version_tags = Table(
-    "version_tags",
-    metadata,
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("key", String(64), nullable=False),
-    Column("value", Text, nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("updated_at", String(_TS), nullable=False),
-    PrimaryKeyConstraint("category", "name", "version", "key"),
-    ForeignKeyConstraint(
-        ["category", "name", "version"],
-        ["model_versions.category", "model_versions.name", "model_versions.version"],
-    ),
-)
-
-update_sources = Table(
-    "update_sources",
-    metadata,
-    Column("source", String(1000), primary_key=True),
-    Column("catalog_version", BigInteger, nullable=False),
-    Column("digest", String(64), nullable=False),
-    Column("expires", String(_TS), nullable=False),
-    Column("seen_at", String(_TS), nullable=False),
-)
-
-
-def _operations_tables(md: MetaData) -> tuple[Table, Table]:
-    """generation_events (one row per generation) and evaluation_runs (one per `companion eval`)."""
-    events = Table(
-        "generation_events",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("at", String(_TS), nullable=False),
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("version", String(64)),
-        Column("engine", String(32), nullable=False),
-        Column("user_hash", String(32)),
-        Column("latency_s", Float, nullable=False),
-        Column("ttft_s", Float),
-        Column("prompt_tokens", Integer, nullable=False),
-        Column("completion_tokens", Integer, nullable=False),
-        Column("finish_reason", String(32), nullable=False),
-        Column("error", String(200)),
-        Index(None, "category", "name", "at"),
-    )
-    runs = Table(
-        "evaluation_runs",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("at", String(_TS), nullable=False),
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("version", String(64)),
-        Column("dataset", String(500), nullable=False),
-        Column("dataset_sha256", String(64), nullable=False),
-        Column("tokens", Integer, nullable=False),
-        Column("loss", Float, nullable=False),
-        Column("perplexity", Float, nullable=False),
-        Column("next_token_accuracy", Float, nullable=False),
-        Column("emotion_agreement", Float),
-        Column("emotion_samples", Integer),
-        Column("details", JSON),
-        Index(None, "category", "name", "at"),
-    )
-    return events, runs
-
-
-generation_events, evaluation_runs = _operations_tables(metadata)
-
-
-# -- migrations -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One numbered schema change; `up` runs inside a transaction holding the migration lock."""
-
-    number: int
-    name: str
-    up: Callable[[Connection], None]
-
-
-def _migration_metadata() -> MetaData:
-    """A throwaway MetaData for the frozen table definitions inside one migration."""
-    return MetaData(naming_convention=_NAMING)
-
-
-def _m1_initial(conn: Connection) -> None:
-    """model_versions, aliases and alias_history, as first shipped (frozen)."""
-    md = _migration_metadata()
-    Table(
-        "model_versions",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("version", String(64), nullable=False),
-        Column("path", Text, nullable=False),
-        Column("created_at", String(_TS), nullable=False),
-        Column("author", String(200)),
-        Column("notes", Text),
-        Column("manifest_sha256", String(64)),
-        Column("lineage", JSON),
-        UniqueConstraint("category", "name", "version"),
-    )
-    Table(
-        "aliases",
-        md,
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("alias", String(64), nullable=False),
-        Column("version", String(64), nullable=False),
-        Column("updated_at", String(_TS), nullable=False),
-        PrimaryKeyConstraint("category", "name", "alias"),
-        ForeignKeyConstraint(
-            ["category", "name", "version"],
-            ["model_versions.category", "model_versions.name", "model_versions.version"],
-        ),
-    )
-    Table(
-        "alias_history",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("alias", String(64), nullable=False),
-        Column("from_version", String(64)),
-        Column("to_version", String(64), nullable=False),
-        Column("actor", String(200), nullable=False),
-        Column("reason", Text),
-        Column("at", String(_TS), nullable=False),
-        Index(None, "category", "name", "alias"),
-    )
-    md.create_all(conn)
-
-
-def _m2_versions(conn: Connection) -> None:
-    """version_tags (key/value labels on a version) and update_sources (the newest catalog
-    seen per update source, for rollback and freeze protection), as first shipped (frozen)."""
-    md = _migration_metadata()
-    # The referenced table, as far as the foreign key needs it (it exists since migration 1).
-    Table("model_versions", md, *(Column(c, String(64)) for c in ("category", "name", "version")))
-    Table(
-        "version_tags",
-        md,
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("version", String(64), nullable=False),
-        Column("key", String(64), nullable=False),
-        Column("value", Text, nullable=False),
-        Column("actor", String(200), nullable=False),
-        Column("updated_at", String(_TS), nullable=False),
-        PrimaryKeyConstraint("category", "name", "version", "key"),
-        ForeignKeyConstraint(
-            ["category", "name", "version"],
-            ["model_versions.category", "model_versions.name", "model_versions.version"],
-        ),
-    )
-    Table(
-        "update_sources",
-        md,
-        Column("source", String(1000), primary_key=True),
-        Column("catalog_version", BigInteger, nullable=False),
-        Column("digest", String(64), nullable=False),
-        Column("expires", String(_TS), nullable=False),
-        Column("seen_at", String(_TS), nullable=False),
-    )
-    md.create_all(conn, tables=[md.tables["version_tags"], md.tables["update_sources"]])
-
-
-def _m3_operations(conn: Connection) -> None:
-    """generation_events and evaluation_runs (models.monitoring), as first shipped (frozen)."""
-    md = _migration_metadata()
-    md_events = Table(
-        "generation_events",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("at", String(_TS), nullable=False),
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("version", String(64)),
-        Column("engine", String(32), nullable=False),
-        Column("user_hash", String(32)),
-        Column("latency_s", Float, nullable=False),
-        Column("ttft_s", Float),
-        Column("prompt_tokens", Integer, nullable=False),
-        Column("completion_tokens", Integer, nullable=False),
-        Column("finish_reason", String(32), nullable=False),
-        Column("error", String(200)),
-        Index(None, "category", "name", "at"),
-    )
-    md_runs = Table(
-        "evaluation_runs",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("at", String(_TS), nullable=False),
-        Column("category", String(64), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("version", String(64)),
-        Column("dataset", String(500), nullable=False),
-        Column("dataset_sha256", String(64), nullable=False),
-        Column("tokens", Integer, nullable=False),
-        Column("loss", Float, nullable=False),
-        Column("perplexity", Float, nullable=False),
-        Column("next_token_accuracy", Float, nullable=False),
-        Column("emotion_agreement", Float),
-        Column("emotion_samples", Integer),
-        Column("details", JSON),
-        Index(None, "category", "name", "at"),
-    )
-    md.create_all(conn, tables=[md_events, md_runs])
-
-
-def _security_tables(md: MetaData) -> list[Table]:
-    """Frozen DDL of migration 4 (never edit: change these tables with a new migration).
-
-    The audit chain, its signed checkpoints and subject map, database access rules, consent
-    records and privacy bookkeeping (issue 9; see models.audit, models.security, models.privacy)."""
-    return [
-        Table(
-            "audit_log",
-            md,
-            Column("seq", BigInteger, primary_key=True, autoincrement=False),
-            Column("at", String(_TS), nullable=False),
-            Column("subject", String(64), nullable=False),
-            Column("model", String(200), nullable=False),
-            Column("action", String(100), nullable=False),
-            Column("level", String(16)),
-            Column("allowed", Integer),
-            Column("detail", Text, nullable=False),
-            Column("prev_hash", String(64), nullable=False),
-            Column("hash", String(64), nullable=False),
-            Index(None, "subject"),
-            Index(None, "model"),
-        ),
-        Table(
-            "audit_checkpoints",
-            md,
-            Column("seq", BigInteger, primary_key=True, autoincrement=False),
-            Column("hash", String(64), nullable=False),
-            Column("at", String(_TS), nullable=False),
-            Column("public_key", String(100), nullable=False),
-            Column("signature", String(200), nullable=False),
-        ),
-        Table(
-            "audit_subjects",
-            md,
-            Column("subject", String(64), primary_key=True),
-            Column("user_id", String(200), nullable=False, unique=True),
-            Column("created_at", String(_TS), nullable=False),
-        ),
-        Table(
-            "access_rules",
-            md,
-            Column("id", Integer, primary_key=True),
-            Column("effect", String(8), nullable=False),
-            Column("user_id", String(200), nullable=False),
-            Column("models", String(200), nullable=False),
-            Column("level", String(16), nullable=False),
-            Column("actor", String(200), nullable=False),
-            Column("at", String(_TS), nullable=False),
-            UniqueConstraint("effect", "user_id", "models", "level"),
-        ),
-        Table(
-            "consents",
-            md,
-            Column("id", Integer, primary_key=True),
-            Column("user_id", String(200), nullable=False),
-            Column("purpose", String(100), nullable=False),
-            Column("granted_at", String(_TS), nullable=False),
-            Column("withdrawn_at", String(_TS)),
-            Column("source", String(200), nullable=False),
-            Index(None, "user_id"),
-        ),
-        Table(
-            "privacy_state",
-            md,
-            Column("key", String(100), primary_key=True),
-            Column("value", Text, nullable=False),
-            Column("updated_at", String(_TS), nullable=False),
-        ),
-    ]
-
-
-def _m4_security(conn: Connection) -> None:
-    """Audit chain, checkpoints, subjects, access rules, consents, privacy state (frozen)."""
-    md = _migration_metadata()
-    _security_tables(md)
-    md.create_all(conn)
-
-
-def _personalization_tables(md: MetaData) -> tuple[Table, Table, Table, Table]:
-    """user_preferences, user_memory, personalized_responses and feedback (models.personalization).
-
-    `feedback` has the columns the monitor reads (`at`, `category`, `model`, `version`, `kind`,
-    `value`, `user_hash`; see models.monitoring.feedback): `kind` is rating (1-5 stars), thumbs
-    (+1/-1), choice, regenerate or edit (`value` = share of the reply changed).
-    """
-    prefs = Table(
-        "user_preferences",
-        md,
-        Column("user_id", String(200), primary_key=True),
-        Column("data", JSON, nullable=False),
-        Column("updated_at", String(_TS), nullable=False),
-    )
-    memory = Table(
-        "user_memory",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("user_id", String(200), nullable=False),
-        Column("kind", String(32), nullable=False),
-        Column("text", Text, nullable=False),
-        Column("source", String(32), nullable=False),
-        Column("created_at", String(_TS), nullable=False),
-        Column("updated_at", String(_TS), nullable=False),
-        Index(None, "user_id"),
-    )
-    responses = Table(
-        "personalized_responses",
-        md,
-        Column("id", String(64), primary_key=True),
-        Column("at", String(_TS), nullable=False),
-        Column("user_id", String(200)),
-        Column("category", String(64), nullable=False),
-        Column("model", String(64), nullable=False),
-        Column("version", String(64)),
-        Column("personalization", String(64), nullable=False),
-        Column("context", Text),
-        Column("text", Text, nullable=False),
-        Column("candidates", JSON, nullable=False),
-        Column("scores", JSON, nullable=False),
-        Column("chosen", Integer, nullable=False),
-        Column("details", JSON),
-        Index(None, "user_id", "at"),
-    )
-    feedback = Table(
-        "feedback",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("at", String(_TS), nullable=False),
-        Column("category", String(64), nullable=False),
-        Column("model", String(64), nullable=False),
-        Column("version", String(64)),
-        Column("kind", String(16), nullable=False),
-        Column("value", Float),
-        Column("user_hash", String(32)),
-        Column("user_id", String(200)),
-        Column("response_id", String(64)),
-        Column("personalization", String(64)),
-        Column("event", JSON, nullable=False),
-        Index(None, "model", "at"),
-        Index(None, "user_id"),
-        Index(None, "response_id"),
-    )
-    return prefs, memory, responses, feedback
-
-
-def _m5_personalization(conn: Connection) -> None:
-    """User preferences, memory, personalized responses and feedback (frozen)."""
-    md = _migration_metadata()
-    _personalization_tables(md)
-    md.create_all(conn)
-
-
-def _api_keys_table(md: MetaData) -> Table:
-    """Frozen DDL of migration 6: the server's API keys (companion.server.keys).
-
-    Only a key's SHA-256 is stored (`key_hash`), with its first characters (`prefix`) so a user
-    can tell keys apart; `revoked_at` set = the key no longer works."""
-    return Table(
-        "api_keys",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("key_hash", String(64), nullable=False, unique=True),
-        Column("prefix", String(16), nullable=False),
-        Column("user_id", String(200), nullable=False),
-        Column("name", String(100)),
-        Column("created_at", String(_TS), nullable=False),
-        Column("last_used_at", String(_TS)),
-        Column("revoked_at", String(_TS)),
-        Index(None, "user_id"),
-    )
-
-
-def _m6_api_keys(conn: Connection) -> None:
-    """API keys of the HTTP server, stored hashed (frozen)."""
-    md = _migration_metadata()
-    _api_keys_table(md)
-    md.create_all(conn)
-
-
-MIGRATIONS: list[Migration] = [
-    Migration(1, "initial", _m1_initial),
-    Migration(2, "version_tags_and_update_sources", _m2_versions),
-    Migration(3, "generation_events_and_evaluation_runs", _m3_operations),
-    Migration(4, "audit_access_consent_privacy", _m4_security),
-    Migration(5, "personalization", _m5_personalization),
-    Migration(6, "api_keys", _m6_api_keys),
-]
-
-# The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
-audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = _security_tables(metadata)
-# The current schema of migration 5's tables (frozen in `_personalization_tables` likewise).
-user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
-# The current schema of migration 6's table.
-api_keys = _api_keys_table(metadata)
 
 
 def _check_numbering(migrations: list[Migration]) -> None:
