@@ -102,6 +102,8 @@ class TransformerModel:
             seed=seed,
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
             emotion=overrides.pop("emotion", None),
+            logit_bias=overrides.pop("logit_bias", None),
+            guide=overrides.pop("guide", None),
         )
         if overrides:
             from models.errors import EngineError

@@ -106,3 +106,25 @@ def test_stream_options_include_usage(client: Any) -> None:
     )
     assert chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens >= 0 and chunks[-1].usage.prompt_tokens > 0
+
+
+def test_logit_bias_is_applied_and_checked(client: Any, tiny_model_dir: Any) -> None:
+    from models.engines.codec import TextCodec
+
+    codec = TextCodec(tiny_model_dir)
+    forced = next(t for t in range(codec.vocab_size) if t not in codec.stop_ids and codec.decode([t]).strip())
+    r = client.completions.create(
+        model="tiny", prompt="The lighthouse", max_tokens=3, temperature=0, logit_bias={str(forced): 100}
+    )
+    assert r.choices[0].text == codec.decode([forced] * 3)
+    plain = client.completions.create(model="tiny", prompt="The lighthouse", max_tokens=1, temperature=0)
+    ids = codec.encode(plain.choices[0].text)
+    assert ids  # the tiny model's first greedy token is text
+    banned = client.completions.create(
+        model="tiny", prompt="The lighthouse", max_tokens=1, temperature=0, logit_bias={str(ids[0]): -100}
+    )
+    assert banned.choices[0].text != plain.choices[0].text
+    for bad in ({"x": 1}, {"1": 101}, {str(i): 1 for i in range(301)}):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(model="tiny", prompt="Hi", max_tokens=1, logit_bias=bad)
+        assert info.value.body["param"] == "logit_bias"

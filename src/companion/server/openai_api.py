@@ -112,7 +112,29 @@ def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any
             opts[key] = getattr(req, key)
     if stop:
         opts["stop"] = stop
+    if req.logit_bias:
+        opts["logit_bias"] = _logit_bias(req.logit_bias)
     return opts
+
+
+#: Most entries in one request's `logit_bias` (ours: it keeps a request's work bounded).
+MAX_LOGIT_BIAS = 300
+
+
+def _logit_bias(raw: dict[str, float]) -> dict[int, float]:
+    """OpenAI's `logit_bias` ({"token id": bias}) as the library takes it, checked."""
+    if len(raw) > MAX_LOGIT_BIAS:
+        raise APIError(400, f"logit_bias: at most {MAX_LOGIT_BIAS} tokens", param="logit_bias", code="invalid_value")
+    out: dict[int, float] = {}
+    for key, value in raw.items():
+        if not key.isdigit() or len(key) > 9:
+            raise APIError(400, f"logit_bias: {key!r} is not a token id", param="logit_bias", code="invalid_value")
+        if not -100 <= value <= 100:
+            raise APIError(
+                400, f"logit_bias[{key}] must be in [-100, 100], not {value}", param="logit_bias", code="invalid_value"
+            )
+        out[int(key)] = float(value)
+    return out
 
 
 def _seed(seed: int | None) -> dict[str, Any]:

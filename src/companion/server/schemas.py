@@ -1,7 +1,7 @@
 """Request and response bodies (pydantic): what `/openapi.json` documents.
 
-Requests accept unknown fields (OpenAI clients send `presence_penalty`, `logit_bias`,
-`stream_options`, ...): they are ignored, never an error. Values are checked here, at the edge.
+Requests accept unknown fields (OpenAI clients send `presence_penalty`, `stream_options`, ...):
+they are ignored, never an error. `logit_bias` is honoured, as OpenAI defines it. Values are checked here, at the edge.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class _Sampling(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: Stop = Field(None, description="Up to 4 sequences that end the reply.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) → a value in [-100, 100] added to its logit before sampling."
+    )
     n: int = Field(1, ge=1, description="How many choices (the server's limit applies).")
     stream: bool = False
     user: str | None = Field(

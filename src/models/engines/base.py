@@ -17,14 +17,14 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from models.engines.codec import TextCodec
-from models.engines.sampling import Sampler
+from models.engines.sampling import LogitsGuide, Sampler
 
 __all__ = ["Candidate", "Engine", "GenerationStats", "LocalEngine", "SamplingParams", "row_seeds"]
 
@@ -42,6 +42,12 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     emotion: str | None = None
     """An emotion control label for models trained with emotion tokens (ignored by others)."""
+    logit_bias: Mapping[int, float] | None = None
+    """Token id → a value added to its logit before sampling, as OpenAI's `logit_bias`
+    (-100 bans a token, +100 all but forces it)."""
+    guide: LogitsGuide | None = None
+    """Steers decoding token by token from what has been generated so far (local engines only;
+    e.g. `models.personality.steering.EmotionGuide`). Remote engines ignore it."""
 
     def but(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
@@ -60,6 +66,11 @@ class SamplingParams:
             problems.append(f"top_k must be >= 0, not {self.top_k}")
         if self.repetition_penalty <= 0:
             problems.append(f"repetition_penalty must be > 0, not {self.repetition_penalty}")
+        for tid, bias in (self.logit_bias or {}).items():
+            if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
+                problems.append(f"logit_bias keys must be token ids (integers >= 0), not {tid!r}")
+            elif not -100 <= float(bias) <= 100:
+                problems.append(f"logit_bias[{tid}] must be in [-100, 100], not {bias}")
         if problems:
             raise EngineError("; ".join(problems))
 

@@ -115,6 +115,13 @@ class TextCodec:
             return self._fast.decode(list(ids), skip_special_tokens=skip_special_tokens)
         return self._hf.decode(list(ids), skip_special_tokens=skip_special_tokens)  # type: ignore[union-attr]
 
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary piece of `token_id` as the tokenizer stores it (`Ġword` in byte-level
+        BPE), or None for an id outside the vocabulary."""
+        if self._fast is not None:
+            return self._fast.id_to_token(token_id)
+        return self._hf.convert_ids_to_tokens(token_id)  # type: ignore[union-attr]
+
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 

@@ -166,6 +166,8 @@ class OpenAIEngine(Engine):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.logit_bias:  # the server's own token ids (a guide needs local logits: ignored)
+            body["logit_bias"] = {str(k): float(v) for k, v in params.logit_bias.items()}
         body.update(self.extra_body)
         return body
 

@@ -1,21 +1,33 @@
-"""Seeded token sampling: repetition penalty, temperature, top-k, top-p (nucleus).
+"""Seeded token sampling: logit bias, guide, repetition penalty, temperature, top-k, top-p.
 
 The same `seed` and logits give the same tokens on every run and every engine. The order of
 operations follows `transformers`' logits processors (penalty, temperature, top-k, top-p), so a
-model decodes alike here and under `generate()`.
+model decodes alike here and under `generate()`. Before them come OpenAI's `logit_bias` (a
+fixed value per token id) and an optional `LogitsGuide`: a steering rule that sees each step's
+logits and every token picked, e.g. emotion steering (`models.personality.steering`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 if TYPE_CHECKING:
     from models.engines.base import SamplingParams
 
-__all__ = ["Sampler"]
+__all__ = ["LogitsGuide", "Sampler"]
+
+
+class LogitsGuide(Protocol):
+    """A steering rule: sees each step's logits (after bias and repetition penalty) and the
+    tokens this row has generated so far. Shared by every row of a batched decode, so it keeps
+    no state of its own between calls."""
+
+    def adjust(self, logits: torch.Tensor, generated: Sequence[int]) -> torch.Tensor:
+        """This step's (vocab,) float logits, changed or not (never modified in place)."""
+        ...
 
 
 class Sampler:
@@ -30,6 +42,21 @@ class Sampler:
             self.generator.seed()
         self._seen: torch.Tensor | None = None
         self._history = list(history)
+        self._bias: torch.Tensor | None = None
+        self.generated: list[int] = []
+
+    def _add_bias(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._bias is None:
+            vocab = logits.shape[-1]
+            bias = torch.zeros(vocab)
+            for tid, value in self.p.logit_bias.items():  # type: ignore[union-attr]
+                if not 0 <= int(tid) < vocab:
+                    from models.errors import EngineError
+
+                    raise EngineError(f"logit_bias: token id {tid} is outside the vocabulary (0..{vocab - 1})")
+                bias[int(tid)] = float(value)
+            self._bias = bias
+        return logits + self._bias
 
     def _penalize(self, logits: torch.Tensor) -> torch.Tensor:
         if self._seen is None:
@@ -62,8 +89,12 @@ class Sampler:
     def pick(self, logits: torch.Tensor) -> int:
         """The next token id for a (vocab,) logits vector."""
         logits = logits.float().clone()
+        if self.p.logit_bias:
+            logits = self._add_bias(logits)
         if self.p.repetition_penalty != 1.0:
             logits = self._penalize(logits)
+        if self.p.guide is not None:
+            logits = self.p.guide.adjust(logits, self.generated)
         if self.p.temperature == 0:
             token = int(torch.argmax(logits))
         else:
@@ -72,4 +103,5 @@ class Sampler:
             self._seen[token] = True
         else:
             self._history.append(token)
+        self.generated.append(token)
         return token
