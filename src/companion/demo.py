@@ -58,7 +58,8 @@ def _conversation(console: Console, manager: object) -> None:
     from models.personality import load_personality_model
 
     luna = load_personality_model("luna", manager)
-    # Best of 6 samples by the emotion classifier: the small model's control tokens plus a rerank.
+    # Control tokens and emotion steering (the defaults), plus best of 6 samples by the emotion
+    # classifier: the demo shows the small model at its most readable.
     luna.params = luna.params.model_copy(update={"emotion_rerank": 6})
     console.print(f"[bold]2. A conversation with Luna[/] [dim](emotion control: {luna.control})[/]")
     greeting = luna.start()

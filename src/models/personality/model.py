@@ -86,6 +86,7 @@ class PersonalityModel:
         self.ext: CompanionExtension = card.companion
         self._classifier = classifier
         self._classifier_failed = False
+        self._steering: Any = None
         self.control = self._control_mode(emotion_trained)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.RLock()
@@ -113,10 +114,43 @@ class PersonalityModel:
             "version": self.version,
             "spec": self.card.spec,
             "emotion_control": self.control,
+            "emotion_steering": self.params.emotion_steering if self.steering is not None else 0.0,
             "labels": self.labels,
             "contexts": self.contexts(),
             "base_model": base_info,
         }
+
+    @property
+    def steering(self) -> Any:
+        """The `EmotionSteering` of this character over its base model's tokenizer, or None when
+        steering is off (`emotion_steering: 0`, `emotion_control: none`), the engine has no
+        local logits (remote models) or there is no classifier."""
+        p = self.params
+        if p.emotion_steering <= 0 or self.control == "none":
+            return None
+        codec = getattr(getattr(self.base, "engine", None), "codec", None)
+        clf = self.classifier
+        if codec is None or clf is None or not hasattr(codec, "id_to_token"):
+            return None
+        s = self._steering
+        if (
+            s is None
+            or s.classifier is not clf
+            or s.codec is not codec
+            or (s.strength, s.margin)
+            != (
+                p.emotion_steering,
+                p.steering_margin,
+            )
+        ):
+            from models.personality.steering import EmotionSteering
+
+            emo = self.ext.emotion
+            s = EmotionSteering(
+                clf, codec, emo.labels, emo.label_map, strength=p.emotion_steering, margin=p.steering_margin
+            )
+            self._steering = s
+        return s
 
     def _control_mode(self, trained: bool | None) -> str:
         mode = self.params.emotion_control
@@ -292,6 +326,10 @@ class PersonalityModel:
         sampling = {**plan.sampling(), **options}
         if prompt.emotion:
             sampling["emotion"] = prompt.emotion
+        if emotion and "guide" not in sampling and (steering := self.steering) is not None:
+            guide = steering.guide(emotion)
+            if guide is not None:
+                sampling["guide"] = guide
         prompt_s = time.perf_counter() - t0
         return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s)
 

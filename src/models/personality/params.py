@@ -10,6 +10,9 @@
             temperature: 0.8
             base_model: null             # override the folder's base model (a path or CATEGORY/NAME)
             emotion_control: auto        # auto | token | prompt | none
+            emotion_steering: 1.0        # steer decoding toward the emotion (0 = off; local
+            steering_margin: 4.0         # engines): strength, and how far below the best
+                                         # logit a token may be and still be nudged
             emotion_rerank: 1            # >1: sample that many replies, keep the one whose
                                          # detected emotion best matches the intended one
 
@@ -36,6 +39,12 @@ class PersonalityParams(TransformerParams):
     history_turns: int | None = Field(None, ge=0, le=1000, description="Most past messages in the prompt.")
     context_tokens: int | None = Field(None, ge=64, description="Prompt budget (default: the model's context).")
     emotion_control: str = Field("auto", description="auto | token | prompt | none")
+    emotion_steering: float = Field(
+        1.0, ge=0, le=20, description="Strength of emotion steering while decoding (0 = off; local engines)."
+    )
+    steering_margin: float = Field(
+        4.0, gt=0, le=50, description="Steer only tokens within this many nats of the most likely one."
+    )
     emotion_rerank: int = Field(1, ge=1, le=16, description="Candidates per reply, ranked by detected emotion.")
     classifier: str | None = Field(None, description="Emotion classifier folder (default: the built-in one).")
 
