@@ -8,14 +8,14 @@ share the prompt, so they stay aligned) and each row samples from its own logits
 `Sampler`, stop ids, stop strings and length limit, exactly as `LocalEngine._decode` does for
 one. A finished row is dropped from the batch (its cache rows with it), so it costs nothing.
 
-The step uses the engine's matrices through `_weights`: the fused fp32/bf16 ones, or the
-packed int8 ones `quant.quantize_int8` installs.
+The step uses the engine's matrices through `FastEngine._matrices()`: the fused fp32/bf16
+ones, or the packed int8 ones `quant.quantize_int8` installs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,17 +29,6 @@ if TYPE_CHECKING:
     from models.engines.fast import FastEngine
 
 __all__ = ["BatchDecoder", "decode_many"]
-
-_Matmul = Callable[[torch.Tensor, Any], torch.Tensor]
-
-
-def _weights(engine: FastEngine) -> tuple[list[tuple[Any, Any, Any, Any]], Any, _Matmul]:
-    """Per-layer (qkv, o, gate_up, down) matrices, the LM head, and how to multiply by them."""
-    packed = getattr(engine, "_int8_layers", None)
-    if packed is not None:
-        return list(packed), engine._int8_head, torch.ops.quantized.linear_dynamic
-    layers = [(w.w_qkv, w.w_o, w.w_gate_up, w.w_down) for w in engine._layers]
-    return layers, engine._lm_head, torch.mm
 
 
 class BatchDecoder:
@@ -56,7 +45,7 @@ class BatchDecoder:
             engine._ensure_capacity(capacity)  # the RoPE table must reach the last position
             self.kv = torch.zeros(shape, dtype=engine._kv.dtype)
             self.kv[:, :, :, :, : self.pos] = engine._kv[:, :, None, :, : self.pos]
-        self.layers, self.head, self.mm = _weights(engine)
+        self.layers, self.head, self.mm = engine._matrices()
 
     @property
     def rows(self) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -408,8 +408,19 @@ class FastEngine(LocalEngine):
         scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
         return addmm(zero, x, self._lm_head, beta=0, alpha=scale).view(-1)
 
+    def _matrices(self) -> tuple[list[tuple[Any, Any, Any, Any]], Any, Callable[[Any, Any], torch.Tensor]]:
+        """Per-layer (qkv, o, gate_up, down) matrices, the LM head, and how to multiply an
+        activation by one: fp32/bf16 tensors with `torch.mm`, or the int8 version's packed
+        matrices with `quantized::linear_dynamic` (`engines/quant.py`)."""
+        packed = getattr(self, "_int8_layers", None)
+        if packed is not None:
+            return list(packed), self._int8_head, torch.ops.quantized.linear_dynamic
+        layers = [(w.w_qkv, w.w_o, w.w_gate_up, w.w_down) for w in self._layers]
+        return layers, self._lm_head, torch.mm
+
     def _forward_seq(self, ids: torch.Tensor, write_cache: bool, last_only: bool) -> torch.Tensor:
-        """A (B, T) batch from position 0 with causal attention; fills the cache if asked (B=1)."""
+        """A (B, T) batch from position 0 with causal attention; fills the cache if asked (B=1).
+        One pass for every weight format (prefill and scoring; the per-token step is specialized)."""
         spec = self.spec
         b, t = ids.shape
         eps, hidden, d, inter = spec.rms_norm_eps, (spec.hidden_size,), spec.head_dim, spec.intermediate_size
@@ -417,9 +428,10 @@ class FastEngine(LocalEngine):
         pairs = (b, t, spec.num_heads + spec.num_kv_heads, 2, d // 2)
         group = spec.num_heads // spec.num_kv_heads
         cos, sin = self._cos[:t, None], self._sin[:t, None]
+        layers, head, mm = self._matrices()
         x = F.embedding(ids, self._embed).view(b * t, spec.hidden_size)
-        for layer, kv in zip(self._layers, self._kv, strict=True):
-            qkv = torch.mm(F.rms_norm(x, hidden, None, eps), layer.w_qkv).view(b, t, -1)
+        for (w_qkv, w_o, w_gate_up, w_down), kv in zip(layers, self._kv, strict=True):
+            qkv = mm(F.rms_norm(x, hidden, None, eps), w_qkv).view(b, t, -1)
             qk = qkv[..., : rot - self._nkv].view(pairs)
             swapped = qk.flip(3)
             qk.mul_(cos).addcmul_(swapped, sin)
@@ -430,14 +442,14 @@ class FastEngine(LocalEngine):
             if group > 1:
                 k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
-            x = torch.addmm(x, att.transpose(1, 2).reshape(b * t, nq), layer.w_o)
-            gate_up = torch.mm(F.rms_norm(x, hidden, None, eps), layer.w_gate_up)
-            act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
-            x = torch.addmm(x, act, layer.w_down)
+            x = mm(att.transpose(1, 2).reshape(b * t, nq), w_o).add_(x)
+            gate_up = mm(F.rms_norm(x, hidden, None, eps), w_gate_up)
+            x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down).add_(x)
         x = x.view(b, t, spec.hidden_size)
         if last_only:
             x = x[:, -1:]
-        return torch.matmul(F.rms_norm(x, hidden, None, eps), self._lm_head)
+        tt = x.shape[1]
+        return mm(F.rms_norm(x, hidden, None, eps).reshape(b * tt, spec.hidden_size), head).view(b, tt, -1)
 
     # --- reporting -----------------------------------------------------------------------
 

@@ -132,8 +132,7 @@ def quantize_int8(engine: FastEngine) -> None:
     engine._int8_head, n = _pack(engine._lm_head)
     engine._int8_bytes = nbytes + n + engine._embed.numel() * engine._embed.element_size()
     engine._lm_head = None
-    engine._step_logits = MethodType(_step_logits_int8, engine)
-    engine._forward_seq = MethodType(_forward_seq_int8, engine)
+    engine._step_logits = MethodType(_step_logits_int8, engine)  # `_forward_seq` reads `_matrices()`
     engine.quantization = "int8-dynamic"
 
 
@@ -165,7 +164,11 @@ def weight_bytes(engine: Any) -> int:
 
 
 def _step_logits_int8(self: FastEngine, token: int, pos: int) -> torch.Tensor:
-    """`FastEngine._step_logits` with int8 matrices (same structure; see fast.py's module doc)."""
+    """`FastEngine._step_logits` with int8 matrices (same structure; see fast.py's module doc).
+
+    The per-token step stays specialized per format: the fp32 one folds the RMS-norm scale and
+    the residual add into `addmm` calls, which the int8 kernel cannot take. Prefill and scoring
+    share one pass for both (`FastEngine._forward_seq` over `_matrices()`)."""
     eps, inv_h, inter, nq, qk_end, rot, pairs, q_shape, kv_shape = self._dims
     n = pos + 1
     cos, sin = self._cos[pos], self._sin[pos]
@@ -188,37 +191,3 @@ def _step_logits_int8(self: FastEngine, token: int, pos: int) -> torch.Tensor:
         x = lin(silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), p_down).add_(x)
     scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
     return lin(x * scale, self._int8_head).view(-1)
-
-
-def _forward_seq_int8(self: FastEngine, ids: torch.Tensor, write_cache: bool, last_only: bool) -> torch.Tensor:
-    """`FastEngine._forward_seq` with int8 matrices."""
-    spec = self.spec
-    b, t = ids.shape
-    eps, hidden, d, inter = spec.rms_norm_eps, (spec.hidden_size,), spec.head_dim, spec.intermediate_size
-    nq, rot = self._nq, self._nq + 2 * self._nkv
-    pairs = (b, t, spec.num_heads + spec.num_kv_heads, 2, d // 2)
-    group = spec.num_heads // spec.num_kv_heads
-    cos, sin = self._cos[:t, None], self._sin[:t, None]
-    lin = torch.ops.quantized.linear_dynamic
-    x = F.embedding(ids, self._embed).view(b * t, spec.hidden_size)
-    for (p_qkv, p_o, p_gate_up, p_down), kv in zip(self._int8_layers, self._kv, strict=True):
-        qkv = lin(F.rms_norm(x, hidden, None, eps), p_qkv).view(b, t, -1)
-        qk = qkv[..., : rot - self._nkv].view(pairs)
-        swapped = qk.flip(3)
-        qk.mul_(cos).addcmul_(swapped, sin)
-        q = qkv[..., :nq].view(b, t, spec.num_heads, d).transpose(1, 2)
-        k, v = qkv[..., nq:rot].view(b, t, 2, spec.num_kv_heads, d).permute(2, 0, 3, 1, 4)
-        if write_cache:
-            kv[:, :, :t].copy_(torch.stack((k[0], v[0])))
-        if group > 1:
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
-        x = lin(att.transpose(1, 2).reshape(b * t, nq), p_o).add_(x)
-        gate_up = lin(F.rms_norm(x, hidden, None, eps), p_gate_up)
-        act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
-        x = lin(act, p_down).add_(x)
-    x = x.view(b, t, spec.hidden_size)
-    if last_only:
-        x = x[:, -1:]
-    tt = x.shape[1]
-    return lin(F.rms_norm(x, hidden, None, eps).reshape(b * tt, spec.hidden_size), self._int8_head).view(b, tt, -1)
