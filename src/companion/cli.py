@@ -135,13 +135,28 @@ def chat(
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n")] = 120,
     system: Annotated[str | None, typer.Option(help="A system message to start with.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Personalize for this user (preferences, memory, /good /bad /regen); personalities only."),
+    ] = None,
+    personalization: Annotated[
+        str, typer.Option(help="The personalization model used with --user.")
+    ] = "personalization/user_prefs",
 ) -> None:
     """Chat with a model in the terminal (streaming). /reset clears, /quit leaves."""
     m = _load_generator(model)
     if hasattr(m, "generate_response"):  # a personality: card, emotions, scenarios
         from companion.commands.personality import personality_chat
 
-        return personality_chat(m, max_tokens=max_tokens, seed=seed, out=out, err=err)
+        hybrid = None
+        if user is not None:
+            from models.hybrid_model import HybridModel
+
+            hybrid = HybridModel(m, f"models/{personalization.removeprefix('models/')}")
+        return personality_chat(m, max_tokens=max_tokens, seed=seed, out=out, err=err, user=user, hybrid=hybrid)
+    if user is not None:
+        err.print(f"[red]--user needs a personality[/]: {model} is a plain model (e.g. chat luna --user {user})")
+        raise typer.Exit(2)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     err.print(f"[dim]chatting with {model} ({m.engine_name}); /reset clears, /quit leaves[/]")
     while True:

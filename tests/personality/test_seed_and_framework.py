@@ -190,6 +190,28 @@ def test_cli_chat_with_a_personality(personality_config, tmp_path: Path) -> None
     assert len(turns) == 2 and turns[1]["reply"]["emotion"] == "romantic"
 
 
+def test_cli_chat_for_a_user_records_feedback(user_config, personality_dir: Path, tiny_classifier_dir: Path) -> None:
+    from companion.cli import app
+    from models.personalization import storage
+
+    user_config(
+        "models:\n  personality:\n    ada:\n      type: personality\n"
+        f"      path: '{personality_dir}'\n"
+        f"      parameters: {{max_length: 12, seed: 3, classifier: '{tiny_classifier_dir}'}}\n"
+        'security:\n  users:\n    ana:\n      grants: [{models: "*", level: generate}]\n'
+    )
+    script = "/good\nMy name is Ana and I write mysteries.\n/good\n/regen\n/bad\n/help\n/quit\n"
+    r = runner.invoke(app, ["chat", "ada", "-n", "6", "--seed", "1", "--user", "ana"], input=script)
+    assert r.exit_code == 0, r.output
+    assert "personalized for ana" in r.output and "no reply to rate yet" in r.output
+    assert "predicted satisfaction" in r.output and "/good, /bad, /regen" in r.output
+    storage.flush()
+    kinds = sorted(row["kind"] for row in storage.list_feedback(user="ana"))
+    assert len(kinds) == 3 and "regenerate" in " ".join(kinds), kinds
+    r = runner.invoke(app, ["chat", "base/companion-base", "--user", "ana"], input="/quit\n")
+    assert r.exit_code == 2 and "needs a personality" in r.output
+
+
 @pytest.mark.slow
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from companion import demo
