@@ -69,7 +69,9 @@ def test_guide_nudges_only_plausible_tokens(shipped: EmotionClassifier, chat_cod
     out = guide.adjust(logits, [])
     assert out[sad] == pytest.approx(steering.bias("sadness")[sad].item()) and out[sad] > 0
     assert out[far] == logits[far] and logits[sad] == 0.0  # outside the margin; not in place
-    assert torch.equal(guide.adjust(logits[:-1], []), logits[:-1])  # another vocabulary: untouched
+    padded = torch.cat((logits, torch.full((64,), -1e4)))  # a head padded past the tokenizer
+    assert torch.equal(guide.adjust(padded, [])[: len(logits)], out) and guide.adjust(padded, [])[-1] == -1e4
+    assert torch.equal(guide.adjust(logits[:-1], []), out[:-1])  # a head smaller than the tokenizer
     assert "sadness" in repr(guide)
 
 

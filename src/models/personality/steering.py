@@ -175,17 +175,27 @@ class EmotionGuide:
     def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
         """`logits` plus the label's bias on the tokens within `margin` of the best one; the
         end-of-turn tokens move with the steered mass, so the odds of ending stay the same."""
-        if self.bias.shape[0] != logits.shape[-1]:
-            return logits  # a tokenizer with added tokens past the head: leave them be
+        bias = self._fit(logits.shape[-1])
         near = logits >= logits.max() - self.steering.margin
-        out = logits + torch.where(near, self.bias, self._zero)
+        out = logits + torch.where(near, bias, self._zero)
         stops = self.steering.stop_ids
+        stops = stops[stops < logits.shape[-1]]
         if len(stops):
             go_on = near.index_fill(0, stops, False)
             if bool(go_on.any()):
                 lift = torch.logsumexp(out[go_on], 0) - torch.logsumexp(logits[go_on], 0)
                 out[stops] = logits[stops] + lift
         return out
+
+    def _fit(self, vocab: int) -> torch.Tensor:
+        """The bias for a head of `vocab` logits: models often pad their head past the tokenizer
+        (extra rows get no bias) or hold fewer rows than a tokenizer with added tokens."""
+        n = self.bias.shape[0]
+        if vocab == n:
+            return self.bias
+        if vocab < n:
+            return self.bias[:vocab]
+        return torch.cat((self.bias, torch.zeros(vocab - n, dtype=self.bias.dtype)))
 
     def __repr__(self) -> str:
         s = self.steering
