@@ -347,24 +347,36 @@ class PreferenceLearner:
         }
         return tensors, meta
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, user_data: bool = False) -> Path:
         """Write `learner.safetensors` + `learner.json` into `folder`, each atomically (JSON last:
-        a crash between the two leaves tensors that still match the old JSON's shapes)."""
+        a crash between the two leaves tensors that still match the old JSON's shapes). A user's
+        learner (`user_data`) is encrypted at rest while `privacy.encrypt_at_rest` is on."""
         from safetensors.numpy import save
 
-        from models.personalization._io import atomic_write_bytes, atomic_write_json
+        from models.personalization._io import atomic_write_bytes
 
         folder = Path(folder)
         tensors, meta = self.state()
-        atomic_write_bytes(folder / "learner.safetensors", save(tensors, metadata={"format": FORMAT}))
-        atomic_write_json(folder / "learner.json", meta)
+        weights = save(tensors, metadata={"format": FORMAT})
+        text = (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        if user_data:
+            from models.privacy.crypto import write_user_file
+
+            write_user_file(folder / "learner.safetensors", weights)
+            write_user_file(folder / "learner.json", text)
+        else:
+            atomic_write_bytes(folder / "learner.safetensors", weights)
+            atomic_write_bytes(folder / "learner.json", text)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> PreferenceLearner:
-        """Read a learner saved by `save` (safetensors only; names the bad file on any problem)."""
+        """Read a learner saved by `save` (safetensors only; names the bad file on any problem;
+        encrypted files are decrypted with the home's data key)."""
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
+
+        from models.privacy.crypto import read_user_file
 
         folder = Path(folder)
         meta_path, weights = folder / "learner.json", folder / "learner.safetensors"
@@ -372,9 +384,9 @@ class PreferenceLearner:
             if not path.exists():
                 raise DataError(f"{path}: missing (a learner folder has learner.json and learner.safetensors)")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{meta_path}: not JSON ({exc.msg})") from None
+            meta = json.loads(read_user_file(meta_path).decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{meta_path}: not JSON ({exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise DataError(f"{meta_path}: format must be {FORMAT!r}, got {meta.get('format')!r}")
         if meta.get("features") != list(SCALAR_FEATURES) or meta.get("embed_dim") != EMBED_DIM:
@@ -383,7 +395,7 @@ class PreferenceLearner:
                 f"this version uses {list(SCALAR_FEATURES)} (embed {EMBED_DIM})"
             )
         try:
-            tensors = load_file(str(weights))
+            tensors = load(read_user_file(weights))
         except (SafetensorError, OSError, ValueError) as exc:
             raise DataError(f"{weights}: not a readable safetensors file ({exc})") from None
         missing = [k for k in _TENSORS if k not in tensors]

@@ -7,7 +7,8 @@
     mem.edit(fid, "My sister Ada lives in Porto"); mem.remove(fid)
     mem.export(); mem.erase()
 
-Facts live in the `user_memory` table (one transaction per change). `block()` picks facts
+Facts live in the `user_memory` table (one transaction per change; the text encrypted at rest,
+`models.privacy.crypto`). `block()` picks facts
 for the prompt: the ones that share words with the query first, then the newest, until the
 token budget is spent (whole facts only); the user's name always comes first.
 """
@@ -24,6 +25,7 @@ from sqlalchemy import delete, insert, select, update
 from models import db
 from models.errors import DataError
 from models.personalization.features import content_words
+from models.privacy.crypto import seal, unseal
 
 __all__ = ["KINDS", "Fact", "UserMemory", "extract_facts"]
 
@@ -119,10 +121,12 @@ class UserMemory:
         now = db.utc_now()
         self._changed()
         with db.write_transaction(self._engine()) as conn:
-            found = conn.scalar(select(t.c.id).where(t.c.user_id == self.user, t.c.text == clean))
-            if found is not None:
-                return int(found)
-            row = dict(user_id=self.user, kind=kind, text=clean, source=source, created_at=now, updated_at=now)
+            # texts are sealed at rest (a token per write): compare them after reading
+            rows = conn.execute(select(t.c.id, t.c.text).where(t.c.user_id == self.user)).all()
+            for fact_id, stored in rows:
+                if unseal(stored) == clean:
+                    return int(fact_id)
+            row = dict(user_id=self.user, kind=kind, text=seal(clean), source=source, created_at=now, updated_at=now)
             fact_id = int(conn.execute(insert(t).values(**row)).inserted_primary_key[0])
         self._changed()
         return fact_id
@@ -140,7 +144,8 @@ class UserMemory:
             with self._engine().connect() as conn:
                 rows = conn.execute(select(t).where(t.c.user_id == self.user).order_by(t.c.id)).mappings()
                 return tuple(
-                    Fact(r["id"], r["kind"], r["text"], r["source"], r["created_at"], r["updated_at"]) for r in rows
+                    Fact(r["id"], r["kind"], unseal(r["text"]), r["source"], r["created_at"], r["updated_at"])
+                    for r in rows
                 )
 
         return list(cached("memory", self.user, load))
@@ -161,7 +166,7 @@ class UserMemory:
             conn.execute(
                 update(t)
                 .where(t.c.id == fact_id, t.c.user_id == self.user)
-                .values(text=clean, kind=kind or old.kind, updated_at=db.utc_now())
+                .values(text=seal(clean), kind=kind or old.kind, updated_at=db.utc_now())
             )
         self._changed()
         return self.get(fact_id)

@@ -237,7 +237,7 @@ class PersonalizationModel:
     def save_learner(self, user: str, learner: PreferenceLearner) -> Path:
         from models.personalization.storage import learner_dir
 
-        return learner.save(learner_dir(user, self.name))
+        return learner.save(learner_dir(user, self.name), user_data=True)
 
     # --- adaptation ----------------------------------------------------------------------
 

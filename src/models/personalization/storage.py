@@ -6,6 +6,11 @@ feedback can name it) and `feedback` (what the monitor reads). Each write is one
 
 Files: a user's learner for a personalization model lives in
 `COMPANION_HOME/users/<user key>/<model>/learner.{safetensors,json}` (atomic writes).
+
+At rest (`privacy.encrypt_at_rest`, on by default): the free-text and JSON columns of these
+tables (`SEALED`) and the learner files are Fernet-encrypted with the key in
+`COMPANION_HOME/keys/data.key` (`models.privacy.crypto`); ids, times, model names and the
+monitor's numbers stay readable. Reads accept values written in the clear as well.
 """
 
 from __future__ import annotations
@@ -34,6 +39,33 @@ __all__ = [
     "put_preferences",
     "user_dir",
 ]
+
+
+#: Columns encrypted at rest, per table: True for JSON values, False for text.
+SEALED: dict[str, dict[str, bool]] = {
+    "user_preferences": {"data": True},
+    "user_memory": {"text": False},
+    "personalized_responses": {"context": False, "text": False, "candidates": True, "scores": True, "details": True},
+    "feedback": {"event": True},
+}
+
+
+def seal_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` as written: its `SEALED` columns encrypted while encryption is on."""
+    from models.privacy.crypto import encryption_enabled, seal
+
+    columns = SEALED[table]
+    if not encryption_enabled():
+        return row
+    return {k: seal(v, as_json=columns[k], enabled=True) if k in columns else v for k, v in row.items()}
+
+
+def open_row(table: str, row: Any) -> dict[str, Any]:
+    """A read row (a mapping) with its `SEALED` columns decrypted (clear values pass through)."""
+    from models.privacy.crypto import unseal
+
+    columns = SEALED[table]
+    return {k: unseal(v, as_json=columns[k]) if k in columns else v for k, v in dict(row).items()}
 
 
 _ENGINES: dict[tuple[str, str], Any] = {}
@@ -84,12 +116,13 @@ def put_preferences(user: str, data: dict[str, Any]) -> None:
     _check_user(user)
     forget_cached("prefs", user)
     table = db.user_preferences
+    sealed = seal_row(table.name, {"data": data})["data"]
     with db.write_transaction(_engine()) as conn:
         found = conn.scalar(select(table.c.user_id).where(table.c.user_id == user))
         if found is None:
-            conn.execute(insert(table).values(user_id=user, data=data, updated_at=db.utc_now()))
+            conn.execute(insert(table).values(user_id=user, data=sealed, updated_at=db.utc_now()))
         else:
-            conn.execute(update(table).where(table.c.user_id == user).values(data=data, updated_at=db.utc_now()))
+            conn.execute(update(table).where(table.c.user_id == user).values(data=sealed, updated_at=db.utc_now()))
     forget_cached("prefs", user)
 
 
@@ -98,7 +131,8 @@ def get_preferences(user: str) -> dict[str, Any] | None:
 
     def load() -> dict[str, Any] | None:
         with _engine().connect() as conn:
-            return conn.scalar(select(table.c.data).where(table.c.user_id == user))
+            found = conn.scalar(select(table.c.data).where(table.c.user_id == user))
+        return open_row(table.name, {"data": found})["data"] if found is not None else None
 
     found = cached("prefs", user, load)
     return dict(found) if found is not None else None
@@ -206,6 +240,7 @@ def log_response(
         "chosen": chosen,
         "details": details or {},
     }
+    row = seal_row("personalized_responses", row)  # here, not on the writer thread: the caller's home
     if background:
         _LOG.put(_engine().url.render_as_string(hide_password=False), row)
         return response_id
@@ -219,10 +254,11 @@ def get_response(response_id: str) -> dict[str, Any] | None:
     table = db.personalized_responses
     with _engine().connect() as conn:
         row = conn.execute(select(table).where(table.c.id == response_id)).mappings().first()
-    return dict(row) if row is not None else None
+    return open_row(table.name, row) if row is not None else None
 
 
 def insert_feedback(row: dict[str, Any]) -> int:
+    row = seal_row("feedback", row)
     with db.write_transaction(_engine()) as conn:
         result = conn.execute(insert(db.feedback).values(**row))
         return int(result.inserted_primary_key[0])
@@ -238,7 +274,7 @@ def list_feedback(user: str | None = None, model: str | None = None, limit: int 
     if model is not None:
         query = query.where(table.c.model == model)
     with _engine().connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
+        return [open_row(table.name, r) for r in conn.execute(query).mappings()]
 
 
 def count_rows(table_name: str) -> int:
@@ -295,19 +331,24 @@ def export_user(user: str) -> dict[str, Any]:
     engine = _engine()
     with engine.connect() as conn:
         responses = [
-            dict(r)
+            open_row("personalized_responses", r)
             for r in conn.execute(
                 select(db.personalized_responses).where(db.personalized_responses.c.user_id == user)
             ).mappings()
         ]
-        feedback = [dict(r) for r in conn.execute(select(db.feedback).where(db.feedback.c.user_id == user)).mappings()]
+        feedback = [
+            open_row("feedback", r)
+            for r in conn.execute(select(db.feedback).where(db.feedback.c.user_id == user)).mappings()
+        ]
     learners = {}
     folder = user_dir(user)
     if folder.exists():
-        for meta in sorted(folder.glob("*/learner.json")):
-            import json
+        import json
 
-            learners[meta.parent.name] = json.loads(meta.read_text(encoding="utf-8"))
+        from models.privacy.crypto import read_user_file
+
+        for meta in sorted(folder.glob("*/learner.json")):
+            learners[meta.parent.name] = json.loads(read_user_file(meta).decode("utf-8"))
     return {
         "format": "companion-user-export/1",
         "user": user,

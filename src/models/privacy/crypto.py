@@ -2,17 +2,42 @@
 
 The key lives in `COMPANION_HOME/keys/data.key` (mode 0600), never in the database, so a copy of
 `companion.db` or of `users/` alone reveals nothing. Stores of user data (memory, preferences,
-chats) write through `write_encrypted` and read through `read_encrypted`.
+logged answers, feedback, learners) seal what they write with `seal` / `write_user_file` while
+`privacy.encrypt_at_rest` is on (the default), and read through `unseal` / `read_user_file`,
+which also read values written in the clear (before encryption was on, or with it off), so
+turning the setting either way loses nothing.
+
+Database values are sealed as a Fernet token *string*: a Text column holds the token, a JSON
+column holds the token as its JSON value (the JSON text of the original, encrypted). A token
+is random per write, so sealed columns cannot be compared in SQL: stores that need equality
+(memory's "same fact twice") compare after reading.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from models.errors import PrivacyError
 
-__all__ = ["FERNET_PREFIX", "data_key_path", "decrypt", "encrypt", "is_encrypted", "read_encrypted", "write_encrypted"]
+__all__ = [
+    "FERNET_PREFIX",
+    "data_key_path",
+    "decrypt",
+    "encrypt",
+    "encryption_enabled",
+    "is_encrypted",
+    "read_encrypted",
+    "read_user_file",
+    "seal",
+    "unseal",
+    "write_encrypted",
+    "write_user_file",
+]
 
 FERNET_PREFIX = b"gAAAAA"  # every Fernet token starts with version byte 0x80 → base64 "gAAAAA"
 
@@ -71,3 +96,63 @@ def write_encrypted(path: Path, data: bytes, home: Path | None = None) -> None:
 
 def read_encrypted(path: Path, home: Path | None = None) -> bytes:
     return decrypt(path.read_bytes(), home)
+
+
+# --- stores of user data ------------------------------------------------------------------------
+
+_ENABLED: dict[tuple[str, str], tuple[float, bool]] = {}
+_ENABLED_LOCK = threading.Lock()
+#: Seconds a process reuses the `encrypt_at_rest` setting it read (config edits apply after it).
+SETTING_TTL = 5.0
+
+
+def encryption_enabled() -> bool:
+    """`privacy.encrypt_at_rest` of the effective config (read at most every `SETTING_TTL` s)."""
+    from models.home import companion_home, config_path
+
+    key = (str(companion_home()), str(config_path()))
+    now = time.monotonic()
+    with _ENABLED_LOCK:
+        hit = _ENABLED.get(key)
+        if hit is not None and now - hit[0] < SETTING_TTL:
+            return hit[1]
+    from models.config import load_effective_config
+
+    enabled = bool(load_effective_config().privacy.encrypt_at_rest)
+    with _ENABLED_LOCK:
+        _ENABLED[key] = (now, enabled)
+    return enabled
+
+
+def seal(value: Any, *, as_json: bool = False, enabled: bool | None = None) -> Any:
+    """`value` as stored: a Fernet token string while encryption is on (of `value` itself, or of
+    its JSON text with `as_json`), else `value` unchanged. None stays None."""
+    if value is None or not (encryption_enabled() if enabled is None else enabled):
+        return value
+    raw = json.dumps(value, ensure_ascii=False) if as_json else str(value)
+    return encrypt(raw.encode("utf-8")).decode("ascii")
+
+
+def unseal(value: Any, *, as_json: bool = False) -> Any:
+    """The value `seal` was given: decrypts a token, passes anything else (clear data) through."""
+    if isinstance(value, str) and value.startswith(FERNET_PREFIX.decode()):
+        raw = decrypt(value.encode("ascii")).decode("utf-8")
+        return json.loads(raw) if as_json else raw
+    return value
+
+
+def write_user_file(path: Path, data: bytes) -> None:
+    """Write a file of user data atomically: encrypted while encryption is on, else as is."""
+    if encryption_enabled():
+        write_encrypted(path, data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    part.write_bytes(data)
+    os.replace(part, path)
+
+
+def read_user_file(path: Path, home: Path | None = None) -> bytes:
+    """A file `write_user_file` wrote (or one written in the clear): its plain bytes."""
+    data = path.read_bytes()
+    return decrypt(data, home) if is_encrypted(data) else data

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import MetaData, Table, delete, inspect, select
+from sqlalchemy import JSON, MetaData, Table, delete, inspect, select
 
 from models import db
 from models.errors import PrivacyError
@@ -55,10 +55,14 @@ class UserDataStore(Protocol):
     def erase(self, user_id: str) -> dict[str, int]: ...
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, json_column: bool = False) -> Any:
+    """A database value for the export: bytes as base64, values encrypted at rest decrypted
+    (the person asking is owed their data, not ciphertext)."""
+    from models.privacy.crypto import unseal
+
     if isinstance(value, bytes):
         return {"base64": base64.b64encode(value).decode()}
-    return value
+    return unseal(value, as_json=json_column)
 
 
 class DatabaseStore:
@@ -103,7 +107,10 @@ class DatabaseStore:
                     continue
                 rows = conn.execute(select(table).where(table.c[col] == key)).all()
                 if rows:
-                    out[table.name] = [{k: _jsonable(v) for k, v in r._mapping.items()} for r in rows]
+                    json_columns = {c.name for c in table.c if isinstance(c.type, JSON)}
+                    out[table.name] = [
+                        {k: _jsonable(v, k in json_columns) for k, v in r._mapping.items()} for r in rows
+                    ]
         from models.audit import AuditLog
 
         audit = AuditLog(self.url)
@@ -148,13 +155,15 @@ class FolderStore:
         self.home = home
 
     def export(self, user_id: str) -> dict[str, Any]:
+        from models.privacy.crypto import read_user_file
+
         folder = user_folder(user_id, self.home)
         if not folder.is_dir():
             return {}
         files = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
             rel = path.relative_to(folder).as_posix()
-            data = path.read_bytes()
+            data = read_user_file(path, self.home)  # decrypted: the export is for the person, not a backup
             try:
                 files[rel] = {"text": data.decode("utf-8")}
             except UnicodeDecodeError:
