@@ -48,6 +48,25 @@ def test_n_gives_several_choices(client: Any) -> None:
     assert [c.index for c in r.choices] == [0, 1]
 
 
+def test_stream_with_n_sends_every_choice_with_its_index(client: Any) -> None:
+    msgs = [{"role": "user", "content": "Tell me a story"}]
+    chunks = list(
+        client.chat.completions.create(
+            model="ada", messages=msgs, stream=True, n=2, seed=5, max_tokens=6, stream_options={"include_usage": True}
+        )
+    )
+    texts: dict[int, str] = {0: "", 1: ""}
+    finished = []
+    for c in chunks:
+        for choice in c.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished.append(choice.index)
+    assert finished == [0, 1] and chunks[-1].usage.completion_tokens > 0
+    whole = client.chat.completions.create(model="ada", messages=msgs, n=2, seed=5, max_tokens=6)
+    assert [c.message.content for c in whole.choices] == [texts[0].strip(), texts[1].strip()]  # same seeds
+
+
 def test_completions(client: Any) -> None:
     r = client.completions.create(model="tiny", prompt="The lighthouse", max_tokens=5, seed=1)
     assert r.object == "text_completion"

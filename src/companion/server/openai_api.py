@@ -15,7 +15,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -191,22 +191,22 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
     created = int(time.time())
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
-        if req.n != 1:
-            raise APIError(400, "n > 1 is not supported with stream=true", param="n", code="invalid_value")
         include_usage = bool((getattr(req, "stream_options", None) or {}).get("include_usage"))
+
+        def start(i: int) -> AsyncIterator[tuple[str, Any]]:
+            seed = None if req.seed is None else req.seed + i
+            job = chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization)
+            return state.runner.run(user, req.model, job)
+
         state.open_stream(user)
         try:
-            events = state.runner.run(
-                user,
-                req.model,
-                chat_job(user, req.user, messages, {**opts, **_seed(req.seed)}, state.settings.personalization),
-            )
+            events = start(0)
             await _first(events)
         except BaseException:
             state.close_stream(user)
             raise
         return StreamingResponse(
-            _chat_stream(state, user, events, cid, created, req.model, include_usage),
+            _chat_stream(state, user, events, cid, created, req.model, include_usage, req.n, start),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -252,9 +252,14 @@ async def _chat_stream(
     created: int,
     model: str,
     include_usage: bool,
+    n: int = 1,
+    start: Callable[[int], AsyncIterator[tuple[str, Any]]] | None = None,
 ) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    """The SSE chunks of `n` choices, one after another (each chunk names its `index`, as
+    OpenAI's do); choice 0 is already running as `events`, `start(i)` runs the others."""
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         body = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -267,18 +272,25 @@ async def _chat_stream(
             choice.update(extra)
         return _sse(body)
 
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    current = events
     try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for kind, value in events:
-            if kind == "piece":
-                yield chunk({"content": value})
-            elif kind == "done":
-                yield chunk({}, value["finish_reason"], companion=_companion(value))
-                if include_usage:
-                    usage = {"prompt_tokens": value["prompt_tokens"], "completion_tokens": value["completion_tokens"]}
-                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-                    yield _sse({**body, "system_fingerprint": None, "choices": [], "usage": usage})
+        for index in range(n):
+            if index:
+                await current.aclose()
+                current = start(index)  # type: ignore[misc]
+            yield chunk(index, {"role": "assistant", "content": ""})
+            async for kind, value in current:
+                if kind == "piece":
+                    yield chunk(index, {"content": value})
+                elif kind == "done":
+                    yield chunk(index, {}, value["finish_reason"], companion=_companion(value))
+                    usage["prompt_tokens"] = value["prompt_tokens"]
+                    usage["completion_tokens"] += value["completion_tokens"]
+        if include_usage:
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+            yield _sse({**body, "system_fingerprint": None, "choices": [], "usage": usage})
         yield _sse("[DONE]")
     except Exception as exc:  # mid-stream: the status is sent; say what happened in the stream
         from companion.server.errors import error_body, status_of
@@ -287,7 +299,7 @@ async def _chat_stream(
         status = status_of(exc)[0] if isinstance(exc, CompanionError) else 500
         yield _sse(error_body(status, str(exc) or type(exc).__name__))
     finally:
-        await events.aclose()
+        await current.aclose()
         state.close_stream(user)
 
 
