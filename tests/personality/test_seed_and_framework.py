@@ -161,10 +161,14 @@ def test_cli_cards(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": 3}}))
     r = runner.invoke(app, ["cards", "validate", str(src), str(bad)])
     assert r.exit_code == 1 and "ok" in r.output and "data.name" in r.output
-    r = runner.invoke(app, ["cards", "import", str(src), "--base-model", "builtin:companion-base"])
+    r = runner.invoke(app, ["cards", "import", str(src)])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["models", "list", "--json"])
     assert ("personality", "ada") in {(m["category"], m["name"]) for m in json.loads(r.output)}
+    from models.model_manager import ModelManager
+
+    imported = ModelManager().load_model("personality", "ada")  # on the chat model, with its emotion tokens
+    assert imported.info()["base_model"]["name"] == "companion-chat" and imported.control == "token"
     r = runner.invoke(app, ["cards", "import", str(src)])
     assert r.exit_code == 1 and "already exists" in r.output
     out = tmp_path / "ada.png"

@@ -196,7 +196,9 @@ def _summary(card: Any) -> dict[str, Any]:
 def cards_import(
     file: Annotated[Path, typer.Argument(help="A card: .json, .png or .charx (V1, V2 or V3).")],
     name: Annotated[str | None, typer.Option(help="Model name (default: from the character's name).")] = None,
-    base_model: Annotated[str, typer.Option(help="Base model path or CATEGORY/NAME.")] = "builtin:companion-base",
+    base_model: Annotated[
+        str, typer.Option(help="Base model path or CATEGORY/NAME (default: the embedded chat model).")
+    ] = "builtin:companion-chat",
     force: Annotated[bool, typer.Option(help="Replace a config entry of the same name.")] = False,
 ) -> None:
     """Import a card as a personality model (store version + config entry)."""

@@ -38,7 +38,10 @@ __all__ = [
     "write_personality_folder",
 ]
 
-DEFAULT_BASE = "builtin:companion-base"
+#: The base of a personality folder that names none (imported cards, `write_personality_folder`):
+#: the embedded chat model, which follows the chat template and the emotion control tokens.
+#: (`builtin:companion-base` is the pre-trained model under it: it continues text, it does not chat.)
+DEFAULT_BASE = "builtin:companion-chat"
 _CONFIG_REF = re.compile(r"^([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})$")
 _BASES: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
