@@ -288,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steering", type=float, nargs="*", default=[], help="also measure these strengths")
     parser.add_argument("--margin", type=float, default=None, help="steering margin for --steering rows")
     parser.add_argument("--no-judge", action="store_true", help="skip training the independent judge")
+    parser.add_argument("--character", default="luna", help="the personality whose control is measured")
     parser.add_argument("--skip", nargs="*", default=[], choices=["detection", "control", "separability"])
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = parser.parse_args([] if argv is None else argv)
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             extra = {"emotion_steering": strength} | ({"steering_margin": args.margin} if args.margin else {})
             settings[f"steering {strength:g}" + (f" m{args.margin:g}" if args.margin else "")] = extra
         judge = None if args.no_judge else independent_judge()
-        out["control"] = control(n=args.n, rerank=args.rerank, judge=judge, settings=settings)
+        out["control"] = control(args.character, n=args.n, rerank=args.rerank, judge=judge, settings=settings)
     if "separability" not in args.skip:
         out["separability"] = separability(n=min(args.n, len(PROMPTS)))
     if args.json:
