@@ -76,6 +76,11 @@ def test_clear_data_stays_readable_when_encryption_is_turned_on(
     raw = _raw_rows()
     assert any("Ink" in str(row["text"]) for row in raw["user_memory"])  # written in the clear
     assert not any(p.read_bytes().startswith(FERNET_PREFIX) for p in (companion_home / "users").rglob("*.json"))
+    from models.errors import PrivacyError
+    from models.personalization.storage import seal_stored
+
+    with pytest.raises(PrivacyError, match="encrypt_at_rest is off"):
+        seal_stored()
     (companion_home / "config.yaml").write_text(GRANT_ALL)
     crypto._ENABLED.clear()  # (a running process picks the change up within SETTING_TTL)
     assert SETTING_TTL <= 10
@@ -85,6 +90,21 @@ def test_clear_data_stays_readable_when_encryption_is_turned_on(
     with db.connect().connect() as conn:
         stored = conn.execute(select(db.user_memory.c.text).order_by(db.user_memory.c.id)).scalars().all()
     assert stored[0] == "Has a cat called Ink" and stored[1].startswith(TOKEN)
+    # `companion privacy encrypt` seals what was written in the clear
+    from typer.testing import CliRunner
+
+    from companion.cli import app
+
+    r = CliRunner().invoke(app, ["privacy", "encrypt", "--json"])
+    assert r.exit_code == 0, r.output
+    sealed = json.loads(r.output)
+    assert sealed["user_memory"] == 1 and sealed["user_preferences"] == 1 and sealed["learner_files"] == 2
+    for table, columns in SEALED.items():
+        for row in _raw_rows()[table]:
+            assert all(row[c] is None or str(row[c]).startswith(TOKEN) for c in columns), table
+    assert [f.text for f in UserMemory("ana").list()] == texts
+    assert load_personalization_model("user_prefs").learner_for("ana").updates >= 1
+    assert json.loads(CliRunner().invoke(app, ["privacy", "encrypt", "--json"]).output)["user_memory"] == 0
 
 
 def test_a_wrong_key_is_a_clear_error_and_compliance_sees_clear_rows(companion_home: Path) -> None:

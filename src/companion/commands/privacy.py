@@ -121,6 +121,17 @@ def sweep(as_json: JsonOpt = False) -> None:
         out.print(f"swept: {removed or 'no retention configured (privacy.retention)'}", highlight=False)
 
 
+def encrypt(as_json: JsonOpt = False) -> None:
+    """Encrypt user data written in the clear before privacy.encrypt_at_rest was on."""
+    from models.personalization.storage import seal_stored
+
+    sealed = seal_stored()
+    if as_json:
+        out.print_json(data=sealed)
+    else:
+        out.print(f"sealed: {sealed} (companion privacy compliance checks the rest)", highlight=False)
+
+
 def consent(
     user: Annotated[str, typer.Argument(help="User id.")],
     purpose: Annotated[str, typer.Argument(help="training | personalization | analytics | ccpa_opt_out")],
@@ -136,6 +147,6 @@ def consent(
 
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
-    for fn in (anonymize, compliance, export, erase, sweep, consent):
+    for fn in (anonymize, compliance, export, erase, sweep, encrypt, consent):
         privacy_app.command(fn.__name__)(handle_errors(fn))
     app.add_typer(privacy_app, name="privacy")

@@ -37,6 +37,7 @@ __all__ = [
     "list_feedback",
     "log_response",
     "put_preferences",
+    "seal_stored",
     "user_dir",
 ]
 
@@ -321,6 +322,47 @@ def erase_user(user: str) -> dict[str, int]:
     if folder.exists():
         shutil.rmtree(folder)
     return removed
+
+
+def seal_stored() -> dict[str, int]:
+    """Encrypt what was written in the clear (before `privacy.encrypt_at_rest` was on): every
+    `SEALED` value that is not yet a token, in one transaction, and every user's learner files.
+    Returns how many rows (per table) and files were sealed. PrivacyError if the setting is off."""
+    from models.errors import PrivacyError
+    from models.privacy.crypto import FERNET_PREFIX, encryption_enabled, is_encrypted, seal, write_encrypted
+
+    if not encryption_enabled():
+        raise PrivacyError("privacy.encrypt_at_rest is off in config.yaml: turn it on before sealing stored data")
+    token = FERNET_PREFIX.decode()
+    flush()
+    counts: dict[str, int] = {}
+    with db.write_transaction(_engine()) as conn:
+        for name, columns in SEALED.items():
+            table = db.metadata.tables[name]
+            (key,) = table.primary_key.columns
+            rows = list(conn.execute(select(table)).mappings())
+            n = 0
+            for row in rows:
+                clear = {c: row[c] for c in columns if row[c] is not None and not str(row[c]).startswith(token)}
+                if clear:
+                    sealed = {c: seal(v, as_json=columns[c], enabled=True) for c, v in clear.items()}
+                    conn.execute(update(table).where(key == row[key.name]).values(**sealed))
+                    n += 1
+            counts[name] = n
+    files = 0
+    from models.home import companion_home
+
+    users = companion_home() / "users"
+    for path in sorted(users.glob("*/*/learner.*")) if users.is_dir() else []:
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if not is_encrypted(data):
+            write_encrypted(path, data)
+            files += 1
+    counts["learner_files"] = files
+    _CACHE.clear()
+    return counts
 
 
 def export_user(user: str) -> dict[str, Any]:
