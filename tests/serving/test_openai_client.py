@@ -67,6 +67,32 @@ def test_stream_with_n_sends_every_choice_with_its_index(client: Any) -> None:
     assert [c.message.content for c in whole.choices] == [texts[0].strip(), texts[1].strip()]  # same seeds
 
 
+def test_companion_extension_sets_emotion_and_scenario(client: Any) -> None:
+    msgs = [{"role": "user", "content": "Hello there!"}]
+    r = client.chat.completions.create(
+        model="ada", messages=msgs, seed=1, max_tokens=6, extra_body={"companion": {"emotion": "romantic"}}
+    )
+    assert r.choices[0].model_extra["companion"]["emotion"] == "romantic"
+    r = client.chat.completions.create(
+        model="ada", messages=msgs, seed=1, max_tokens=6, extra_body={"companion": {"context": "storm_night"}}
+    )
+    assert isinstance(r.choices[0].message.content, str)
+    for bad, needle in (
+        ({"emotion": "smug"}, "smug"),
+        ({"context": "nowhere"}, "storm_night"),  # the error lists the valid scenarios
+        ({"mood": "x"}, "mood"),
+    ):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model="ada", messages=msgs, max_tokens=4, extra_body={"companion": bad})
+        assert needle in str(info.value.body), bad
+    with pytest.raises(openai.BadRequestError, match="system message"):
+        client.chat.completions.create(
+            model="ada",
+            messages=[{"role": "system", "content": "Be brief."}, *msgs],
+            extra_body={"companion": {"emotion": "joy"}},
+        )
+
+
 def test_completions(client: Any) -> None:
     r = client.completions.create(model="tiny", prompt="The lighthouse", max_tokens=5, seed=1)
     assert r.object == "text_completion"

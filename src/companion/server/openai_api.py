@@ -188,6 +188,11 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
     state = _state(request)
     messages = _messages(req)
     opts = _options(req, state.settings.limits)
+    if req.companion is not None:
+        if req.companion.emotion is not None:
+            opts["emotional_state"] = req.companion.emotion
+        if req.companion.context is not None:
+            opts["context"] = req.companion.context
     created = int(time.time())
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ChatMessage",
     "ChatRequest",
+    "CompanionOptions",
     "CompletionRequest",
     "FeedbackRequest",
     "MemoryFact",
@@ -51,8 +52,23 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
 
+class CompanionOptions(BaseModel):
+    """Our extension of a chat request (`extra_body={"companion": {...}}` in OpenAI's client);
+    it applies to card-mode requests (only user and assistant turns)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    emotion: str | None = Field(
+        None, max_length=64, description="Answer in this emotional state (one of the character's labels)."
+    )
+    context: str | None = Field(
+        None, max_length=64, description="A scenario key the character's card defines (e.g. romantic_conversation)."
+    )
+
+
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
+    companion: CompanionOptions | None = Field(None, description="Emotion and scenario for the card-driven prompt.")
 
 
 class CompletionRequest(_Sampling):

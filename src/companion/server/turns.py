@@ -130,11 +130,23 @@ def chat_job(
     """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop."""
     card_mode = all(m["role"] in ("user", "assistant") for m in messages) and messages[-1]["role"] == "user"
     kw = {k: v for k, v in opts.items() if v is not None}
+    card_only = sorted(k for k in ("emotional_state", "context") if k in kw)
+    if card_only and not card_mode:
+        from models.errors import DataError
+
+        raise DataError(
+            "companion.emotion and companion.context shape the character's own prompt, which is used only "
+            "when the request has just user and assistant turns; this one has a system message"
+        )
     log = _logger(personalization, user)
 
     def job(model: Any, category: str, name: str) -> Turn:
         if category == "personality" and card_mode and hasattr(model, "stream_response"):
             return _card_turn(model, name, user, persona, messages, kw, log)
+        if card_only:
+            from models.errors import DataError
+
+            raise DataError(f"companion.emotion and companion.context need a personality; {name} is a {category} model")
         target, scope = _target(model, category, name, "stream_chat")
         max_length = kw.get("max_length")
         with scope:
