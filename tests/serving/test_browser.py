@@ -56,6 +56,16 @@ def test_chat_stream_rate_in_the_browser(chromium: str, server: RunningServer, t
             again = page.wait_for(
                 f"(id => id && id !== {rid!r} && id)(document.querySelector('.msg.assistant').dataset.responseId)"
             )
+            # the card's emotions and scenarios are offered; a chosen emotion reaches the answer
+            assert page.evaluate("document.querySelector('#steer').hidden") is False
+            options = "[...document.querySelectorAll('#context-choice option')].map(o => o.value).join(' ')"
+            assert "storm_night" in page.evaluate(options)
+            page.evaluate("document.querySelector('#emotion-choice').value = 'romantic'")
+            page.type("#input", "And then?")
+            page.click("#send")
+            answers = "document.querySelectorAll('.msg.assistant')"
+            page.wait_for(f"{answers}.length === 2 && {answers}[1].dataset.responseId")
+            assert page.evaluate("document.querySelector('#emotion').textContent") == "romantic"
             chat_shot = page.screenshot(ARTIFACTS / "serving-chat.png")
             print(f"screenshots: {chat_shot} {shot}")
         finally:

@@ -167,3 +167,12 @@ def test_admin_rolls_back_a_version(server: RunningServer, tiny_model_dir: Any) 
     assert history[-1]["to_version"] == first.version and history[-1]["reason"] == "bad answers"
     unknown = httpx.post(server.url + "/api/models/base/tiny/rollback", json={"version": "9.9.9"})
     assert unknown.status_code == 409
+
+
+def test_a_personality_lists_its_emotions_and_scenarios(server: RunningServer) -> None:
+    r = httpx.get(server.url + "/api/personalities/ada")
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert info["character"] == "Ada" and "romantic" in info["labels"] and "storm_night" in info["contexts"]
+    assert info["emotion_steering"] >= 0 and info["emotion_control"] in ("token", "prompt")
+    assert httpx.get(server.url + "/api/personalities/nobody").status_code == 404

@@ -148,6 +148,33 @@ async def delete_memory(fact_id: FactId, user: str = Depends(caller)) -> dict[st
     return await _as(user, remove)
 
 
+# ----------------------------------------------------------------------------- personalities
+
+
+@router.get("/api/personalities/{name}", summary="A personality's emotion labels and scenarios (what chat can ask for)")
+async def personality(name: str, request: Request, user: str = Depends(caller)) -> dict[str, Any]:
+    from models.security import require
+
+    ref = _model_ref("personality", name)
+
+    def read() -> dict[str, Any]:
+        require(user, ref, "read", action="info")
+        model = request.app.state.companion.runner.get_manager().load_model("personality", name)
+        if not hasattr(model, "contexts"):
+            raise APIError(404, f"{ref} is not a card-driven personality", code="model_not_found")
+        scenarios = model.ext.scenarios
+        return {
+            "model": ref,
+            "character": model.character,
+            "labels": model.labels,
+            "contexts": {key: scenarios[key].description for key in model.contexts()},
+            "emotion_control": model.control,
+            "emotion_steering": model.info()["emotion_steering"],
+        }
+
+    return await _as(user, read)
+
+
 # ----------------------------------------------------------------------------- versions, updates
 
 

@@ -70,12 +70,37 @@ async function* sse(response) {
   }
 }
 
+// Emotion and scenario for card-mode requests (only user/assistant turns), as `extra_body` would send them.
+function companionOptions(messages) {
+  if ($("#steer").hidden || messages.some((m) => m.role === "system")) return {};
+  const companion = {};
+  if ($("#emotion-choice").value) companion.emotion = $("#emotion-choice").value;
+  if ($("#context-choice").value) companion.context = $("#context-choice").value;
+  return Object.keys(companion).length ? { companion } : {};
+}
+
+async function loadPersonality() {
+  const m = current();
+  const box = $("#steer");
+  box.hidden = true;
+  if (!m || m.category !== "personality") return;
+  try {
+    const info = await api("GET", "/api/personalities/" + encodeURIComponent(m.id));
+    const first = (text) => el("option", { value: "" }, text);
+    $("#emotion-choice").replaceChildren(first("follows the conversation"), ...info.labels.map((l) => el("option", { value: l }, l)));
+    $("#context-choice").replaceChildren(first("none"), ...Object.entries(info.contexts).map(([k, d]) => el("option", { value: k, title: d }, k)));
+    box.hidden = false;
+  } catch (e) {
+    box.hidden = true; // a plain model, or no read access: chat works without the choices
+  }
+}
+
 async function streamAnswer(messages, node) {
   const textNode = node.querySelector(".text");
   const r = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: headers(true),
-    body: JSON.stringify({ model: current().id, messages, stream: true }),
+    body: JSON.stringify({ model: current().id, messages, stream: true, ...companionOptions(messages) }),
   });
   if (!r.ok) {
     const data = await r.json().catch(() => null);
@@ -340,6 +365,7 @@ async function start() {
     const chosen = select.value || new URLSearchParams(location.search).get("model");
     select.replaceChildren(...models.map((m) => el("option", { value: m.id }, m.category === "personality" ? m.id : m.id + " (base)")));
     if (chosen && models.some((m) => m.id === chosen)) select.value = chosen;
+    await loadPersonality();
     document.body.dataset.ready = "1";
   } catch (e) {
     $("#who").textContent = e.message;
@@ -350,7 +376,7 @@ document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () 
 $("#composer").addEventListener("submit", send);
 $("#input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) send(e); });
 $("#reset").addEventListener("click", () => { state.history = []; $("#messages").replaceChildren(); $("#emotion").textContent = "—"; });
-$("#model").addEventListener("change", () => { state.history = []; $("#messages").replaceChildren(); const a = document.querySelector(".tab.active").dataset.tab; if (loaders[a]) loaders[a](); });
+$("#model").addEventListener("change", () => { state.history = []; $("#messages").replaceChildren(); loadPersonality(); const a = document.querySelector(".tab.active").dataset.tab; if (loaders[a]) loaders[a](); });
 $("#prefs-save").addEventListener("click", savePrefs);
 $("#memory-add").addEventListener("submit", addMemory);
 $("#monitor-refresh").addEventListener("click", loadMonitor);
