@@ -4,6 +4,7 @@ library, exported in the clear, and checked by the privacy compliance report."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def test_user_data_is_encrypted_in_the_database_and_in_files(companion_home: Pat
             for column in columns:
                 value = row[column]
                 assert value is None or (isinstance(value, str) and value.startswith(TOKEN)), (table, column)
-    dump = json.dumps(raw, default=str)
+    # tokens are random base64: "Ink" turns up inside one about once in 12 runs, so look outside them
+    dump = re.sub(TOKEN + r"[A-Za-z0-9_=-]+", "<token>", json.dumps(raw, default=str))
     assert "Ink" not in dump and "warm" not in dump and "Thank" not in dump
     files = [p for p in (companion_home / "users").rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"learner.json", "learner.safetensors"}
