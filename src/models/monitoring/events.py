@@ -108,25 +108,14 @@ def current_user() -> str | None:
 
 
 def _home_key() -> bytes:
-    from models.home import companion_home
+    from models.home import companion_home, home_secret
 
     path = companion_home() / "keys" / "monitoring.key"
     with _KEYS_LOCK:
         key = _KEYS.get(path)
         if key is not None:
             return key
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-            with contextlib.suppress(FileExistsError):  # another process won the race: keep theirs
-                os.link(tmp, path)
-            tmp.unlink()
-        key = path.read_bytes()
+        key = home_secret(path.name, lambda: secrets.token_bytes(32))
         if len(key) < 16:
             raise OSError(f"{path}: the monitoring key is truncated; delete it to make a new one")
         _KEYS[path] = key

@@ -34,7 +34,6 @@ import functools
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
@@ -113,19 +112,10 @@ def find_spacy_model(choice: str = "auto") -> str | None:
 
 def pseudonym_key(home: Path | None = None) -> bytes:
     """The installation's pseudonym key (32 random bytes in COMPANION_HOME/keys/pseudonym.key, 0600)."""
-    from models.home import companion_home
+    from models.home import companion_home, home_secret
 
     path = (home or companion_home()) / "keys" / "pseudonym.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-    key = path.read_bytes()
+    key = home_secret(path.name, lambda: secrets.token_bytes(32), home)
     if len(key) != 32:
         raise PrivacyError(f"{path} is not a pseudonym key (expected 32 bytes, found {len(key)}); move it away")
     return key

@@ -51,20 +51,13 @@ def data_key_path(home: Path | None = None) -> Path:
 def _fernet(home: Path | None = None) -> object:
     from cryptography.fernet import Fernet
 
-    path = data_key_path(home)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
+    from models.home import home_secret
+
+    key = home_secret(data_key_path(home).name, Fernet.generate_key, home)
     try:
-        return Fernet(path.read_bytes().strip())
+        return Fernet(key.strip())
     except ValueError as exc:
-        raise PrivacyError(f"{path} is not a Fernet key ({exc}); restore it from a backup") from exc
+        raise PrivacyError(f"{data_key_path(home)} is not a Fernet key ({exc}); restore it from a backup") from exc
 
 
 def encrypt(data: bytes, home: Path | None = None) -> bytes:
