@@ -26,7 +26,7 @@ import torch
 from models.engines.codec import TextCodec
 from models.engines.sampling import LogitsGuide, Sampler
 
-__all__ = ["Candidate", "Engine", "GenerationStats", "LocalEngine", "SamplingParams", "row_seeds"]
+__all__ = ["Candidate", "DecodeRow", "Engine", "GenerationStats", "LocalEngine", "SamplingParams", "row_seeds"]
 
 
 @dataclass(frozen=True)
@@ -223,40 +223,28 @@ class LocalEngine(Engine):
         if max_new <= 0:
             stats.total_s = time.perf_counter() - t0
             return
-        sampler = Sampler(params, history=ids)
-        detok = self.codec.stream_decoder()
-        stop_ids = self.codec.stop_ids
-        text_so_far = ""
-        logits = self._prefill(ids)
-        for i in range(max_new):
-            if suppress is not None and len(suppress):
-                logits = logits.index_fill(0, suppress, float("-inf"))
-            token = sampler.pick(logits)
-            if token in stop_ids:
-                stats.finish_reason = "stop"
-                break
-            stats.completion_tokens += 1
-            piece = detok.push(token)
-            if piece:
-                if stats.time_to_first_token_s is None:
-                    stats.time_to_first_token_s = time.perf_counter() - t0
-                if params.stop:
-                    text_so_far += piece
-                    cut = _find_stop(text_so_far, params.stop)
-                    if cut is not None:
-                        emitted = len(text_so_far) - len(piece)
-                        if cut > emitted:
-                            yield text_so_far[emitted:cut]
-                        stats.finish_reason = "stop"
-                        break
-                yield piece
-            if i == max_new - 1:
-                break
-            logits = self._step(token)
-        tail = detok.flush()
-        if tail and stats.finish_reason != "stop":
-            yield tail
-        stats.total_s = time.perf_counter() - t0
+        row = DecodeRow(self.codec, ids, params, max_new)
+        try:
+            logits = self._prefill(ids)
+            while True:
+                if suppress is not None and len(suppress):
+                    logits = logits.index_fill(0, suppress, float("-inf"))
+                seen = len(row.pieces)
+                token = row.take(logits)
+                stats.completion_tokens = row.tokens
+                for piece in row.pieces[seen:]:
+                    if stats.time_to_first_token_s is None:
+                        stats.time_to_first_token_s = time.perf_counter() - t0
+                    yield piece
+                if row.done:
+                    break
+                logits = self._step(token)
+            tail = row.tail()
+            if tail:
+                yield tail
+        finally:
+            stats.finish_reason = row.finish
+            stats.total_s = time.perf_counter() - t0
 
     def _fit_prompt(self, ids: list[int], params: SamplingParams, stats: GenerationStats) -> list[int]:
         """`ids`, or the end of an over-long prompt (BOS first if any) with room to generate."""
@@ -293,6 +281,57 @@ class LocalEngine(Engine):
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "context_length": self.max_positions, "vocab_size": self.codec.vocab_size}
+
+
+class DecodeRow:
+    """One sequence's sampler, incremental detokenizer and stop state: what happens to each
+    sampled token, in the single decode (`LocalEngine._decode`) and in every row of a batched
+    one (`engines/batch.py`). `pieces` collects the text; `done` says when to stop stepping."""
+
+    def __init__(self, codec: TextCodec, ids: list[int], params: SamplingParams, max_new: int) -> None:
+        self.params = params
+        self.sampler = Sampler(params, history=ids)
+        self.detok = codec.stream_decoder()
+        self.stop_ids = codec.stop_ids
+        self.max_new = max_new
+        self.pieces: list[str] = []
+        self.text_so_far = ""
+        self.tokens = 0
+        self.finish = "length"
+        self.done = False
+
+    def take(self, logits: torch.Tensor) -> int:
+        """Sample the next token from (vocab,) logits and record it (and any text it completes)."""
+        token = self.sampler.pick(logits)
+        if token in self.stop_ids:
+            self.finish, self.done = "stop", True
+            return token
+        self.tokens += 1
+        piece = self.detok.push(token)
+        if piece:
+            if self.params.stop:
+                self.text_so_far += piece
+                cut = _find_stop(self.text_so_far, self.params.stop)
+                if cut is not None:
+                    emitted = len(self.text_so_far) - len(piece)
+                    if cut > emitted:
+                        self.pieces.append(self.text_so_far[emitted:cut])
+                    self.finish, self.done = "stop", True
+                    return token
+            self.pieces.append(piece)
+        if self.tokens >= self.max_new:
+            self.done = True
+        return token
+
+    def tail(self) -> str:
+        """Text held back by the detokenizer (none after a stop: the stop ends the text)."""
+        return "" if self.finish == "stop" else self.detok.flush()
+
+    def result(self) -> Candidate:
+        tail = self.tail()
+        if tail:
+            self.pieces.append(tail)
+        return Candidate("".join(self.pieces), self.tokens, self.finish)
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> int | None:

@@ -4,9 +4,9 @@ Decode of a small model is bound by streaming its weights once per token, so N s
 stepped together (one matmul per weight for all rows) cost little more than one. The prompt is
 prefilled once through the engine's own `_prefill`; its KV cache is copied to N rows of a
 batch cache; then every step feeds each live row's last token at the same position (the rows
-share the prompt, so they stay aligned) and each row samples from its own logits with its own
-`Sampler`, stop ids, stop strings and length limit, exactly as `LocalEngine._decode` does for
-one. A finished row is dropped from the batch (its cache rows with it), so it costs nothing.
+share the prompt, so they stay aligned) and each row samples from its own logits through its
+own `DecodeRow` (sampler, stop ids, stop strings, length limit), the same per-token code as
+`LocalEngine._decode` runs for one. A finished row is dropped from the batch (its cache rows with it), so it costs nothing.
 
 The step uses the engine's matrices through `FastEngine._matrices()`: the fused fp32/bf16
 ones, or the packed int8 ones `quant.quantize_int8` installs.
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from models.engines.base import Candidate, GenerationStats, SamplingParams, _find_stop, row_seeds
+from models.engines.base import Candidate, DecodeRow, GenerationStats, SamplingParams, row_seeds
 from models.engines.fast import _Scope
-from models.engines.sampling import Sampler
 
 if TYPE_CHECKING:
     from models.engines.fast import FastEngine
@@ -89,51 +88,6 @@ class BatchDecoder:
         return logits
 
 
-class _Row:
-    """One candidate's sampler, detokenizer and stop state (the per-row half of `_decode`)."""
-
-    def __init__(self, engine: Any, ids: list[int], params: SamplingParams, seed: int | None, max_new: int) -> None:
-        self.params = params
-        self.sampler = Sampler(params.but(seed=seed), history=ids)
-        self.detok = engine.codec.stream_decoder()
-        self.max_new = max_new
-        self.pieces: list[str] = []
-        self.text_so_far = ""
-        self.tokens = 0
-        self.finish = "length"
-        self.done = False
-
-    def take(self, logits: torch.Tensor, stop_ids: Any) -> int:
-        """Sample this row's next token from its (vocab,) logits and record it."""
-        token = self.sampler.pick(logits)
-        if token in stop_ids:
-            self.finish, self.done = "stop", True
-            return token
-        self.tokens += 1
-        piece = self.detok.push(token)
-        if piece:
-            if self.params.stop:
-                self.text_so_far += piece
-                cut = _find_stop(self.text_so_far, self.params.stop)
-                if cut is not None:
-                    emitted = len(self.text_so_far) - len(piece)
-                    if cut > emitted:
-                        self.pieces.append(self.text_so_far[emitted:cut])
-                    self.finish, self.done = "stop", True
-                    return token
-            self.pieces.append(piece)
-        if self.tokens >= self.max_new:
-            self.done = True
-        return token
-
-    def result(self) -> Candidate:
-        if self.finish != "stop":
-            tail = self.detok.flush()
-            if tail:
-                self.pieces.append(tail)
-        return Candidate("".join(self.pieces), self.tokens, self.finish)
-
-
 def decode_many(
     engine: FastEngine, ids: list[int], params: SamplingParams, n: int, suppress: torch.Tensor | None = None
 ) -> list[Candidate]:
@@ -148,15 +102,14 @@ def decode_many(
     if max_new <= 0:
         stats.total_s = time.perf_counter() - t0
         return [Candidate("", 0, "length") for _ in range(n)]
-    rows = [_Row(engine, ids, params, seed, max_new) for seed in row_seeds(params, n)]
+    rows = [DecodeRow(engine.codec, ids, params.but(seed=seed), max_new) for seed in row_seeds(params, n)]
     live = list(range(n))  # batch index -> row
-    stop_ids = engine.codec.stop_ids
     decoder = BatchDecoder(engine, ids, n, max_new)
     logits = decoder.logits[None].expand(n, -1)
     while True:
         if suppress is not None and len(suppress):
             logits = logits.index_fill(1, suppress, float("-inf"))
-        tokens = [rows[r].take(logits[i], stop_ids) for i, r in enumerate(live)]
+        tokens = [rows[r].take(logits[i]) for i, r in enumerate(live)]
         if stats.time_to_first_token_s is None and any(rows[r].pieces for r in live):
             stats.time_to_first_token_s = time.perf_counter() - t0
         still = [i for i, r in enumerate(live) if not rows[r].done]
