@@ -6,7 +6,8 @@ prefilled once through the engine's own `_prefill`; its KV cache is copied to N 
 batch cache; then every step feeds each live row's last token at the same position (the rows
 share the prompt, so they stay aligned) and each row samples from its own logits through its
 own `DecodeRow` (sampler, stop ids, stop strings, length limit), the same per-token code as
-`LocalEngine._decode` runs for one. A finished row is dropped from the batch (its cache rows with it), so it costs nothing.
+`LocalEngine._decode` runs for one. A finished row is dropped from the batch (its cache rows
+with it), so it costs nothing.
 
 The step uses the engine's matrices through `FastEngine._matrices()`: the fused fp32/bf16
 ones, or the packed int8 ones `quant.quantize_int8` installs.
