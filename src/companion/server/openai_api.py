@@ -195,14 +195,15 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
             opts["context"] = req.companion.context
     created = int(time.time())
     cid = f"chatcmpl-{uuid.uuid4().hex}"
+
+    def start(i: int) -> AsyncIterator[tuple[str, Any]]:
+        """Choice i's generation (seed + i, as OpenAI's `n` with a seed)."""
+        seed = None if req.seed is None else req.seed + i
+        job = chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization)
+        return state.runner.run(user, req.model, job)
+
     if req.stream:
         include_usage = bool((getattr(req, "stream_options", None) or {}).get("include_usage"))
-
-        def start(i: int) -> AsyncIterator[tuple[str, Any]]:
-            seed = None if req.seed is None else req.seed + i
-            job = chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization)
-            return state.runner.run(user, req.model, job)
-
         state.open_stream(user)
         try:
             events = start(0)
@@ -217,15 +218,7 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
         )
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
     for i in range(req.n):
-        seed = None if req.seed is None else req.seed + i
-        meta = await _collect(
-            request,
-            state.runner.run(
-                user,
-                req.model,
-                chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization),
-            ),
-        )
+        meta = await _collect(request, start(i))
         choices.append(
             {
                 "index": i,
