@@ -171,15 +171,19 @@ class EmotionGuide:
         self.label = label
         self.bias = steering.bias(label)
         self._zero = torch.zeros((), dtype=self.bias.dtype)
+        self._heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
         """`logits` plus the label's bias on the tokens within `margin` of the best one; the
         end-of-turn tokens move with the steered mass, so the odds of ending stay the same."""
-        bias = self._fit(logits.shape[-1])
+        vocab = logits.shape[-1]
+        head = self._heads.get(vocab)
+        if head is None:  # once per head size, not per step
+            stops = self.steering.stop_ids
+            head = self._heads[vocab] = (self._fit(vocab), stops[stops < vocab])
+        bias, stops = head
         near = logits >= logits.max() - self.steering.margin
         out = logits + torch.where(near, bias, self._zero)
-        stops = self.steering.stop_ids
-        stops = stops[stops < logits.shape[-1]]
         if len(stops):
             go_on = near.index_fill(0, stops, False)
             if bool(go_on.any()):
