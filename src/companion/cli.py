@@ -279,13 +279,7 @@ def train_base_cmd(
 
     settings = EMBEDDED_SETTINGS
     if max_steps is not None:
-        settings = replace(
-            settings,
-            max_steps=max_steps,
-            warmup_steps=min(settings.warmup_steps, max(1, max_steps // 10)),
-            eval_every=min(settings.eval_every, max_steps),
-            checkpoint_every=min(settings.checkpoint_every, max_steps),
-        )
+        settings = settings.capped(max_steps)
     if minutes is not None:
         settings = replace(settings, max_minutes=minutes)
     result = train_base(

@@ -322,18 +322,10 @@ def train_base(
     data_hash = hashlib.sha256(train_ids.tobytes()).hexdigest()
     source = TokenWindows(train_ids, held_ids, seq_len, settings.seed)
     if epochs is not None:
-        from dataclasses import replace
-
         if epochs <= 0:
             raise TrainingError(f"epochs must be positive, not {epochs}")
         steps = max(1, math.ceil(epochs * len(train_ids) / (settings.batch_size * seq_len)))
-        settings = replace(
-            settings,
-            max_steps=steps,
-            warmup_steps=min(settings.warmup_steps, max(1, steps // 10)),
-            eval_every=min(settings.eval_every, steps),
-            checkpoint_every=min(settings.checkpoint_every, steps),
-        )
+        settings = settings.capped(steps)
 
     torch.manual_seed(settings.seed)
     model = LlamaForCausalLM(spec.llama_config(ids))

@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,6 +72,17 @@ class TrainSettings:
     """`no`, `bf16`, `fp16`, or `auto` (bf16 on a GPU that has it, else full precision)."""
     log_every: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def capped(self, steps: int) -> TrainSettings:
+        """These settings for a run of `steps` optimizer steps: warm-up, evaluation and
+        checkpoint intervals shrink so that a short run still warms up, evaluates and saves."""
+        return replace(
+            self,
+            max_steps=steps,
+            warmup_steps=min(self.warmup_steps, max(1, steps // 10)),
+            eval_every=min(self.eval_every, steps),
+            checkpoint_every=min(self.checkpoint_every, steps),
+        )
 
     def check(self, world_size: int = 1) -> None:
         if self.schedule not in ("cosine", "linear"):

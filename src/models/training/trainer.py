@@ -120,7 +120,6 @@ class ModelTrainer:
         resume: bool = False,
     ) -> Any:
         """The embedded model's recipe (`companion train base`): tokenizer + Llama from scratch."""
-        from dataclasses import replace
 
         from models.security import require
         from models.training.base import EMBEDDED_SETTINGS, train_base
@@ -129,11 +128,5 @@ class ModelTrainer:
         self._threads()
         settings = EMBEDDED_SETTINGS
         if max_steps is not None:
-            settings = replace(
-                settings,
-                max_steps=max_steps,
-                warmup_steps=min(settings.warmup_steps, max(1, max_steps // 10)),
-                eval_every=min(settings.eval_every, max_steps),
-                checkpoint_every=min(settings.checkpoint_every, max_steps),
-            )
+            settings = settings.capped(max_steps)
         return train_base(data_dir, output_dir, settings=settings, resume=resume, progress=self.progress)
