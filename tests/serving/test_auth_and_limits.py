@@ -216,7 +216,8 @@ def test_users_key_commands(companion_home: Path) -> None:
     assert runner.invoke(app, ["users", "key", "revoke", "99"]).exit_code == 1
 
 
-def test_a_client_that_disconnects_cancels_its_stream() -> None:
+def _endless_server() -> tuple[Any, Any]:
+    """A server whose only model, `endless`, streams until its consumer goes away."""
     from companion.server import ServerSettings, create_app
     from tests.serving.conftest import serve_app
 
@@ -235,7 +236,11 @@ def test_a_client_that_disconnects_cancels_its_stream() -> None:
         def load_model(self, category: str, name: str) -> Any:
             return Model()
 
-    running = serve_app(create_app(ServerSettings(host="127.0.0.1", port=0), manager=Manager()))
+    return endless, serve_app(create_app(ServerSettings(host="127.0.0.1", port=0), manager=Manager()))
+
+
+def test_a_client_that_disconnects_cancels_its_stream() -> None:
+    endless, running = _endless_server()
     try:
         body = {"model": "endless", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
         with httpx.stream("POST", running.url + "/v1/chat/completions", json=body, timeout=30) as r:
@@ -253,25 +258,7 @@ def test_a_client_that_disconnects_cancels_its_stream() -> None:
 
 
 def test_a_client_that_gives_up_on_a_plain_request_cancels_it() -> None:
-    from companion.server import ServerSettings, create_app
-    from tests.serving.conftest import serve_app
-
-    endless = _Endless()
-
-    class Model:
-        last_stats = None
-
-        def stream_chat(self, messages: Any, max_length: Any = None, **kw: Any) -> Iterator[str]:
-            return endless.pieces()
-
-    class Manager:
-        def find(self, name: str) -> tuple[str, str]:
-            return "base", name
-
-        def load_model(self, category: str, name: str) -> Any:
-            return Model()
-
-    running = serve_app(create_app(ServerSettings(host="127.0.0.1", port=0), manager=Manager()))
+    endless, running = _endless_server()
     try:
         body = {"model": "endless", "messages": [{"role": "user", "content": "Hi"}]}
         with pytest.raises(httpx.ReadTimeout):
