@@ -5,10 +5,12 @@
 Adding a migration
 ------------------
 1. Write `def _m2_events(conn: Connection) -> None` that creates or alters what it needs with
-   DDL frozen *inside the function* (`Table(...)` on its own `_migration_metadata()`, or
-   `conn.execute(text(...))` for an ALTER). Never create from the module-level `metadata`: a
-   later migration may change those definitions, and a fresh database replays every
-   migration in order.
+   frozen DDL (`Table(...)` on its own `_migration_metadata()`, or `conn.execute(text(...))`
+   for an ALTER). Never create from the module-level `metadata`: a later migration may change
+   those definitions, and a fresh database replays every migration in order. While tables
+   stay as a migration first created them, one frozen function (`_version_tables(md)`, ...)
+   builds them both for the migration and for `metadata`; when a later migration changes a
+   table, `metadata` gets its own definition and the frozen function stays as it was.
 2. Append `Migration(2, "events", _m2_events)` to `MIGRATIONS`. Numbers run 1, 2, 3, ... with
    no gaps; never edit, reorder or renumber a migration that has shipped.
 3. Update `metadata` (the current schema that queries use) to match the schema after it;
@@ -63,79 +65,6 @@ schema_migrations = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("name", String(200), nullable=False),
     Column("applied_at", String(_TS), nullable=False),
-)
-
-model_versions = Table(
-    "model_versions",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("path", Text, nullable=False),
-    Column("created_at", String(_TS), nullable=False),
-    Column("author", String(200)),
-    Column("notes", Text),
-    Column("manifest_sha256", String(64)),
-    Column("lineage", JSON),
-    UniqueConstraint("category", "name", "version"),
-)
-
-aliases = Table(
-    "aliases",
-    metadata,
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("updated_at", String(_TS), nullable=False),
-    PrimaryKeyConstraint("category", "name", "alias"),
-    ForeignKeyConstraint(
-        ["category", "name", "version"],
-        ["model_versions.category", "model_versions.name", "model_versions.version"],
-    ),
-)
-
-alias_history = Table(
-    "alias_history",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("from_version", String(64)),
-    Column("to_version", String(64), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("reason", Text),
-    Column("at", String(_TS), nullable=False),
-    Index(None, "category", "name", "alias"),
-)
-
-version_tags = Table(
-    "version_tags",
-    metadata,
-    Column("category", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("key", String(64), nullable=False),
-    Column("value", Text, nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("updated_at", String(_TS), nullable=False),
-    PrimaryKeyConstraint("category", "name", "version", "key"),
-    ForeignKeyConstraint(
-        ["category", "name", "version"],
-        ["model_versions.category", "model_versions.name", "model_versions.version"],
-    ),
-)
-
-update_sources = Table(
-    "update_sources",
-    metadata,
-    Column("source", String(1000), primary_key=True),
-    Column("catalog_version", BigInteger, nullable=False),
-    Column("digest", String(64), nullable=False),
-    Column("expires", String(_TS), nullable=False),
-    Column("seen_at", String(_TS), nullable=False),
 )
 
 
@@ -203,10 +132,9 @@ def _migration_metadata() -> MetaData:
     return MetaData(naming_convention=_NAMING)
 
 
-def _m1_initial(conn: Connection) -> None:
+def _version_tables(md: MetaData) -> tuple[Table, Table, Table]:
     """model_versions, aliases and alias_history, as first shipped (frozen)."""
-    md = _migration_metadata()
-    Table(
+    model_versions = Table(
         "model_versions",
         md,
         Column("id", Integer, primary_key=True),
@@ -221,7 +149,7 @@ def _m1_initial(conn: Connection) -> None:
         Column("lineage", JSON),
         UniqueConstraint("category", "name", "version"),
     )
-    Table(
+    aliases = Table(
         "aliases",
         md,
         Column("category", String(64), nullable=False),
@@ -235,7 +163,7 @@ def _m1_initial(conn: Connection) -> None:
             ["model_versions.category", "model_versions.name", "model_versions.version"],
         ),
     )
-    Table(
+    alias_history = Table(
         "alias_history",
         md,
         Column("id", Integer, primary_key=True),
@@ -249,16 +177,20 @@ def _m1_initial(conn: Connection) -> None:
         Column("at", String(_TS), nullable=False),
         Index(None, "category", "name", "alias"),
     )
+    return model_versions, aliases, alias_history
+
+
+def _m1_initial(conn: Connection) -> None:
+    """model_versions, aliases and alias_history."""
+    md = _migration_metadata()
+    _version_tables(md)
     md.create_all(conn)
 
 
-def _m2_versions(conn: Connection) -> None:
+def _catalog_tables(md: MetaData) -> tuple[Table, Table]:
     """version_tags (key/value labels on a version) and update_sources (the newest catalog
     seen per update source, for rollback and freeze protection), as first shipped (frozen)."""
-    md = _migration_metadata()
-    # The referenced table, as far as the foreign key needs it (it exists since migration 1).
-    Table("model_versions", md, *(Column(c, String(64)) for c in ("category", "name", "version")))
-    Table(
+    version_tags = Table(
         "version_tags",
         md,
         Column("category", String(64), nullable=False),
@@ -274,7 +206,7 @@ def _m2_versions(conn: Connection) -> None:
             ["model_versions.category", "model_versions.name", "model_versions.version"],
         ),
     )
-    Table(
+    update_sources = Table(
         "update_sources",
         md,
         Column("source", String(1000), primary_key=True),
@@ -283,7 +215,15 @@ def _m2_versions(conn: Connection) -> None:
         Column("expires", String(_TS), nullable=False),
         Column("seen_at", String(_TS), nullable=False),
     )
-    md.create_all(conn, tables=[md.tables["version_tags"], md.tables["update_sources"]])
+    return version_tags, update_sources
+
+
+def _m2_versions(conn: Connection) -> None:
+    """version_tags and update_sources."""
+    md = _migration_metadata()
+    # The referenced table, as far as the foreign key needs it (it exists since migration 1).
+    Table("model_versions", md, *(Column(c, String(64)) for c in ("category", "name", "version")))
+    md.create_all(conn, tables=list(_catalog_tables(md)))
 
 
 def _m3_operations(conn: Connection) -> None:
@@ -481,6 +421,8 @@ MIGRATIONS: list[Migration] = [
 ]
 
 # The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
+model_versions, aliases, alias_history = _version_tables(metadata)
+version_tags, update_sources = _catalog_tables(metadata)
 audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = _security_tables(metadata)
 # The current schema of migration 5's tables (frozen in `_personalization_tables` likewise).
 user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
