@@ -9,6 +9,8 @@
     ├── ModelNotFoundError       a path or model that does not exist
     │   └── UnknownModelError    a model name that config does not know (lists close matches)
     ├── EngineError              a generation engine failed (HTTP error, bad weights, ...)
+    │   ├── GenerationInputError the request's own input cannot be generated (bad option, token id, message)
+    │   └── AdapterError         a LoRA adapter is malformed or does not fit its base
     ├── DataError                training data is missing, empty or malformed
     │   └── CardError            a character card is malformed (names the field, e.g. data.alternate_greetings[1])
     ├── TrainingError            a training run cannot start or continue
@@ -39,6 +41,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EngineError",
+    "GenerationInputError",
     "IntegrityError",
     "InvalidModelName",
     "ModelNotFoundError",
@@ -106,6 +109,12 @@ class UnknownModelError(ModelNotFoundError):
 
 class EngineError(CompanionError):
     """A generation engine failed."""
+
+
+class GenerationInputError(EngineError, ValueError):
+    """A generation request the engine cannot honour as given: an unknown option, a token id
+    outside the vocabulary, a prompt longer than the context, a malformed message. The caller's
+    input (a 400 at the server), not a fault of the engine."""
 
 
 class AdapterError(EngineError):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ModelNotFoundError
+from models.gate import generating
 from models.personalization.model import PersonalizationModel
 from models.personalization.params import HybridParams, PersonalizationParams
 from models.personalization.preferences import UserPreferences
@@ -148,6 +149,7 @@ class HybridModel:
             raise ValueError(f"candidates: expected 1 to 16, got {self.candidates}")
         self.name = name or f"{getattr(self.personality, 'name', 'personality')}+{self.personalization.name}"
 
+    @generating
     def generate_personalized_response(
         self,
         context: str | None = None,
@@ -256,6 +258,7 @@ class HybridModel:
             },
         )
 
+    @generating
     def adapt_response(self, base_response: str, user_preferences: Any = None, **kwargs: Any) -> Any:
         """Adapt a finished response with this model's personalization part (no generation)."""
         return self.personalization.adapt_response(base_response, user_preferences, **kwargs)

@@ -141,7 +141,7 @@ class ModelManager:
             if not checked:  # a cold load is audited (a warm one was checked in memory above)
                 self.security.require(user, f"{category}/{cname}", "read", action="load")
             ref = self.resolve(category, cname)
-            from models.security.manager import guard_model, inside_checked_call
+            from models.gate import guard, inside_checked_call
 
             with inside_checked_call():  # models it loads for itself (a personality's base) are part of it
                 model = self._build(category, cname, entry, ref)
@@ -149,7 +149,7 @@ class ModelManager:
             from models.monitoring.instrument import attach  # record every generation (docs/operations.md)
 
             model = attach(model, category, cname, ref.version)
-            model = guard_model(model, self.security, category, cname)  # `generate` checked per call
+            model = guard(model, self.security, category, cname)  # `generate` checked at the model's gate
             self._cache[key] = model
             served = None
             if ref.raw.startswith("store:") and ref.category and ref.name and ref.version:
@@ -171,9 +171,9 @@ class ModelManager:
     def _check_load(self, category: str, name: str, user: str | None) -> bool:
         """True if the load needs no audited check: it is nested inside a checked request.
         Otherwise decide in memory; a denial is audited and raised here."""
-        from models.security.manager import _INSIDE
+        from models.gate import is_inside
 
-        if _INSIDE.get():
+        if is_inside():
             return True
         label = f"{category}/{name}"
         sec = self.security

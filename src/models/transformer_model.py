@@ -22,6 +22,7 @@ from typing import Any
 from models.config import TransformerParams
 from models.engines import create_engine
 from models.engines.base import Engine, GenerationStats, SamplingParams
+from models.gate import checked_attribute, generating
 from models.paths import PathRef
 from models.registry import LoadRequest, register_loader
 
@@ -80,7 +81,7 @@ class TransformerModel:
                 self.ref = resolve_path(base, self.ref.folder)
         _check_folder(self.ref)
         self.adapter = Path(adapter) if adapter is not None else None
-        self.engine: Engine = create_engine(self.ref, self.params, adapter=self.adapter)
+        self._engine: Engine = create_engine(self.ref, self.params, adapter=self.adapter)
         self.load_seconds = time.perf_counter() - t0
         self.model_path = str(model_path)
         self.name = name or self.ref.name or Path(str(model_path)).name
@@ -106,64 +107,87 @@ class TransformerModel:
             guide=overrides.pop("guide", None),
         )
         if overrides:
-            from models.errors import EngineError
+            from models.errors import GenerationInputError
 
-            raise EngineError(f"unknown generation option(s): {', '.join(sorted(overrides))}")
+            raise GenerationInputError(f"unknown generation option(s): {', '.join(sorted(overrides))}")
         return params
 
     # --- generation ----------------------------------------------------------------------
 
+    @generating
     def generate(self, prompt: str, max_length: int | None = None, **overrides: Any) -> str:
         """The continuation of `prompt` (at most `max_length` new tokens)."""
         return "".join(self.stream(prompt, max_length, **overrides))
 
+    @generating
     def stream(self, prompt: str, max_length: int | None = None, **overrides: Any) -> Iterator[str]:
         """Yield the continuation of `prompt` as text pieces while it decodes."""
         params = self.sampling(max_length, **overrides)
-        return self.engine.stream(prompt, params)
+        return self._engine.stream(prompt, params)
 
+    @generating
     def chat(self, messages: Sequence[dict[str, Any]], max_length: int | None = None, **overrides: Any) -> str:
         """The assistant's reply to OpenAI-style `messages`, through the model's chat template."""
         return "".join(self.stream_chat(messages, max_length, **overrides))
 
+    @generating
     def stream_chat(
         self, messages: Sequence[dict[str, Any]], max_length: int | None = None, **overrides: Any
     ) -> Iterator[str]:
         params = self.sampling(max_length, **overrides)
-        return self.engine.stream_chat(messages, params)
+        return self._engine.stream_chat(messages, params)
 
+    @generating
     def generate_many(self, prompt: str, n: int, max_length: int | None = None, **overrides: Any) -> list[str]:
         """n sampled continuations of `prompt` (the `fast` engine decodes them together);
         with a `seed`, continuation i uses `seed + i`."""
         params = self.sampling(max_length, **overrides)
-        return [c.text for c in self.engine.sample_many(prompt, params, n)]
+        return [c.text for c in self._engine.sample_many(prompt, params, n)]
 
+    @generating
     def chat_many(
         self, messages: Sequence[dict[str, Any]], n: int, max_length: int | None = None, **overrides: Any
     ) -> list[str]:
         """n sampled replies to `messages` (best-of-n candidates); seeds as `generate_many`."""
         params = self.sampling(max_length, **overrides)
-        return [c.text for c in self.engine.sample_many(list(messages), params, n)]
+        return [c.text for c in self._engine.sample_many(list(messages), params, n)]
 
+    @generating(monitored=False)
     def score(self, texts: str | Sequence[str]) -> list[float]:
         """Total log-likelihood (nats) of each text under the model."""
-        return self.engine.score([texts] if isinstance(texts, str) else list(texts))
+        return self._engine.score([texts] if isinstance(texts, str) else list(texts))
 
     def perplexity(self, text: str) -> float:
         import math
 
-        n = max(1, self.engine.count_tokens(text))
+        n = max(1, self._engine.count_tokens(text))
         return math.exp(-self.score(text)[0] / n)
 
     # --- information -------------------------------------------------------------------------
 
     @property
+    def engine(self) -> Engine:
+        """The engine itself: it generates without the model's gate, so handing it out needs
+        `generate` on this model (checked unless already inside a checked call)."""
+        checked_attribute(self, "engine")
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def codec(self) -> Any:
+        """The engine's tokenizer and chat template (None for remote engines): reading, not generating."""
+        return getattr(self._engine, "codec", None)
+
+    @property
     def last_stats(self) -> GenerationStats:
-        return self.engine.last_stats
+        return self._engine.last_stats
 
     @property
     def engine_name(self) -> str:
-        return self.engine.name
+        return self._engine.name
 
     def info(self) -> dict[str, Any]:
         return {
@@ -172,11 +196,11 @@ class TransformerModel:
             "resolved": str(self.ref.folder) if self.ref.folder else self.ref.raw,
             "version": self.ref.version,
             "load_seconds": round(self.load_seconds, 4),
-            **self.engine.info(),
+            **self._engine.info(),
         }
 
     def close(self) -> None:
-        self.engine.close()
+        self._engine.close()
 
     def __repr__(self) -> str:
         return f"TransformerModel({self.model_path!r}, engine={self.engine_name!r})"

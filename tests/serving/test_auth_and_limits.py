@@ -266,3 +266,43 @@ def test_a_client_that_gives_up_on_a_plain_request_cancels_it() -> None:
         assert endless.closed.wait(10), "the generation kept running after the client left"
     finally:
         running.stop()
+
+
+def test_a_slow_database_read_does_not_hold_the_engine(keyed_server: RunningServer, monkeypatch) -> None:
+    """Issue 15 item 11: a chat's own reads (preferences, memory) ran under the engine's lock, so
+    one user's slow read (e.g. behind another's preference writes) stalled every other user."""
+    import companion.server.turns as turns
+
+    released = threading.Event()
+    real = turns.personal_note
+
+    def slow_note(user: str, message: str) -> str:
+        if user == "slowpoke":
+            released.wait(20)
+        return real(user, message)
+
+    monkeypatch.setattr(turns, "personal_note", slow_note)
+    slow, quick = _key("slowpoke"), _key("quick")
+    body = {"model": "ada", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    done: list[int] = []
+
+    def slow_request() -> None:
+        r = httpx.post(
+            keyed_server.base_url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {slow}"},
+            timeout=60,
+        )
+        done.append(r.status_code)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.5)  # the slow request is now inside its read
+    r = httpx.post(
+        keyed_server.base_url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {quick}"}, timeout=8
+    )
+    assert r.status_code == 200, r.text
+    assert not done  # the slow one is still reading: the quick one did not wait for it
+    released.set()
+    t.join(30)
+    assert done == [200]

@@ -123,40 +123,103 @@ def caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_B
 
 
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413 (by Content-Length, or while reading a chunked body)."""
+    """Refuse bodies over `limit` bytes with 413: by Content-Length, or, for a chunked body, by
+    reading it (up to the limit) before the application sees any of it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = error_body(413, f"request body larger than {self.limit} bytes", None, "body_too_large")
+        await JSONResponse(body, status_code=413)(scope, receive, send)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"request body larger than {self.limit} bytes"
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await JSONResponse(error_body(413, message, None, "body_too_large"), status_code=413)(
-                        scope, receive, send
-                    )
-                    return
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.limit
+            except ValueError:
+                too_big = True
+            if too_big:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:  # a body without Content-Length: read it here, within the limit
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise APIError(413, message, code="body_too_large")
-            return msg
+            if msg["type"] != "http.request":
+                break
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                break
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        await self.app(scope, limited, send)
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _loopback_host(value: str) -> bool:
+    """Whether a Host header (or an Origin's host) names this machine: `localhost`, `127.x.x.x`
+    or `[::1]`, with or without a port."""
+    from companion.server.settings import is_loopback
+
+    host = value.strip().lower()
+    if host.startswith("["):
+        host = host[: host.find("]") + 1] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host == "localhost" or is_loopback(host)
+
+
+class LocalOnly:
+    """Local mode's guard against DNS rebinding and cross-site requests: the keyless owner's
+    server answers only requests addressed to a loopback name (`Host`), and refuses state-changing
+    requests whose `Origin` is another site. A page at attacker.example whose name was rebound to
+    127.0.0.1 sends `Host: attacker.example`, and is refused before any route runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        problem = None
+        if not _loopback_host(host):
+            problem = f"this server runs in local mode and answers only loopback host names, not {host!r}"
+        origin = headers.get("origin")
+        if problem is None and origin and scope.get("method") in _STATE_CHANGING:
+            from urllib.parse import urlsplit
+
+            netloc = urlsplit(origin).netloc
+            if origin == "null" or not _loopback_host(netloc):
+                problem = f"cross-origin request from {origin!r} refused in local mode"
+        if problem is not None:
+            body = error_body(403, problem, None, "forbidden_host")
+            await JSONResponse(body, status_code=403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _static(name: str) -> Any:
@@ -190,6 +253,8 @@ def create_app(settings: ServerSettings | None = None, *, manager: Any = None) -
     app.state.companion = state
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)
+    if settings.mode == "local":
+        app.add_middleware(LocalOnly)
     app.include_router(openai_api.router)
     app.include_router(companion_api.router)
 

@@ -105,7 +105,7 @@ class Runner:
 
     def resolve(self, model_id: str) -> tuple[str, str]:
         """`(category, name)` of a model id (`luna`, `personality/luna`, `companion-base`)."""
-        from models.errors import UnknownModelError
+        from models.errors import DataError
 
         manager = self.get_manager()
         if "/" in model_id:
@@ -114,13 +114,16 @@ class Runner:
         else:
             category, name = manager.find(model_id)
         if category not in SERVED:
-            raise UnknownModelError(f"{model_id!r} is a {category} model; chat with a personality or a base model")
+            raise DataError(f"{model_id!r} is a {category} model; chat with a personality or a base model")
         return category, name
 
     def lock_for(self, model: Any) -> FairLock:
         """The lock of the engine a model generates with (personalities share their base's)."""
-        base = getattr(model, "base", model)
-        key = id(getattr(base, "engine", base))
+        from models.gate import inside_checked_call
+
+        with inside_checked_call():  # bookkeeping, not a generation: the engine's identity only
+            base = getattr(model, "base", model)
+            key = id(getattr(base, "engine", base))
         with self._guard:
             if key not in self._locks:
                 self._locks[key] = FairLock()
@@ -132,10 +135,17 @@ class Runner:
                 category, name = self.resolve(model_id)
                 model = self.get_manager().load_model(category, name)
                 lock = self.lock_for(model)
+                # The job's own reads (the user's preferences and memory, the prompt) happen before
+                # the engine's lock: they need the database, not the engine, and another user's
+                # writes must not stall everyone's decoding (issue 15). Its pieces are lazy: the
+                # generation itself runs only as they are read, under the lock.
+                turn = job(model, category, name)
                 if not lock.acquire(cancel):
+                    close = getattr(turn.pieces, "close", None)
+                    if close is not None:
+                        close()
                     return
                 try:
-                    turn = job(model, category, name)
                     put(("start", (category, name)))
                     pieces: list[str] = []
                     try:

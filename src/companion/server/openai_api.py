@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -83,13 +84,25 @@ def _text(message: ChatMessage, index: int) -> str:
     return "".join(parts)
 
 
+def _encodable(text: str, param: str) -> str:
+    """`text` if it is valid Unicode text (JSON lets a client send a lone surrogate, `\\ud800`,
+    which no tokenizer can encode), else a 400 naming the field."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(
+            400, f"{param}: not valid Unicode text (a lone surrogate at {exc.start})", param=param, code="invalid_value"
+        ) from None
+    return text
+
+
 def _messages(req: ChatRequest) -> list[dict[str, str]]:
     out = []
     for i, m in enumerate(req.messages):
         if m.role == "tool":
             raise APIError(400, "tool messages are not supported", param=f"messages.{i}.role")
         role = "system" if m.role == "developer" else m.role
-        out.append({"role": role, "content": _text(m, i)})
+        out.append({"role": role, "content": _encodable(_text(m, i), f"messages.{i}.content")})
     return out
 
 
@@ -127,7 +140,7 @@ def _logit_bias(raw: dict[str, float]) -> dict[int, float]:
         raise APIError(400, f"logit_bias: at most {MAX_LOGIT_BIAS} tokens", param="logit_bias", code="invalid_value")
     out: dict[int, float] = {}
     for key, value in raw.items():
-        if not key.isdigit() or len(key) > 9:
+        if not re.fullmatch(r"[0-9]{1,9}", key):  # ASCII digits: str.isdigit() also takes "²"
             raise APIError(400, f"logit_bias: {key!r} is not a token id", param="logit_bias", code="invalid_value")
         if not -100 <= value <= 100:
             raise APIError(
@@ -309,6 +322,7 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
     state = _state(request)
     opts = _options(req, state.settings.limits)
     prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    prompts = [_encodable(p, "prompt") for p in prompts]
     if not prompts or len(prompts) * req.n > state.settings.limits.max_n:
         raise APIError(400, f"between 1 and {state.settings.limits.max_n} completions per request", param="prompt")
     created = int(time.time())

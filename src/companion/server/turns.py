@@ -109,6 +109,18 @@ def _card_turn(
     return Turn(pieces, finish)
 
 
+def _can(target: Any, method: str, category: str, name: str, what: str) -> None:
+    """A 400 (not a 500) for a model that cannot do what the endpoint asks (a personalization
+    model adapts replies; it does not chat)."""
+    if not callable(getattr(target, method, None)):
+        from models.errors import DataError
+
+        raise DataError(
+            f"model {name!r} is a {category} model and cannot {what}; use a personality or a base model "
+            "(GET /v1/models lists them)"
+        )
+
+
 def _target(model: Any, category: str, name: str, action: str) -> tuple[Any, Any]:
     """What generates for a client's own prompt, and the context to call it in: a personality's
     base, once `generate` on the personality is checked (the base is then not re-checked)."""
@@ -148,6 +160,7 @@ def chat_job(
 
             raise DataError(f"companion.emotion and companion.context need a personality; {name} is a {category} model")
         target, scope = _target(model, category, name, "stream_chat")
+        _can(target, "stream_chat", category, name, "chat")
         max_length = kw.get("max_length")
         with scope:
             pieces = target.stream_chat(messages, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
@@ -170,6 +183,7 @@ def completion_job(user: str, prompt: str, opts: dict[str, Any], personalization
 
     def job(model: Any, category: str, name: str) -> Turn:
         target, scope = _target(model, category, name, "stream")
+        _can(target, "stream", category, name, "complete text")
         with scope:
             pieces = target.stream(prompt, kw.get("max_length"), **{k: v for k, v in kw.items() if k != "max_length"})
 

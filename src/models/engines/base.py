@@ -53,7 +53,7 @@ class SamplingParams:
         return replace(self, **changes)
 
     def check(self) -> None:
-        from models.errors import EngineError
+        from models.errors import GenerationInputError
 
         problems = []
         if self.max_new_tokens < 0:
@@ -72,7 +72,7 @@ class SamplingParams:
             elif not -100 <= float(bias) <= 100:
                 problems.append(f"logit_bias[{tid}] must be in [-100, 100], not {bias}")
         if problems:
-            raise EngineError("; ".join(problems))
+            raise GenerationInputError("; ".join(problems))
 
 
 @dataclass
@@ -110,9 +110,9 @@ def row_seeds(params: SamplingParams, n: int) -> list[int | None]:
 
 def check_rows(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        from models.errors import EngineError
+        from models.errors import GenerationInputError
 
-        raise EngineError(f"n (the number of candidates) must be an integer >= 1, not {n!r}")
+        raise GenerationInputError(f"n (the number of candidates) must be an integer >= 1, not {n!r}")
 
 
 class Engine(ABC):

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.errors import EngineError
+from models.errors import EngineError, GenerationInputError
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +165,7 @@ class TextCodec:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             def raise_exception(message: str) -> None:
-                raise EngineError(f"chat template: {message}")
+                raise GenerationInputError(f"chat template: {message}")
 
             env = ImmutableSandboxedEnvironment(
                 trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
@@ -175,7 +175,7 @@ class TextCodec:
             self._template = env.from_string(self.template_source)
         for i, m in enumerate(messages):
             if "role" not in m or "content" not in m:
-                raise EngineError(f"message {i} needs 'role' and 'content' keys, got {sorted(m)}")
+                raise GenerationInputError(f"message {i} needs 'role' and 'content' keys, got {sorted(m)}")
         if not self.has_emotion_tokens:
             extra.pop("emotion", None)
         return self._template.render(

@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from models.engines.base import Candidate, LocalEngine, SamplingParams, check_rows
 from models.engines.codec import TextCodec
-from models.errors import EngineError
+from models.errors import EngineError, GenerationInputError
 
 __all__ = ["FastEngine"]
 
@@ -323,7 +323,7 @@ class FastEngine(LocalEngine):
             return
         spec = self.spec
         if n > spec.max_positions:
-            raise EngineError(f"{n} tokens exceed the model's context of {spec.max_positions}")
+            raise GenerationInputError(f"{n} tokens exceed the model's context of {spec.max_positions}")
         cap = min(spec.max_positions, max(n, 2 * self._capacity))
         shape = (spec.num_layers, 2, spec.num_kv_heads, cap, spec.head_dim)
         kv = torch.zeros(shape, dtype=self.dtype)
@@ -348,7 +348,7 @@ class FastEngine(LocalEngine):
 
     def _prefill(self, ids: list[int]) -> torch.Tensor:
         if not ids:
-            raise EngineError("cannot prefill an empty prompt: give at least one token")
+            raise GenerationInputError("cannot prefill an empty prompt: give at least one token")
         with _Scope(self.threads):
             self._ensure_capacity(len(ids))
             self._pos = 0
@@ -358,7 +358,7 @@ class FastEngine(LocalEngine):
 
     def _step(self, token: int) -> torch.Tensor:
         if not 0 <= token < self.spec.vocab_size:
-            raise EngineError(f"token id {token} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
+            raise GenerationInputError(f"token id {token} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
         with _Scope(self.threads):
             if self._pos >= self._capacity:
                 self._ensure_capacity(self._pos + 1)

@@ -51,9 +51,9 @@ class Sampler:
             bias = torch.zeros(vocab)
             for tid, value in self.p.logit_bias.items():  # type: ignore[union-attr]
                 if not 0 <= int(tid) < vocab:
-                    from models.errors import EngineError
+                    from models.errors import GenerationInputError
 
-                    raise EngineError(f"logit_bias: token id {tid} is outside the vocabulary (0..{vocab - 1})")
+                    raise GenerationInputError(f"logit_bias: token id {tid} is outside the vocabulary (0..{vocab - 1})")
                 bias[int(tid)] = float(value)
             self._bias = bias
         return logits + self._bias

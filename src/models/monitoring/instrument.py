@@ -1,18 +1,17 @@
 """Instrumenting loaded models: every generation becomes one `GenerationEvent`.
 
 `ModelManager.load_model` calls `attach(model, category, name, version)` on each model it
-builds. What that does depends on the model:
+builds: that sets the monitoring label of the model's gate (`models.gate`). Every generating
+method of every model goes through the gate, which calls `observe` here:
 
-* a **generator** (`TransformerModel`: has `engine`, `stream` and `stream_chat`): its `stream`
-  and `stream_chat` are wrapped (on the instance, the class is untouched); `generate` and `chat`
-  go through them. One event per call: latency from the call to the last piece, time to first
-  token from the call to the first non-empty piece, token counts and finish reason from the
-  engine's `last_stats`.
-* any **composite** model (a personality, a personalization model): its public request methods
-  (`generate_response`, `stream_response`, ...) open a *request scope*; the generator(s) it
-  uses inside (its `base`, instrumented too) report into that scope instead of recording
-  their own events, so a best-of-4 reply is one request of `luna` with four generations'
-  tokens, not four requests of the base model.
+* a **generator**'s streaming leaves (`TransformerModel.stream` / `stream_chat`) record one
+  event per call: latency from the call to the last piece, time to first token from the call
+  to the first non-empty piece, token counts and finish reason from the engine's `last_stats`;
+* any other generating method (`generate`, `generate_many`, a personality's
+  `generate_response`, ...) opens a *request scope*; the generations it makes inside (its own
+  `stream`, a personality's base model) report into that scope instead of recording their own
+  events, so a best-of-4 reply is one request of `luna` with four generations' tokens, not
+  four requests of the base model.
 
 Per piece the cost is one generator hop; per request a handful of `perf_counter` calls and a
 queue append (see `bench/monitor.py` for the measured overhead). Nothing here touches I/O.
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,22 +28,9 @@ from typing import Any
 
 from models.monitoring.events import EventRecorder, GenerationEvent, current_user, get_recorder, pseudonymize
 
-__all__ = ["REQUEST_METHODS", "attach", "is_attached", "label_of", "recording_suspended"]
+__all__ = ["attach", "is_attached", "label_of", "observe", "recording_suspended"]
 
-#: Public methods of composite models that make one request each (those that exist are wrapped).
-REQUEST_METHODS = (
-    "generate_response",
-    "stream_response",
-    "generate_personalized_response",
-    "adapt_response",
-    "adapt",
-    "generate",
-    "chat",
-    "stream",
-    "stream_chat",
-)
 _LEAF_METHODS = ("stream", "stream_chat")
-_ATTR = "_companion_monitor"
 log = logging.getLogger(__name__)
 
 
@@ -106,16 +91,7 @@ def _error_name(exc: BaseException) -> str | None:
     return type(exc).__name__
 
 
-# --------------------------------------------------------------------------- generators (leaves)
-
-
-def _leaf(model: Any, orig: Callable[..., Iterator[str]], label: tuple[str, str, str | None] | None) -> Callable:
-    @functools.wraps(orig)
-    def wrapper(*args: Any, **kwargs: Any) -> Iterator[str]:
-        user = _user_from(kwargs)
-        return _leaf_stream(model, orig(*args, **kwargs), label, user)
-
-    return wrapper
+# --------------------------------------------------------------------------- observe
 
 
 def _leaf_stream(model: Any, pieces: Iterator[str], label: Any, user: str | None) -> Iterator[str]:
@@ -138,40 +114,52 @@ def _leaf_stream(model: Any, pieces: Iterator[str], label: Any, user: str | None
         finish = "error" if error else "cancelled"
         raise
     finally:
-        engine = getattr(model, "engine_name", None) or getattr(getattr(model, "engine", None), "name", "unknown")
         if outer is None:
             request.t0 = t0
-        request.add(first, engine, getattr(model, "last_stats", None), finish)
+        request.add(first, _engine_name(model), getattr(model, "last_stats", None), finish)
         if outer is None:
             event = request.event(perf(), recorder, error)
             if event is not None:
                 recorder.record(event)
 
 
-# --------------------------------------------------------------------------- composites (scopes)
+def _engine_name(model: Any) -> str:
+    return str(getattr(model, "engine_name", None) or "unknown")
 
 
-def _scoped(orig: Callable[..., Any], label: tuple[str, str, str | None]) -> Callable:
-    @functools.wraps(orig)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _SCOPE.get() is not None:  # nested inside another request: it reports to that one
-            return orig(*args, **kwargs)
-        recorder = get_recorder()
-        request = _Request(label, _user_from(kwargs), recorder.clock.perf())
-        token = _SCOPE.set(request)
-        try:
-            result = orig(*args, **kwargs)
-        except BaseException as exc:
-            _finish(request, recorder, _error_name(exc))
-            raise
-        finally:
-            _SCOPE.reset(token)
-        if isinstance(result, Iterator):
-            return _scoped_stream(result, request, recorder)
-        _finish(request, recorder, None)
-        return result
-
-    return wrapper
+def observe(
+    model: Any,
+    method: str,
+    call: Callable[[], Any],
+    kwargs: dict[str, Any],
+    label: tuple[str, str, str | None] | None,
+) -> Any:
+    """Run one generating call of `model` (the gate's step 2): a streaming leaf records its own
+    event or reports into the enclosing request; any other call opens a request scope."""
+    outer = _SCOPE.get()
+    if label is None and outer is None:
+        return call()  # nobody to report to
+    if method in _LEAF_METHODS and hasattr(model, "last_stats"):
+        return _leaf_stream(model, call(), label, _user_from(kwargs))
+    if outer is not None:  # nested inside another request: it reports to that one
+        return call()
+    recorder = get_recorder()
+    request = _Request(label, _user_from(kwargs), recorder.clock.perf())
+    token = _SCOPE.set(request)
+    try:
+        result = call()
+    except BaseException as exc:
+        _finish(request, recorder, _error_name(exc))
+        raise
+    finally:
+        _SCOPE.reset(token)
+    if isinstance(result, Iterator):
+        return _scoped_stream(result, request, recorder)
+    if request.generations == 0 and hasattr(model, "last_stats"):  # a batch decode (generate_many)
+        stats = model.last_stats
+        request.add(None, _engine_name(model), stats, getattr(stats, "finish_reason", "length") or "length")
+    _finish(request, recorder, None)
+    return result
 
 
 def _scoped_stream(pieces: Iterator[Any], request: _Request, recorder: EventRecorder) -> Iterator[Any]:
@@ -204,54 +192,24 @@ def _finish(request: _Request, recorder: EventRecorder, error: str | None) -> No
 # --------------------------------------------------------------------------- attach
 
 
-def _is_generator(model: Any) -> bool:
-    return all(callable(getattr(model, m, None)) for m in _LEAF_METHODS) and hasattr(model, "engine")
-
-
-def _wrap_leaf(model: Any, label: tuple[str, str, str | None] | None) -> None:
-    state = getattr(model, _ATTR, None)
-    if state is not None and (state == label or label is None):
-        return  # already instrumented (a shared base keeps the label it was loaded under)
-    for method in _LEAF_METHODS:
-        orig = getattr(type(model), method).__get__(model)
-        setattr(model, method, _leaf(model, orig, label))
-    setattr(model, _ATTR, label)
-
-
 def attach(model: Any, category: str, name: str, version: str | None = None) -> Any:
-    """Instrument `model` so its generations are recorded as `category/name` at `version`
-    (default: the model's own `version` attribute, if any). Returns `model`. Idempotent.
-    A model with no generation methods, or one that takes no attributes, is returned as is."""
-    version = version or _version_of(model)
-    label = (category, name, version)
-    try:
-        if _is_generator(model):
-            _wrap_leaf(model, label)
-            return model
-        if getattr(model, _ATTR, None) == label:
-            return model
-        methods = [m for m in REQUEST_METHODS if callable(getattr(type(model), m, None))]
-        if not methods:
-            return model
-        for method in methods:
-            setattr(model, method, _scoped(getattr(type(model), method).__get__(model), label))
-        for attr in ("base", "base_model", "model"):
-            inner = getattr(model, attr, None)
-            if inner is not None and _is_generator(inner):
-                _wrap_leaf(inner, None)
-        setattr(model, _ATTR, label)
-    except (AttributeError, TypeError) as exc:  # __slots__, read-only attributes
-        log.warning("monitoring: %s/%s (%s) cannot be instrumented: %s", category, name, type(model).__name__, exc)
+    """Record `model`'s generations as `category/name` at `version` (default: the model's own
+    `version` attribute, if any): sets the label of the model's gate. Returns `model`. Idempotent."""
+    from models.gate import adopt, gate_of
+
+    adopt(model)
+    gate_of(model).label = (category, name, version or _version_of(model))
     return model
 
 
 def is_attached(model: Any) -> bool:
-    return hasattr(model, _ATTR)
+    return label_of(model) is not None
 
 
 def label_of(model: Any) -> tuple[str, str, str | None] | None:
     """`(category, name, version)` the model's generations are recorded under (None: not attached)."""
-    return getattr(model, _ATTR, None)
+    gate = getattr(model, "_companion_gate", None)
+    return gate.label if gate is not None else None
 
 
 @contextlib.contextmanager

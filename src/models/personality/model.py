@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.errors import DataError, UnknownContextError
+from models.gate import checked_attribute, generating
 from models.personality.behavior import GenerationPlan, behavior_score, boundary_hits, plan_generation
 from models.personality.card import CharacterCard
 from models.personality.emotion import EmotionalState, default_classifier, project
@@ -79,7 +80,7 @@ class PersonalityModel:
         emotion_trained: bool | None = None,
     ) -> None:
         self.card = card
-        self.base = base
+        self._base = base
         self.params = params or PersonalityParams()
         self.name = name or card.name.lower()
         self.version = version or card.character_version or None
@@ -95,6 +96,19 @@ class PersonalityModel:
     # --- information --------------------------------------------------------------------------
 
     @property
+    def base(self) -> Any:
+        """The base model: it generates without this personality's gate, so handing it out needs
+        `generate` on this personality (checked unless already inside a checked call)."""
+        checked_attribute(self, "base")
+        return self._base
+
+    def _base_codec(self) -> Any:
+        """The base model's tokenizer (None for remote engines): reading, not generating."""
+        if hasattr(self._base, "codec"):
+            return self._base.codec
+        return getattr(getattr(self._base, "engine", None), "codec", None)
+
+    @property
     def character(self) -> str:
         return self.card.display_name
 
@@ -107,7 +121,7 @@ class PersonalityModel:
         return sorted(self.ext.scenarios)
 
     def info(self) -> dict[str, Any]:
-        base_info = self.base.info() if hasattr(self.base, "info") else {}
+        base_info = self._base.info() if hasattr(self._base, "info") else {}
         return {
             "name": self.name,
             "character": self.card.name,
@@ -128,7 +142,7 @@ class PersonalityModel:
         p = self.params
         if p.emotion_steering <= 0 or self.control == "none":
             return None
-        codec = getattr(getattr(self.base, "engine", None), "codec", None)
+        codec = self._base_codec()
         clf = self.classifier
         if codec is None or clf is None or not hasattr(codec, "id_to_token"):
             return None
@@ -154,7 +168,7 @@ class PersonalityModel:
 
     def _control_mode(self, trained: bool | None) -> str:
         mode = self.params.emotion_control
-        codec = getattr(getattr(self.base, "engine", None), "codec", None)
+        codec = self._base_codec()
         has_tokens = bool(getattr(codec, "has_emotion_tokens", False))
         if mode == "auto":
             return "token" if has_tokens and trained else "prompt"
@@ -215,6 +229,7 @@ class PersonalityModel:
 
     # --- generation ---------------------------------------------------------------------------
 
+    @generating
     def generate_response(
         self,
         context: str | None = None,
@@ -229,6 +244,7 @@ class PersonalityModel:
         text = self._generate(turn)
         return self._finish(turn, text)
 
+    @generating
     def stream_response(
         self,
         context: str | None = None,
@@ -245,7 +261,7 @@ class PersonalityModel:
             yield text
         else:
             pieces = []
-            for piece in self.base.stream_chat(turn.prompt.messages, turn.plan.max_new_tokens, **turn.options):
+            for piece in self._base.stream_chat(turn.prompt.messages, turn.plan.max_new_tokens, **turn.options):
                 pieces.append(piece)
                 yield piece
             text = "".join(pieces)
@@ -306,7 +322,7 @@ class PersonalityModel:
         in_words = None
         if emotion and (self.control == "prompt" or (self.control == "token" and token is None)):
             in_words = emotion_sentence(emotion, self.ext.emotion.expressions.get(emotion, ""))
-        engine = getattr(self.base, "engine", None)
+        engine = getattr(self._base, "engine", None)
         context_len = self.params.context_tokens or int(getattr(engine, "context_length", 4096))
         prompt = assemble_prompt(
             self.card,
@@ -361,23 +377,23 @@ class PersonalityModel:
         return plan, instructions
 
     def _count_tokens(self, text: str) -> int:
-        engine = getattr(self.base, "engine", None)
+        engine = getattr(self._base, "engine", None)
         return engine.count_tokens(text) if engine is not None else max(1, len(text) // 4)
 
     def _generate(self, turn: _Turn) -> str:
         n = self.params.emotion_rerank
         messages, max_new = turn.prompt.messages, turn.plan.max_new_tokens
         if n <= 1:
-            return self.base.chat(messages, max_new, **turn.options)
+            return self._base.chat(messages, max_new, **turn.options)
         seed = turn.options.get("seed")
-        many = getattr(self.base, "chat_many", None)
+        many = getattr(self._base, "chat_many", None)
         if many is not None:  # one batched decode on engines that have one (seed + i per row)
             candidates = many(messages, n, max_new, **{**turn.options, "seed": seed})
         else:
             candidates = []
             for i in range(n):
                 opts = {**turn.options, "seed": None if seed is None else seed + i}
-                candidates.append(self.base.chat(messages, max_new, **opts))
+                candidates.append(self._base.chat(messages, max_new, **opts))
         return max(candidates, key=lambda text: self._fit(text, turn))
 
     def _fit(self, text: str, turn: _Turn) -> float:
@@ -404,7 +420,7 @@ class PersonalityModel:
                 session.history.append({"role": "user", "content": turn.message})
             session.history.append({"role": "assistant", "content": text})
         session.turn += 1
-        stats = getattr(self.base, "last_stats", None)
+        stats = getattr(self._base, "last_stats", None)
         clf = self.classifier
         detected = clf.detect(text).label if clf is not None and text else None
         ttft = getattr(stats, "time_to_first_token_s", None)
@@ -415,7 +431,7 @@ class PersonalityModel:
             character=self.card.name,
             model=self.name,
             version=self.version,
-            base_model=getattr(self.base, "name", str(self.base)),
+            base_model=getattr(self._base, "name", str(self._base)),
             context=turn.context,
             timings={
                 "prompt_ms": round(turn.prompt_s * 1000, 3),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import DataError, ModelNotFoundError
+from models.gate import generating
 from models.personalization.learner import PreferenceLearner
 from models.personalization.params import PersonalizationParams
 from models.personalization.preferences import PreferenceError, UserPreferences
@@ -241,6 +242,7 @@ class PersonalizationModel:
 
     # --- adaptation ----------------------------------------------------------------------
 
+    @generating
     def rewrites(self, base: str, prefs: UserPreferences) -> list[str]:
         """Free rewrites from the configured rewriter model (none without one)."""
         if not self.params.rewriter or self.params.rewrites == 0:
@@ -284,6 +286,7 @@ class PersonalizationModel:
         learner = learner or self.learner_for(user, prefs)
         return [learner.score(t, context) for t in texts]
 
+    @generating
     def adapt_response(
         self,
         base_response: str,
@@ -333,6 +336,7 @@ class PersonalizationModel:
             timings={"adapt_ms": round((t1 - t0) * 1000, 3), "total_ms": round((time.perf_counter() - t0) * 1000, 3)},
         )
 
+    @generating
     def adapt(
         self, base_response: str, user_preferences: UserPreferences | dict[str, Any] | None = None, **kwargs: Any
     ) -> AdaptedResponse:

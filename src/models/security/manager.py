@@ -25,46 +25,30 @@ Enforcement points (each calls `require(user, model, level)`):
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import delete, insert, select
 
 from models import db
 from models.errors import AccessDenied, ConfigError
+from models.gate import guard, inside_checked_call
 from models.security.identity import current_user
 from models.security.policy import LEVELS, Decision, SecurityConfig, decide, level_rank
 
 __all__ = [
-    "GUARDED_METHODS",
     "ModelSecurityManager",
     "get_security_manager",
     "guard_model",
+    "inside_checked_call",
     "require",
     "require_access",
 ]
 
-#: Methods that generate text; those a loaded model has are checked at the `generate` level.
-GUARDED_METHODS = (
-    "generate",
-    "stream",
-    "chat",
-    "stream_chat",
-    "generate_response",
-    "stream_response",
-    "generate_personalized_response",
-    "adapt_response",
-)
 RULES_TTL = 1.0  # seconds a process reuses the database rules it read
 _RULES_CHANGED = [0]  # bumped when this process changes the rules: every manager re-reads them
-_GUARD_MARK = "__companion_access_guard__"
-_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("companion_inside_checked_call", default=False)
 
 
 class ModelSecurityManager:
@@ -243,10 +227,21 @@ class ModelSecurityManager:
         """The database rules, for `companion access list`."""
         t = db.access_rules
         with db.connect(self.url).connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.id))]
+            rows = conn.execute(select(t).order_by(t.c.id)).mappings()
+            # Plain str keys and JSON-able values: SQLAlchemy's key type is not YAML-representable.
+            return [{str(k): _plain(v) for k, v in row.items()} for row in rows]
 
 
 # ----------------------------------------------------------------------------- module helpers
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
 
 _DEFAULT: list[ModelSecurityManager] = []
 _DEFAULT_LOCK = threading.Lock()
@@ -277,52 +272,7 @@ def require(user: str | None, model: str, level: str, *, action: str | None = No
 require_access = require  # the name the trainer imports
 
 
-@contextlib.contextmanager
-def inside_checked_call() -> Iterator[None]:
-    """Mark the block as part of an already-checked request (nested models are not re-checked)."""
-    token = _INSIDE.set(True)
-    try:
-        yield
-    finally:
-        _INSIDE.reset(token)
-
-
-def _guard_iter(it: Iterator[Any]) -> Iterator[Any]:
-    while True:
-        with inside_checked_call():
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-        yield item
-
-
-def _guarded(fn: Callable[..., Any], security: ModelSecurityManager, model: str, method: str) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _INSIDE.get():
-            return fn(*args, **kwargs)
-        # The acting user only (acting_as / $COMPANION_USER / local owner): a call's `user=` or
-        # `user_id=` keyword names a persona or whose preferences to use, never who is asking,
-        # so it can neither deny nor grant anything here.
-        security.require(None, model, "generate", action=method)
-        with inside_checked_call():
-            result = fn(*args, **kwargs)
-        if isinstance(result, Iterator) and not isinstance(result, str | bytes):
-            return _guard_iter(result)
-        return result
-
-    setattr(wrapper, _GUARD_MARK, model)
-    return wrapper
-
-
 def guard_model(model: Any, security: ModelSecurityManager, category: str, name: str) -> Any:
-    """Check `generate` on every generation method `model` has (wrapped on the instance; idempotent)."""
-    label = f"{category}/{name}"
-    for method in GUARDED_METHODS:
-        fn = getattr(model, method, None)
-        if not callable(fn) or getattr(fn, _GUARD_MARK, None) == label:
-            continue
-        with contextlib.suppress(AttributeError, TypeError):  # a read-only attribute: leave it
-            setattr(model, method, _guarded(fn, security, label, method))
-    return model
+    """Make `model`'s gate (`models.gate`) check `generate` on `category/name` for every call of
+    every generating method, and for its engine or base model. Idempotent."""
+    return guard(model, security, category, name)
