@@ -114,6 +114,17 @@ def test_bad_category_and_traversal_refused_before_writing(store: ModelStore, so
 # -- safety refusals --------------------------------------------------------------------------
 
 
+def write_pickle_protocol0(folder: Path) -> str:
+    """Issue 15 item 11: protocols 0 and 1 have no `\\x80` header and passed the check before."""
+    (folder / "weights.dat").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=0))
+    return "weights.dat"
+
+
+def write_pickle_protocol1(folder: Path) -> str:
+    (folder / "state").write_bytes(pickle.dumps(("os", "system", 1), protocol=1) + b"trailing bytes")
+    return "state"
+
+
 def write_pickle(folder: Path) -> str:
     (folder / "weights.dat").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
     return "weights.dat"
@@ -141,7 +152,18 @@ def write_nested_pt(folder: Path) -> str:
     return "adapter/optimizer.pt"
 
 
-@pytest.mark.parametrize("write", [write_pickle, write_bin, write_torch_zip, write_npy_magic, write_nested_pt])
+@pytest.mark.parametrize(
+    "write",
+    [
+        write_pickle,
+        write_pickle_protocol0,
+        write_pickle_protocol1,
+        write_bin,
+        write_torch_zip,
+        write_npy_magic,
+        write_nested_pt,
+    ],
+)
 def test_unsafe_files_refused_and_nothing_written(store: ModelStore, source: Path, home: Path, write) -> None:
     rel = write(source)
     with pytest.raises(UnsafeFileError) as info:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def home_secret(name: str, make: Callable[[], bytes], home: Path | None = None) 
     path = (home or companion_home()) / "keys" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A name no other thread or process can hold (mkstemp: O_EXCL, mode 0600).
+        fd, raw = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(raw)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(make())

@@ -177,6 +177,35 @@ def _check_safetensors(rel: str, path: Path, size: int) -> None:
             raise bad(f"tensor {key!r} size does not match its dtype and shape")
 
 
+_PICKLE_SCAN = 1 << 20  # opcodes read from the start of a file while looking for a pickle's STOP
+
+
+def _pickle_protocol(path: Path) -> int | None:
+    """The protocol of the pickle stream a file starts with, or None if it does not start with one.
+
+    Protocols 2-5 announce themselves (`\\x80 N`); protocols 0 and 1 have no header, so the file
+    is read as pickle opcodes (`pickletools.genops`: parsed, never executed) until a STOP, which
+    is what `pickle.load` needs to run it. Any other file stops parsing at its first few bytes."""
+    import pickletools
+
+    with path.open("rb") as f:
+        head = f.read(2)
+        if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+            return head[1]
+        f.seek(0)
+        try:
+            highest = 0
+            for op, _arg, pos in pickletools.genops(f):
+                highest = max(highest, op.proto)
+                if op.name == "STOP":
+                    return highest
+                if pos is not None and pos > _PICKLE_SCAN:
+                    return None
+        except Exception:
+            return None
+    return None
+
+
 def _check_file(rel: str, path: Path, st: os.stat_result) -> None:
     suffix = path.suffix.lower()
     if suffix in UNSAFE_SUFFIXES:
@@ -186,8 +215,9 @@ def _check_file(rel: str, path: Path, st: os.stat_result) -> None:
     stamp = time.time_ns()
     with path.open("rb") as f:
         head = f.read(8)
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        raise _unsafe(rel, f"it is a pickle stream (protocol {head[1]})")
+    protocol = _pickle_protocol(path)
+    if protocol is not None:
+        raise _unsafe(rel, f"it is a pickle stream (protocol {protocol})")
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
         _check_zip(rel, path)
     if head.startswith(b"\x93NUMPY"):

@@ -121,3 +121,23 @@ def test_deny_rule_in_config_beats_the_owner(user_config, database) -> None:
     model = ModelManager().load_model("personality", "luna")
     with pytest.raises(AccessDenied, match="config deny"):
         model.generate("The", max_length=2)
+
+
+def test_access_list_shows_database_rules(policy) -> None:
+    """Issue 15 item 10: `companion access list` crashed (YAML could not represent SQLAlchemy's
+    row keys) as soon as one database rule existed."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from companion.cli import app
+
+    runner = CliRunner()
+    granted = runner.invoke(app, ["access", "grant", "rita", "personality/luna", "generate"])
+    assert granted.exit_code == 0, granted.output
+    shown = runner.invoke(app, ["access", "list"])
+    assert shown.exit_code == 0, shown.output
+    assert "rita" in shown.output and "personality/luna" in shown.output
+    as_json = runner.invoke(app, ["access", "list", "--json"])
+    rules = json.loads(as_json.stdout)["database"]
+    assert [(r["user_id"], r["models"], r["level"]) for r in rules] == [("rita", "personality/luna", "generate")]

@@ -176,3 +176,48 @@ def test_a_personality_lists_its_emotions_and_scenarios(server: RunningServer) -
     assert info["character"] == "Ada" and "romantic" in info["labels"] and "storm_night" in info["contexts"]
     assert info["emotion_steering"] >= 0 and info["emotion_control"] in ("token", "prompt")
     assert httpx.get(server.url + "/api/personalities/nobody").status_code == 404
+
+
+def test_concurrent_preference_merges_all_land(server: RunningServer) -> None:
+    """Issue 15 item 4: six concurrent PUTs with different keys kept one (30 of 30 rounds) when the
+    merge was read-merge-write outside a transaction."""
+    import threading
+
+    url = server.url + "/api/me/preferences"
+    rounds = [
+        {"length": "short", "formality": "casual", "questions": "never", "reading_level": "simple",
+         "name": "Ada", "pronouns": "she/her"},
+        {"length": "long", "formality": "formal", "questions": "often", "reading_level": "advanced",
+         "name": "Ben", "pronouns": "he/him"},
+        {"length": "medium", "formality": "neutral", "questions": "sometimes", "reading_level": "standard",
+         "name": "Cleo", "pronouns": "they/them"},
+    ]  # fmt: skip
+    for wanted in rounds:
+        barrier = threading.Barrier(len(wanted))
+        codes: list[int] = []
+
+        def put(key: str, value: str) -> None:
+            barrier.wait()
+            codes.append(httpx.put(url, json={"preferences": {key: value}}, timeout=30).status_code)
+
+        threads = [threading.Thread(target=put, args=kv) for kv in wanted.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * len(wanted)
+        stored = httpx.get(url).json()["preferences"]
+        assert {k: stored.get(k) for k in wanted} == wanted
+
+
+def test_a_refused_merge_changes_nothing() -> None:
+    import pytest
+
+    from models.personalization import load_preferences, save_preferences, update_preferences
+    from models.personalization.preferences import PreferenceError, UserPreferences
+
+    save_preferences("cleo", UserPreferences(length="short"))
+    with pytest.raises(PreferenceError):
+        update_preferences("cleo", lambda p: p.merged({"length": "enormous"}))
+    assert load_preferences("cleo").length == "short"
+    assert update_preferences("cleo", lambda p: p.merged({"tone": "warm"})).length == "short"

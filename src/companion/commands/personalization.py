@@ -58,7 +58,7 @@ def prefs(
     as_json: JsonOpt = False,
 ) -> None:
     """Show or set USER's preferences (validated: a bad key or value changes nothing)."""
-    from models.personalization import UserPreferences, load_preferences, save_preferences
+    from models.personalization import UserPreferences, load_preferences, update_preferences
     from models.personalization.preferences import delete_preferences
 
     if clear:
@@ -74,7 +74,7 @@ def prefs(
                 raise typer.BadParameter(f"{item!r}: expected KEY=VALUE")
             lowered = value.strip().lower()
             updates[key.strip()] = {"true": True, "false": False, "none": None}.get(lowered, value.strip())
-        current = save_preferences(user, current.merged(updates))
+        current = update_preferences(user, lambda stored: stored.merged(updates))  # one transaction
     _print({"user": user, **current.explicit(), "learned": current.learned}, as_json)
 
 

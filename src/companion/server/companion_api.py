@@ -102,11 +102,10 @@ async def get_preferences(user: str = Depends(caller)) -> dict[str, Any]:
 
 @router.put("/api/me/preferences", summary="Merge stated preferences (validated: a bad value changes nothing)")
 async def put_preferences(body: PreferencesIn, user: str = Depends(caller)) -> dict[str, Any]:
-    from models.personalization import UserPreferences, load_preferences, save_preferences
+    from models.personalization import update_preferences
 
     def write() -> dict[str, Any]:
-        current = load_preferences(user) or UserPreferences()
-        saved = save_preferences(user, current.merged(body.preferences))
+        saved = update_preferences(user, lambda current: current.merged(body.preferences))
         return {"user": user, "preferences": saved.explicit(), "learned": saved.learned}
 
     return await _as(user, write)
@@ -268,6 +267,16 @@ async def monitor(
 )
 async def metrics(user: str = Depends(caller)) -> Response:
     from models.monitoring.prometheus import CONTENT_TYPE, exposition
+    from models.security import get_security_manager
 
-    body = await run_in_threadpool(exposition)
+    security = get_security_manager()
+    seen: dict[tuple[str, str], bool] = {}
+
+    def visible(category: str, model: str) -> bool:  # only series of models this caller may read
+        key = (category, model)
+        if key not in seen:
+            seen[key] = bool(security.decide(user, f"{category}/{model}", "read").allowed)
+        return seen[key]
+
+    body = await run_in_threadpool(exposition, True, visible)
     return Response(body, media_type=CONTENT_TYPE)

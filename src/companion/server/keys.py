@@ -57,8 +57,12 @@ def _engine(url: str | None = None) -> Any:
 
 def create_key(user: str, name: str | None = None, *, url: str | None = None) -> tuple[str, ApiKey]:
     """A new key for `user`: returns the key (shown once) and its stored record."""
-    if not isinstance(user, str) or not user.strip() or len(user) > 200:
-        raise KeyError_(f"user: expected a user id of 1 to 200 characters, got {user!r}")
+    from models.users import check_user_id
+
+    try:
+        check_user_id(user)
+    except ValueError as exc:
+        raise KeyError_(str(exc)) from None
     if name is not None and len(name) > 100:
         raise KeyError_("name: at most 100 characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)

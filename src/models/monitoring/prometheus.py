@@ -12,7 +12,7 @@ the evaluation gauges and the writer's own counters are read when scraped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -125,10 +125,32 @@ class _StateCollector(Collector):
 REGISTRY.register(_StateCollector())
 
 
-def exposition(flush: bool = True) -> bytes:
-    """The `/metrics` body (serve it with `CONTENT_TYPE`). Queued events are written first."""
+class _Visible(Collector):
+    """The registry's families with only the series of models `visible(category, model)` allows."""
+
+    def __init__(self, visible: Callable[[str, str], bool]) -> None:
+        self.visible = visible
+
+    def collect(self) -> Iterator[Any]:
+        for family in REGISTRY.collect():
+            kept = [
+                s
+                for s in family.samples
+                if "category" not in s.labels or self.visible(s.labels["category"], s.labels.get("model", ""))
+            ]
+            family.samples = kept
+            yield family
+
+
+def exposition(flush: bool = True, visible: Callable[[str, str], bool] | None = None) -> bytes:
+    """The `/metrics` body (serve it with `CONTENT_TYPE`). Queued events are written first.
+    With `visible`, series of models it refuses are left out (a caller sees the models it may read)."""
     if flush:
         from models.monitoring.events import get_recorder
 
         get_recorder().flush()
-    return generate_latest(REGISTRY)
+    if visible is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Visible(visible))
+    return generate_latest(registry)

@@ -35,6 +35,7 @@ __all__ = [
     "read_personalization_folder",
     "record_feedback",
     "save_preferences",
+    "update_preferences",
     "write_personalization_folder",
 ]
 
@@ -54,6 +55,7 @@ _WHERE = {
     "read_personalization_folder": "models.personalization.model",
     "record_feedback": "models.personalization.feedback",
     "save_preferences": "models.personalization.preferences",
+    "update_preferences": "models.personalization.preferences",
     "write_personalization_folder": "models.personalization.model",
 }
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "package_version", "user_key"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "package_version"]
 
 _SLUG = re.compile(r"[^a-z0-9_.-]+")
 
@@ -41,14 +41,3 @@ def package_version() -> str:
         return version("companion-models")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0"
-
-
-def user_key(user: str) -> str:
-    """A user id as a safe folder name: a readable slug plus a short hash (no `..`, no `/`)."""
-    import hashlib
-
-    if not isinstance(user, str) or not user.strip():
-        raise ValueError("user: expected a non-empty string")
-    slug = _SLUG.sub("-", user.strip().lower()).strip("-.")[:40] or "user"
-    digest = hashlib.sha256(user.encode("utf-8")).hexdigest()[:10]
-    return f"{slug}-{digest}"

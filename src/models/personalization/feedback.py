@@ -123,15 +123,19 @@ def record_feedback(
 
 def _load(name: str) -> Any:
     """The personalization model an answer was logged under (a hybrid's own part for hybrids)."""
+    from models.gate import inside_checked_call
     from models.personality.loader import shared_manager
 
-    model = shared_manager().load_model("personalization", name)
+    # The caller owns the answer (checked in `record_feedback`): a user may always rate their own
+    # answers, whatever they may read. Loading the model that learns from it is part of that.
+    with inside_checked_call():
+        model = shared_manager().load_model("personalization", name)
     return getattr(model, "personalization", model)
 
 
 def _store_profile(user: str, learner: Any) -> None:
     """Keep the learned profile in the user's stored preferences (`learned`)."""
-    from models.personalization.preferences import UserPreferences, load_preferences, save_preferences
+    from models.personalization.preferences import update_preferences
 
-    prefs = load_preferences(user) or UserPreferences()
-    save_preferences(user, prefs.model_copy(update={"learned": learner.profile()}))
+    profile = learner.profile()
+    update_preferences(user, lambda prefs: prefs.model_copy(update={"learned": profile}))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ __all__ = [
     "delete_preferences",
     "load_preferences",
     "save_preferences",
+    "update_preferences",
 ]
 
 #: Tones a user can ask for; each maps to feature targets (sentiment, exclamations).
@@ -282,6 +284,25 @@ def save_preferences(user: str, prefs: UserPreferences | dict[str, Any]) -> User
     valid = UserPreferences.coerce(prefs)
     storage.put_preferences(user, valid.model_dump(exclude_defaults=True))
     return valid
+
+
+def update_preferences(user: str, change: Callable[[UserPreferences], UserPreferences]) -> UserPreferences:
+    """Apply `change` to `user`'s stored preferences (defaults if none) and store the result, in
+    one transaction holding the user's row: concurrent updates all land (read-merge-write outside
+    a transaction lost all but one). A `change` that raises, or a result that does not validate,
+    stores nothing."""
+    from models.personalization import storage
+
+    result: list[UserPreferences] = []
+
+    def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+        prefs = UserPreferences.coerce(current, f"user_preferences[{user!r}]") if current else UserPreferences()
+        new = UserPreferences.coerce(change(prefs))
+        result.append(new)
+        return new.model_dump(exclude_defaults=True)
+
+    storage.update_preferences(user, apply)
+    return result[-1]
 
 
 def load_preferences(user: str) -> UserPreferences | None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from models import db
-from models.personalization._io import user_key
+from models.users import check_user_id, user_folder
 
 __all__ = [
     "delete_preferences",
@@ -105,9 +106,7 @@ def forget_cached(kind: str, user: str) -> None:
 
 
 def _check_user(user: str) -> str:
-    if not isinstance(user, str) or not user.strip() or len(user) > 200:
-        raise ValueError(f"user: expected a non-empty name of at most 200 characters, got {user!r}")
-    return user
+    return check_user_id(user)
 
 
 # --- preferences -------------------------------------------------------------------------------
@@ -125,6 +124,36 @@ def put_preferences(user: str, data: dict[str, Any]) -> None:
         else:
             conn.execute(update(table).where(table.c.user_id == user).values(data=sealed, updated_at=db.utc_now()))
     forget_cached("prefs", user)
+
+
+def _row_lock_key(kind: str, user: str) -> int:
+    """A PostgreSQL advisory-lock key for one user's row of `kind` (a signed 64-bit int)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{kind}:{user}".encode()).digest()[:8], "big", signed=True)
+
+
+def update_preferences(user: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+    """Read, change and write `user`'s preferences in one transaction that holds the user's row
+    (SQLite: the write lock from `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock per user, which
+    also covers the first insert). Concurrent merges all land; an exception in `change` rolls
+    back and changes nothing. Returns what was stored."""
+    _check_user(user)
+    forget_cached("prefs", user)
+    table = db.user_preferences
+    with db.write_transaction(_engine()) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _row_lock_key("prefs", user)})
+        found = conn.scalar(select(table.c.data).where(table.c.user_id == user))
+        current = open_row(table.name, {"data": found})["data"] if found is not None else None
+        data = change(dict(current) if current is not None else None)
+        sealed = seal_row(table.name, {"data": data})["data"]
+        if found is None:
+            conn.execute(insert(table).values(user_id=user, data=sealed, updated_at=db.utc_now()))
+        else:
+            conn.execute(update(table).where(table.c.user_id == user).values(data=sealed, updated_at=db.utc_now()))
+    forget_cached("prefs", user)
+    return data
 
 
 def get_preferences(user: str) -> dict[str, Any] | None:
@@ -289,9 +318,7 @@ def count_rows(table_name: str) -> int:
 
 
 def user_dir(user: str, create: bool = False) -> Path:
-    from models.home import companion_home
-
-    folder = companion_home() / "users" / user_key(_check_user(user))
+    folder = user_folder(user)
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return folder

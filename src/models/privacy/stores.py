@@ -28,23 +28,28 @@ from sqlalchemy import JSON, MetaData, Table, delete, inspect, select
 
 from models import db
 from models.errors import PrivacyError
+from models.users import check_user_id, user_folder
 
-__all__ = ["DatabaseStore", "FolderStore", "UserDataStore", "register_store", "stores", "user_folder"]
+__all__ = [
+    "DatabaseStore",
+    "FolderStore",
+    "UserDataStore",
+    "check_user_id",
+    "legacy_user_folder",
+    "register_store",
+    "stores",
+    "user_folder",
+]
 
-_USER_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,200}$")
 
-
-def check_user_id(user_id: str) -> str:
-    if not isinstance(user_id, str) or not _USER_RE.fullmatch(user_id) or user_id in (".", ".."):
-        raise PrivacyError(f"user id {user_id!r}: use 1-200 letters, digits and _ . @ + - (no slashes)")
-    return user_id
-
-
-def user_folder(user_id: str, home: Path | None = None) -> Path:
-    """`COMPANION_HOME/users/<user_id>/`: where per-user files belong."""
+def legacy_user_folder(user_id: str, home: Path | None = None) -> Path | None:
+    """`COMPANION_HOME/users/<user_id>/`, where the privacy layer once put files, if the id is a
+    plain name that can be one (exported and erased with the rest; nothing new is written there)."""
     from models.home import companion_home
 
-    return (home or companion_home()) / "users" / check_user_id(user_id)
+    if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,200}", user_id) or user_id in (".", ".."):
+        return None
+    return (home or companion_home()) / "users" / user_id
 
 
 class UserDataStore(Protocol):
@@ -154,38 +159,43 @@ class FolderStore:
     def __init__(self, home: Path | None = None) -> None:
         self.home = home
 
+    def _folders(self, user_id: str) -> list[Path]:
+        found = [user_folder(user_id, self.home), legacy_user_folder(user_id, self.home)]
+        return [f for f in dict.fromkeys(found) if f is not None and f.is_dir() and not f.is_symlink()]
+
     def export(self, user_id: str) -> dict[str, Any]:
         from models.privacy.crypto import read_user_file
 
-        folder = user_folder(user_id, self.home)
-        if not folder.is_dir():
+        folders = self._folders(user_id)
+        if not folders:
             return {}
         files = {}
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
-            rel = path.relative_to(folder).as_posix()
-            data = read_user_file(path, self.home)  # decrypted: the export is for the person, not a backup
-            try:
-                files[rel] = {"text": data.decode("utf-8")}
-            except UnicodeDecodeError:
-                files[rel] = {"base64": base64.b64encode(data).decode()}
-        return {"folder": str(folder), "files": files}
+        for folder in folders:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+                rel = path.relative_to(folder).as_posix()
+                data = read_user_file(path, self.home)  # decrypted: the export is for the person, not a backup
+                try:
+                    files[rel] = {"text": data.decode("utf-8")}
+                except UnicodeDecodeError:
+                    files[rel] = {"base64": base64.b64encode(data).decode()}
+        return {"folder": str(folders[0]), "files": files}
 
     def erase(self, user_id: str) -> dict[str, int]:
-        folder = user_folder(user_id, self.home)
-        if not folder.exists():
-            return {}
-        files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-        for path in files:  # overwrite before unlinking: the bytes do not linger in the file's blocks
-            with contextlib.suppress(OSError), path.open("r+b") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(0)
-                f.write(b"\0" * size)
-                f.flush()
-                os.fsync(f.fileno())
-        trash = folder.with_name(f".erasing-{folder.name}-{os.getpid()}")
-        os.replace(folder, trash)  # gone from its place at once, even if the removal below is cut short
-        shutil.rmtree(trash)
-        return {"files": len(files)}
+        count = 0
+        for folder in self._folders(user_id):
+            files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+            for path in files:  # overwrite before unlinking: the bytes do not linger in the file's blocks
+                with contextlib.suppress(OSError), path.open("r+b") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    f.seek(0)
+                    f.write(b"\0" * size)
+                    f.flush()
+                    os.fsync(f.fileno())
+            trash = folder.with_name(f".erasing-{folder.name}-{os.getpid()}")
+            os.replace(folder, trash)  # gone from its place at once, even if the removal below is cut short
+            shutil.rmtree(trash)
+            count += len(files)
+        return {"files": count} if count else {}
 
 
 _EXTRA: list[UserDataStore] = []

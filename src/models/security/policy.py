@@ -110,9 +110,11 @@ class SecurityConfig(_Strict):
     @field_validator("users")
     @classmethod
     def _user_ids(cls, users: dict[str, UserPolicy]) -> dict[str, UserPolicy]:
+        from models.users import check_user_id
+
         for uid in users:
-            if not uid or uid != uid.strip():
-                raise ValueError(f"user id {uid!r} must be non-empty without surrounding spaces")
+            if not any(c in uid for c in "*?["):  # a pattern, not an id
+                check_user_id(uid)
         return users
 
     def problems(self) -> list[str]:
