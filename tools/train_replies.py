@@ -1,0 +1,58 @@
+"""Train the embedded models of issue 18 in two resumable stages (run it under `nohup`).
+
+1. `extend_context`: companion-base continued on 512-token book windows -> RUNS/context/model
+2. `train_chat`: that base fine-tuned on whole conversations -> RUNS/chat/model
+
+Each stage checkpoints into its run folder (safetensors + JSON, a few tens of MB) and resumes
+exactly from it when the script is started again; a stage whose model folder exists is skipped.
+Only the finished model folders are meant to be copied into `src/models/builtin/`.
+
+    nohup .venv/bin/python tools/train_replies.py --data ../shared/data --runs /work/runs/replies &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from models.paths import builtin_dir
+from models.training.base import extend_context
+from models.training.chat import ChatDataSettings, train_chat
+from models.training.loop import TrainSettings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="a shared/data-shaped folder")
+    ap.add_argument("--runs", type=Path, required=True, help="where checkpoints and outputs go")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--context-minutes", type=float, default=22.0)
+    ap.add_argument("--chat-minutes", type=float, default=70.0)
+    ap.add_argument("--chat-steps", type=int, default=700)
+    a = ap.parse_args()
+    ctx_run, chat_run = a.runs / "context", a.runs / "chat"
+    if not (ctx_run / "model" / "model.safetensors").exists():
+        extend_context(
+            builtin_dir("companion-base"), a.data, ctx_run, ctx_run / "model",
+            settings=TrainSettings(
+                max_steps=220, batch_size=16, micro_batch_size=16, lr=6e-4, warmup_steps=20, eval_every=55,
+                checkpoint_every=20, max_minutes=a.context_minutes, seed=4321, log_every=10,
+            ),
+            resume=(ctx_run / "checkpoint" / "state.json").exists(), threads=a.threads, progress=False,
+        )  # fmt: skip
+    if not (chat_run / "model" / "model.safetensors").exists():
+        report = train_chat(
+            ctx_run / "model", chat_run / "model", chat_run, a.data,
+            settings=TrainSettings(
+                max_steps=a.chat_steps, batch_size=16, micro_batch_size=16, lr=1e-3, warmup_steps=40,
+                eval_every=100, checkpoint_every=25, max_minutes=a.chat_minutes, seed=7, log_every=10,
+            ),
+            data_settings=ChatDataSettings(), threads=a.threads,
+            resume=(chat_run / "checkpoint" / "state.json").exists(), progress=False,
+        )  # fmt: skip
+        print(json.dumps(report["result"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
