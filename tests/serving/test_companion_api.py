@@ -196,11 +196,11 @@ def test_concurrent_preference_merges_all_land(server: RunningServer) -> None:
         barrier = threading.Barrier(len(wanted))
         codes: list[int] = []
 
-        def put(key: str, value: str) -> None:
+        def put(key: str, value: str, barrier: threading.Barrier, codes: list[int]) -> None:
             barrier.wait()
             codes.append(httpx.put(url, json={"preferences": {key: value}}, timeout=30).status_code)
 
-        threads = [threading.Thread(target=put, args=kv) for kv in wanted.items()]
+        threads = [threading.Thread(target=put, args=(*kv, barrier, codes)) for kv in wanted.items()]
         for t in threads:
             t.start()
         for t in threads:
