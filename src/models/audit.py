@@ -10,18 +10,30 @@
 every column but `hash` with sorted keys, no whitespace and UTF-8 (the same rule as RFC 8785 for
 the plain strings and integers stored here). Editing any column of a row breaks its hash;
 deleting a row breaks the numbering and the next row's link; moving a row's content to another
-position breaks its hash (the position is hashed). **Checkpoints**: every
-`security.audit.checkpoint_every` rows (and on `checkpoint()`), `{seq, hash, at}` is signed
-with the installation's Ed25519 key (`COMPANION_HOME/keys/installation-ed25519.pem`, created
-with the update signer's key helpers) and stored in `audit_checkpoints` and in
-`COMPANION_HOME/audit/head.json`; a chain shorter than a checkpoint says its tail was cut off.
-Rows appended after the newest checkpoint can be cut without trace: `companion audit verify`
-reports how many rows that is.
+position breaks its hash (the position is hashed).
+
+**Signatures.** Rows are signed with the installation's Ed25519 key
+(`COMPANION_HOME/keys/installation-ed25519.pem`, created with the update signer's key helpers):
+
+* the **head**, `{seq, hash, at, every}` of the newest row, is signed on every append (inside
+  the append's transaction) into `COMPANION_HOME/audit/head.json`;
+* a **checkpoint** is signed into `audit_checkpoints` every `security.audit.checkpoint_every`
+  rows (and on `checkpoint()`), recording that interval.
+
+`verify` requires both (issue 15: a chain re-hashed end to end, with checkpoints and head
+deleted, used to pass): a missing or unsigned head, a head that does not match the newest row,
+rows after the head, or a gap of more than the interval between checkpoints is a failure with
+a message saying which. Without the key nobody can re-sign, so a rewritten chain, a cut tail
+or appended rows are caught. What a signature cannot catch: someone who restores an *older*
+signed head together with an older copy of the database (a rollback); keep the head off the
+machine (a log shipper, a backup) if that matters.
 
 **Users are subjects.** A row names an opaque subject id (`s_` + 16 hex digits); the map
-subject → user id lives in `audit_subjects`. Erasing a user (GDPR Art. 17) deletes their map
-row: the chain still verifies and the rows no longer identify anyone. Keep personal data out of
-`detail`.
+subject → user id (with a random salt) lives in `audit_subjects`. Each row's hashed `detail`
+carries `sha256(salt, subject, user id)`, so re-attributing a subject to another user id
+breaks verification. Erasing a user (GDPR Art. 17) deletes their map row and salt: the chain
+still verifies and the rows no longer identify anyone (the binding cannot be tested without
+the salt). Keep personal data out of `detail`.
 
 Appends take the database write lock (SQLite `BEGIN IMMEDIATE`; PostgreSQL an advisory lock),
 so concurrent writers from several processes extend one chain.
@@ -35,12 +47,13 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from models import db
 from models.errors import AuditError
@@ -48,6 +61,7 @@ from models.errors import AuditError
 __all__ = ["AuditLog", "AuditRow", "VerifyReport", "canonical", "installation_key"]
 
 GENESIS = "0" * 64
+BINDING = "subject_binding"  # the reserved `detail` key binding a row to its subject's user
 _PG_AUDIT_LOCK = 0x61756474  # "audt"
 KEY_NAME = "installation-ed25519.pem"
 
@@ -60,6 +74,10 @@ def canonical(obj: dict[str, Any]) -> bytes:
 def _row_hash(row: dict[str, Any]) -> str:
     body = {k: row[k] for k in ("seq", "at", "subject", "model", "action", "level", "allowed", "detail", "prev_hash")}
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def _binding(salt: str, subject: str, user_id: str) -> str:
+    return hashlib.sha256(f"{salt}\x00{subject}\x00{user_id}".encode()).hexdigest()
 
 
 def installation_key(home: Path) -> Any:
@@ -122,6 +140,7 @@ class AuditLog:
         self.home = home or companion_home()
         self.checkpoint_every = checkpoint_every
         self._engine: Engine | None = None
+        self._signing_key: Any = None
 
     @property
     def engine(self) -> Engine:
@@ -139,13 +158,24 @@ class AuditLog:
     # -- subjects -------------------------------------------------------------------------
 
     def subject_of(self, conn: Connection, user_id: str, *, create: bool = True) -> str | None:
+        found = self._subject(conn, user_id, create=create)
+        return found[0] if found else None
+
+    def _subject(self, conn: Connection, user_id: str, *, create: bool = True) -> tuple[str, str] | None:
+        """`(subject, salt)` of `user_id` (created, or salted if it predates salts, when `create`)."""
         t = db.audit_subjects
-        found = conn.scalar(select(t.c.subject).where(t.c.user_id == user_id))
-        if found is not None or not create:
-            return found
+        found = conn.execute(select(t.c.subject, t.c.salt).where(t.c.user_id == user_id)).first()
+        if found is not None and found.salt:
+            return found.subject, found.salt
+        if not create:
+            return (found.subject, found.salt or "") if found is not None else None
+        salt = secrets.token_hex(16)
+        if found is not None:
+            conn.execute(update(t).where(t.c.subject == found.subject).values(salt=salt))
+            return found.subject, salt
         subject = "s_" + secrets.token_hex(8)
-        conn.execute(insert(t).values(subject=subject, user_id=user_id, created_at=db.utc_now()))
-        return subject
+        conn.execute(insert(t).values(subject=subject, user_id=user_id, created_at=db.utc_now(), salt=salt))
+        return subject, salt
 
     def forget_user(self, conn: Connection, user_id: str) -> int:
         """Drop the user's subject mapping (erasure): their rows stay in the chain, unnamed."""
@@ -172,14 +202,23 @@ class AuditLog:
             detail_text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise AuditError(f"audit detail must be JSON-serializable: {exc}") from exc
+        if BINDING in (detail or {}):
+            raise AuditError(f"audit detail may not use the reserved key {BINDING!r}")
         t = db.audit_log
         with self._writing() as conn:
             last = conn.execute(select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
             seq, prev = (int(last.seq) + 1, last.hash) if last else (1, GENESIS)
+            subject, salt = self._subject(conn, user_id)  # type: ignore[misc]
+            detail_text = json.dumps(
+                {**(detail or {}), BINDING: _binding(salt, subject, user_id)},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
             row = {
                 "seq": seq,
                 "at": db.utc_now(),
-                "subject": self.subject_of(conn, user_id),
+                "subject": subject,
                 "model": str(model or "")[:200],
                 "action": action[:100],
                 "level": level,
@@ -191,6 +230,7 @@ class AuditLog:
             conn.execute(insert(t).values(**row))
             if seq % self.checkpoint_every == 0:
                 self._checkpoint(conn, seq, row["hash"])
+            self._sign_head(seq, row["hash"])  # under the lock, so heads are written in order
         return seq
 
     def checkpoint(self) -> int | None:
@@ -203,20 +243,31 @@ class AuditLog:
             have = conn.scalar(select(db.audit_checkpoints.c.seq).where(db.audit_checkpoints.c.seq == last.seq))
             if have is None:
                 self._checkpoint(conn, int(last.seq), last.hash)
+            self._sign_head(int(last.seq), last.hash)
         return int(last.seq)
 
-    def _checkpoint(self, conn: Connection, seq: int, row_hash: str) -> None:
+    def _key(self) -> Any:
+        if self._signing_key is None:
+            self._signing_key = installation_key(self.home)
+        return self._signing_key
+
+    def _signed(self, seq: int, row_hash: str) -> dict[str, Any]:
         from models.catalog import public_key_text
 
-        key = installation_key(self.home)
-        body = {"seq": seq, "hash": row_hash, "at": db.utc_now()}
+        key = self._key()
+        body = {"seq": seq, "hash": row_hash, "at": db.utc_now(), "every": self.checkpoint_every}
         signature = base64.b64encode(key.sign(canonical(body))).decode()
-        public = public_key_text(key.public_key())
-        conn.execute(insert(db.audit_checkpoints).values(**body, public_key=public, signature=signature))
+        return {**body, "public_key": public_key_text(key.public_key()), "signature": signature}
+
+    def _checkpoint(self, conn: Connection, seq: int, row_hash: str) -> None:
+        conn.execute(insert(db.audit_checkpoints).values(**self._signed(seq, row_hash)))
+
+    def _sign_head(self, seq: int, row_hash: str) -> None:
         head = self.home / "audit" / "head.json"
         head.parent.mkdir(parents=True, exist_ok=True)
-        part = head.with_name(f".head.json.{os.getpid()}.partial")
-        part.write_text(json.dumps({**body, "public_key": public, "signature": signature}) + "\n", encoding="utf-8")
+        fd, part = tempfile.mkstemp(prefix=".head.json.", suffix=".partial", dir=head.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(self._signed(seq, row_hash)) + "\n")
         os.replace(part, head)
 
     # -- reading --------------------------------------------------------------------------
@@ -260,23 +311,23 @@ class AuditLog:
                 action=r.action,
                 level=r.level,
                 allowed=None if r.allowed is None else bool(r.allowed),
-                detail=json.loads(r.detail or "{}"),
+                detail={k: v for k, v in json.loads(r.detail or "{}").items() if k != BINDING},
             )
             for r in rows
         ]
         return sorted(out, key=lambda r: r.seq)
 
     def verify(self) -> VerifyReport:
-        """Check every row's position, link and hash, and every checkpoint's signature."""
-        from models.catalog import parse_public_key, public_key_text
-
-        t = db.audit_log
+        """Check every row's position, link, hash and subject binding, every checkpoint's
+        signature and interval, and the signed head (see the module docstring)."""
+        t, subj = db.audit_log, db.audit_subjects
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq))]
+            rows = [dict(r) for r in conn.execute(select(t).order_by(t.c.seq)).mappings()]
             cps = [
-                dict(r._mapping)
-                for r in conn.execute(select(db.audit_checkpoints).order_by(db.audit_checkpoints.c.seq))
+                dict(r)
+                for r in conn.execute(select(db.audit_checkpoints).order_by(db.audit_checkpoints.c.seq)).mappings()
             ]
+            subjects = {r.subject: (r.user_id, r.salt) for r in conn.execute(select(subj))}
         report = VerifyReport(ok=True, rows=len(rows), checkpoints=len(cps))
         prev, hashes = GENESIS, {}
         for position, row in enumerate(rows, start=1):
@@ -288,39 +339,109 @@ class AuditLog:
                 problem = f"row {seq} does not link to row {seq - 1} (a row was edited, removed or moved)"
             elif _row_hash(row) != row["hash"]:
                 problem = f"row {seq} was edited (its hash does not match its content)"
+            else:
+                problem = _check_binding(row, subjects)
             if problem:
                 return _bad(report, position, problem)
             prev = row["hash"]
             hashes[seq] = row["hash"]
-        key_path = self.home / "keys" / KEY_NAME
         trusted = None
-        if key_path.exists():
-            trusted = public_key_text(installation_key(self.home).public_key())
-        head = self.home / "audit" / "head.json"
-        if head.exists():
-            try:
-                cps.append(json.loads(head.read_text(encoding="utf-8")))
-            except ValueError:
-                return _bad(report, None, f"{head} is not valid JSON")
+        if (self.home / "keys" / KEY_NAME).exists():
+            from models.catalog import public_key_text
+
+            trusted = public_key_text(self._key().public_key())
+        last = 0
         for cp in cps:
             seq = int(cp["seq"])
-            body = {"seq": seq, "hash": cp["hash"], "at": cp["at"]}
-            try:
-                if trusted is not None and cp["public_key"] != trusted:
-                    raise ValueError("signed by another key")
-                parse_public_key(cp["public_key"]).verify(base64.b64decode(cp["signature"]), canonical(body))
-            except Exception as exc:  # cryptography raises InvalidSignature; bad base64 raises ValueError
-                return _bad(report, seq, f"checkpoint at row {seq} has a bad signature ({type(exc).__name__})")
+            problem = _check_signature(cp, trusted)
+            if problem:
+                return _bad(report, seq, f"checkpoint at row {seq} has a bad signature ({problem})")
             if seq not in hashes:
                 first = len(rows) + 1
                 return _bad(report, first, f"rows {first}..{seq} were cut off (a signed checkpoint covers row {seq})")
             if hashes[seq] != cp["hash"]:
                 return _bad(report, seq, f"row {seq} differs from its signed checkpoint")
-        newest = max((int(c["seq"]) for c in cps), default=0)
-        report.unsigned_tail = len(rows) - newest
-        if report.unsigned_tail:
-            report.notes.append(f"{report.unsigned_tail} row(s) after the newest checkpoint are not yet signed")
+            every = int(cp.get("every") or self.checkpoint_every)
+            if seq - last > every:
+                return _bad(
+                    report,
+                    last + every,
+                    f"no signed checkpoint at row {last + every} (one is made every {every} rows): "
+                    "checkpoints were deleted",
+                )
+            last = seq
+        if not rows:
+            return report
+        head_problem = self._check_head(len(rows), hashes, trusted)
+        if head_problem:
+            return _bad(report, head_problem[0], head_problem[1])
+        if len(rows) - last >= self.checkpoint_every:
+            return _bad(
+                report,
+                last + self.checkpoint_every,
+                f"no signed checkpoint at row {last + self.checkpoint_every} (one is made every "
+                f"{self.checkpoint_every} rows): checkpoints were deleted",
+            )
+        report.unsigned_tail = 0
         return report
+
+    def _check_head(self, n: int, hashes: dict[int, str], trusted: str | None) -> tuple[int, str] | None:
+        head = self.home / "audit" / "head.json"
+        if not head.exists():
+            return n, (
+                f"the signed head {head} is missing: the newest rows cannot be shown to be intact "
+                "(restore it from a backup; `companion audit checkpoint` re-signs only after you have checked the rows)"
+            )
+        try:
+            cp = json.loads(head.read_text(encoding="utf-8"))
+            seq = int(cp["seq"])
+        except (ValueError, KeyError, TypeError):
+            return n, f"{head} is not a signed head (not valid JSON with a seq)"
+        problem = _check_signature(cp, trusted)
+        if problem:
+            return seq, f"the head {head} has a bad signature ({problem})"
+        if seq > n:
+            return n + 1, f"rows {n + 1}..{seq} were cut off (the signed head covers row {seq})"
+        if hashes.get(seq) != cp.get("hash"):
+            return seq, f"row {seq} differs from the signed head"
+        if seq < n:
+            return seq + 1, (
+                f"rows {seq + 1}..{n} are not covered by the signed head: they were added without the "
+                "installation key (or the process stopped between writing a row and signing it)"
+            )
+        return None
+
+
+def _check_signature(cp: dict[str, Any], trusted: str | None) -> str | None:
+    from models.catalog import parse_public_key
+
+    body = {"seq": int(cp["seq"]), "hash": cp["hash"], "at": cp["at"]}
+    if cp.get("every") is not None:
+        body["every"] = int(cp["every"])
+    try:
+        if trusted is not None and cp["public_key"] != trusted:
+            raise ValueError("signed by another key")
+        parse_public_key(cp["public_key"]).verify(base64.b64decode(cp["signature"]), canonical(body))
+    except Exception as exc:  # cryptography raises InvalidSignature; bad base64 raises ValueError
+        return type(exc).__name__ if not isinstance(exc, ValueError) else str(exc) or "ValueError"
+    return None
+
+
+def _check_binding(row: dict[str, Any], subjects: dict[str, tuple[str, str | None]]) -> str | None:
+    """A row whose subject still maps to a user must carry that user's binding."""
+    mapped = subjects.get(row["subject"])
+    if mapped is None:
+        return None  # erased (or never mapped): the row identifies nobody
+    user_id, salt = mapped
+    try:
+        bound = json.loads(row["detail"] or "{}").get(BINDING)
+    except ValueError:
+        return f"row {row['seq']} has a detail that is not JSON"
+    if bound is None or not salt:
+        return None  # written before subjects were bound (migration 7)
+    if bound != _binding(salt, row["subject"], user_id):
+        return f"row {row['seq']}: subject {row['subject']} was re-attributed to another user"
+    return None
 
 
 def _bad(report: VerifyReport, first_bad: int | None, problem: str) -> VerifyReport:

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "metadata"]
@@ -411,6 +412,14 @@ def _m6_api_keys(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m7_audit_bindings(conn: Connection) -> None:
+    """Issue 15: a salt per audit subject (the chain binds each row to its subject's user through
+    sha256(salt, subject, user id); erasure deletes the salt with the mapping) and the interval
+    each checkpoint was made under (verify requires one at every interval)."""
+    conn.execute(text("ALTER TABLE audit_subjects ADD COLUMN salt VARCHAR(32)"))
+    conn.execute(text("ALTER TABLE audit_checkpoints ADD COLUMN every INTEGER"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "version_tags_and_update_sources", _m2_versions),
@@ -418,12 +427,16 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "audit_access_consent_privacy", _m4_security),
     Migration(5, "personalization", _m5_personalization),
     Migration(6, "api_keys", _m6_api_keys),
+    Migration(7, "audit_subject_bindings", _m7_audit_bindings),
 ]
 
 # The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
 model_versions, aliases, alias_history = _version_tables(metadata)
 version_tags, update_sources = _catalog_tables(metadata)
 audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = _security_tables(metadata)
+# Migration 7 added a column to each of two of them.
+audit_subjects.append_column(Column("salt", String(32)))
+audit_checkpoints.append_column(Column("every", Integer))
 # The current schema of migration 5's tables (frozen in `_personalization_tables` likewise).
 user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
 # The current schema of migration 6's table.

@@ -54,8 +54,8 @@ def test_editing_a_row_and_its_hash_is_detected_at_the_next_link(log: AuditLog, 
     report = log.verify()
     if position < N:
         assert not report and report.first_bad == position + 1
-    else:
-        assert report.ok  # re-hashed tail row before any checkpoint: the documented limit
+    else:  # the newest row: the signed head no longer matches it (before issue 15 this passed)
+        assert not report and report.first_bad == N and "signed head" in report.problem
 
 
 @pytest.mark.parametrize("position", range(1, N))
@@ -101,7 +101,7 @@ def test_periodic_checkpoints_and_canonical_encoding(database) -> None:
     for _ in range(7):
         log.append("u", "m", "a")
     report = log.verify()
-    assert report.ok and report.checkpoints == 2 and report.unsigned_tail == 1  # rows 3 and 6 are signed
+    assert report.ok and report.checkpoints == 2 and report.unsigned_tail == 0  # rows 3 and 6, and the head
     assert canonical({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
 
 
@@ -129,3 +129,83 @@ def test_cli_verify_names_the_first_bad_row_and_show_filters(log: AuditLog) -> N
     execute(log, update(db.audit_log).where(db.audit_log.c.seq == 4).values(model="x"))
     bad = runner.invoke(app, ["audit", "verify"])
     assert bad.exit_code == 1 and "row 4" in bad.output
+
+
+# --- issue 15 item 5: nothing can be rewritten without the installation key --------------------
+
+
+def _rehash_all(log: AuditLog, edit_seq: int) -> None:
+    """What an attacker with the database but not the key can do: edit a row, recompute every
+    hash and link after it."""
+    from models.audit import GENESIS, _row_hash
+
+    prev = GENESIS
+    for row in rows(log):
+        if row["seq"] == edit_seq:
+            row["action"] = "forged"
+        row["prev_hash"] = prev
+        row["hash"] = _row_hash(row)
+        execute(
+            log,
+            update(db.audit_log)
+            .where(db.audit_log.c.seq == row["seq"])
+            .values(action=row["action"], prev_hash=row["prev_hash"], hash=row["hash"]),
+        )
+        prev = row["hash"]
+
+
+def test_a_rehashed_chain_without_checkpoints_or_head_fails(log: AuditLog, companion_home: Path) -> None:
+    log.checkpoint()
+    _rehash_all(log, 2)
+    execute(log, delete(db.audit_checkpoints))
+    (companion_home / "audit" / "head.json").unlink()
+    report = log.verify()
+    assert not report and "head" in report.problem and "missing" in report.problem
+
+
+def test_a_rehashed_chain_fails_on_the_signed_head(log: AuditLog) -> None:
+    _rehash_all(log, 2)
+    report = log.verify()
+    assert not report and "signed head" in report.problem
+
+
+def test_cutting_the_tail_and_the_newest_checkpoint_fails(database, companion_home: Path) -> None:
+    log = AuditLog(checkpoint_every=3)
+    for i in range(8):
+        log.append("u", "m", f"a{i}")
+    execute(log, delete(db.audit_log).where(db.audit_log.c.seq >= 6))
+    execute(log, delete(db.audit_checkpoints).where(db.audit_checkpoints.c.seq == 6))
+    report = log.verify()
+    assert not report and "cut off" in report.problem
+
+
+def test_a_deleted_interval_checkpoint_fails(database) -> None:
+    log = AuditLog(checkpoint_every=3)
+    for i in range(10):
+        log.append("u", "m", f"a{i}")
+    assert log.verify().ok
+    execute(log, delete(db.audit_checkpoints).where(db.audit_checkpoints.c.seq == 6))
+    report = log.verify()
+    assert not report and "no signed checkpoint at row 6" in report.problem
+
+
+def test_rows_cannot_be_reattributed_and_erasure_still_verifies(log: AuditLog) -> None:
+    with log.engine.begin() as conn:
+        conn.execute(update(db.audit_subjects).where(db.audit_subjects.c.user_id == "user0").values(user_id="mallory"))
+    report = log.verify()
+    assert not report and "re-attributed" in report.problem
+    with log.engine.begin() as conn:
+        conn.execute(update(db.audit_subjects).where(db.audit_subjects.c.user_id == "mallory").values(user_id="user0"))
+    assert log.verify().ok
+    with log.engine.begin() as conn:  # swapping two users' subjects is caught too
+        a = conn.execute(select(db.audit_subjects).where(db.audit_subjects.c.user_id == "user0")).first()
+        b = conn.execute(select(db.audit_subjects).where(db.audit_subjects.c.user_id == "user1")).first()
+        conn.execute(update(db.audit_subjects).where(db.audit_subjects.c.subject == a.subject).values(user_id="tmp"))
+        conn.execute(update(db.audit_subjects).where(db.audit_subjects.c.subject == b.subject).values(user_id="user0"))
+        conn.execute(update(db.audit_subjects).where(db.audit_subjects.c.subject == a.subject).values(user_id="user1"))
+    assert "re-attributed" in log.verify().problem
+    with log.engine.begin() as conn:  # erasure: the mapping and its salt go, the rows stay unnamed
+        conn.execute(delete(db.audit_subjects))
+    assert log.verify().ok
+    assert {r.user for r in log.show()} == {None}
+    assert all("subject_binding" not in r.detail for r in log.show())
