@@ -142,6 +142,54 @@ def test_fair_lock_serves_in_arrival_order() -> None:
     assert order == [0, 1, 2, 3]
 
 
+def test_fair_lock_serves_users_round_robin() -> None:
+    """Issue 15 item 7: one user's queued requests no longer all go before another user's one."""
+    lock = FairLock()
+    assert lock.acquire(user="hog")
+    order: list[str] = []
+
+    def wait(who: str) -> None:
+        lock.acquire(user=who)
+        order.append(who)
+        lock.release()
+
+    threads = []
+    for who in ["hog"] * 5 + ["ada", "ben"]:
+        t = threading.Thread(target=wait, args=(who,))
+        t.start()
+        threads.append(t)
+        while lock.waiting < len(threads):
+            time.sleep(0.001)
+    lock.release()
+    for t in threads:
+        t.join(timeout=5)
+    assert order[:3] == ["hog", "ada", "ben"] and order[3:] == ["hog"] * 4
+
+
+def test_every_request_kind_has_a_per_user_limit(keyed_server: RunningServer) -> None:
+    """Issue 15 item 7: non-streaming requests had no per-user limit at all (20 concurrent n=4
+    requests of one key made another user's 8-token request wait 14 s)."""
+    state = keyed_server.app.state.companion
+    limit = state.settings.limits.max_requests_per_key
+    hog, other = _key("hog"), _key("other")
+    state.open_request("hog", limit)  # the hog's generations already in flight
+    try:
+        body = {"model": "ada", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        for path, extra in (("/chat/completions", {}), ("/completions", {"model": "tiny", "prompt": "x"})):
+            payload = {**body, **extra}
+            if "prompt" in payload:
+                payload.pop("messages")
+            r = httpx.post(keyed_server.base_url + path, json=payload, headers={"Authorization": f"Bearer {hog}"})
+            assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_requests", r.text
+        r = httpx.post(
+            keyed_server.base_url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {other}"}
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        state.close_request("hog", limit)
+    assert state._inflight == {}
+
+
 def test_a_waiter_can_give_up() -> None:
     lock = FairLock()
     lock.acquire()

@@ -19,6 +19,9 @@ def serve(
     require_keys: Annotated[bool, typer.Option("--require-keys", help="Ask for an API key even on loopback.")] = False,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
     max_streams: Annotated[int, typer.Option(help="Open streams per user at once.")] = 8,
+    max_requests: Annotated[
+        int, typer.Option(help="Generations in flight per user, streamed or not (n choices count n).")
+    ] = 8,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve personalities over an OpenAI-compatible API (SSE streaming) and a web page at /."""
@@ -29,7 +32,7 @@ def serve(
         host=host,
         port=port,
         auth="keys" if require_keys else None,
-        limits=Limits(max_tokens=max_tokens, max_streams_per_key=max_streams),
+        limits=Limits(max_tokens=max_tokens, max_streams_per_key=max_streams, max_requests_per_key=max_requests),
     ).check()
     where = f"http://{host}:{port}"
     err.print(f"[bold]companion serve[/] on {where} (web page {where}/, API {where}/v1, mode {settings.mode})")

@@ -41,30 +41,49 @@ class ServerState:
     runner: Runner
     started: int = field(default_factory=lambda: int(time.time()))
     _streams: dict[str, int] = field(default_factory=dict)
+    _inflight: dict[str, int] = field(default_factory=dict)
     _keys: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open_stream(self, user: str) -> int:
-        """Count one more open stream of `user`, or refuse with 429 over the limit."""
-        limit = self.settings.limits.max_streams_per_key
+    def open_request(self, user: str, weight: int = 1, *, stream: bool = False) -> None:
+        """Count `weight` more generations in flight for `user` (a request with n choices weighs
+        n; streamed or not), or refuse with 429 over the per-user limits. Every generating
+        request takes this one path (issue 15: non-streaming requests had no limit at all)."""
+        limits = self.settings.limits
         with self._lock:
-            n = self._streams.get(user, 0)
-            if n >= limit:
+            n = self._inflight.get(user, 0)
+            if n + weight > limits.max_requests_per_key:
                 raise APIError(
                     429,
-                    f"too many open streams for this key ({limit}); wait for one to finish",
-                    code="too_many_streams",
+                    f"too many generations in flight for this key ({n} running, limit "
+                    f"{limits.max_requests_per_key}; a request with n choices counts n): wait for one to finish",
+                    code="too_many_requests",
                 )
-            self._streams[user] = n + 1
-            return n + 1
+            if stream:
+                s = self._streams.get(user, 0)
+                if s >= limits.max_streams_per_key:
+                    raise APIError(
+                        429,
+                        f"too many open streams for this key ({limits.max_streams_per_key}); wait for one to finish",
+                        code="too_many_streams",
+                    )
+                self._streams[user] = s + 1
+            self._inflight[user] = n + weight
 
-    def close_stream(self, user: str) -> None:
+    def close_request(self, user: str, weight: int = 1, *, stream: bool = False) -> None:
         with self._lock:
-            n = self._streams.get(user, 0) - 1
-            if n > 0:
-                self._streams[user] = n
-            else:
-                self._streams.pop(user, None)
+            for table, w in ((self._inflight, weight), (self._streams, 1 if stream else 0)):
+                left = table.get(user, 0) - w
+                if left > 0:
+                    table[user] = left
+                else:
+                    table.pop(user, None)
+
+    def open_stream(self, user: str, weight: int = 1) -> None:
+        self.open_request(user, weight, stream=True)
+
+    def close_stream(self, user: str, weight: int = 1) -> None:
+        self.close_request(user, weight, stream=True)
 
     def open_streams(self, user: str) -> int:
         return self._streams.get(user, 0)

@@ -2,8 +2,9 @@
 
 Engines are not re-entrant (one generation at a time per instance, `models.engines.base`), and a
 model's `last_stats` / a personality's `last_response` describe *its* last call. So every
-request takes its engine's `FairLock` (first come, first served) for the whole turn, in one
-worker thread, and hands text pieces to the event loop through an `asyncio.Queue`. A client
+request takes its engine's `FairLock` (round-robin between users, first come first served
+within one user) for the whole turn, in one worker thread, and hands text pieces to the event
+loop through an `asyncio.Queue`. A client
 that goes away sets the request's cancel flag: the worker stops after the current token (or
 leaves the queue if it was still waiting) and the engine is free for the next request.
 """
@@ -30,25 +31,35 @@ CANCEL_POLL_S = 0.5
 
 
 class FairLock:
-    """A FIFO lock: waiters get it in arrival order; a waiter can give up (`cancel`)."""
+    """A lock shared fairly between users: each user's waiters queue in arrival order, and the
+    lock passes round-robin between users (one user's twenty requests cannot starve another's
+    one: issue 15). A waiter can give up (`cancel`)."""
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._held = False
-        self._waiters: deque[threading.Event] = deque()
+        self._queues: dict[str, deque[threading.Event]] = {}
+        self._order: deque[str] = deque()  # users with waiters, next to be served first
 
-    def acquire(self, cancel: threading.Event | None = None) -> bool:
+    def acquire(self, cancel: threading.Event | None = None, user: str = "") -> bool:
         with self._mutex:
-            if not self._held and not self._waiters:
+            if not self._held and not self._order:
                 self._held = True
                 return True
             turn = threading.Event()
-            self._waiters.append(turn)
+            if user not in self._queues:
+                self._queues[user] = deque()
+                self._order.append(user)
+            self._queues[user].append(turn)
         while not turn.wait(CANCEL_POLL_S):
             if cancel is not None and cancel.is_set():
                 with self._mutex:
-                    if turn in self._waiters:
-                        self._waiters.remove(turn)
+                    queue = self._queues.get(user)
+                    if queue is not None and turn in queue:
+                        queue.remove(turn)
+                        if not queue:
+                            del self._queues[user]
+                            self._order.remove(user)
                         return False
                 break  # handed over meanwhile: we hold it, give it on
         if cancel is not None and cancel.is_set():
@@ -58,14 +69,22 @@ class FairLock:
 
     def release(self) -> None:
         with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().set()  # ownership passes straight to the next waiter
-            else:
+            if not self._order:
                 self._held = False
+                return
+            user = self._order.popleft()
+            queue = self._queues[user]
+            nxt = queue.popleft()
+            if queue:
+                self._order.append(user)  # this user's next request waits for the others' turn
+            else:
+                del self._queues[user]
+            nxt.set()  # ownership passes straight to the next waiter
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        with self._mutex:
+            return sum(len(q) for q in self._queues.values())
 
 
 @dataclass
@@ -140,7 +159,7 @@ class Runner:
                 # writes must not stall everyone's decoding (issue 15). Its pieces are lazy: the
                 # generation itself runs only as they are read, under the lock.
                 turn = job(model, category, name)
-                if not lock.acquire(cancel):
+                if not lock.acquire(cancel, user):
                     close = getattr(turn.pieces, "close", None)
                     if close is not None:
                         close()

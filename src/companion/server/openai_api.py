@@ -217,12 +217,12 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
 
     if req.stream:
         include_usage = bool((getattr(req, "stream_options", None) or {}).get("include_usage"))
-        state.open_stream(user)
+        state.open_stream(user, req.n)
         try:
             events = start(0)
             await _first(events)
         except BaseException:
-            state.close_stream(user)
+            state.close_stream(user, req.n)
             raise
         return StreamingResponse(
             _chat_stream(state, user, events, cid, created, req.model, include_usage, req.n, start),
@@ -230,8 +230,12 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
-    for i in range(req.n):
-        meta = await _collect(request, start(i))
+    state.open_request(user, req.n)
+    try:
+        metas = [await _collect(request, start(i)) for i in range(req.n)]
+    finally:
+        state.close_request(user, req.n)
+    for i, meta in enumerate(metas):
         choices.append(
             {
                 "index": i,
@@ -311,7 +315,7 @@ async def _chat_stream(
         yield _sse(error_body(status, str(exc) or type(exc).__name__))
     finally:
         await current.aclose()
-        state.close_stream(user)
+        state.close_stream(user, n)
 
 
 # ----------------------------------------------------------------------------- completions
@@ -370,28 +374,30 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
-    for p_index, prompt in enumerate(prompts):
-        for i in range(req.n):
-            seed = None if req.seed is None else req.seed + i
-            meta = await _collect(
-                request,
-                state.runner.run(
-                    user,
-                    req.model,
-                    completion_job(user, prompt, {**opts, **_seed(seed)}, state.settings.personalization),
-                ),
-            )
-            choices.append(
-                {
-                    "index": p_index * req.n + i,
-                    "text": (prompt if req.echo else "") + meta["text"],
-                    "logprobs": None,
-                    "finish_reason": meta["finish_reason"],
-                    "companion": {"response_id": meta["response_id"]},
-                }
-            )
-            usage["prompt_tokens"] += meta["prompt_tokens"]
-            usage["completion_tokens"] += meta["completion_tokens"]
+    weight = len(prompts) * req.n
+    state.open_request(user, weight)
+    try:
+        results = []
+        for prompt in prompts:
+            for i in range(req.n):
+                seed = None if req.seed is None else req.seed + i
+                job = completion_job(user, prompt, {**opts, **_seed(seed)}, state.settings.personalization)
+                results.append(await _collect(request, state.runner.run(user, req.model, job)))
+    finally:
+        state.close_request(user, weight)
+    for k, meta in enumerate(results):
+        p_index = k // req.n
+        choices.append(
+            {
+                "index": k,
+                "text": (prompts[p_index] if req.echo else "") + meta["text"],
+                "logprobs": None,
+                "finish_reason": meta["finish_reason"],
+                "companion": {"response_id": meta["response_id"]},
+            }
+        )
+        usage["prompt_tokens"] += meta["prompt_tokens"]
+        usage["completion_tokens"] += meta["completion_tokens"]
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return {
         "id": cid,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from models.errors import ConfigError
@@ -29,6 +29,10 @@ class Limits:
     max_tokens: int = field(default=512, metadata={"help": "Largest max_tokens (400 above)."})
     max_n: int = field(default=4, metadata={"help": "Most choices per request (400 above)."})
     max_streams_per_key: int = field(default=8, metadata={"help": "Open streams per user (429 above)."})
+    max_requests_per_key: int = field(
+        default=8,
+        metadata={"help": "Generations in flight per user, streamed or not; n choices count n (429 above)."},
+    )
     max_stop: int = field(default=4, metadata={"help": "Most stop sequences."})
     workers: int = field(default=64, metadata={"help": "Threads that run generations (queued beyond)."})
 
@@ -60,9 +64,9 @@ class ServerSettings:
             )
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, not {self.port}")
-        for name in ("max_body_bytes", "max_tokens", "max_n", "max_streams_per_key", "max_stop", "workers"):
-            if getattr(self.limits, name) < 1:
-                problems.append(f"limits.{name} must be >= 1")
+        for limit in fields(self.limits):  # every limit is a count or a size
+            if getattr(self.limits, limit.name) < 1:
+                problems.append(f"limits.{limit.name} must be >= 1")
         if problems:
             raise ConfigError("serve", problems)
         return self
