@@ -7,6 +7,11 @@ latency and time to first token of each mode, and throughput (streamed pieces pe
 the ratio concurrent / one at a time. The server runs one generation per engine at a time
 (a fair FIFO queue, no batching), so the ratio says what queueing and the event loop cost or
 save; the latencies of the concurrent run show the queue's wait.
+
+A third run repeats the concurrent one while another client (its own key) writes preferences
+and memory in a loop, as fast as the server takes them; its throughput is reported against the
+concurrent run without the writer (issue 15: a chat read the database while holding the
+engine's lock, and chat throughput fell to about 0.37x while someone wrote; target >= 0.8x).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ CLIENTS = 32
 MAX_TOKENS = 48
 MODEL = "luna"
 TARGET = 0.90  # concurrent throughput at least 90% of one-at-a-time (queueing must cost little)
+WRITER_TARGET = 0.80  # chat throughput with a preference/memory writer at least 80% of without
 PROMPTS = [
     "Tell me about the sea at night.",
     "I finished my first chapter today!",
@@ -103,6 +109,22 @@ async def _run(url: str, concurrent: bool, keys: list[str]) -> tuple[list[dict[s
         return list(results), time.perf_counter() - t0
 
 
+def _writer(url: str, key: str, stop: threading.Event, counts: dict[str, int]) -> None:
+    """Write preferences and memory in a loop until `stop` (another user of the same server)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    lengths = ("short", "medium", "long")
+    with httpx.Client(timeout=60, headers=headers) as client:
+        i = 0
+        while not stop.is_set():
+            r1 = client.put(url + "/api/me/preferences", json={"preferences": {"length": lengths[i % 3]}})
+            r2 = client.post(url + "/api/me/memory", json={"text": f"Fact number {i} about the writer"})
+            counts["writes"] += 2
+            counts["errors"] += int(r1.status_code != 200) + int(r2.status_code not in (200, 201))
+            i += 1
+
+
 def _pct(values: list[float], q: float) -> float:
     import numpy as np
 
@@ -118,12 +140,28 @@ def main() -> None:
         from companion.server.keys import create_key
 
         keys = [create_key(f"writer{i}", name="bench")[0] for i in range(CLIENTS)]  # one key (user) per client
+        editor = create_key("editor", name="bench")[0]
         url, server, thread = _start_server()
+        counts = {"writes": 0, "errors": 0}
         try:
             asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
             rows = {}
-            for label, concurrent in (("one at a time (peer)", False), (f"{CLIENTS} concurrent (ours)", True)):
-                results, wall = asyncio.run(_run(url, concurrent, keys))
+            modes = (
+                ("one at a time (peer)", False, False),
+                (f"{CLIENTS} concurrent (ours)", True, False),
+                (f"{CLIENTS} concurrent + a writer", True, True),
+            )
+            for label, concurrent, writing in modes:
+                stop = threading.Event()
+                writer = threading.Thread(target=_writer, args=(url, editor, stop, counts), daemon=True)
+                if writing:
+                    writer.start()
+                try:
+                    results, wall = asyncio.run(_run(url, concurrent, keys))
+                finally:
+                    stop.set()
+                    if writing:
+                        writer.join(timeout=60)
                 ok = [r for r in results if r["ok"]]
                 rows[label] = {
                     "ok": len(ok),
@@ -136,8 +174,9 @@ def main() -> None:
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-    peer, ours = rows.values()
+    peer, ours, written = rows.values()
     ratio = (ours["pieces"] / ours["wall"]) / (peer["pieces"] / peer["wall"])
+    writer_ratio = (written["pieces"] / written["wall"]) / (ours["pieces"] / ours["wall"])
     table = Table(title=f"{CLIENTS} streaming chats with {MODEL} (embedded model), max_tokens {MAX_TOKENS}, loopback")
     for col in (
         "mode",
@@ -162,12 +201,17 @@ def main() -> None:
             f"{_pct(r['ttft'], 50):.0f}",
             f"{_pct(r['ttft'], 99):.0f}",
             f"{rate:.1f}",
-            "1.00" if r is peer else f"{ratio:.3f}",
+            "1.00" if r is peer else f"{ratio:.3f}" if r is ours else f"{writer_ratio:.3f} of ours",
         )
     console.print(table)
     verdict = "met" if ratio >= TARGET and ours["dropped"] == 0 else "MISSED"
     console.print(
         f"throughput concurrent / one at a time: {ratio:.3f} (target ≥ {TARGET:.2f}, none dropped): {verdict}"
+    )
+    w_verdict = "met" if writer_ratio >= WRITER_TARGET and written["dropped"] == 0 else "MISSED"
+    console.print(
+        f"throughput with a writer / without: {writer_ratio:.3f} (target ≥ {WRITER_TARGET:.2f}; "
+        f"{counts['writes']} writes, {counts['errors']} failed): {w_verdict}"
     )
 
 

@@ -83,3 +83,20 @@ def test_macros() -> None:
     assert all(expand_macros("{{pick:x,y,z}}", char="", user="") == once for _ in range(5))
     assert expand_macros("{{original}} more", char="A", user="B", original="base") == "base more"
     assert expand_macros("{{comment: note}}{{hidden_key:k}}ok", char="", user="") == "ok"
+
+
+def test_a_catastrophic_regex_key_costs_at_most_the_budget() -> None:
+    """Issue 16 item 1: `/(a|aa)+$/` against forty a's and '!' runs for minutes; stdlib `re` also
+    blows up on `/^(a+)+$/`. The regex package's timeout bounds each search and the activation."""
+    import time
+
+    from models.personality.lorebook import ACTIVATION_BUDGET_S, Lorebook
+
+    hostile = [{"keys": [k], "content": "boom", "use_regex": True} for k in ("/(a|aa)+$/", "/^(a+)+$/")] * 50
+    book = Lorebook({"entries": [*hostile, {"keys": ["lamp"], "content": "The lamp is lit."}]}, v3=True)
+    t0 = time.monotonic()
+    active = book.activate(["a" * 40 + "!", "is the lamp lit?"])
+    elapsed = time.monotonic() - t0
+    assert [e.content for e in active] == ["The lamp is lit."]
+    assert elapsed < ACTIVATION_BUDGET_S + 1.0, elapsed
+    assert len(book.activate(["x" * 5_000_000])) == 0  # the scanned text is bounded too

@@ -11,14 +11,28 @@ V3 decorators at the start of `content` are parsed and stripped: `@@activate`,
 `@@dont_activate`, `@@activate_only_after N`, `@@activate_only_every N`, `@@scan_depth N`,
 `@@additional_keys a,b`, `@@exclude_keys a,b`, `@@position ...`, `@@depth N`, `@@role R`,
 `@@ignore_on_max_context`; `@@@` fallback lines are skipped (we know every primary one).
+
+Cards are strangers' files, so matching is bounded (issue 16): regex keys run on the `regex`
+package with a time budget per search (`REGEX_BUDGET_S`) and with the interpreter lock released
+(`concurrent=True`), so a catastrophic pattern such as `/^(a+)+$/` costs at most the budget and
+never freezes other requests or signal handling; a search over budget counts as no match and is
+logged. Plain keys are escaped literals (linear time). Every key is compiled once per entry, and
+the scanned text is cut to its last `MAX_SCAN_CHARS` characters; all regex searches of one
+activation share `ACTIVATION_BUDGET_S`.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import regex
 
 from models.errors import CardError
 from models.personality.macros import strip_for_matching
@@ -27,6 +41,14 @@ __all__ = ["ActiveEntry", "LoreEntry", "Lorebook", "parse_decorators", "strip_de
 
 _BEFORE = {"before_char", "before_desc"}
 _REGEX_KEY = re.compile(r"^/(.*)/([a-z]*)$", re.DOTALL)
+#: Seconds one regex key may search one text (a pattern over it counts as no match).
+REGEX_BUDGET_S = 0.05
+#: Seconds all regex keys together may take in one activation (one reply).
+ACTIVATION_BUDGET_S = 0.5
+#: Characters of recent chat a scan reads (the newest ones).
+MAX_SCAN_CHARS = 20_000
+log = logging.getLogger(__name__)
+_Matcher = Callable[[str], bool]
 
 
 def parse_decorators(content: str) -> tuple[dict[str, str], str]:
@@ -71,6 +93,7 @@ class LoreEntry:
     use_regex: bool = False
     name: str = ""
     decorators: dict[str, str] = field(default_factory=dict)
+    _compiled: dict[str, _Matcher | None] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LoreEntry:
@@ -91,27 +114,56 @@ class LoreEntry:
             decorators=decorators,
         )
 
-    def _matcher(self, key: str) -> re.Pattern[str] | None:
-        flags = 0 if self.case_sensitive else re.IGNORECASE
+    def _matcher(self, key: str) -> _Matcher | None:
+        """A compiled test for one key (cached on the entry: a key compiles once)."""
+        if key in self._compiled:
+            return self._compiled[key]
+        found = self._compile(key)
+        self._compiled[key] = found
+        return found
+
+    def _compile(self, key: str) -> _Matcher | None:
         m = _REGEX_KEY.match(key) if self.use_regex else None
-        try:
-            if m:
-                for f in m.group(2):
-                    flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}.get(f, 0)
-                return re.compile(m.group(1), flags)
-            if self.use_regex:
-                return re.compile(key, flags)
-        except re.error:
-            return None
+        if m or self.use_regex:
+            source, letters = (m.group(1), m.group(2)) if m else (key, "")
+            flags = 0 if self.case_sensitive else regex.IGNORECASE
+            for f in letters:
+                flags |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}.get(f, 0)
+            try:
+                pattern = regex.compile(source, flags)
+            except (regex.error, ValueError, OverflowError, RecursionError):
+                return None
+            return functools.partial(_bounded_search, pattern, self.name or key[:40])
         key = key.strip()
         if not key:
             return None
+        flags = 0 if self.case_sensitive else re.IGNORECASE
         left = r"\b" if key[0].isalnum() else ""
         right = r"\b" if key[-1].isalnum() else ""
-        return re.compile(left + re.escape(key) + right, flags)
+        literal = re.compile(left + re.escape(key) + right, flags)
+        return lambda text: literal.search(text) is not None
 
     def matches(self, keys: Sequence[str], text: str) -> bool:
-        return any(p is not None and p.search(text) for p in map(self._matcher, keys))
+        return any(m is not None and m(text) for m in map(self._matcher, keys))
+
+
+_SCAN = threading.local()  # the deadline of the activation running on this thread
+
+
+def _bounded_search(pattern: Any, label: str, text: str) -> bool:
+    """A regex key's search within the time budget (per search, and what is left of the whole
+    activation's), with the interpreter lock released."""
+    budget = REGEX_BUDGET_S
+    deadline = getattr(_SCAN, "deadline", None)
+    if deadline is not None:
+        budget = min(budget, deadline - time.monotonic())
+        if budget <= 0:
+            return False
+    try:
+        return pattern.search(text, timeout=budget, concurrent=True) is not None
+    except TimeoutError:
+        log.warning("lorebook entry %r: a regex key ran out of its %.0f ms; no match", label, budget * 1e3)
+        return False
 
 
 @dataclass(frozen=True)
@@ -191,10 +243,19 @@ class Lorebook:
         turn: int = 0,
     ) -> list[ActiveEntry]:
         """The entries `messages` (oldest first) activate, ordered and within the budget."""
-        cleaned = [strip_for_matching(m) for m in messages]
+        cleaned = [strip_for_matching(m[-MAX_SCAN_CHARS:]) for m in messages]
+        _SCAN.deadline = time.monotonic() + ACTIVATION_BUDGET_S
+        try:
+            return self._activate(cleaned, count_tokens, budget, turn)
+        finally:
+            _SCAN.deadline = None
+
+    def _activate(
+        self, cleaned: list[str], count_tokens: Callable[[str], int], budget: int | None, turn: int
+    ) -> list[ActiveEntry]:
 
         def recent(depth: int) -> str:
-            return "\n".join(cleaned[-depth:]) if depth > 0 else ""
+            return "\n".join(cleaned[-depth:])[-MAX_SCAN_CHARS:] if depth > 0 else ""
 
         chosen: list[LoreEntry] = []
         extra_text = ""
