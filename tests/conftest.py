@@ -26,10 +26,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def companion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own COMPANION_HOME: no shared state, no user files touched."""
-    home = tmp_path / "companion_home"
-    home.mkdir()
+def companion_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own COMPANION_HOME: no shared state, no user files touched. It lies
+    beside the test's tmp_path, not in it, so a test that collects data from tmp_path does not
+    read the home's own files (the audit head, keys)."""
+    home = tmp_path_factory.mktemp("companion_home")
     monkeypatch.setenv("COMPANION_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -58,9 +58,21 @@ def _type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+def _too_long(value: str, field: str, source: str | None) -> None:
+    from models import limits
+
+    cap = limits.LIMITS.card_field_chars
+    if len(value) > cap:
+        raise CardError(
+            field, f"{len(value):,} characters, over the limit of {cap:,} (models.limits: card_field_chars)", source
+        )
+
+
 def _check_str(data: dict[str, Any], key: str, where: str, source: str | None) -> None:
     if key in data and not isinstance(data[key], str):
         raise CardError(f"{where}{key}", f"expected a string, got {_type_name(data[key])}", source)
+    if isinstance(data.get(key), str):
+        _too_long(data[key], f"{where}{key}", source)
 
 
 def _check_str_list(data: dict[str, Any], key: str, where: str, source: str | None) -> None:
@@ -72,6 +84,7 @@ def _check_str_list(data: dict[str, Any], key: str, where: str, source: str | No
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise CardError(f"{where}{key}[{i}]", f"expected a string, got {_type_name(item)}", source)
+        _too_long(item, f"{where}{key}[{i}]", source)
 
 
 def _validate_data(data: Any, spec: str, where: str, source: str | None) -> None:
@@ -311,15 +324,27 @@ def _backfill_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 def load_card(src: str | Path | bytes, *, source: str | None = None) -> CharacterCard:
     """Read a card from a `.json`, `.png`/`.apng` or `.charx` file (or their bytes)."""
+    from models import limits
+
+    cap = limits.LIMITS.card_file_bytes
     if isinstance(src, bytes):
         data, name = src, source or "card"
     else:
         path = Path(src)
         name = source or str(path)
         try:
+            if path.stat().st_size > cap:
+                raise limits.LimitError(
+                    f"{name}: a {path.stat().st_size >> 20} MiB card file is over the limit of {cap >> 20} MiB "
+                    "(models.limits: card_file_bytes)"
+                )
             data = path.read_bytes()
         except FileNotFoundError:
             raise CardError("file", "not found", name) from None
+    if len(data) > cap:
+        raise limits.LimitError(
+            f"{name}: the card is over the limit of {cap >> 20} MiB (models.limits: card_file_bytes)"
+        )
     if data.startswith(PNG_SIGNATURE):
         payloads = png_card_payloads(data, name)
         raw = payloads.get("ccv3") or payloads.get("chara")
@@ -332,7 +357,9 @@ def load_card(src: str | Path | bytes, *, source: str | None = None) -> Characte
         card.assets = assets
         return card
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
+        raw = limits.loads_bounded(data.decode("utf-8-sig"), name)
+    except limits.LimitError:
+        raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise CardError("(file)", f"not a PNG, CHARX or JSON card ({exc})", name) from None
     return CharacterCard(raw, source=name)

@@ -19,6 +19,7 @@ import zipfile
 import zlib
 from typing import Any
 
+from models import limits
 from models.errors import CardError
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CARD_KEYS = ("chara", "ccv3")
-_MAX_CHARX_MEMBER = 64 << 20
 
 
 def _chunks(data: bytes, source: str) -> list[tuple[bytes, bytes]]:
@@ -52,19 +52,32 @@ def _chunks(data: bytes, source: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _text_of(ctype: bytes, body: bytes) -> tuple[str, str] | None:
-    if b"\0" not in body:
+def _keyword(body: bytes) -> str | None:
+    """The keyword of a text chunk (read before anything is decompressed)."""
+    if b"\0" not in body[:80]:
         return None
-    key, rest = body.split(b"\0", 1)
-    keyword = key.decode("latin-1").lower()
+    return body.split(b"\0", 1)[0].decode("latin-1").lower()
+
+
+def _text_of(ctype: bytes, body: bytes, source: str = "png", decode: bool = True) -> tuple[str, str] | None:
+    """`(keyword, text)` of a text chunk; compressed text is inflated only for card keywords and
+    within `models.limits` (`png_text_bytes`)."""
+    keyword = _keyword(body)
+    if keyword is None:
+        return None
+    if not decode or keyword not in _CARD_KEYS:
+        return keyword, ""
+    rest = body.split(b"\0", 1)[1]
+    limit = limits.LIMITS.png_text_bytes
+    what = f"the {keyword!r} {ctype.decode('latin-1')} chunk"
     if ctype == b"tEXt":
         return keyword, rest.decode("latin-1")
     if ctype == b"zTXt":
-        return keyword, zlib.decompress(rest[1:]).decode("latin-1")
+        return keyword, limits.inflate(rest[1:], limit, source, what).decode("latin-1")
     if ctype == b"iTXt":
         compressed = rest[:1] == b"\x01"
         text = rest[2:].split(b"\0", 2)[-1]
-        return keyword, (zlib.decompress(text) if compressed else text).decode("utf-8")
+        return keyword, (limits.inflate(text, limit, source, what) if compressed else text).decode("utf-8")
     return None
 
 
@@ -74,12 +87,23 @@ def png_card_payloads(data: bytes, source: str = "png") -> dict[str, Any]:
     for ctype, body in _chunks(data, source):
         if ctype not in (b"tEXt", b"iTXt", b"zTXt"):
             continue
-        text = _text_of(ctype, body)
-        if text is None or text[0] not in _CARD_KEYS or text[0] in found:
+        keyword = _keyword(body)
+        if keyword is None or keyword not in _CARD_KEYS or keyword in found:
             continue
-        keyword, payload = text
+        text = _text_of(ctype, body, source)
+        if text is None:
+            continue
+        payload = text[1]
+        if len(payload) * 3 // 4 > limits.LIMITS.card_json_bytes:
+            raise limits.LimitError(
+                f"{source}: the {keyword!r} card text is over the limit of "
+                f"{limits.LIMITS.card_json_bytes >> 20} MiB (models.limits: card_json_bytes)"
+            )
         try:
-            found[keyword] = json.loads(base64.b64decode(payload.strip(), validate=False).decode("utf-8"))
+            raw = base64.b64decode(payload.strip(), validate=False).decode("utf-8")
+            found[keyword] = limits.loads_bounded(raw, f"{source} ({keyword})")
+        except limits.LimitError:
+            raise
         except (ValueError, UnicodeDecodeError) as exc:
             raise CardError(keyword, f"the {keyword!r} text chunk is not base64 JSON ({exc})", source=source) from None
     return found
@@ -99,8 +123,8 @@ def write_png_card(image: bytes, payloads: dict[str, Any], source: str = "png") 
     chunks = _chunks(image, source)
     kept = []
     for ctype, body in chunks:
-        text = _text_of(ctype, body) if ctype in (b"tEXt", b"iTXt", b"zTXt") else None
-        if text is not None and text[0] in _CARD_KEYS:
+        keyword = _keyword(body) if ctype in (b"tEXt", b"iTXt", b"zTXt") else None
+        if keyword in _CARD_KEYS:
             continue
         kept.append((ctype, body))
     if not kept or kept[0][0] != b"IHDR":
@@ -131,19 +155,20 @@ def default_avatar(name: str, size: int = 64) -> bytes:
 
 def read_charx(data: bytes, source: str = "charx") -> tuple[Any, dict[str, bytes]]:
     """`(card.json object, {path: bytes} of the other members)` of a CHARX zip."""
+    lim = limits.LIMITS
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = z.namelist()
-            if "card.json" not in names:
+            members = limits.check_zip(z, source)  # count and total size, before reading anything
+            if "card.json" not in {i.filename for i in members}:
                 raise CardError("card.json", "a CHARX file needs card.json at the root of the zip", source=source)
             assets: dict[str, bytes] = {}
-            for info in z.infolist():
-                if info.is_dir() or info.filename == "card.json":
-                    continue
-                if info.file_size > _MAX_CHARX_MEMBER or ".." in info.filename.split("/"):
-                    continue
-                assets[info.filename] = z.read(info)
-            card = json.loads(z.read("card.json").decode("utf-8"))
+            for info in members:
+                name = info.filename
+                if name == "card.json" or name.startswith("/") or ".." in name.split("/") or "\\" in name:
+                    continue  # absolute or escaping member names are never kept (nor re-exported)
+                assets[name] = limits.read_member(z, info, source, lim.zip_member_bytes, "zip_member_bytes")
+            raw = limits.read_member(z, "card.json", source, lim.card_json_bytes, "card_json_bytes")
+            card = limits.loads_bounded(raw.decode("utf-8"), f"{source} (card.json)")
     except zipfile.BadZipFile as exc:
         raise CardError("charx", f"not a zip file ({exc})", source=source) from None
     except (ValueError, UnicodeDecodeError) as exc:

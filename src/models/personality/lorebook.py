@@ -198,6 +198,15 @@ class Lorebook:
         entries = book.get("entries")
         if not isinstance(entries, list):
             raise CardError(f"{where}.entries", "required: a list of entries", source)
+        from models import limits
+
+        cap = limits.LIMITS.lorebook_entries
+        if len(entries) > cap:
+            raise CardError(
+                f"{where}.entries",
+                f"{len(entries):,} entries, over the limit of {cap:,} (models.limits: lorebook_entries)",
+                source,
+            )
         for i, entry in enumerate(entries):
             w = f"{where}.entries[{i}]"
             if not isinstance(entry, dict):
@@ -208,6 +217,13 @@ class Lorebook:
                     raise CardError(f"{w}.{key}", "expected a list of strings", source)
             if not isinstance(entry.get("content", ""), str):
                 raise CardError(f"{w}.content", "expected a string", source)
+            if len(entry.get("content", "")) > limits.LIMITS.card_field_chars:
+                raise CardError(
+                    f"{w}.content",
+                    f"over the limit of {limits.LIMITS.card_field_chars:,} characters "
+                    "(models.limits: card_field_chars)",
+                    source,
+                )
             pos = entry.get("position")
             if pos not in (None, "", "before_char", "after_char"):
                 raise CardError(f"{w}.position", f"expected 'before_char' or 'after_char', got {pos!r}", source)

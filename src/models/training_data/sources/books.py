@@ -198,12 +198,25 @@ def _split_parts(
 
 
 def _iter_epub(path: Path, info: dict[str, Any], rel: str, segment_chars: int) -> Iterator[dict[str, Any]]:
+    import zipfile
+
     import ebooklib
     from ebooklib import epub
 
+    from models import limits
+    from models.errors import DataError
+
+    try:  # counts and sizes first: ebooklib reads every member into memory
+        with zipfile.ZipFile(path) as z:
+            limits.check_zip(z, rel)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{rel}: not an EPUB (not a zip: {exc})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        book = epub.read_epub(str(path), options={"ignore_ncx": True})
+        try:
+            book = epub.read_epub(str(path), options={"ignore_ncx": True})
+        except (TypeError, AttributeError, KeyError) as exc:  # ebooklib's errors on malformed packages
+            raise DataError(f"{rel}: not a readable EPUB package (its OPF could not be parsed: {exc})") from None
 
     def dc(name: str) -> str:
         values = book.get_metadata("DC", name) or []

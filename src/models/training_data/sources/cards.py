@@ -21,16 +21,15 @@ Our own files (shipped in `writing_assistant/character_data/`):
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from models import limits
 from models.errors import DataError
 from models.training_data.reports import CollectionReport
 from models.training_data.schema import dumps_meta, sha256_text
@@ -44,45 +43,24 @@ _USER = re.compile(r"\{\{user\}\}|<user>", re.IGNORECASE)
 _EXAMPLE_LINE = re.compile(r"^\s*(\{\{user\}\}|<user>|\{\{char\}\}|<bot>|<char>)\s*:\s*(.*)$", re.IGNORECASE)
 
 
-def _png_text_chunks(data: bytes) -> dict[str, str]:
-    if not data.startswith(_PNG_SIGNATURE):
-        raise DataError("not a PNG file")
-    pos, chunks = 8, {}
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        ctype = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if ctype == b"tEXt" and b"\0" in body:
-            key, text = body.split(b"\0", 1)
-            chunks[key.decode("latin-1").lower()] = text.decode("latin-1")
-        elif ctype == b"zTXt" and b"\0" in body:
-            key, rest = body.split(b"\0", 1)
-            chunks[key.decode("latin-1").lower()] = zlib.decompress(rest[1:]).decode("latin-1")
-        elif ctype == b"iTXt" and b"\0" in body:
-            key, rest = body.split(b"\0", 1)
-            compressed = rest[:1] == b"\x01"
-            text = rest[2:].split(b"\0", 2)[-1]
-            chunks[key.decode("latin-1").lower()] = (zlib.decompress(text) if compressed else text).decode("utf-8")
-        elif ctype == b"IEND":
-            break
-    return chunks
-
-
 def read_card(path: Path) -> dict[str, Any]:
     """A card file as `{"spec", "spec_version", "data"}` (V1 cards are wrapped as V2)."""
+    # The same bounded readers as `companion cards import` (models.limits: sizes, counts, depth).
+    from models.personality.container import png_card_payloads, read_charx
+
     suffix = path.suffix.lower()
+    cap = limits.LIMITS.card_file_bytes
+    if path.stat().st_size > cap:
+        raise limits.LimitError(f"{path.name}: over the limit of {cap >> 20} MiB (models.limits: card_file_bytes)")
     if suffix == ".png":
-        chunks = _png_text_chunks(path.read_bytes())
-        payload = chunks.get("ccv3") or chunks.get("chara")
-        if payload is None:
+        payloads = png_card_payloads(path.read_bytes(), path.name)
+        raw = payloads.get("ccv3") or payloads.get("chara")
+        if raw is None:
             raise DataError("PNG has no character card (no 'chara' or 'ccv3' text chunk)")
-        raw = json.loads(base64.b64decode(payload).decode("utf-8"))
     elif suffix == ".charx":
-        with zipfile.ZipFile(path) as z:
-            raw = json.loads(z.read("card.json").decode("utf-8"))
+        raw, _assets = read_charx(path.read_bytes(), path.name)
     else:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = limits.loads_bounded(path.read_text(encoding="utf-8"), path.name)
     if not isinstance(raw, dict):
         raise DataError("a character card must be a JSON object")
     if raw.get("spec") in ("chara_card_v2", "chara_card_v3") and isinstance(raw.get("data"), dict):
@@ -165,7 +143,10 @@ def _dialogue_rows(path: Path, rel: str, source: str, report: CollectionReport) 
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = limits.loads_line(line, f"{rel} line {n}")
+            except limits.LimitError as exc:
+                report.problem(rel, f"line {n}", str(exc))
+                continue
             except json.JSONDecodeError as exc:
                 report.problem(rel, f"line {n}, column {exc.colno}", f"malformed JSON ({exc.msg})")
                 continue
@@ -185,7 +166,7 @@ def load_character_sheets(folder: Path) -> dict[str, dict[str, Any]]:
     sheets = {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = limits.loads_bounded(path.read_text(encoding="utf-8"), path.name)
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("format") == SHEET_FORMAT:
@@ -208,7 +189,7 @@ def iter_character_records(
             if suffix == ".jsonl":
                 rows: Iterator[dict[str, Any]] = _dialogue_rows(path, rel, source, report)
             elif suffix == ".json" and '"' + SHEET_FORMAT + '"' in path.read_text(encoding="utf-8")[:4096]:
-                rows = _sheet_rows(json.loads(path.read_text(encoding="utf-8")), rel, source)
+                rows = _sheet_rows(limits.loads_bounded(path.read_text(encoding="utf-8"), rel), rel, source)
             else:
                 rows = _card_rows(read_card(path), rel, source, user_name)
             yield from rows

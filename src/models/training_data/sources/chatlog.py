@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from models import limits
 from models.training_data.sources.common import ConversationFilter, conversation_record, make_turn
 from models.training_data.speakers import speaker_id
 from models.training_data.textio import detect_encoding
@@ -130,7 +131,10 @@ def iter_jsonl_records(path: Path, rel: str, *, source: str, flt: ConversationFi
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = limits.loads_line(line, f"{rel} line {n}")
+            except limits.LimitError as exc:
+                flt.report.problem(rel, f"line {n}", str(exc))
+                continue
             except json.JSONDecodeError as exc:
                 flt.report.problem(rel, f"line {n}, column {exc.colno}", f"malformed JSON ({exc.msg})")
                 continue

@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from models import limits
 from models.training_data.reports import CollectionReport
 from models.training_data.sources.common import ConversationFilter, conversation_record, make_turn
 from models.training_data.speakers import speaker_id
@@ -119,7 +120,7 @@ def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
     found: dict[str, dict[str, Any]] = {}
     with path.open("rb") as f:
-        events = ijson.parse(f)
+        events = limits.bounded_events(ijson.parse(f), path.name)
         try:
             for prefix, event, value in events:
                 if prefix == "" and event == "map_key" and value == "messages":
@@ -132,7 +133,7 @@ def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
                         if inner_prefix == prefix and inner_event == "end_map":
                             break
                     found[prefix] = builder.value
-        except ijson.JSONError:
+        except (ijson.JSONError, limits.LimitError):
             pass  # reported with its position by the message pass
     channel = found.get("channel")
     return (found.get("guild") or {}, channel) if isinstance(channel, dict) else None
@@ -204,6 +205,23 @@ def _turn_of(message: dict[str, Any], flt: ConversationFilter) -> tuple[dict[str
     return turn, parse_timestamp(stamp)
 
 
+def _messages(reader: Any, source: str) -> Iterator[Any]:
+    """The items of the top-level `messages` array, built from depth-bounded events."""
+    import ijson
+
+    events = limits.bounded_events(ijson.parse(reader, use_float=True), source)
+    for prefix, event, value in events:
+        if prefix != "messages.item" or event not in ("start_map", "start_array"):
+            continue
+        builder = ijson.ObjectBuilder()
+        builder.event(event, value)
+        for inner_prefix, inner_event, inner_value in events:
+            builder.event(inner_event, inner_value)
+            if inner_prefix == "messages.item" and inner_event in ("end_map", "end_array"):
+                break
+        yield builder.value
+
+
 def _iter_messages(path: Path, rel: str, report: CollectionReport) -> Iterator[dict[str, Any]]:
     import ijson
 
@@ -211,11 +229,14 @@ def _iter_messages(path: Path, rel: str, report: CollectionReport) -> Iterator[d
     with path.open("rb") as raw:
         reader = _CountingReader(raw)
         try:
-            for message in ijson.items(reader, "messages.item", use_float=True):
+            for message in _messages(reader, rel):
                 if isinstance(message, dict):
                     count += 1
                     last_id = str(message.get("id", ""))
                     yield message
+        except limits.LimitError as exc:
+            kept = f"; the {count} messages before it were kept" if count else ""
+            report.problem(rel, f"byte {reader.pos}", f"{exc}{kept}")
         except (ijson.JSONError, UnicodeDecodeError) as exc:
             position = _position_of_error(path, reader, count, last_id)
             kind = "truncated" if "incomplete" in str(exc).lower() or "premature" in str(exc).lower() else "malformed"
