@@ -185,7 +185,9 @@ def _read_yaml(text: str, source: str) -> Any:
     except yaml.constructor.ConstructorError as exc:
         where = f"line {exc.problem_mark.line + 1}" if exc.problem_mark else "?"
         problem = exc.problem or str(exc)
-        if "python/" in problem or "could not determine a constructor" in problem:
+        if "merge" in problem.lower() or "<<" in str(getattr(exc, "context", "") or ""):
+            problem = f"{problem} (YAML merge keys `<<:` are not supported: write the keys out)"
+        elif "python/" in problem or "could not determine a constructor" in problem:
             problem = f"{problem} (only plain YAML is allowed; Python tags are refused)"
         raise ConfigError(source, [f"{where}: {problem}"]) from None
     except yaml.YAMLError as exc:
@@ -315,8 +317,14 @@ def _entry_problems(entry: Any, where: str, base_dir: Path, check: PathCheck) ->
 
 def load_config(path: str | Path, check_paths: PathCheck | None = None) -> Config:
     """Load and validate one YAML file."""
+    from models import limits
+
     path = Path(path)
+    cap = limits.LIMITS.config_bytes
     try:
+        size = path.stat().st_size
+        if size > cap:  # refused before reading: a 100 MB config grew to 5 GB once parsed
+            raise ConfigError(str(path), [f"{size:,} bytes, over the limit of {cap:,} (models.limits: config_bytes)"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None

@@ -205,3 +205,39 @@ def test_builtin_cards_load_and_round_trip() -> None:
         assert card.to_json() == raw
         assert "romantic_conversation" in card.companion.scenarios or folder.name != "luna"
         assert load_card(card.to_png()).raw == card.raw
+
+
+def test_small_hostile_inputs_get_clear_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 16 item 5: each of these was a traceback or a silent acceptance before."""
+    import struct
+    import zlib
+
+    from models.config import load_config
+    from models.errors import CardError, ConfigError
+    from models.personality.card import CharacterCard, load_card
+    from models.personality.macros import expand_macros
+
+    # {{roll:²}} and a 5,000-digit die are left as written, not a ValueError.
+    assert expand_macros("{{roll:²}}", char="A", user="B") == "{{roll:²}}"
+    assert expand_macros("{{roll:" + "9" * 5000 + "}}", char="A", user="B").startswith("{{roll:")
+    # Export to a folder that does not exist: a clear error, nothing written.
+    card = CharacterCard(v2_card())
+    with pytest.raises(CardError, match="does not exist"):
+        card.save(tmp_path / "missing" / "ada.png")
+    # A PNG whose card chunk fails its CRC loads with a warning.
+    data = bytearray(card.to_png())
+    at = data.index(b"tEXt") - 4
+    (length,) = struct.unpack(">I", data[at : at + 4])
+    crc_at = at + 8 + length
+    data[crc_at : crc_at + 4] = struct.pack(">I", (zlib.crc32(b"x") + 1) & 0xFFFFFFFF)
+    with caplog.at_level("WARNING"):
+        assert load_card(bytes(data)).name == card.name
+    assert "CRC" in caplog.text
+    # A config over the size limit is refused before it is read; merge keys get their own message.
+    big = tmp_path / "config.yaml"
+    big.write_text("# padding\n" * 500_000)
+    with pytest.raises(ConfigError, match="config_bytes"):
+        load_config(big)
+    big.write_text("base: &b {max_length: 8}\nmodels:\n  base:\n    x:\n      <<: *b\n")
+    with pytest.raises(ConfigError, match="merge keys"):
+        load_config(big)

@@ -7,6 +7,7 @@ the tiny personality `ada` and the built-in models. Slow-marked; CI runs it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from schemathesis.checks import not_a_server_error
 from companion.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.slow
+#: Examples per operation: 20 in CI; `COMPANION_SCHEMATHESIS_EXAMPLES=300` for the full run.
+EXAMPLES = int(os.environ.get("COMPANION_SCHEMATHESIS_EXAMPLES", "20"))
 
 
 def _on_loopback(app: Any) -> Any:
@@ -43,7 +46,7 @@ def _serving(tiny_personality: str) -> Iterator[None]:
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: Any) -> None:
     body = case.body
     if isinstance(body, dict) and case.path.startswith("/v1/") and isinstance(body.get("model"), str):

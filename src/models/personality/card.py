@@ -288,16 +288,21 @@ class CharacterCard:
 
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
         """Write as `json`, `png` or `charx` (default: from the file suffix)."""
+        from models.personalization._io import atomic_write_bytes
+
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".") or "json").lower()
+        if not path.parent.is_dir():
+            raise CardError("output", f"the folder {path.parent} does not exist; create it first", str(path))
         if fmt == "json":
-            path.write_text(self.to_json(), encoding="utf-8")
+            data = self.to_json().encode("utf-8")
         elif fmt in ("png", "apng"):
-            path.write_bytes(self.to_png())
+            data = self.to_png()
         elif fmt == "charx":
-            path.write_bytes(self.to_charx())
+            data = self.to_charx()
         else:
             raise CardError("format", f"cannot write {fmt!r}; use json, png or charx", str(path))
+        atomic_write_bytes(path, data)  # a crash mid-write leaves the previous file whole
         return path
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import struct
 import zipfile
 import zlib
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+log = logging.getLogger(__name__)
 _CARD_KEYS = ("chara", "ccv3")
 
 
@@ -45,7 +47,12 @@ def _chunks(data: bytes, source: str) -> list[tuple[bytes, bytes]]:
         end = pos + 8 + length
         if end + 4 > len(data):
             raise CardError("png", f"chunk {ctype!r} at byte {pos} runs past the end of the file", source=source)
-        out.append((ctype, data[pos + 8 : end]))
+        body = data[pos + 8 : end]
+        (crc,) = struct.unpack(">I", data[end : end + 4])
+        if crc != zlib.crc32(ctype + body) & 0xFFFFFFFF and ctype in (b"tEXt", b"iTXt", b"zTXt"):
+            log.warning("%s: the %s chunk at byte %d fails its CRC (the file is damaged); read anyway", source,
+                        ctype.decode("latin-1"), pos)  # fmt: skip
+        out.append((ctype, body))
         pos = end + 4
         if ctype == b"IEND":
             break

@@ -50,9 +50,11 @@ def expand_macros(
         if kind == "pick":
             opts = _options(arg)
             return opts[zlib.crc32(text.encode("utf-8")) % len(opts)]
-        if kind == "roll":
+        if kind == "roll":  # ASCII digits only ("²" passes isdigit()), and a die of at most 6 digits
             digits = arg.strip().lower().lstrip("d")
-            return str(rng.randint(1, int(digits))) if digits.isdigit() and int(digits) > 0 else m.group(0)
+            if re.fullmatch(r"[0-9]{1,6}", digits) and int(digits) > 0:
+                return str(rng.randint(1, int(digits)))
+            return m.group(0)
         if kind == "reverse":
             return arg[::-1]
         return ""  # comment, hidden_key
