@@ -214,8 +214,12 @@ def sign_catalog(signed: dict[str, Any], private_key: Any) -> dict[str, Any]:
 def _document(raw: bytes, where: str) -> tuple[dict[str, Any], list[Any]]:
     if len(raw) > MAX_CATALOG_BYTES:
         raise CatalogError(f"{where}: catalog is larger than {MAX_CATALOG_BYTES >> 20} MiB; refusing it")
+    from models import limits
+
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = limits.loads_bounded(raw.decode("utf-8"), where)  # depth checked before parsing
+    except limits.LimitError as exc:
+        raise CatalogError(str(exc)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise CatalogError(f"{where}: not a JSON catalog ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("signed"), dict):

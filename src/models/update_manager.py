@@ -232,6 +232,8 @@ class ModelUpdateManager:
                         best[key] = update
             except CompanionError as exc:
                 found.refused.append((spec, str(exc)))
+            except Exception as exc:
+                found.refused.append((spec, f"{spec}: unreadable catalog ({type(exc).__name__}: {exc})"))
         found.extend(best[k] for k in sorted(best))
         if strict and found.refused:
             raise CatalogError("; ".join(reason for _, reason in found.refused))

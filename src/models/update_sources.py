@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class CatalogSource:
     def read_catalog(self) -> bytes:
         raise NotImplementedError
 
-    def _chunks(self, url: str) -> Iterator[bytes]:
+    def _chunks(self, url: str, size: int | None = None) -> Iterator[bytes]:
         raise NotImplementedError
 
     def download(self, url: str, dest: Path, size: int, sha256: str, advance: Advance | None = None) -> None:
@@ -44,7 +45,7 @@ class CatalogSource:
         digest, got = hashlib.sha256(), 0
         try:
             with part.open("wb") as f:
-                for chunk in self._chunks(url):
+                for chunk in self._chunks(url, size):
                     got += len(chunk)
                     if got > size:
                         raise UpdateError(
@@ -91,7 +92,7 @@ class FolderSource(CatalogSource):
         except OSError as exc:
             raise CatalogError(f"{path} cannot be read: {exc}") from exc
 
-    def _chunks(self, url: str) -> Iterator[bytes]:
+    def _chunks(self, url: str, size: int | None = None) -> Iterator[bytes]:
         if "://" in url or url.startswith("/") or ".." in url.split("/"):
             raise UpdateError(f"{url!r} in the catalog at {self.name}: folder catalogs use relative file paths")
         path = self.root / url
@@ -103,8 +104,24 @@ class FolderSource(CatalogSource):
             raise UpdateError(f"{url} is listed in the catalog at {self.name} but missing there") from exc
 
 
+#: Downloads may take `timeout` plus the time this minimum rate needs for the listed size.
+MIN_DOWNLOAD_RATE = 64 * 1024  # bytes per second
+MAX_REDIRECTS = 5
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
 class HttpSource(CatalogSource):
-    """A catalog on any static HTTP(S) file server."""
+    """A catalog on any static HTTP(S) file server.
+
+    Bounded (issue 16): the catalog is read within `timeout` seconds *in total* (not per read, so
+    a server trickling a byte a second cannot hold the client), a download within `timeout` plus
+    its size at `MIN_DOWNLOAD_RATE`; redirects are followed only within the catalog's own origin
+    (scheme, host and port), so a mirror cannot steer clients to another host."""
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         self.catalog_url = url if url.endswith(".json") else url.rstrip("/") + "/" + CATALOG_NAME
@@ -114,37 +131,70 @@ class HttpSource(CatalogSource):
     def _client(self) -> Any:
         import httpx
 
-        return httpx.Client(timeout=self.timeout, follow_redirects=True, headers={"User-Agent": "companion-updates"})
+        return httpx.Client(timeout=self.timeout, follow_redirects=False, headers={"User-Agent": "companion-updates"})
+
+    @contextlib.contextmanager
+    def _stream(self, client: Any, url: str, error: type[UpdateError]) -> Iterator[Any]:
+        """GET `url`, following redirects only within the catalog's origin."""
+        origin = _origin(self.catalog_url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            with client.stream("GET", url) as response:
+                if response.is_redirect:
+                    target = urljoin(url, response.headers.get("location", ""))
+                    if _origin(target) != origin:
+                        raise error(
+                            f"{url}: redirected to {target}, outside the catalog's origin "
+                            f"{self.catalog_url}; refusing to follow"
+                        )
+                    url = target
+                    continue
+                yield response
+                return
+        raise error(f"{url}: more than {MAX_REDIRECTS} redirects")
 
     def read_catalog(self) -> bytes:
         import httpx
 
+        deadline = time.monotonic() + self.timeout
         try:
-            with self._client() as client, client.stream("GET", self.catalog_url) as response:
+            with self._client() as client, self._stream(client, self.catalog_url, CatalogError) as response:
                 if response.status_code != 200:
                     raise CatalogError(
                         f"{self.catalog_url}: HTTP {response.status_code}; is the catalog published there?"
                     )
-                body = b""
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > MAX_CATALOG_BYTES:
+                    raise CatalogError(f"{self.catalog_url}: catalog is larger than {MAX_CATALOG_BYTES >> 20} MiB")
+                body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > MAX_CATALOG_BYTES:
                         break
-                return body
+                    if time.monotonic() > deadline:
+                        raise CatalogError(
+                            f"{self.catalog_url}: the catalog did not arrive within {self.timeout:g} s "
+                            "(updates.timeout, the whole transfer); try again later"
+                        )
+                return bytes(body)
         except httpx.HTTPError as exc:
             raise CatalogError(f"{self.catalog_url}: cannot fetch the catalog: {exc}") from exc
 
-    def _chunks(self, url: str) -> Iterator[bytes]:
+    def _chunks(self, url: str, size: int | None = None) -> Iterator[bytes]:
         import httpx
 
         full = urljoin(self.catalog_url, url)
         if urlsplit(full).scheme not in ("http", "https"):
             raise UpdateError(f"{url!r} in the catalog at {self.name}: only http(s) file URLs are allowed")
+        budget = self.timeout + (size or 0) / MIN_DOWNLOAD_RATE
+        deadline = time.monotonic() + budget
         try:
-            with self._client() as client, client.stream("GET", full) as response:
+            with self._client() as client, self._stream(client, full, UpdateError) as response:
                 if response.status_code != 200:
                     raise UpdateError(f"{full}: HTTP {response.status_code}")
-                yield from response.iter_bytes(_CHUNK)
+                for chunk in response.iter_bytes(_CHUNK):
+                    yield chunk
+                    if time.monotonic() > deadline:
+                        raise UpdateError(f"download of {full} took longer than {budget:.0f} s; try again later")
         except httpx.HTTPError as exc:
             raise UpdateError(f"download of {full} failed: {exc} (the connection was cut or timed out)") from exc
 

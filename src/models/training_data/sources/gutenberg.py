@@ -10,10 +10,13 @@ its licence header and footer are stripped like every Gutenberg text.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 import uuid
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 from models.errors import DataError
 
@@ -62,19 +65,36 @@ def fetch_gutenberg(book_id: int, *, base_url: str | None = None, timeout: float
     url = f"{base}/cache/epub/{book_id}/pg{book_id}.txt"
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f".pg{book_id}.{uuid.uuid4().hex[:8]}.part"
+    host = (urlsplit(url).hostname or "").lower()
+    deadline = time.monotonic() + timeout + _MAX_BYTES / (64 * 1024)  # the whole transfer, not per read
     try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as resp:
-            if resp.status_code == 404:
-                raise DataError(f"Project Gutenberg has no plain-text book {book_id} at {url} (HTTP 404)")
-            if resp.status_code != 200:
-                raise DataError(f"downloading Gutenberg book {book_id} from {url} failed: HTTP {resp.status_code}")
-            size = 0
-            with tmp.open("wb") as f:
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    if size > _MAX_BYTES:
-                        raise DataError(f"{url} is larger than {_MAX_BYTES >> 20} MB; not a plain-text book")
-                    f.write(chunk)
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            resp = None
+            for _hop in range(6):  # redirects only to the same host (http -> https, another path)
+                resp = client.send(client.build_request("GET", url), stream=True)
+                if not resp.is_redirect:
+                    break
+                resp.close()
+                target = urljoin(url, resp.headers.get("location", ""))
+                if (urlsplit(target).hostname or "").lower() != host:
+                    raise DataError(f"{url} redirects to {target}, another host; not following it")
+                url = target
+            if resp is None or resp.is_redirect:
+                raise DataError(f"{url}: too many redirects")
+            with contextlib.closing(resp):
+                if resp.status_code == 404:
+                    raise DataError(f"Project Gutenberg has no plain-text book {book_id} at {url} (HTTP 404)")
+                if resp.status_code != 200:
+                    raise DataError(f"downloading Gutenberg book {book_id} from {url} failed: HTTP {resp.status_code}")
+                size = 0
+                with tmp.open("wb") as f:
+                    for chunk in resp.iter_bytes():
+                        size += len(chunk)
+                        if size > _MAX_BYTES:
+                            raise DataError(f"{url} is larger than {_MAX_BYTES >> 20} MB; not a plain-text book")
+                        if time.monotonic() > deadline:
+                            raise DataError(f"downloading {url} is taking too long (a stalled server?); try again")
+                        f.write(chunk)
         os.replace(tmp, path)
     except httpx.TransportError as exc:
         raise DataError(
