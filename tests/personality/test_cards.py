@@ -241,3 +241,21 @@ def test_small_hostile_inputs_get_clear_answers(tmp_path: Path, caplog: pytest.L
     big.write_text("base: &b {max_length: 8}\nmodels:\n  base:\n    x:\n      <<: *b\n")
     with pytest.raises(ConfigError, match="merge keys"):
         load_config(big)
+
+
+def test_absolute_and_escaping_charx_members_are_dropped(tmp_path: Path) -> None:
+    """Issue 16 item 5: a re-exported CHARX kept an absolute member name from its source."""
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("card.json", json.dumps(v2_card()))
+        z.writestr("/etc/evil.png", b"x")
+        z.writestr("../up.png", b"x")
+        z.writestr("assets/ok.png", b"png")
+    card = load_card(buf.getvalue())
+    assert sorted(card.assets) == ["assets/ok.png"]
+    out = tmp_path / "again.charx"
+    card.save(out)
+    with zipfile.ZipFile(out) as z:
+        assert not [n for n in z.namelist() if n.startswith("/") or ".." in n]

@@ -100,3 +100,20 @@ def test_a_catastrophic_regex_key_costs_at_most_the_budget() -> None:
     assert [e.content for e in active] == ["The lamp is lit."]
     assert elapsed < ACTIVATION_BUDGET_S + 1.0, elapsed
     assert len(book.activate(["x" * 5_000_000])) == 0  # the scanned text is bounded too
+
+
+def test_activation_cost_does_not_grow_with_history() -> None:
+    """Issue 16 item 5: each reply cleaned the whole history; now only what entries can scan."""
+    import time
+
+    from models.personality.lorebook import Lorebook
+
+    book = Lorebook({"scan_depth": 2, "entries": [{"keys": [f"key{i}"], "content": f"c{i}"} for i in range(2000)]})
+    short = ["nothing here"] * 4
+    long = ["nothing here " * 50] * 20_000
+    t0 = time.perf_counter()
+    book.activate(short)
+    t_short = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert book.activate([*long, "key7 appears"]) == book.activate(["key7 appears"])
+    assert time.perf_counter() - t0 < max(1.0, 20 * t_short)

@@ -186,3 +186,25 @@ def test_a_deep_chat_log_line_is_reported_and_skipped(tmp_path: Path) -> None:
     with pytest.raises(LimitError, match="json_depth"):
         loads_line(_nested(100_000), "chat.jsonl line 2")
     assert loads_line('{"a": [1, [2, [3]]]}', "ok") == {"a": [1, [2, [3]]]}
+
+
+def test_an_epub_with_entity_declarations_is_a_clear_problem(tmp_path: Path) -> None:
+    """Issue 16 item 5: an OPF holding entity expansions reported "TypeError: 'NoneType' object is
+    not iterable"; now it is reported as an unreadable package and the other books are kept."""
+    books = tmp_path / "books"
+    books.mkdir()
+    container = (
+        b'<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+        b'<rootfiles><rootfile full-path="content.opf" media-type="application/oebps-package+xml"/></rootfiles>'
+        b"</container>"
+    )
+    opf = (
+        b'<?xml version="1.0"?><!DOCTYPE package [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+        b'<package xmlns="http://www.idpf.org/2007/opf" version="2.0"><metadata>&b;</metadata></package>'
+    )
+    (books / "entities.epub").write_bytes(
+        raw_zip([("mimetype", b"application/epub+zip"), ("META-INF/container.xml", container), ("content.opf", opf)])
+    )
+    (books / "fine.txt").write_text("The rain had stopped by the time she reached the pier. " * 100)
+    code, out, _ = companion("data", "collect", "writing", str(books), timeout=120)
+    assert code == 0 and "entities.epub" in out and "NoneType" not in out, out

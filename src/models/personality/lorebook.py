@@ -259,7 +259,9 @@ class Lorebook:
         turn: int = 0,
     ) -> list[ActiveEntry]:
         """The entries `messages` (oldest first) activate, ordered and within the budget."""
-        cleaned = [strip_for_matching(m[-MAX_SCAN_CHARS:]) for m in messages]
+        # Only the messages some entry can scan are cleaned: the cost does not grow with history.
+        deepest = max([self.scan_depth] + [_int(e.decorators.get("scan_depth"), 0) or 0 for e in self.entries])
+        cleaned = [strip_for_matching(m[-MAX_SCAN_CHARS:]) for m in messages[-deepest:]]
         _SCAN.deadline = time.monotonic() + ACTIVATION_BUDGET_S
         try:
             return self._activate(cleaned, count_tokens, budget, turn)
