@@ -21,7 +21,7 @@ def test_threads_creating_the_home_secret_at_once_agree(companion_home: Path) ->
         barrier.wait()
         try:
             results.append(home_secret("test-secret", lambda: secrets.token_bytes(32)))
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=make) for _ in range(16)]
