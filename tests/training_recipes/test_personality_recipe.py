@@ -232,8 +232,18 @@ def test_training_needs_the_train_level_and_publishes_nothing_without_it(
 
 
 def test_rehearsal_keeps_emotion_tokens_meaningful_and_stays_out_of_the_heldout_lines(
-    tmp_path: Path, tiny_model_copy: Path, user_config, ada_lines: Path
+    tmp_path: Path, tiny_model_copy: Path, user_config, ada_lines: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import models.personality.emotion as emotion
+    from models.tokens import EMOTIONS
+
+    class Judge:  # the tiny model writes noise: a judge that hears only joy keeps 3 joy replies
+        labels = EMOTIONS
+
+        def classify(self, texts: list[str]) -> list[str]:
+            return ["joy" for _ in texts]
+
+    monkeypatch.setattr(emotion, "default_classifier", lambda *a, **k: Judge())
     from models.personality.card import CharacterCard
     from models.personality.loader import write_personality_folder
     from models.store import write_manifest
@@ -248,7 +258,8 @@ def test_rehearsal_keeps_emotion_tokens_meaningful_and_stays_out_of_the_heldout_
     plain = _trainer().train_personality_model("ada", ada_lines, epochs=1, rehearsal=0, output_dir=tmp_path / "a", **kw)
     mixed = _trainer().train_personality_model("ada", ada_lines, epochs=1, rehearsal=3, output_dir=tmp_path / "b", **kw)
     assert plain.lineage["emotion_tokens"] and plain.metrics["rehearsal_examples"] == 0
-    assert mixed.metrics["rehearsal_examples"] == 3 * 10  # three composed replies per emotion label
+    # Self-rehearsal (issue 18): the base's own replies, kept only where the judge agrees.
+    assert mixed.metrics["rehearsal_examples"] == 3
     assert mixed.metrics["training_lines"] == plain.metrics["training_lines"]
     # the measure is on the character's own held-out lines either way
     assert mixed.metrics["heldout_lines"] == plain.metrics["heldout_lines"]

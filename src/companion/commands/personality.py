@@ -314,6 +314,43 @@ def train_control(
     _out().print(f"{output}: {report['examples']} examples, {report['result']}")
 
 
+def train_chat(
+    base: Annotated[Path, typer.Option(help="Base model folder (with emotion tokens).")] = Path(
+        "src/models/builtin/companion-base"
+    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Run folder (checkpoints; the model in model/).")
+    ] = Path("runs/chat"),
+    data: Annotated[Path, typer.Option(help="The shared data folder (dialogue/, goemotions/, books/).")] = Path(
+        "../shared/data"
+    ),
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
+    minutes: Annotated[float, typer.Option(help="Stop cleanly after this much wall time.")] = 80.0,
+    extend_context: Annotated[
+        bool, typer.Option(help="First continue the base on 512-token book windows (its full context).")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="Resume from the run folder's checkpoint.")] = False,
+    threads: Annotated[int, typer.Option()] = 2,
+) -> None:
+    """Train the embedded chat model on whole conversations (Topical-Chat, Synthetic-Persona-Chat
+    rendered as cards, GoEmotions for rare emotions, a share of books): models.training.chat."""
+    from models.training.base import extend_context as extend
+    from models.training.chat import train_chat as run_chat
+    from models.training.loop import TrainSettings
+
+    if extend_context:
+        ctx = output / "context"
+        if not (ctx / "model" / "model.safetensors").exists():
+            extend(base, data, ctx, ctx / "model", resume=resume and (ctx / "checkpoint").exists(), threads=threads)
+        base = ctx / "model"
+    settings = TrainSettings(
+        max_steps=steps, batch_size=16, micro_batch_size=16, lr=1e-3, warmup_steps=min(40, steps),
+        eval_every=max(1, min(100, steps)), checkpoint_every=max(1, min(25, steps)), max_minutes=minutes, seed=7,
+    )  # fmt: skip
+    report = run_chat(base, output / "model", output, data, settings=settings, threads=threads, resume=resume)
+    _out().print(f"{output / 'model'}: {report['examples']} windows, {report['result']}")
+
+
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     """Add the `cards` group and `train emotion|emotion-control` (chat delegates from `cli.chat`)."""
     from companion.cli import handle_errors, train_app
@@ -325,4 +362,5 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         cards_app.command("validate")(cards_validate)
         train_app.command("emotion")(handle_errors(train_emotion))
         train_app.command("emotion-control")(handle_errors(train_control))
+        train_app.command("chat")(handle_errors(train_chat))
     app.add_typer(cards_app, name="cards")

@@ -71,10 +71,11 @@ class PersonalityRun:
     anonymizer: Any = None
     """None: the pipeline's default (config.yaml `privacy:`); `PassThroughAnonymizer(reason=...)` opts out."""
     rehearsal: int = 12
-    """Per emotion label, this many short replies composed in that emotion (`phrasebook`) are mixed
-    into the training lines, under the character's system prompt and answering the character's
-    own prompts, so the adapter keeps what the base's emotion tokens mean (0: none). Only when
-    the base has emotion tokens; never in the held-out lines."""
+    """Per emotion label, up to this many replies the base model writes itself with that emotion's
+    control token (kept where the classifier agrees) are mixed into the training lines, under the
+    character's system prompt and answering the character's own prompts, so the adapter keeps what
+    the base's emotion tokens mean (0: none). Only when the base has emotion tokens; never in the
+    held-out lines."""
 
 
 @dataclass
@@ -192,22 +193,42 @@ def load_for_training(folder: Path) -> Any:
             hf_logging.enable_progress_bar()
 
 
-def _rehearsal_examples(codec: Any, examples: list[Any], per_label: int, seed: int) -> list[Any]:
-    """Composed replies in every emotion the tokenizer has a control token for, answering the
-    character's own prompts (see `PersonalityRun.rehearsal`)."""
+def _rehearsal_examples(
+    codec: Any, examples: list[Any], per_label: int, seed: int, base_folder: Path, system: dict[str, str]
+) -> list[Any]:
+    """Replies the base model itself writes in every emotion it has a control token for, to the
+    character's own prompts, kept only where the emotion classifier agrees (self-rehearsal; see
+    `PersonalityRun.rehearsal`). The base's own varied phrasings, not composed sentences (issue
+    18: rehearsing a phrasebook taught canned lines); safety nags ("take care") are left out."""
     import random
 
-    from models.personality.phrasebook import PHRASES, compose
+    from models.personality.emotion import default_classifier
+    from models.tokens import EMOTIONS
+    from models.training.chat import _NAG
     from models.training.examples import ChatExample
+    from models.transformer_model import TransformerModel
 
     prompts = [ex.messages[:-1] for ex in examples if ex.messages[:-1]] or [[{"role": "user", "content": "Hi."}]]
     rng = random.Random(seed)
+    base = TransformerModel(str(base_folder), max_length=40, temperature=0.9, top_p=0.95)
+    clf = default_classifier()
     out = []
-    for label in sorted(PHRASES):
-        if _known_emotion(codec, label) is None:
-            continue
-        for text in compose(label, per_label, seed):
-            out.append(ChatExample([*rng.choice(prompts), {"role": "assistant", "content": text}], label, "phrasebook"))
+    try:
+        for label in EMOTIONS:
+            if _known_emotion(codec, label) is None or label not in clf.labels:
+                continue
+            kept = 0
+            for attempt in range(3 * per_label):
+                if kept >= per_label:
+                    break
+                prompt = rng.choice(prompts)
+                reply = base.chat([system, *prompt], 40, emotion=label, seed=seed * 1000 + attempt).strip()
+                if len(reply.split()) < 3 or _NAG.search(reply) or clf.classify([reply])[0] != label:
+                    continue
+                out.append(ChatExample([*prompt, {"role": "assistant", "content": reply}], label, "rehearsal"))
+                kept += 1
+    finally:
+        base.close()
     return out
 
 
@@ -321,7 +342,7 @@ def train_personality(
     held_rows = [e for e in encoded if e.key in held_keys]
     rehearsed = 0
     if emotion_tokens and run.rehearsal > 0:
-        extra = _rehearsal_examples(codec, examples, run.rehearsal, run.seed)
+        extra = _rehearsal_examples(codec, examples, run.rehearsal, run.seed, base_folder, _system_message(card))
         more, _ = encode_chat_examples(codec, extra, [], run.seq_len, system=_system_message(card), emotion_tokens=True)
         train_rows += [e for e in more if e.key not in held_keys]
         rehearsed = len(more)
