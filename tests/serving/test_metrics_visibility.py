@@ -55,6 +55,7 @@ def test_metrics_hide_models_the_caller_may_not_read(two_users: RunningServer) -
         return r.text
 
     everything, hers = scrape(bob), scrape(rita)
+
     def series(text: str) -> set[tuple[str, str]]:  # (category, model) of every labelled sample
         return set(re.findall(r'category="([^"]*)",engine="[^"]*",(?:le="[^"]*",)?model="([^"]*)"', text))
 
