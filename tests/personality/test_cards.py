@@ -259,3 +259,16 @@ def test_absolute_and_escaping_charx_members_are_dropped(tmp_path: Path) -> None
     card.save(out)
     with zipfile.ZipFile(out) as z:
         assert not [n for n in z.namelist() if n.startswith("/") or ".." in n]
+
+
+def test_huge_fields_and_lorebooks_are_refused_at_import() -> None:
+    """Issue 16 item 5: a 20 MB description made each reply take 30 s and 3.3 GB, and 100 k
+    lorebook entries made a reply take minutes; both are refused with the limit's name."""
+    card = v2_card()
+    card["data"]["description"] = "x" * 20_000_000
+    with pytest.raises(CardError, match="card_field_chars"):
+        CharacterCard(card)
+    card = v2_card()
+    card["data"]["character_book"] = {"entries": [{"keys": [f"k{i}"], "content": "c"} for i in range(100_000)]}
+    with pytest.raises(CardError, match="lorebook_entries"):
+        CharacterCard(card)
