@@ -145,6 +145,13 @@ def main() -> None:
         f"\n[green]done[/] in {time.perf_counter() - t0:.1f} s. "
         "Next: `companion chat luna`, `companion cards show luna`, `companion models list`, docs/personalization.md."
     )
+    console.print(
+        "[yellow]Note:[/] the embedded model is a small offline default (about 5 M parameters, trained on 2 CPU "
+        "cores) for trying things out and for tests; it will not write like a large model. To give Luna a real "
+        "model, add to $COMPANION_HOME/config.yaml: [bold]models: {personality: {luna: {type: personality, path: "
+        '"builtin:luna", parameters: {base_model: "openai:llama3.1:8b", base_url: "http://localhost:11434/v1"}}}}'
+        "[/] (Ollama; any OpenAI-compatible server works)."
+    )
 
 
 if __name__ == "__main__":
