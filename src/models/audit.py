@@ -82,8 +82,8 @@ def _binding(salt: str, subject: str, user_id: str) -> str:
 
 def installation_key(home: Path) -> Any:
     """The installation's Ed25519 private key, created (mode 0600) on first use."""
-    from models.catalog import generate_key, load_private_key
     from models.errors import UpdateError
+    from models.lifecycle.catalog import generate_key, load_private_key
 
     path = home / "keys" / KEY_NAME
     if not path.exists():
@@ -252,7 +252,7 @@ class AuditLog:
         return self._signing_key
 
     def _signed(self, seq: int, row_hash: str) -> dict[str, Any]:
-        from models.catalog import public_key_text
+        from models.lifecycle.catalog import public_key_text
 
         key = self._key()
         body = {"seq": seq, "hash": row_hash, "at": db.utc_now(), "every": self.checkpoint_every}
@@ -347,7 +347,7 @@ class AuditLog:
             hashes[seq] = row["hash"]
         trusted = None
         if (self.home / "keys" / KEY_NAME).exists():
-            from models.catalog import public_key_text
+            from models.lifecycle.catalog import public_key_text
 
             trusted = public_key_text(self._key().public_key())
         last = 0
@@ -413,7 +413,7 @@ class AuditLog:
 
 
 def _check_signature(cp: dict[str, Any], trusted: str | None) -> str | None:
-    from models.catalog import parse_public_key
+    from models.lifecycle.catalog import parse_public_key
 
     body = {"seq": int(cp["seq"]), "hash": cp["hash"], "at": cp["at"]}
     if cp.get("every") is not None:

@@ -33,10 +33,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.errors import ConfigError
+from models.lifecycle.update_config import UpdatesConfig
 from models.privacy.settings import PrivacyConfig
 from models.security.policy import SecurityConfig
 from models.training_data.datasource import DataSourceConfig
-from models.update_config import UpdatesConfig
 
 __all__ = [
     "PARAMS",

@@ -2,7 +2,7 @@
 
 Resolution, in order: the config entry for `(category, name)` (also under the seed's suffixed
 names: `luna_personality` → `luna`); if the model has versions with a `current` alias (see
-`models.version_control`), that version's store folder; else the entry's `path` (see
+`models.lifecycle.version_control`), that version's store folder; else the entry's `path` (see
 `models.paths`): a folder, a built-in model, a model in the store (its `current` version, else
 the latest), an OpenAI-compatible server. Loading goes through the loader registered for the
 entry's `type` (`models.registry`).
@@ -185,12 +185,12 @@ class ModelManager:
 
     @property
     def index(self) -> Any:
-        """The version index (`models.version_index.VersionIndex`) aliases are read from."""
+        """The version index (`models.lifecycle.version_index.VersionIndex`) aliases are read from."""
         if self._index is None:
             import os
 
             from models import db
-            from models.version_index import VersionIndex
+            from models.lifecycle.version_index import VersionIndex
 
             url = os.environ.get(db.DATABASE_URL_ENV) or self.config.config.database_url
             self._index = VersionIndex.shared(url)
@@ -394,6 +394,6 @@ def _from_store(category: str, name: str, version: str | None) -> PathRef | None
 
 def _current_version(category: str, name: str) -> str | None:
     """The `current` alias of a store model, or None (then the latest version is used)."""
-    from models.version_index import VersionIndex
+    from models.lifecycle.version_index import VersionIndex
 
     return VersionIndex.shared().alias(category, name, "current")

@@ -377,7 +377,7 @@ class ModelOptimizer:
         self, category: str, name: str, model: Any, gen_folder: Path, runtime: dict[str, Any], result: dict[str, Any]
     ) -> Any:
         from models.integrity import write_manifest
-        from models.version_control import ModelVersionControl
+        from models.lifecycle.version_control import ModelVersionControl
 
         served = self.manager.resolve(category, name).folder
         composite = served is not None and (Path(served) / "persona.json").exists() and not hasattr(model, "engine")

@@ -15,7 +15,7 @@ updates_app = typer.Typer(
 
 
 def _manager() -> Any:
-    from models.update_manager import ModelUpdateManager
+    from models.lifecycle.update_manager import ModelUpdateManager
 
     return ModelUpdateManager()
 
@@ -87,9 +87,9 @@ def keygen(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an Ed25519 signing key for your catalog and print its public key."""
-    from models.catalog import generate_key
     from models.home import companion_home
-    from models.update_publish import default_key_path
+    from models.lifecycle.catalog import generate_key
+    from models.lifecycle.update_publish import default_key_path
 
     path = out_path or default_key_path(companion_home())
     public = generate_key(path)
@@ -116,8 +116,8 @@ def publish(
 ) -> None:
     """Add a model version to a signed catalog folder (files + catalog.json)."""
     from models.home import companion_home
-    from models.update_publish import default_key_path, publish_version
-    from models.version_control import ModelVersionControl
+    from models.lifecycle.update_publish import default_key_path, publish_version
+    from models.lifecycle.version_control import ModelVersionControl
 
     vc = ModelVersionControl()
     done = publish_version(vc, model, to, key or default_key_path(companion_home()), version, expires_days)

@@ -14,7 +14,7 @@ ModelArg = Annotated[str, typer.Argument(help="Model: NAME (luna, luna_personali
 
 
 def _vc() -> Any:
-    from models.version_control import ModelVersionControl
+    from models.lifecycle.version_control import ModelVersionControl
 
     return ModelVersionControl()
 

@@ -179,8 +179,8 @@ async def personality(name: str, request: Request, user: str = Depends(caller)) 
 
 @router.get("/api/models/{category}/{name}/versions", summary="A model's versions, aliases and alias history")
 async def versions(category: str, name: str, user: str = Depends(caller)) -> dict[str, Any]:
+    from models.lifecycle.version_control import ModelVersionControl
     from models.security import require
-    from models.version_control import ModelVersionControl
 
     ref = _model_ref(category, name)
 
@@ -199,7 +199,7 @@ async def versions(category: str, name: str, user: str = Depends(caller)) -> dic
 
 @router.post("/api/models/{category}/{name}/rollback", summary="Move an alias back (admin on the model)")
 async def rollback(category: str, name: str, body: RollbackRequest, user: str = Depends(caller)) -> dict[str, Any]:
-    from models.version_control import ModelVersionControl
+    from models.lifecycle.version_control import ModelVersionControl
 
     ref = _model_ref(category, name)
 
@@ -216,8 +216,8 @@ async def rollback(category: str, name: str, body: RollbackRequest, user: str = 
 
 @router.get("/api/updates", summary="Updates offered by the configured catalogs (admin on *)")
 async def updates(user: str = Depends(caller)) -> dict[str, Any]:
+    from models.lifecycle.update_manager import ModelUpdateManager
     from models.security import require
-    from models.update_manager import ModelUpdateManager
 
     def check() -> dict[str, Any]:
         require(user, "*", "admin", action="updates:check")

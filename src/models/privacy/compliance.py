@@ -86,7 +86,7 @@ class ComplianceReport:
 
 def _model_versions(pm: Any, model_name: str) -> tuple[str, list[dict[str, Any]]]:
     from models.errors import CompanionError
-    from models.version_control import ModelVersionControl
+    from models.lifecycle.version_control import ModelVersionControl
 
     try:
         category, name = ModelVersionControl().resolve_model(model_name)

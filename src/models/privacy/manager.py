@@ -390,7 +390,7 @@ def _replace_exact(node: Any, values: set[str], by: str) -> Any:
 def _rewrite_version_file(folder: Path, values: set[str]) -> None:
     """Replace the user's references in a version's `version.json` too (it is not in the
     manifest; the read-only folder is opened for the one atomic replace)."""
-    from models.version_records import VERSION_FILE, write_json_atomic
+    from models.lifecycle.version_records import VERSION_FILE, write_json_atomic
 
     path = folder / VERSION_FILE
     if not path.is_file():

@@ -278,9 +278,9 @@ def train_personality(
     """Train and publish a new version of personality `model_name` (see the module docstring)."""
     from models.engines.codec import TextCodec
     from models.home import companion_home
+    from models.lifecycle.version_control import ModelVersionControl
     from models.personality.loader import read_personality_folder, shared_manager
     from models.store import check_safe_files, verify_manifest
-    from models.version_control import ModelVersionControl
 
     t0 = time.time()
     run = run or PersonalityRun(method=method)

@@ -238,10 +238,10 @@ def train_personalization(
 ) -> TrainedVersion:
     """Fit and publish a new version of personalization model `model_name` (module docstring)."""
     from models.home import companion_home
+    from models.lifecycle.version_control import ModelVersionControl
     from models.personality.loader import shared_manager
     from models.personalization import PreferenceLearner, read_personalization_folder, write_personalization_folder
     from models.privacy.manager import subject_ref
-    from models.version_control import ModelVersionControl
 
     t0 = time.time()
     if not isinstance(epochs, int) or epochs < 1:
