@@ -156,3 +156,22 @@ def test_plain_text_never_samples_chat_markup(tiny_model_dir: Path) -> None:
     m.engine._step = lambda token: logits.clone()  # type: ignore[method-assign]
     assert m.generate("The") == codec.decode([word]) * 5  # continuation: turn markup is not text
     assert m.chat([{"role": "user", "content": "hi"}]) == ""  # chat: the turn ends
+
+
+def test_gguf_and_the_llamacpp_name_are_not_advertised(tmp_path) -> None:
+    """Issue 17 item 1: `llamacpp` was listed as an engine and an extra with no engine behind it.
+    Until one exists, a .gguf file is a clear error and the name is not accepted."""
+    import pytest
+
+    from models.config import TransformerParams
+    from models.engines import ENGINES
+    from models.errors import EngineError
+    from models.transformer_model import TransformerModel
+
+    assert "llamacpp" not in ENGINES
+    with pytest.raises(ValueError, match="must be one of"):
+        TransformerParams(engine="llamacpp")
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 32)
+    with pytest.raises(EngineError, match="llama-server"):
+        TransformerModel(str(gguf))

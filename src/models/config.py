@@ -65,7 +65,7 @@ class TransformerParams(_Strict):
     top_k: int = Field(50, ge=0)
     repetition_penalty: float = Field(1.1, gt=0.0, le=5.0)
     seed: int | None = None
-    engine: str = Field("auto", description="auto | fast | hf | openai | llamacpp")
+    engine: str = Field("auto", description="auto | fast | hf | openai")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     model: str | None = Field(None, description="Model id on the OpenAI-compatible server.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
@@ -75,7 +75,7 @@ class TransformerParams(_Strict):
     @field_validator("engine")
     @classmethod
     def _engine(cls, v: str) -> str:
-        allowed = ("auto", "fast", "hf", "openai", "llamacpp")
+        allowed = ("auto", "fast", "hf", "openai")
         if v not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return v

@@ -40,7 +40,7 @@ def _check_folder(ref: PathRef) -> None:
 
 
 class TransformerModel:
-    """A text generator over one engine (`fast`, `hf`, `openai`, `llamacpp`)."""
+    """A text generator over one engine (`fast`, `hf`, `openai`)."""
 
     def __init__(
         self,

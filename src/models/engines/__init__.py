@@ -1,8 +1,9 @@
-"""Generation engines behind `TransformerModel`: `fast`, `hf`, `openai`, `llamacpp`.
+"""Generation engines behind `TransformerModel`: `fast`, `hf`, `openai`.
 
 `create_engine(ref, params)` picks one from what the path holds when `engine: auto`:
-an OpenAI model id → `openai`; a `.gguf` file → `llamacpp`; a Llama-family folder that the
-fast engine supports → `fast`; any other Hugging Face folder → `hf`.
+an OpenAI model id → `openai`; a Llama-family folder that the fast engine supports → `fast`;
+any other Hugging Face folder → `hf`. A `.gguf` file is refused with a clear error until a
+llama.cpp engine exists (serve it with llama.cpp's own OpenAI-compatible server meanwhile).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENGINES", "create_engine"]
 
-ENGINES = ("fast", "hf", "openai", "llamacpp")
+ENGINES = ("fast", "hf", "openai")
 
 
 def _dtype(name: str) -> Any:
@@ -44,7 +45,10 @@ def create_engine(ref: PathRef, params: Any, adapter: Path | None = None) -> Eng
         if ref.kind == "openai" or params.base_url:
             choice = "openai"
         elif ref.kind == "gguf":
-            choice = "llamacpp"
+            raise EngineError(
+                f"{ref.raw}: GGUF files have no engine here yet; serve it with llama.cpp's server "
+                "(llama-server -m FILE) and use path openai:<id> with base_url http://localhost:8080/v1"
+            )
         elif ref.folder is not None and _fast_supported(ref.folder):
             choice = "fast"
         else:
@@ -65,12 +69,6 @@ def create_engine(ref: PathRef, params: Any, adapter: Path | None = None) -> Eng
         raise EngineError(f"engine {choice!r} needs a local model folder, got {ref.raw!r}")
     if adapter is not None and choice not in ("fast", "hf"):
         raise EngineError(f"a LoRA adapter ({adapter}) needs a local engine (fast or hf), not {choice!r}")
-    if choice == "llamacpp":
-        try:
-            from models.engines.llamacpp import LlamaCppEngine
-        except ImportError as exc:
-            raise EngineError("GGUF models need the optional extra: pip install 'companion-models[llamacpp]'") from exc
-        return LlamaCppEngine(ref.folder)
     if choice == "fast":
         from models.engines.fast import FastEngine
 
