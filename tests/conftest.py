@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins() -> Iterator[None]:
+    """Each test discovers installed plugins anew (a test may install one) and leaves no
+    registration behind (llm's conftest does the same)."""
+    from models.plugins import reset_plugins
+
+    reset_plugins()
+    yield
+    reset_plugins()
 
 
 @pytest.fixture(autouse=True)

@@ -5,21 +5,55 @@
 
 Each stage checkpoints into its run folder (safetensors + JSON, a few tens of MB) and resumes
 exactly from it when the script is started again; a stage whose model folder exists is skipped.
-Only the finished model folders are meant to be copied into `src/models/builtin/`.
+`--ship` copies the finished model folders into `src/models/builtin/` (with their training
+reports and loss curves, and a new manifest); then re-run `tools/ship_personality_adapters.py`,
+since each character's adapter is bound to its base's weights.
 
     nohup .venv/bin/python tools/train_replies.py --data ../shared/data --runs /work/runs/replies &
+    .venv/bin/python tools/train_replies.py --data ../shared/data --runs /work/runs/replies --ship
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from models.paths import builtin_dir
 from models.training.base import extend_context
 from models.training.chat import ChatDataSettings, train_chat
 from models.training.loop import TrainSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ship(runs: Path) -> None:
+    """Copy the finished models into the package (training reports included), new manifests."""
+    from models.store import write_manifest
+
+    for stage, name in (("context", "companion-base"), ("chat", "companion-chat")):
+        src, dest = runs / stage / "model", ROOT / "src" / "models" / "builtin" / name
+        if not (src / "model.safetensors").exists():
+            raise SystemExit(f"{src}: not finished")
+        old_training = dest / "training"
+        keep = {p.name: p.read_bytes() for p in old_training.glob("*")} if old_training.is_dir() else {}
+        shutil.rmtree(dest)
+        shutil.copytree(src, dest)
+        (dest / "manifest.json").unlink(missing_ok=True)
+        training = dest / "training"
+        training.mkdir()
+        if stage == "context":  # the base's own training record stays; the extension adds its own
+            for fname, data in keep.items():
+                (training / fname).write_bytes(data)
+            prefix = "context_"
+        else:
+            prefix = ""
+        for fname in ("report.json", "loss_curve.png"):
+            if (runs / stage / fname).exists():
+                shutil.copy2(runs / stage / fname, training / f"{prefix}{fname}")
+        write_manifest(dest)
+        print(f"shipped {src} -> {dest}")
 
 
 def main() -> None:
@@ -30,7 +64,11 @@ def main() -> None:
     ap.add_argument("--context-minutes", type=float, default=22.0)
     ap.add_argument("--chat-minutes", type=float, default=70.0)
     ap.add_argument("--chat-steps", type=int, default=700)
+    ap.add_argument("--ship", action="store_true", help="copy the finished models into src/models/builtin")
     a = ap.parse_args()
+    if a.ship:
+        ship(a.runs)
+        return
     ctx_run, chat_run = a.runs / "context", a.runs / "chat"
     if not (ctx_run / "model" / "model.safetensors").exists():
         extend_context(

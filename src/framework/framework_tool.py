@@ -9,6 +9,8 @@
 Plugins come from one hook (`framework.hookspecs.register_plugins`), called on the built-in
 plugin modules (`framework.plugins.BUILTIN_PLUGINS`) and on every module registered under the
 entry-point group `companion.plugins`, in that order; the first registration of a name wins.
+Model types and engines are not the framework's: the same modules' `register_model_types` and
+`register_engines` hooks feed `models.plugins`, which every lookup loads by itself.
 A plugin is built on first `get_plugin` and kept. A third-party plugin that fails to import
 is reported by `get_plugin` and `failed_plugins`, never fatal to the rest.
 """
@@ -29,6 +31,7 @@ import pluggy
 from framework import hookspecs
 from framework.plugins import BUILTIN_PLUGINS
 from models.errors import PluginError
+from models.plugins import add_plugin
 
 __all__ = ["ENTRY_POINT_GROUP", "Framework", "PluginInfo", "get_framework", "reset_framework"]
 
@@ -72,6 +75,7 @@ class Framework:
             self._load_entrypoints()
         for plugin in extra_plugins:
             self._add(plugin, f"extra:{getattr(plugin, '__name__', type(plugin).__name__)}")
+            add_plugin(plugin)  # its model types and engines go to the one registry (models.plugins)
         self._collect()
 
     # --- registration -------------------------------------------------------------------------
@@ -93,8 +97,6 @@ class Framework:
                 log.warning("plugin %s failed to load: %s", ep.name, exc)
 
     def _collect(self) -> None:
-        from models.registry import register_loader
-
         for impl in self.pm.hook.register_plugins.get_hookimpls():
             source = self._sources.get(id(impl.plugin), impl.plugin_name)
 
@@ -103,7 +105,6 @@ class Framework:
 
             kwargs = {"register": register, "framework": self}
             impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-        self.pm.hook.register_model_types(register=register_loader)
 
     def register_plugin(self, name: str, factory: Callable[..., Any], *, source: str = "code") -> None:
         """Add a plugin by name (a class or factory, built on first use). First name wins."""

@@ -19,20 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pluggy
+from models.hookspecs import PROJECT, hookimpl, hookspec, register_engines, register_model_types
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
-
-PROJECT = "companion"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+__all__ = ["PROJECT", "hookimpl", "hookspec", "register_engines", "register_model_types"]
 
 
 @hookspec
 def register_plugins(register: Any, framework: Any) -> None:
     """Call `register(name, factory)` for each plugin; `factory(framework)` or `factory()` builds it."""
-
-
-@hookspec
-def register_model_types(register: Any) -> None:
-    """Call `register(type_name, ParamsModel, loader)` to add a model type to the ModelManager."""

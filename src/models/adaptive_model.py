@@ -20,7 +20,7 @@ from typing import Any
 from models.errors import ModelNotFoundError
 from models.personalization.model import PersonalizationModel
 from models.personalization.params import PersonalizationParams
-from models.registry import LoadRequest, register_loader
+from models.registry import LoadRequest
 
 __all__ = ["AdaptiveModel"]
 
@@ -107,6 +107,3 @@ def load_adaptive(manager: Any, request: LoadRequest) -> AdaptiveModel:
     )
     model.model_path = request.entry.path
     return model
-
-
-register_loader("adaptive", PersonalizationParams, load_adaptive)

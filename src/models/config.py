@@ -75,7 +75,9 @@ class TransformerParams(_Strict):
     @field_validator("engine")
     @classmethod
     def _engine(cls, v: str) -> str:
-        allowed = ("auto", "fast", "hf", "openai")
+        from models.plugins import engines  # built-in engines and those of installed plugins
+
+        allowed = ["auto", *(e.name for e in engines())]
         if v not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return v
@@ -95,25 +97,19 @@ class ParamsRegistry:
     without importing torch.
     """
 
-    def __init__(self) -> None:
-        self._types: dict[str, type[BaseModel]] = {}
-
-    def register(self, type_name: str, params: type[BaseModel]) -> None:
-        self._types[type_name] = params
-
     def get(self, type_name: str) -> type[BaseModel] | None:
-        if type_name not in self._types:
-            import models.registry  # noqa: F401 - registers the light parameter schemas of lazy types
-        return self._types.get(type_name)
+        from models.plugins import model_types
+
+        spec = model_types().get(type_name)
+        return spec.params if spec is not None else None
 
     def names(self) -> list[str]:
-        import models.registry  # noqa: F401
+        from models.plugins import model_types
 
-        return sorted(self._types)
+        return sorted(model_types())
 
 
 PARAMS = ParamsRegistry()
-PARAMS.register("transformer", TransformerParams)
 
 
 class ModelEntry(_Strict):

@@ -30,7 +30,7 @@ from models.personalization.model import PersonalizationModel
 from models.personalization.params import HybridParams, PersonalizationParams
 from models.personalization.preferences import UserPreferences
 from models.personalization.rewrite import candidates as rewrite_candidates
-from models.registry import LoadRequest, register_loader
+from models.registry import LoadRequest
 
 __all__ = ["HybridModel", "PersonalizedResponse"]
 
@@ -305,6 +305,3 @@ def load_hybrid(manager: Any, request: LoadRequest) -> HybridModel:
 
         personality_model = load_personality_model(personality, manager)
     return HybridModel(personality_model, personalization, manager=manager, name=request.name)
-
-
-register_loader("hybrid", HybridParams, load_hybrid)

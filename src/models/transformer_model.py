@@ -24,7 +24,7 @@ from models.engines import create_engine
 from models.engines.base import Engine, GenerationStats, SamplingParams
 from models.gate import checked_attribute, generating
 from models.paths import PathRef
-from models.registry import LoadRequest, register_loader
+from models.registry import LoadRequest
 
 __all__ = ["TransformerModel"]
 
@@ -210,6 +210,3 @@ def load_transformer(manager: Any, request: LoadRequest) -> TransformerModel:
     """Loader for `type: transformer` config entries."""
     p = request.params.model_dump()
     return TransformerModel(request.entry.path, ref=request.ref, name=request.name, **p)
-
-
-register_loader("transformer", TransformerParams, load_transformer)

@@ -26,7 +26,7 @@ from models.config import TransformerParams
 from models.errors import CardError, ModelNotFoundError
 from models.personality.card import CharacterCard, load_card
 from models.personality.params import PersonalityParams
-from models.registry import LoadRequest, register_loader
+from models.registry import LoadRequest
 
 __all__ = [
     "DEFAULT_BASE",
@@ -237,6 +237,3 @@ def wrap_plain_model(manager: Any, name: str, model: Any) -> Any:
     with _LOCK:
         _WRAPPED[model] = wrapped
     return wrapped
-
-
-register_loader("personality", PersonalityParams, load_personality)

@@ -465,6 +465,3 @@ def load_personality_model(name: str, manager: Any = None) -> PersonalityModel:
     if isinstance(model, PersonalityModel):
         return model
     return wrap_plain_model(manager, name, model)
-
-
-import models.personality.loader  # noqa: E402, F401 - registers the `personality` loader type

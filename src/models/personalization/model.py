@@ -34,7 +34,7 @@ from models.personalization.learner import PreferenceLearner
 from models.personalization.params import PersonalizationParams
 from models.personalization.preferences import PreferenceError, UserPreferences
 from models.personalization.rewrite import candidates as rewrite_candidates
-from models.registry import LoadRequest, register_loader
+from models.registry import LoadRequest
 
 __all__ = [
     "AdaptedResponse",
@@ -399,9 +399,6 @@ def load_personalization_model(name: str, manager: Any = None) -> Personalizatio
             "use type personalization, adaptive or hybrid"
         )
     return model
-
-
-register_loader("personalization", PersonalizationParams, load_personalization)
 
 
 def write_builtin_folder(folder: str | Path) -> Path:
