@@ -91,8 +91,9 @@ def position_perplexity(folder: Path, shared: Path, windows: int = 48) -> dict[s
 # --- 2. fluency -------------------------------------------------------------------------------
 
 
-def reply_perplexity(folder: Path, shared: Path, limit: int = 120) -> float:
-    """Perplexity on held-out human replies (reply tokens only, turns before as context)."""
+def reply_perplexity(folder: Path, shared: Path, limit: int = 120) -> dict[str, float]:
+    """Perplexity on held-out human replies (reply tokens only, turns before as context):
+    `with_end` counts the end-of-turn marker as part of the reply, `words` only the text."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -111,7 +112,8 @@ def reply_perplexity(folder: Path, shared: Path, limit: int = 120) -> float:
     spc = shared / "dialogue" / "synthetic_persona_chat" / "Synthetic-Persona-Chat_valid.csv"
     convs += list(persona_chat_conversations(spc, "dev"))[: limit // 2]
     model = LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    nll, count = 0.0, 0
+    markup = set(codec.chat_control_ids.tolist()) | set(codec.encode("\n"))
+    nll, count, nll_w, count_w = 0.0, 0, 0.0, 0
     with torch.no_grad():
         for conv in convs:
             pieces = [enc.piece({"role": t["role"], "content": t["content"]}, train=t["role"] == "assistant")
@@ -122,12 +124,22 @@ def reply_perplexity(folder: Path, shared: Path, limit: int = 120) -> float:
                 x, y = torch.tensor([ids]), torch.tensor(labels[1:])
                 logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
                 keep = y != -100
-                nll += float(-logp[keep].gather(1, y[keep].unsqueeze(1)).sum())
+                token_nll = -logp[keep].gather(1, y[keep].unsqueeze(1)).squeeze(1)
+                nll += float(token_nll.sum())
                 count += int(keep.sum())
-    return math.exp(nll / max(1, count))
+                words = torch.tensor([int(t) not in markup for t in y[keep]], dtype=torch.bool)
+                nll_w += float(token_nll[words].sum())
+                count_w += int(words.sum())
+    return {"with_end": math.exp(nll / max(1, count)), "words": math.exp(nll_w / max(1, count_w))}
 
 
 # --- 3. persona use ---------------------------------------------------------------------------
+
+
+def _shipped_sampling(folder: Path) -> dict[str, float]:
+    """The temperature and top-p a model ships with (its generation_config.json)."""
+    gen = json.loads((folder / "generation_config.json").read_text())
+    return {"temperature": gen.get("temperature", 0.8), "top_p": gen.get("top_p", 0.95)}
 
 
 def _persona_card(name: str, persona: str) -> Any:
@@ -167,7 +179,8 @@ def persona_use(folder: Path, pairs: Sequence[tuple[str, str]], seed: int = 0) -
     samples = []
     for i, (persona, question) in enumerate(pairs):
         card = _persona_card("Sam", persona)
-        model = PersonalityModel(card, base, params=PersonalityParams(max_length=48, seed=100 + i))
+        params = PersonalityParams(max_length=48, seed=100 + i, **_shipped_sampling(folder))
+        model = PersonalityModel(card, base, params=params)
         reply = model.generate_response(message=question, history=[]).text
         foreign = rng.choice([p for p, _ in pairs if p != persona])
         own += uses_persona(persona, reply, question)
@@ -189,10 +202,10 @@ def emotion_figures(folder: Path, judge: Any, n: int = 20) -> dict[str, Any]:
     from models.tokens import EMOTIONS
     from models.transformer_model import TransformerModel
 
-    canned = {s.strip().lower() for sentences in PHRASES.values() for s in sentences}
+    canned = {s.strip().lower() for parts in PHRASES.values() for part in parts for s in part if s.strip()}
     base = TransformerModel(str(folder), max_length=40)
     card = _persona_card("Ada", "Ada is a warm, curious writing companion who loves stories and the sea.")
-    model = PersonalityModel(card, base, params=PersonalityParams(max_length=40))
+    model = PersonalityModel(card, base, params=PersonalityParams(max_length=40, **_shipped_sampling(folder)))
     agree, only_canned, total = 0, 0, 0
     distinct: dict[str, float] = {}
     for label in EMOTIONS:
@@ -226,7 +239,7 @@ def _sentences(text: str) -> list[str]:
 # --- 5. blind sample --------------------------------------------------------------------------
 
 
-def blind_sample(models: dict[str, Path], shared: Path, n: int = 40, seed: int = 3) -> Path:
+def blind_sample(models: dict[str, Path], shared: Path, n: int = 40, seed: int = 5) -> Path:
     """n replies per model to held-out user messages, shuffled; the key in a separate file."""
     from models.personality.model import PersonalityModel
     from models.personality.params import PersonalityParams
@@ -248,8 +261,8 @@ def blind_sample(models: dict[str, Path], shared: Path, n: int = 40, seed: int =
     card = _persona_card("Ada", "Ada is a friendly writing companion.")
     items, key = [], {}
     for tag, folder in models.items():
-        base = TransformerModel(str(folder), max_length=48)
-        model = PersonalityModel(card, base, params=PersonalityParams(max_length=48))
+        base = TransformerModel(str(folder), max_length=48)  # each model with the sampling it ships with
+        model = PersonalityModel(card, base, params=PersonalityParams(max_length=48, **_shipped_sampling(folder)))
         for i, (history, message) in enumerate(cases):
             hist = [{"role": t["role"], "content": t["content"]} for t in history]
             reply = model.generate_response(message=message, history=hist, seed=900 + i).text
@@ -311,8 +324,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f = {k: reply_perplexity(v, args.shared) if v else None for k, v in (
                 ("before", before["companion-chat"]), ("after", after["companion-chat"]))}  # fmt: skip
             out["fluency"] = f
-            table.add_row("chat ppl on held-out human replies", f"{f['before']:.1f}" if f["before"] else "-",
-                          f"{f['after']:.1f}", _ratio(f["after"], f["before"]), "≤ 40")  # fmt: skip
+            for key, label in (("words", "chat ppl, held-out human replies (text)"),
+                               ("with_end", "  … counting the end-of-turn marker")):  # fmt: skip
+                b = f["before"][key] if f["before"] else None
+                table.add_row(label, f"{b:.1f}" if b else "-", f"{f['after'][key]:.1f}",
+                              _ratio(f["after"][key], b), "≤ 40")  # fmt: skip
         if "persona" not in args.skip:
             pairs = persona_questions(args.shared, args.n)
             p = {k: persona_use(v, pairs) if v else None for k, v in (
