@@ -45,6 +45,24 @@ def test_generate_streams_and_json(tiny_config) -> None:
     assert data["completion_tokens"] <= 5 and isinstance(data["text"], str)
 
 
+def test_generate_with_a_personality_replies_in_character_and_reads_pipes(tiny_config) -> None:
+    """`companion generate -m luna` crashed ('PersonalityModel' object has no attribute 'stream');
+    now the personality answers the message, and the prompt may come from a pipe (like `llm -m`)."""
+    r = runner.invoke(app, ["generate", "-m", "luna", "Hello, Luna!", "-n", "8", "--seed", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["message"] == "Hello, Luna!" and data["text"] and data["emotion"] in (
+        "neutral", "joy", "romantic", "caring", "playful", "curious", "surprise", "sadness", "fear", "anger",
+    )  # fmt: skip
+    piped = runner.invoke(app, ["generate", "-m", "luna", "-n", "8", "--seed", "1"], input="Hello, Luna!\n")
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout.strip() and "Hello, Luna!" not in piped.stdout  # a reply, not an echo
+    plain = runner.invoke(app, ["generate", "-m", "tiny", "-n", "3", "--seed", "1"], input="The lighthouse")
+    assert plain.exit_code == 0 and plain.stdout.startswith("The lighthouse")
+    empty = runner.invoke(app, ["generate", "-m", "tiny"], input="")
+    assert empty.exit_code != 0 and "empty" in empty.output
+
+
 def test_unknown_model_is_one_clear_line(tiny_config) -> None:
     r = runner.invoke(app, ["generate", "x", "-m", "tinny"])
     assert r.exit_code == 1

@@ -92,20 +92,33 @@ def _load_generator(ref: str, **overrides: Any) -> Any:
 @app.command()
 @handle_errors
 def generate(
-    prompt: Annotated[str, typer.Argument(help="Text to continue.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="Text to continue, or a message to a personality ('-' or none: stdin).")
+    ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model: NAME or CATEGORY/NAME.")] = "base/companion-base",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens.")] = 120,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue PROMPT with a model, streaming the text as it decodes."""
+    """Continue PROMPT with a model, streaming the text as it decodes; with a personality
+    (`-m luna`), PROMPT is a message and the character's reply is streamed. Like `llm -m`, the
+    prompt may come from a pipe: `echo "Hello" | companion generate -m luna`."""
+    if prompt is None or prompt == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise typer.BadParameter("give a PROMPT, or pipe one in (echo 'Hello' | companion generate -m luna)")
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise typer.BadParameter("the prompt read from stdin is empty")
     m = _load_generator(model)
     opts: dict[str, Any] = {}
     if temperature is not None:
         opts["temperature"] = temperature
     if seed is not None:
         opts["seed"] = seed
+    if hasattr(m, "stream_response"):  # a personality answers the message in character
+        _reply(m, model, prompt, max_tokens, opts, as_json)
+        return
     if as_json:
         text = m.generate(prompt, max_length=max_tokens, **opts)
         stats = m.last_stats
@@ -126,6 +139,30 @@ def generate(
     out.print()
     s = m.last_stats
     err.print(f"[dim]{s.completion_tokens} tokens, {s.tokens_per_s or 0:.0f} tok/s, engine {m.engine_name}[/]")
+
+
+def _reply(m: Any, model: str, message: str, max_tokens: int, opts: dict[str, Any], as_json: bool) -> None:
+    """A personality's reply to one message (no history), streamed or as JSON."""
+    kw = {"max_length": max_tokens, **opts}
+    if as_json:
+        r = m.generate_response(message=message, history=[], **kw)
+        out.print_json(
+            data={
+                "model": model,
+                "message": message,
+                "text": r.text,
+                "emotion": r.emotion,
+                "completion_tokens": r.usage.get("completion_tokens"),
+                "seconds": round(r.timings.get("total_ms", 0) / 1000, 3),
+            }
+        )
+        return
+    for piece in m.stream_response(message=message, history=[], **kw):
+        out.print(piece, end="", highlight=False, markup=False)
+    out.print()
+    r = m.last_response
+    if r is not None:
+        err.print(f"[dim]{r.usage.get('completion_tokens')} tokens, emotion {r.emotion}[/]")
 
 
 @app.command()
