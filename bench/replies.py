@@ -98,16 +98,16 @@ def reply_perplexity(folder: Path, shared: Path, limit: int = 120) -> dict[str, 
     from transformers import LlamaForCausalLM
 
     from models.engines.codec import TextCodec
-    from models.training.chat import (
-        _card_system,
-        _Encoder,
-        _windows,
+    from models.training.chat_data import (
+        ChatEncoder,
+        card_system,
         persona_chat_conversations,
         topical_chat_conversations,
+        windows,
     )
 
     codec = TextCodec(folder)
-    enc = _Encoder(codec)
+    enc = ChatEncoder(codec)
     convs = list(topical_chat_conversations(shared / "dialogue" / "topical_chat", "dev"))[: limit // 2]
     spc = shared / "dialogue" / "synthetic_persona_chat" / "Synthetic-Persona-Chat_valid.csv"
     convs += list(persona_chat_conversations(spc, "dev"))[: limit // 2]
@@ -118,9 +118,9 @@ def reply_perplexity(folder: Path, shared: Path, limit: int = 120) -> dict[str, 
         for conv in convs:
             pieces = [enc.piece({"role": t["role"], "content": t["content"]}, train=t["role"] == "assistant")
                       for t in conv.turns]  # fmt: skip
-            system = enc.piece({"role": "system", "content": conv.system or _card_system("A", "B")}, train=False)
+            system = enc.piece({"role": "system", "content": conv.system or card_system("A", "B")}, train=False)
             is_reply = [t["role"] == "assistant" for t in conv.turns]
-            for ids, labels, _ in _windows(system, pieces, is_reply, 512, enc.prefix):
+            for ids, labels, _ in windows(system, pieces, is_reply, 512, enc.prefix):
                 x, y = torch.tensor([ids]), torch.tensor(labels[1:])
                 logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
                 keep = y != -100
@@ -153,7 +153,7 @@ def _persona_card(name: str, persona: str) -> Any:
 
 def persona_questions(shared: Path, n: int) -> list[tuple[str, str]]:
     """`(persona, question)` pairs: the other speaker's questions in held-out persona chats."""
-    from models.training.chat import persona_chat_conversations
+    from models.training.chat_data import persona_chat_conversations
 
     spc = shared / "dialogue" / "synthetic_persona_chat" / "Synthetic-Persona-Chat_valid.csv"
     out = []
@@ -170,7 +170,7 @@ def persona_questions(shared: Path, n: int) -> list[tuple[str, str]]:
 def persona_use(folder: Path, pairs: Sequence[tuple[str, str]], seed: int = 0) -> dict[str, Any]:
     from models.personality.model import PersonalityModel
     from models.personality.params import PersonalityParams
-    from models.training.chat import uses_persona
+    from models.training.chat_data import uses_persona
     from models.transformer_model import TransformerModel
 
     base = TransformerModel(str(folder), max_length=48)
@@ -243,7 +243,7 @@ def blind_sample(models: dict[str, Path], shared: Path, n: int = 40, seed: int =
     """n replies per model to held-out user messages, shuffled; the key in a separate file."""
     from models.personality.model import PersonalityModel
     from models.personality.params import PersonalityParams
-    from models.training.chat import topical_chat_conversations
+    from models.training.chat_data import topical_chat_conversations
     from models.transformer_model import TransformerModel
 
     rng = random.Random(seed)

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from models.training.chat import (
+from models.training.chat import train_chat
+from models.training.chat_data import (
     ChatDataSettings,
-    _Encoder,
+    ChatEncoder,
     build_chat_data,
     content_words,
     persona_chat_conversations,
     split_of,
-    train_chat,
     uses_persona,
 )
 from models.training.loop import IGNORE_INDEX, TrainSettings
@@ -81,7 +81,7 @@ def test_windows_train_replies_only_and_keep_dev_apart(tmp_path: Path, tiny_mode
     assert train.rows and dev.rows
     assert not {c.key.split(":")[1] for c in convs} & {c.key.split(":")[1] for c in dev_convs}
     assert split_of("topical:t3") in ("train", "dev")
-    enc = _Encoder(codec)
+    enc = ChatEncoder(codec)
     user_ids = set(enc.piece({"role": "user", "content": "x"}, train=False).ids[:1])  # the <|user|> token
     for ids, labels in train.rows:
         assert len(ids) == len(labels) <= 128

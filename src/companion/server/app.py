@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from companion.server.errors import APIError, error_body, install_error_handlers
 from companion.server.generation import Runner
-from companion.server.settings import ServerSettings
+from companion.server.settings import ServerSettings, is_loopback
 
 __all__ = ["ServerState", "authenticate", "caller", "create_app"]
 
@@ -199,8 +199,6 @@ _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def _loopback_host(value: str) -> bool:
     """Whether a Host header (or an Origin's host) names this machine: `localhost`, `127.x.x.x`
     or `[::1]`, with or without a port."""
-    from companion.server.settings import is_loopback
-
     host = value.strip().lower()
     if host.startswith("["):
         host = host[: host.find("]") + 1] if "]" in host else host

@@ -256,13 +256,9 @@ class ControlBatches:
         self.pad_id, self.seed = pad_id, seed
 
     def _pad(self, rows: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (x, y) in enumerate(rows):
-            ids[r, : len(x)], labels[r, : len(y)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        from models.training.examples import pad_rows
+
+        return pad_rows(self.pad_id, rows)
 
     def global_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)

@@ -26,15 +26,12 @@ recipe never trains on and `bench/replies.py` measures on.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
-import re
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,404 +39,37 @@ import numpy as np
 import torch
 
 from models.errors import DataError
-from models.training.loop import IGNORE_INDEX, TrainSettings, train
+from models.training.chat_data import (
+    TOPICAL_SENTIMENT,
+    ChatData,
+    ChatDataSettings,
+    ChatEncoder,
+    Conversation,
+    build_chat_data,
+    content_words,
+    persona_chat_conversations,
+    split_of,
+    topical_chat_conversations,
+    uses_persona,
+)
+from models.training.examples import pad_rows
+from models.training.loop import TrainSettings, train
 
 __all__ = [
     "TOPICAL_SENTIMENT",
+    "ChatData",
+    "ChatDataSettings",
+    "ChatEncoder",
     "ChatSequences",
     "Conversation",
+    "build_chat_data",
+    "content_words",
     "persona_chat_conversations",
     "split_of",
     "topical_chat_conversations",
     "train_chat",
+    "uses_persona",
 ]
-
-#: Topical-Chat's self-reported sentiments onto our emotion labels.
-TOPICAL_SENTIMENT = {
-    "Happy": "joy",
-    "Curious to dive deeper": "curious",
-    "Surprised": "surprise",
-    "Sad": "sadness",
-    "Angry": "anger",
-    "Disgusted": "anger",
-    "Fearful": "fear",
-    "Neutral": "neutral",
-}
-
-#: Names given to the assistant and the user in card-style system messages (varied so that no
-#: one name is learnt as "the" companion).
-_NAMES = (
-    "Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "June", "Kai", "Lena", "Milo",
-    "Nora", "Otto", "Pia", "Quin", "Rosa", "Sam", "Tess", "Uma", "Vik", "Wren", "Yara", "Zeno",
-)  # fmt: skip
-
-_NAG = re.compile(r"\b(be careful|take care|stay safe|be safe)\b", re.I)
-_WORD = re.compile(r"[a-z']+")
-_STOP = frozenset(
-    [
-        "i",
-        "me",
-        "my",
-        "mine",
-        "we",
-        "our",
-        "you",
-        "your",
-        "yours",
-        "he",
-        "she",
-        "it",
-        "its",
-        "they",
-        "them",
-        "their",
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "if",
-        "so",
-        "to",
-        "of",
-        "in",
-        "on",
-        "at",
-        "for",
-        "with",
-        "from",
-        "by",
-        "as",
-        "is",
-        "am",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "have",
-        "has",
-        "had",
-        "do",
-        "does",
-        "did",
-        "not",
-        "no",
-        "yes",
-        "that",
-        "this",
-        "these",
-        "those",
-        "there",
-        "here",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "how",
-        "when",
-        "where",
-        "why",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "just",
-        "really",
-        "very",
-        "too",
-        "also",
-        "like",
-        "love",
-        "i'm",
-        "i've",
-        "it's",
-        "don't",
-        "im",
-        "lot",
-        "much",
-        "many",
-        "some",
-        "any",
-        "all",
-        "more",
-        "most",
-        "one",
-        "about",
-        "out",
-        "up",
-        "get",
-        "got",
-        "go",
-        "going",
-        "know",
-        "think",
-        "well",
-        "oh",
-        "hi",
-        "hello",
-        "ok",
-        "okay",
-        "thanks",
-        "thank",
-        "sure",
-        "good",
-        "great",
-        "nice",
-        "fun",
-        "things",
-        "thing",
-        "time",
-    ]
-)
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of 3+ letters that are not function words (for persona-fact overlap)."""
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
-
-
-def split_of(key: str, dev_share: int = 10) -> str:
-    """`"dev"` for one conversation in `dev_share` (stable hash of its id), else `"train"`."""
-    h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-    return "dev" if h % dev_share == 0 else "train"
-
-
-@dataclass
-class Conversation:
-    """One conversation seen from the assistant's side: `turns` alternate as the file has them."""
-
-    key: str
-    source: str
-    system: str
-    turns: list[dict[str, str]]
-    persona: str = ""
-    grounded: bool = False
-
-
-def _card_system(name: str, user: str, description: str = "") -> str:
-    """The system message a card with this description gets (models.personality.prompt)."""
-    head = f"You are {name}, talking with {user}. Stay in character."
-    return f"{head}\n{description.strip()}" if description.strip() else head
-
-
-def topical_chat_conversations(folder: Path, split: str, seed: int = 0) -> Iterator[Conversation]:
-    """Topical-Chat's conversations in `split` ("train"/"dev"), once from each side."""
-    rng = random.Random(seed)
-    for f in sorted(folder.glob("*.json")):
-        data = json.loads(f.read_text(encoding="utf-8"))
-        for cid, conv in data.items():
-            if split_of(f"topical:{cid}") != split:
-                continue
-            msgs = [m for m in conv.get("content", []) if str(m.get("message", "")).strip()]
-            for me in ("agent_1", "agent_2"):
-                name, user = rng.sample(_NAMES, 2)
-                turns = [
-                    {
-                        "role": "assistant" if m["agent"] == me else "user",
-                        "content": " ".join(str(m["message"]).split()),
-                        "sentiment": str(m.get("sentiment", "")),
-                    }
-                    for m in msgs
-                ]
-                yield Conversation(f"topical:{cid}:{me}", "topical_chat", _card_system(name, user), turns)
-
-
-def persona_chat_conversations(csv_path: Path, split: str, seed: int = 0) -> Iterator[Conversation]:
-    """Synthetic-Persona-Chat in `split`, from each side, with that side's persona as a card."""
-    rng = random.Random(seed)
-    with csv_path.open(newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.DictReader(fh)):
-            if split_of(f"persona:{i}") != split:
-                continue
-            raw = []
-            for line in row.get("Best Generated Conversation", "").split("\n"):
-                m = re.match(r"\s*User ([12]):\s*(.*)", line)
-                if m and m.group(2).strip():
-                    raw.append((m.group(1), " ".join(m.group(2).split())))
-            for me in ("1", "2"):
-                persona = " ".join(x.strip() for x in row.get(f"user {me} personas", "").split("\n") if x.strip())
-                name, user = rng.sample(_NAMES, 2)
-                turns = [{"role": "assistant" if who == me else "user", "content": text} for who, text in raw]
-                yield Conversation(
-                    f"persona:{i}:{me}", "persona_chat", _card_system(name, user, persona), turns, persona=persona
-                )
-
-
-def uses_persona(persona: str, reply: str, previous: str) -> bool:
-    """Whether `reply` shares a content word with `persona` that `previous` did not say."""
-    return bool((content_words(reply) & content_words(persona)) - content_words(previous))
-
-
-# ----------------------------------------------------------------------------- encoding
-
-
-@dataclass
-class _Piece:
-    ids: list[int]
-    labels: list[int]
-
-
-class _Encoder:
-    """Encodes a conversation message by message (each message's template piece on its own, which
-    concatenates to exactly the whole rendering: every piece starts and ends at a special token)."""
-
-    def __init__(self, codec: Any) -> None:
-        self.codec = codec
-        self.prefix = codec.prefix_ids
-
-    def piece(self, message: dict[str, Any], train: bool) -> _Piece:
-        msg = {"role": message["role"], "content": message["content"]}
-        if message.get("emotion"):
-            msg["emotion"] = message["emotion"]
-        ids = self.codec.encode(self.codec.render_chat([msg], add_generation_prompt=False))
-        if not train:
-            return _Piece(ids, [IGNORE_INDEX] * len(ids))
-        head = 2 if msg.get("emotion") else 1  # the role token (and emotion tag) are the prompt's
-        return _Piece(ids, [IGNORE_INDEX] * head + ids[head:])
-
-
-def _windows(
-    system: _Piece, pieces: Sequence[_Piece], is_reply: Sequence[bool], seq_len: int, prefix: list[int]
-) -> Iterator[tuple[list[int], list[int], list[int]]]:
-    """Windows `prefix + system + turns[i:j]` of at most `seq_len` tokens; each reply is trained in
-    exactly one window, with at least one earlier turn before it. Yields (ids, labels, reply_indices)."""
-    budget = seq_len - len(prefix) - len(system.ids)
-    i, n = 0, len(pieces)
-    while i < n:
-        used, j = 0, i
-        while j < n and used + len(pieces[j].ids) <= budget:
-            used += len(pieces[j].ids)
-            j += 1
-        if j == i:  # one turn longer than a window: skip it
-            i += 1
-            continue
-        ids, labels, replies = list(prefix) + system.ids, [IGNORE_INDEX] * (len(prefix) + len(system.ids)), []
-        for k in range(i, j):
-            ids += pieces[k].ids
-            trained = is_reply[k] and k > i
-            labels += pieces[k].labels if trained else [IGNORE_INDEX] * len(pieces[k].ids)
-            if trained:
-                replies.append(k)
-        if replies:
-            yield ids, labels, replies
-        if j >= n:
-            break
-        i = max(i + 1, j - 1)  # the next window starts with the last turn of this one as context
-
-
-@dataclass
-class ChatData:
-    """Encoded windows of one split, with a sampling weight each, and counts for the report."""
-
-    rows: list[tuple[list[int], list[int]]] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    sources: Counter[str] = field(default_factory=Counter)
-    emotions: Counter[str] = field(default_factory=Counter)
-    grounded_windows: int = 0
-
-
-def _tag(turns: list[dict[str, str]], classifier: Any, min_confidence: float) -> list[str | None]:
-    """Each assistant turn's emotion: the classifier's label where it is at least `min_confidence`
-    sure, else the writer's own sentiment (Topical-Chat), else the classifier's label."""
-    idx = [k for k, t in enumerate(turns) if t["role"] == "assistant"]
-    out: list[str | None] = [None] * len(turns)
-    if not idx:
-        return out
-    probs = classifier.predict_proba([turns[k]["content"] for k in idx])
-    for k, row in zip(idx, probs, strict=True):
-        best = classifier.labels[int(row.argmax())]
-        own = TOPICAL_SENTIMENT.get(turns[k].get("sentiment", ""))
-        out[k] = best if (own is None or float(row.max()) >= min_confidence) else own
-    return out
-
-
-def encode_conversations(
-    codec: Any,
-    conversations: Sequence[Conversation],
-    classifier: Any,
-    seq_len: int,
-    *,
-    grounded_weight: float = 3.0,
-    min_confidence: float = 0.6,
-    data: ChatData | None = None,
-) -> ChatData:
-    """Window and encode `conversations` (see the module docstring)."""
-    enc = _Encoder(codec)
-    data = data or ChatData()
-    for conv in conversations:
-        tags = _tag(conv.turns, classifier, min_confidence)
-        pieces, is_reply = [], []
-        for turn, tag in zip(conv.turns, tags, strict=True):
-            reply = turn["role"] == "assistant" and not _NAG.search(turn["content"])
-            pieces.append(enc.piece({**turn, "emotion": tag}, train=reply))
-            is_reply.append(reply)
-        system = enc.piece({"role": "system", "content": conv.system}, train=False)
-        for ids, labels, replies in _windows(system, pieces, is_reply, seq_len, enc.prefix):
-            grounded = bool(conv.persona) and any(
-                uses_persona(conv.persona, conv.turns[k]["content"], conv.turns[k - 1]["content"]) for k in replies
-            )
-            data.rows.append((ids, labels))
-            data.weights.append(grounded_weight if grounded else 1.0)
-            data.grounded_windows += int(grounded)
-            data.sources[conv.source] += 1
-            data.emotions.update(str(tags[k]) for k in replies)
-    return data
-
-
-def goemotions_topup(
-    codec: Any,
-    classifier: Any,
-    tsv: Path,
-    prompts: Sequence[str],
-    *,
-    labels: Sequence[str],
-    per_label: int,
-    seq_len: int,
-    split: str,
-    seed: int,
-    data: ChatData,
-) -> ChatData:
-    """GoEmotions comments whose gold label is one of `labels` (and the classifier agrees) as
-    replies to random chat turns under a card-style system message."""
-    from models.personality.emotion_training import read_goemotions
-
-    texts, targets = read_goemotions(tsv, classifier.labels)
-    keep = [
-        (t, classifier.labels[g[0]])
-        for i, (t, g) in enumerate(zip(texts, targets, strict=True))
-        if len(g) == 1
-        and classifier.labels[g[0]] in labels
-        and 4 <= len(t.split()) <= 30
-        and "[" not in t
-        and not _NAG.search(t)
-        and split_of(f"goemotions:{i}") == split
-    ]
-    predicted = classifier.classify([t for t, _ in keep])
-    rng = random.Random(seed)
-    by_label: dict[str, list[str]] = {}
-    for (text, gold), pred in zip(keep, predicted, strict=True):
-        if gold == pred:
-            by_label.setdefault(gold, []).append(text)
-    enc = _Encoder(codec)
-    for lab, items in by_label.items():
-        rng.shuffle(items)
-        for text in items[:per_label]:
-            name, user = rng.sample(_NAMES, 2)
-            system = enc.piece({"role": "system", "content": _card_system(name, user)}, train=False)
-            pieces = [
-                enc.piece({"role": "user", "content": rng.choice(prompts)}, train=False),
-                enc.piece({"role": "assistant", "content": text, "emotion": lab}, train=True),
-            ]
-            for ids, lbl, _ in _windows(system, pieces, [False, True], seq_len, enc.prefix):
-                data.rows.append((ids, lbl))
-                data.weights.append(1.0)
-                data.sources["goemotions"] += 1
-                data.emotions[lab] += 1
-    return data
 
 
 class ChatSequences:
@@ -468,15 +98,6 @@ class ChatSequences:
         self.books = torch.from_numpy(book_ids.astype(np.int64)) if book_ids is not None and len(book_ids) else None
         self.book_share = book_share if self.books is not None else 0.0
 
-    def _pad(self, rows: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (x, y) in enumerate(rows):
-            ids[r, : len(x)], labels[r, : len(y)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
     def global_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         n_books = round(size * self.book_share)
@@ -487,57 +108,14 @@ class ChatSequences:
             for s in starts:
                 x = self.books[s : s + self.seq_len].tolist()
                 rows.append((x, x))
-        return self._pad(rows)
+        return pad_rows(self.pad_id, rows)
 
     def eval_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for i in range(0, len(self.held), 16):
-            yield self._pad(self.held[i : i + 16])
+            yield pad_rows(self.pad_id, self.held[i : i + 16])
 
 
 # ----------------------------------------------------------------------------- recipe
-
-
-@dataclass
-class ChatDataSettings:
-    """What `train_chat` reads and how it mixes it."""
-
-    seq_len: int = 512
-    grounded_weight: float = 3.0
-    """How much more often a window whose reply uses its own persona's facts is drawn."""
-    book_share: float = 0.15
-    """Share of each batch that is plain fiction (keeps prose and the full context)."""
-    goemotions_labels: tuple[str, ...] = ("romantic", "caring", "fear", "anger", "sadness", "playful")
-    goemotions_per_label: int = 500
-    min_confidence: float = 0.6
-    seed: int = 7
-
-
-def build_chat_data(
-    codec: Any, classifier: Any, data_dir: Path, split: str, s: ChatDataSettings
-) -> tuple[ChatData, list[Conversation]]:
-    """All chat windows of `split` from a `shared/data`-shaped folder, and the conversations."""
-    convs: list[Conversation] = []
-    tc = data_dir / "dialogue" / "topical_chat"
-    if tc.is_dir():
-        convs += list(topical_chat_conversations(tc, split, s.seed))
-    spc = data_dir / "dialogue" / "synthetic_persona_chat" / "Synthetic-Persona-Chat_valid.csv"
-    if spc.exists():
-        convs += list(persona_chat_conversations(spc, split, s.seed))
-    if not convs:
-        raise DataError(
-            f"no dialogue under {data_dir / 'dialogue'} (expected topical_chat/ or synthetic_persona_chat/)"
-        )
-    data = encode_conversations(
-        codec, convs, classifier, s.seq_len, grounded_weight=s.grounded_weight, min_confidence=s.min_confidence
-    )
-    ge = data_dir / "goemotions" / ("train.tsv" if split == "train" else "dev.tsv")
-    if ge.exists():
-        prompts = [t["content"] for c in convs for t in c.turns if t["role"] == "user" and len(t["content"]) < 200]
-        goemotions_topup(
-            codec, classifier, ge, prompts[:5000], labels=s.goemotions_labels, per_label=s.goemotions_per_label,
-            seq_len=s.seq_len, split="train" if split == "train" else "dev", seed=s.seed, data=data,
-        )  # fmt: skip
-    return data, convs
 
 
 def train_chat(

@@ -205,6 +205,18 @@ def data_hash(encoded: Sequence[EncodedExample]) -> str:
     return h.hexdigest()
 
 
+def pad_rows(pad_id: int, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
+    """`(ids, labels)` rows as one right-padded batch: `input_ids`, `labels` (IGNORE_INDEX in the
+    padding) and `attention_mask`. Every recipe's batch source pads through this."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (x, y) in enumerate(rows):
+        ids[r, : len(x)], labels[r, : len(y)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
 class ExampleBatches:
     """A `BatchSource` over encoded examples, right-padded, in seeded epochs.
 
@@ -232,14 +244,7 @@ class ExampleBatches:
         return max(1, -(-len(self.train) // batch_size))
 
     def _pad(self, rows: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
-        width = max(len(r.ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r.ids)
-            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r.ids), torch.tensor(r.labels), 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        return pad_rows(self.pad_id, [(r.ids, r.labels) for r in rows])
 
     def global_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
         n = len(self.train)

@@ -204,7 +204,7 @@ def _rehearsal_examples(
 
     from models.personality.emotion import default_classifier
     from models.tokens import EMOTIONS
-    from models.training.chat import _NAG
+    from models.training.chat_data import NAG
     from models.training.examples import ChatExample
     from models.transformer_model import TransformerModel
 
@@ -223,7 +223,7 @@ def _rehearsal_examples(
                     break
                 prompt = rng.choice(prompts)
                 reply = base.chat([system, *prompt], 40, emotion=label, seed=seed * 1000 + attempt).strip()
-                if len(reply.split()) < 3 or _NAG.search(reply) or clf.classify([reply])[0] != label:
+                if len(reply.split()) < 3 or NAG.search(reply) or clf.classify([reply])[0] != label:
                     continue
                 out.append(ChatExample([*prompt, {"role": "assistant", "content": reply}], label, "rehearsal"))
                 kept += 1
