@@ -7,7 +7,7 @@ min_new_tokens=200)` at torch's default thread count and at 1 thread; ratios are
 faster of the two. Our engines run through their public streaming path (`engine.stream`),
 sampler and incremental detokenizer included; their stop tokens are cleared for the bench so
 every path decodes exactly 200 tokens, as `min_new_tokens` does for the peer. Also shown: the
-bare `_prefill`/`_step` loop, CPU time per token (less sensitive to other processes than wall
+bare `prefill`/`_step` loop, CPU time per token (less sensitive to other processes than wall
 time), and cold load of `FastEngine(folder)` against `LlamaForCausalLM.from_pretrained`.
 
 Model: `$COMPANION_BENCH_MODEL`, else the embedded `builtin:companion-base`, else a
@@ -166,20 +166,20 @@ def stream_call(engine: LocalEngine, params: SamplingParams) -> Callable[[], Non
 
 
 def raw_step_call(engine: LocalEngine, ids: list[int]) -> Callable[[], None]:
-    """The bare `_prefill` + `_step` loop with an argmax: no sampler, no detokenizer."""
+    """The bare `prefill` + `_step` loop with an argmax: no sampler, no detokenizer."""
 
     def run() -> None:
-        logits = engine._prefill(ids)
+        logits = engine.prefill(ids)
         for _ in range(NEW_TOKENS - 1):
-            logits = engine._step(int(torch.argmax(logits)))
+            logits = engine.step(int(torch.argmax(logits)))
 
     return run
 
 
 def decode_paths(folder: Path, sample: bool) -> list[DecodePath]:
     """Every path of one decoding mode, peers first."""
-    from models.engines.fast import FastEngine
     from models.engines.hf import HFEngine
+    from models.engines.llama import FastEngine
 
     fast = FastEngine(folder)
     hf = HFEngine(folder)
@@ -196,7 +196,7 @@ def decode_paths(folder: Path, sample: bool) -> list[DecodePath]:
         for n in sorted({default, 1} - {fast.threads}):
             other = FastEngine(folder, threads=n)
             paths.append(DecodePath("fast  engine.stream()", n, stream_call(other, params)))
-        paths.append(DecodePath("fast  raw _prefill/_step", fast.threads, raw_step_call(fast, ids)))
+        paths.append(DecodePath("fast  raw prefill/step", fast.threads, raw_step_call(fast, ids)))
     paths.append(DecodePath("hf    engine.stream()", 1, with_threads(1, stream_call(hf, params))))
     return paths
 
@@ -219,7 +219,7 @@ def load_rows(folder: Path) -> list[tuple[str, float, float, bool]]:
     """(what, ours s, peer s, targeted) for each way of counting a cold load, best of 3."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from models.engines.fast import FastEngine
+    from models.engines.llama import FastEngine
 
     ids = [1, 2, 3, 4]
 
@@ -241,7 +241,7 @@ def load_rows(folder: Path) -> list[tuple[str, float, float, bool]]:
         ),
         (
             "load + first logits (4-token prompt)",
-            best_time(lambda: FastEngine(folder)._prefill(ids)),
+            best_time(lambda: FastEngine(folder).prefill(ids)),
             best_time(hf_first_logits),
             False,
         ),
@@ -250,7 +250,7 @@ def load_rows(folder: Path) -> list[tuple[str, float, float, bool]]:
 
 
 _FRESH = {
-    "fast": "from models.engines.fast import FastEngine; FastEngine(sys.argv[1])",
+    "fast": "from models.engines.llama import FastEngine; FastEngine(sys.argv[1])",
     "hf": "import transformers as t; t.LlamaForCausalLM.from_pretrained(sys.argv[1])",
 }
 

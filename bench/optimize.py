@@ -32,15 +32,15 @@ def _race(engines: dict[str, object], prompts: list[list[int]], n: int) -> dict[
     for _ in range(ROUNDS):
         for label, engine in engines.items():
             with torch.inference_mode():
-                logits = engine._prefill(prompts[0])  # untimed warm-up, as the optimizer does
+                logits = engine.prefill(prompts[0])  # untimed warm-up, as the optimizer does
                 for _ in range(4):
-                    logits = engine._step(int(logits.argmax()))
+                    logits = engine.step(int(logits.argmax()))
                 total = 0.0
                 for ids in prompts:
-                    logits = engine._prefill(ids)
+                    logits = engine.prefill(ids)
                     t0 = time.process_time()  # as the optimizer measures (ModelOptimizer.timer)
                     for _ in range(n):
-                        logits = engine._step(int(logits.argmax()))
+                        logits = engine.step(int(logits.argmax()))
                     total += time.process_time() - t0
             times[label].append(1000 * total / (n * len(prompts)))
     return {label: sorted(t)[len(t) // 2] for label, t in times.items()}
@@ -54,7 +54,7 @@ def main() -> None:
     console = Console(width=140)
     with tempfile.TemporaryDirectory(prefix="bench-optimize-") as home:
         os.environ["COMPANION_HOME"] = home
-        from models.engines.fast import FastEngine
+        from models.engines.llama import FastEngine
         from models.model_manager import ModelManager
         from models.optimization import PROMPTS, ModelOptimizer
         from models.paths import builtin_dir

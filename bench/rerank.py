@@ -52,7 +52,7 @@ _INT8_BASES: dict[int, Any] = {}
 def _int8_base(base: Any) -> Any:
     """A second copy of `base` (the manager shares the first) with int8 matrices."""
     if id(base) not in _INT8_BASES:
-        from models.engines.quant import quantize_int8
+        from models.engines.llama.runtime import quantize_int8
         from models.transformer_model import TransformerModel
 
         copy = TransformerModel(base.model_path, ref=base.ref, name=base.name, **base.params.model_dump())
@@ -91,14 +91,14 @@ def _run(model: Any, messages: list[str]) -> tuple[float, list[str]]:
 
 def _step_cost(engine: Any, rows: int, steps: int = 64) -> tuple[float, float]:
     """Seconds per decode step at batch 1 (`_step`) and with `rows` rows (`BatchDecoder.step`)."""
-    from models.engines.batch import BatchDecoder
+    from models.engines.llama.batch import BatchDecoder
 
     ids = engine.codec.encode("Hello, how are you?", add_bos=True)
     with engine.lock:
-        engine._prefill(ids)
+        engine.prefill(ids)
         t0 = time.perf_counter()
         for i in range(steps):
-            engine._step(10 + i)
+            engine.step(10 + i)
         one = (time.perf_counter() - t0) / steps
         dec = BatchDecoder(engine, ids, rows, steps)
         t0 = time.perf_counter()
@@ -120,7 +120,7 @@ def main() -> dict[str, Any]:
     peer = f"rerank {N}, sequential (peer)"
     int8_peer = f"int8: rerank {N}, sequential"
     if INT8:
-        from models.engines.quant import int8_available
+        from models.engines.llama.runtime import int8_available
 
         if int8_available():
             paths[f"int8: rerank {N}, batched"] = _personality(N, int8=True)

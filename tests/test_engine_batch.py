@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from models.engines.base import Candidate, Engine, LocalEngine, SamplingParams, row_seeds
-from models.engines.batch import BatchDecoder
-from models.engines.fast import FastEngine
+from models.engines.llama import FastEngine
+from models.engines.llama.batch import BatchDecoder
 from models.errors import EngineError
 
 ATOL = 1e-4
@@ -48,13 +48,13 @@ def test_batched_logits_match_single_rows(engine: FastEngine) -> None:
     ids = engine.codec.encode(PROMPT, add_bos=True)
     rows = [[5, 9, 17, 3], [40, 41, 42, 43], [5, 9, 100, 7]]
     dec = BatchDecoder(engine, ids, len(rows), max_new=8)
-    first = engine._prefill(ids)
+    first = engine.prefill(ids)
     torch.testing.assert_close(dec.logits, first, atol=ATOL, rtol=ATOL)
     batched = [dec.step([r[i] for r in rows]) for i in range(len(rows[0]))]
     for j, row in enumerate(rows):
-        engine._prefill(ids)
+        engine.prefill(ids)
         for i, token in enumerate(row):
-            torch.testing.assert_close(batched[i][j], engine._step(token), atol=ATOL, rtol=ATOL)
+            torch.testing.assert_close(batched[i][j], engine.step(token), atol=ATOL, rtol=ATOL)
 
 
 def test_dropping_rows_keeps_the_others_caches(engine: FastEngine) -> None:
@@ -64,9 +64,9 @@ def test_dropping_rows_keeps_the_others_caches(engine: FastEngine) -> None:
     dec.keep([2, 0])
     got = dec.step([20, 21])
     for k, (first, second) in enumerate(((13, 20), (11, 21))):
-        engine._prefill(ids)
-        engine._step(first)
-        torch.testing.assert_close(got[k], engine._step(second), atol=ATOL, rtol=ATOL)
+        engine.prefill(ids)
+        engine.step(first)
+        torch.testing.assert_close(got[k], engine.step(second), atol=ATOL, rtol=ATOL)
 
 
 @pytest.mark.parametrize("prompt", [PROMPT, MESSAGES], ids=["text", "chat"])
@@ -118,7 +118,7 @@ def test_zero_budget_and_bad_n(engine: FastEngine) -> None:
 
 
 def test_int8_engine_decodes_batches(sharp_model: Path) -> None:
-    from models.engines.quant import int8_available, quantize_int8
+    from models.engines.llama.runtime import int8_available, quantize_int8
 
     if not int8_available():
         pytest.skip("no FBGEMM int8 kernels in this torch build")
@@ -128,8 +128,8 @@ def test_int8_engine_decodes_batches(sharp_model: Path) -> None:
     dec = BatchDecoder(engine, ids, 2, max_new=4)
     got = dec.step([5, 9])
     for j, token in enumerate((5, 9)):
-        engine._prefill(ids)
+        engine.prefill(ids)
         # Activations are quantized per call over all rows, so rows differ from batch-1 slightly.
-        torch.testing.assert_close(got[j], engine._step(token), atol=0.1 * float(got.abs().max()), rtol=0.1)
+        torch.testing.assert_close(got[j], engine.step(token), atol=0.1 * float(got.abs().max()), rtol=0.1)
     out = engine.sample_many(PROMPT, SamplingParams(max_new_tokens=8, temperature=0.0), 2)
     assert out[0] == out[1] and out[0].completion_tokens > 0

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import models.engines.base as base_module
-import models.engines.fast as fast_module
+import models.engines.llama.engine as fast_module
 from models.engines.base import LocalEngine, SamplingParams
-from models.engines.fast import FastEngine
 from models.engines.hf import HFEngine
+from models.engines.llama import FastEngine
 from models.engines.sampling import Sampler
 from models.errors import EngineError
 
@@ -110,33 +110,33 @@ def _decode(
 def test_prefill_and_step_logits_match_hf(engines: tuple[FastEngine, HFEngine]) -> None:
     fast, hf = engines
     ids = fast.codec.encode(PROMPT, add_bos=True)
-    a, b = fast._prefill(ids), hf._prefill(ids)
+    a, b = fast.prefill(ids), hf.prefill(ids)
     _close(a, b)
     for _ in range(12):
         token = int(torch.argmax(b))
-        a, b = fast._step(token).clone(), hf._step(token)
+        a, b = fast.step(token).clone(), hf.step(token)
         _close(a, b)
 
 
 def test_forward_full_matches_hf(engines: tuple[FastEngine, HFEngine]) -> None:
     fast, hf = engines
     ids = torch.randint(0, 512, (3, 40), generator=torch.Generator().manual_seed(1))
-    _close(fast._forward_full(ids), hf._forward_full(ids))
+    _close(fast.forward_full(ids), hf.forward_full(ids))
     assert fast.score([PROMPT, "a"]) == pytest.approx(hf.score([PROMPT, "a"]), abs=1e-3)
 
 
 def test_cache_growth_keeps_parity(make_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache that starts at 8 positions doubles on demand without losing what it held."""
-    monkeypatch.setattr(fast_module, "_INITIAL_CAPACITY", 8)
+    monkeypatch.setattr(fast_module, "INITIAL_CAPACITY", 8)
     folder = make_model("gqa-tied")
     fast, hf = FastEngine(folder), HFEngine(folder)
-    assert fast._capacity == 8
+    assert fast.cache.capacity == 8
     ids = fast.codec.encode(PROMPT, add_bos=True)[:5]
-    a, b = fast._prefill(ids), hf._prefill(ids)
+    a, b = fast.prefill(ids), hf.prefill(ids)
     for token in range(40, 70):
-        a, b = fast._step(token).clone(), hf._step(token)
+        a, b = fast.step(token).clone(), hf.step(token)
     _close(a, b)
-    assert fast._capacity >= 35
+    assert fast.cache.capacity >= 35
 
 
 # --- the decode loop --------------------------------------------------------------------------
@@ -176,12 +176,12 @@ def test_overlong_prompt_is_truncated_not_fatal(
 
 def test_step_past_context_raises(make_model: Callable[..., Path]) -> None:
     fast = FastEngine(make_model("gqa-tied"))
-    fast._prefill(list(range(1, 128)))
-    fast._step(5)
+    fast.prefill(list(range(1, 128)))
+    fast.step(5)
     with pytest.raises(EngineError, match="context of 128"):
-        fast._step(5)
+        fast.step(5)
     with pytest.raises(EngineError, match="outside the vocabulary"):
-        fast._step(512)
+        fast.step(512)
 
 
 def test_thread_count_and_inference_mode_do_not_leak(make_model: Callable[..., Path]) -> None:
@@ -193,7 +193,7 @@ def test_thread_count_and_inference_mode_do_not_leak(make_model: Callable[..., P
         assert torch.get_num_threads() == before  # the caller's code between pieces
         assert not torch.is_inference_mode_enabled()
     assert pieces > 0
-    fast._step(5)
+    fast.step(5)
     assert torch.get_num_threads() == before
     assert fast.info()["threads"] == 1 and fast.info()["engine"] == "fast"
 

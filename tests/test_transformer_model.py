@@ -148,12 +148,12 @@ def test_copy_is_independent(tiny_model_copy: Path, tiny_model_dir: Path) -> Non
 def test_plain_text_never_samples_chat_markup(tiny_model_dir: Path) -> None:
     m = TransformerModel(tiny_model_dir, engine="hf", temperature=0.0, max_length=5)
     codec = m.engine.codec
-    end, word = codec._id("<|end|>"), codec.encode("lighthouse")[0]
+    end, word = codec.token_id("<|end|>"), codec.encode("lighthouse")[0]
     assert end in codec.chat_control_ids.tolist()
     logits = torch.zeros(codec.vocab_size)
     logits[end], logits[word] = 10.0, 5.0  # the model "wants" to end the turn
-    m.engine._prefill = lambda ids: logits.clone()  # type: ignore[method-assign]
-    m.engine._step = lambda token: logits.clone()  # type: ignore[method-assign]
+    m.engine.prefill = lambda ids: logits.clone()  # type: ignore[method-assign]
+    m.engine.step = lambda token: logits.clone()  # type: ignore[method-assign]
     assert m.generate("The") == codec.decode([word]) * 5  # continuation: turn markup is not text
     assert m.chat([{"role": "user", "content": "hi"}]) == ""  # chat: the turn ends
 

@@ -57,7 +57,7 @@ def _openai(ref: Any, params: Any, adapter: Path | None) -> Any:
 
 
 def _fast(ref: Any, params: Any, adapter: Path | None) -> Any:
-    from models.engines.fast import FastEngine
+    from models.engines.llama import FastEngine
 
     folder = _local_folder(ref, "fast")
     return FastEngine(folder, dtype=_dtype(params.dtype), threads=params.threads, adapter=adapter)
@@ -67,7 +67,7 @@ def _fast_supports(ref: Any, params: Any) -> bool:
     if ref.folder is None:
         return False
     try:
-        from models.engines.fast import FastEngine
+        from models.engines.llama import FastEngine
     except ImportError:
         return False
     return bool(FastEngine.supports(ref.folder))

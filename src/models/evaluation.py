@@ -126,9 +126,9 @@ def heldout_metrics(
     generator: Any, docs: Sequence[str], *, window: int = 256, max_tokens: int | None = None
 ) -> dict[str, Any]:
     """Loss, perplexity and next-token accuracy of a local generator (a `TransformerModel` or
-    an engine with `codec` and `_forward_full`) on `docs`; plus the sha256 of the token stream."""
+    an engine with `codec` and `forward_full`) on `docs`; plus the sha256 of the token stream."""
     engine = getattr(generator, "engine", generator)
-    if not hasattr(engine, "_forward_full") or not hasattr(engine, "codec"):
+    if not hasattr(engine, "forward_full") or not hasattr(engine, "codec"):
         raise EngineError(
             f"held-out evaluation needs logits: engine {getattr(engine, 'name', engine)!r} is remote "
             "(evaluate a local copy of the model instead)"
@@ -144,7 +144,7 @@ def heldout_metrics(
     for ids in chunks:
         digest.update(json.dumps(ids).encode())
         x = torch.tensor([ids])
-        logits = engine._forward_full(x)[0, :-1].float()
+        logits = engine.forward_full(x)[0, :-1].float()
         target = x[0, 1:]
         total += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(-1) == target).sum())

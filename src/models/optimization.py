@@ -42,7 +42,7 @@ the candidate if larger: median round over best round); otherwise the result say
 `improvement` is 0.0 and nothing is published.
 The winner is published through `ModelVersionControl.create_version` as a new version whose
 folder holds the unchanged safetensors plus a `runtime` section in `companion.json` that the
-fast engine applies at load (`models.engines.quant`); the notes and the version's `metrics`
+fast engine applies at load (`models.engines.llama.runtime`); the notes and the version's `metrics`
 carry the whole table.
 """
 
@@ -160,7 +160,7 @@ class ModelOptimizer:
         generator = model if hasattr(model, "engine") else getattr(model, "base", None)
         engine = getattr(generator, "engine", None)
         folder = getattr(getattr(generator, "ref", None), "folder", None)
-        if engine is None or folder is None or not hasattr(engine, "_step"):
+        if engine is None or folder is None or not hasattr(engine, "step"):
             raise OptimizationError(
                 f"{category}/{name} is served by a remote or unknown engine: only local models can be optimized"
             )
@@ -199,8 +199,8 @@ class ModelOptimizer:
     # --- candidates ------------------------------------------------------------------------
 
     def _candidates(self, engine: Any, folder: Path) -> list[_Candidate]:
-        from models.engines.fast import FastEngine
-        from models.engines.quant import apply_runtime, int8_available, read_runtime
+        from models.engines.llama import FastEngine
+        from models.engines.llama.runtime import apply_runtime, int8_available, read_runtime
 
         current = read_runtime(folder)
         out = [_Candidate("current", f"as served now ({engine.name})", None, None, engine=engine)]
@@ -299,7 +299,7 @@ class ModelOptimizer:
                 "note": c.note or None,
             }
             if c.engine is not None and c in live:
-                from models.engines.quant import weight_bytes
+                from models.engines.llama.runtime import weight_bytes
 
                 s = scores[c.name]
                 times = sorted(c.rounds_s or [])
@@ -325,15 +325,15 @@ class ModelOptimizer:
         decode = prefill = 0.0
         timer = self.timer
         with engine.lock, torch.inference_mode():
-            logits = engine._prefill(prompts[0])  # untimed: bring this engine's weights back into cache
+            logits = engine.prefill(prompts[0])  # untimed: bring this engine's weights back into cache
             for _ in range(min(4, n)):
-                logits = engine._step(int(logits.argmax()))
+                logits = engine.step(int(logits.argmax()))
             for ids in prompts:
                 t0 = timer()
-                logits = engine._prefill(ids)
+                logits = engine.prefill(ids)
                 t1 = timer()
                 for _ in range(n):
-                    logits = engine._step(int(logits.argmax()))
+                    logits = engine.step(int(logits.argmax()))
                 decode += timer() - t1
                 prefill += t1 - t0
         return decode, prefill

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models.engines.base import SamplingParams
-from models.engines.fast import FastEngine
-from models.engines.quant import quantize_int8, read_runtime, weight_bytes
+from models.engines.llama import FastEngine
+from models.engines.llama.runtime import quantize_int8, read_runtime, weight_bytes
 from models.errors import EngineError
 from models.optimization import ModelOptimizer, OptimizationError
 
@@ -22,14 +22,14 @@ def test_int8_engine_tracks_fp32_logits(tiny_model_dir: Path) -> None:
     fp32, int8 = FastEngine(tiny_model_dir), FastEngine(tiny_model_dir)
     quantize_int8(int8)
     ids = fp32.codec.encode("The lighthouse keeper wrote", add_bos=True)
-    a, b = fp32._prefill(ids), int8._prefill(ids)
+    a, b = fp32.prefill(ids), int8.prefill(ids)
     assert torch.allclose(a, b, atol=0.05 * float(a.abs().max()))
     for token in (5, 9, 11):
-        a, b = fp32._step(token), int8._step(token)
+        a, b = fp32.step(token), int8.step(token)
         assert torch.allclose(a, b, atol=0.05 * float(a.abs().max()))
-    full = int8._forward_full(torch.tensor([ids]))
+    full = int8.forward_full(torch.tensor([ids]))
     # Activations are quantized per call (over all rows), so a batch and its last row differ slightly.
-    last = int8._prefill(ids)
+    last = int8.prefill(ids)
     assert torch.allclose(full[0, -1], last, atol=0.05 * float(last.abs().max()))
     assert weight_bytes(int8) < 0.6 * weight_bytes(fp32)
     assert "".join(int8.stream("The", SamplingParams(max_new_tokens=8, temperature=0.0)))

@@ -54,8 +54,8 @@ def _subclasses(cls: type) -> Iterator[type]:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every call into any engine class's generating methods, recorded."""
-    import models.engines.fast
     import models.engines.hf
+    import models.engines.llama
     import models.engines.openai  # noqa: F401
 
     calls: list[str] = []

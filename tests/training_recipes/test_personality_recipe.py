@@ -56,8 +56,8 @@ def test_lora_run_publishes_a_version_with_lineage_and_serves_it(
 def test_merged_adapter_matches_peft_in_both_engines(tmp_path: Path, tiny_model_dir: Path) -> None:
     from transformers import LlamaForCausalLM
 
-    from models.engines.fast import FastEngine
     from models.engines.hf import HFEngine
+    from models.engines.llama import FastEngine
     from models.training.lora import attach_lora, save_adapter
 
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_merged_adapter_matches_peft_in_both_engines(tmp_path: Path, tiny_model_
     assert not torch.allclose(want, plain, atol=1e-3)  # the adapter changes the model
     adapter = tmp_path / "adapter"
     for engine in (FastEngine(tiny_model_dir, adapter=adapter), HFEngine(tiny_model_dir, adapter=adapter)):
-        got = engine._forward_full(ids)[0]
+        got = engine.forward_full(ids)[0]
         assert torch.allclose(got, want, atol=1e-4), engine.name
 
 
@@ -180,7 +180,7 @@ def test_an_adapter_for_another_base_is_refused_at_load(
 
 
 def test_malformed_adapters_are_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from models.engines.fast import FastEngine
+    from models.engines.llama import FastEngine
 
     bad = tmp_path / "adapter"
     bad.mkdir()

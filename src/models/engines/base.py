@@ -6,9 +6,9 @@ swappable behind it:
 * `Engine` (abstract): `stream(prompt, params)` yields text pieces, `stream_chat(messages,
   params)` does the same for a chat, `score(texts)` returns total log-likelihoods, and
   `sample_many(prompt or messages, params, n)` returns n sampled `Candidate`s (one decode after
-  another here; the `fast` engine decodes them together, `engines/batch.py`).
+  another here; the `fast` engine decodes them together, `engines/llama/batch.py`).
 * `LocalEngine`: an engine that owns weights in this process. Subclasses give three primitives
-  (`_prefill`, `_step`, `_forward_full`); the decode loop, the seeded sampler, stop handling
+  (`prefill`, `_step`, `forward_full`); the decode loop, the seeded sampler, stop handling
   and incremental detokenization live here, once.
 """
 
@@ -175,15 +175,15 @@ class LocalEngine(Engine):
     # --- primitives ---------------------------------------------------------------------
 
     @abstractmethod
-    def _prefill(self, ids: list[int]) -> torch.Tensor:
+    def prefill(self, ids: list[int]) -> torch.Tensor:
         """Reset the cache, run the prompt, return the last position's logits (vocab,)."""
 
     @abstractmethod
-    def _step(self, token: int) -> torch.Tensor:
+    def step(self, token: int) -> torch.Tensor:
         """Feed one token after the cached ones; return its logits (vocab,)."""
 
     @abstractmethod
-    def _forward_full(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward_full(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits for every position of a (B, T) batch, no cache: (B, T, vocab)."""
 
     # --- shared behaviour ----------------------------------------------------------------
@@ -213,19 +213,26 @@ class LocalEngine(Engine):
         with self.lock:
             yield from self._decode(ids, params, suppress)
 
-    def _decode(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
+    def begin(self, ids: list[int], params: SamplingParams) -> tuple[GenerationStats, list[int], int, float]:
+        """Start a generation's record (`last_stats`): the prompt fitted to the context, how many
+        tokens may follow it, and the start time. `max_new <= 0` means nothing can be generated."""
         stats = GenerationStats()
         self.last_stats = stats
         t0 = time.perf_counter()
-        ids = self._fit_prompt(ids, params, stats)
+        ids = self.fit_prompt(ids, params, stats)
         stats.prompt_tokens = len(ids)
         max_new = min(params.max_new_tokens, self.max_positions - len(ids))
         if max_new <= 0:
             stats.total_s = time.perf_counter() - t0
+        return stats, ids, max_new, t0
+
+    def _decode(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
+        stats, ids, max_new, t0 = self.begin(ids, params)
+        if max_new <= 0:
             return
         row = DecodeRow(self.codec, ids, params, max_new)
         try:
-            logits = self._prefill(ids)
+            logits = self.prefill(ids)
             while True:
                 if suppress is not None and len(suppress):
                     logits = logits.index_fill(0, suppress, float("-inf"))
@@ -238,7 +245,7 @@ class LocalEngine(Engine):
                     yield piece
                 if row.done:
                     break
-                logits = self._step(token)
+                logits = self.step(token)
             tail = row.tail()
             if tail:
                 yield tail
@@ -246,7 +253,7 @@ class LocalEngine(Engine):
             stats.finish_reason = row.finish
             stats.total_s = time.perf_counter() - t0
 
-    def _fit_prompt(self, ids: list[int], params: SamplingParams, stats: GenerationStats) -> list[int]:
+    def fit_prompt(self, ids: list[int], params: SamplingParams, stats: GenerationStats) -> list[int]:
         """`ids`, or the end of an over-long prompt (BOS first if any) with room to generate."""
         budget = self.max_positions - 1
         if len(ids) > budget:
@@ -257,7 +264,7 @@ class LocalEngine(Engine):
             stats.extra["prompt_truncated"] = True
         return ids
 
-    def _prompt_ids(
+    def prompt_ids(
         self, prompt: str | Sequence[dict[str, str]], params: SamplingParams
     ) -> tuple[list[int], torch.Tensor | None]:
         """Token ids and suppressed ids for a prompt, as `stream` / `stream_chat` build them."""
@@ -275,7 +282,7 @@ class LocalEngine(Engine):
                 out.append(0.0)
                 continue
             x = torch.tensor([ids])
-            logp = torch.log_softmax(self._forward_full(x)[0, :-1].float(), dim=-1)
+            logp = torch.log_softmax(self.forward_full(x)[0, :-1].float(), dim=-1)
             out.append(float(logp.gather(1, x[0, 1:, None]).sum()))
         return out
 
@@ -286,7 +293,7 @@ class LocalEngine(Engine):
 class DecodeRow:
     """One sequence's sampler, incremental detokenizer and stop state: what happens to each
     sampled token, in the single decode (`LocalEngine._decode`) and in every row of a batched
-    one (`engines/batch.py`). `pieces` collects the text; `done` says when to stop stepping."""
+    one (`engines/llama/batch.py`). `pieces` collects the text; `done` says when to stop stepping."""
 
     def __init__(self, codec: TextCodec, ids: list[int], params: SamplingParams, max_new: int) -> None:
         self.params = params

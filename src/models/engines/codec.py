@@ -54,12 +54,12 @@ class TextCodec:
                 self._hf = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
             except Exception as exc:  # transformers raises many kinds here
                 raise EngineError(f"{self.folder}: no usable tokenizer ({exc})") from exc
-        self.bos_id = self._id(_token_str(self.config.get("bos_token")))
-        self.eos_id = self._id(_token_str(self.config.get("eos_token")))
-        self.pad_id = self._id(_token_str(self.config.get("pad_token")))
+        self.bos_id = self.token_id(_token_str(self.config.get("bos_token")))
+        self.eos_id = self.token_id(_token_str(self.config.get("eos_token")))
+        self.pad_id = self.token_id(_token_str(self.config.get("pad_token")))
         self.add_bos = bool(self.config.get("add_bos_token", False)) and self.bos_id is not None
         self.stop_ids: set[int] = {i for i in (self.eos_id,) if i is not None}
-        end = self._id("<|end|>")
+        end = self.token_id("<|end|>")
         if end is not None:
             self.stop_ids.add(end)
         self._add_generation_stops()
@@ -69,7 +69,7 @@ class TextCodec:
 
     # --- ids -------------------------------------------------------------------------------
 
-    def _id(self, token: str | None) -> int | None:
+    def token_id(self, token: str | None) -> int | None:
         if not token:
             return None
         if self._fast is not None:
@@ -151,13 +151,13 @@ class TextCodec:
 
             from models.tokens import EOS, SPECIAL_TOKENS
 
-            found = [self._id(t) for t in SPECIAL_TOKENS if t != EOS]
+            found = [self.token_id(t) for t in SPECIAL_TOKENS if t != EOS]
             self._chat_ids = torch.tensor(sorted(i for i in found if i is not None), dtype=torch.long)
         return self._chat_ids
 
     @property
     def has_emotion_tokens(self) -> bool:
-        return self._id("<|emotion:neutral|>") is not None
+        return self.token_id("<|emotion:neutral|>") is not None
 
     def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
         """Render OpenAI-style messages through the model's chat template."""

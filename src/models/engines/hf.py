@@ -56,7 +56,7 @@ class HFEngine(LocalEngine):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @torch.inference_mode()
-    def _prefill(self, ids: list[int]) -> torch.Tensor:
+    def prefill(self, ids: list[int]) -> torch.Tensor:
         from transformers import DynamicCache
 
         self._cache = DynamicCache(config=self.model.config)
@@ -66,14 +66,14 @@ class HFEngine(LocalEngine):
         return out.logits[0, -1]
 
     @torch.inference_mode()
-    def _step(self, token: int) -> torch.Tensor:
+    def step(self, token: int) -> torch.Tensor:
         x = torch.tensor([[token]])
         out = self.model(input_ids=x, use_cache=True, **{self._cache_kw: self._cache})
         self._pos += 1
         return out.logits[0, -1]
 
     @torch.inference_mode()
-    def _forward_full(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward_full(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids).logits
 
     def info(self) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class HFEngine(LocalEngine):
 @torch.no_grad()
 def _merge_into(model: Any, adapter: Path) -> dict[str, Any]:
     """Fold a PEFT LoRA adapter into the loaded model's weights, in place."""
-    from models.training.lora import merge_lora
+    from models.adapters import merge_lora
 
     params = dict(model.named_parameters())
     tensors = {name: p.data for name, p in params.items()}

@@ -1,0 +1,135 @@
+"""The Llama decoder block, once, for any number of rows and tokens; and the batch-1 step.
+
+`forward` runs `t` tokens of `b` rows from position `start` through every block: prefill
+(`start=0`, one row), scoring (many rows, no cache), a batched decode step (`t=1`, many rows)
+and a chunked prefill (`start>0`) are all this one function. With a cache it writes each
+layer's K and V at `start..start+t` and attends over `0..start+t`; without one, over its own
+tokens. Residual adds ride on the matmul's output; the weights' `mm` is `torch.mm` or the int8
+kernel, so the same code runs every format.
+
+`OneRowStep` is the one special case, kept because it measurably pays (`python -m bench
+decode` and a 200-token step loop on the 2-core reference machine: the general block at one
+row decodes int8 at ~0.75× and fp32 at ~0.9× of it): one token of one row, where dispatch
+overhead dominates. The norm's scale is one Python float (for float weights passed as
+`addmm`'s `alpha`, instead of ~8 ops), per-layer cache views are unpacked once, and attention
+is `bmm` → `softmax` → `bmm` on the cache slice (GQA by viewing Q as kv_heads × group).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from models.engines.llama.cache import KVCache, RopeTable
+from models.engines.llama.spec import LlamaSpec
+from models.engines.llama.weights import Weights
+
+__all__ = ["OneRowStep", "forward"]
+
+
+def _causal_mask(t: int, start: int) -> torch.Tensor:
+    """(t, start+t) booleans: token i of the chunk sees every position up to start+i."""
+    return torch.arange(start + t)[None, :] <= (torch.arange(t)[:, None] + start)
+
+
+def forward(
+    w: Weights,
+    spec: LlamaSpec,
+    rope: RopeTable,
+    ids: torch.Tensor,
+    cache: KVCache | None = None,
+    start: int = 0,
+    last_only: bool = False,
+) -> torch.Tensor:
+    """Logits (b, t or 1, vocab) for a (b, t) batch of token ids at positions start..start+t."""
+    b, t = ids.shape
+    h, d, inter, mm = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm
+    hidden, eps = (h,), spec.rms_norm_eps
+    heads, kvh = spec.num_heads, spec.num_kv_heads
+    nq, nkv, group = heads * d, kvh * d, heads // kvh
+    pairs = (b, t, heads + kvh, 2, d // 2)
+    cos, sin = rope.cos[start : start + t, None], rope.sin[start : start + t, None]
+    mask = None if start == 0 or t == 1 else _causal_mask(t, start)
+    x = F.embedding(ids, w.embed).view(b * t, h)
+    for i, lw in enumerate(w.layers):
+        qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv).view(b, t, -1)
+        qk = qkv[..., : nq + nkv].view(pairs)
+        swapped = qk.flip(3)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        new_kv = qkv[..., nq:].view(b, t, 2, kvh, d).permute(2, 0, 3, 1, 4)  # (2, b, kvh, t, d)
+        k, v = new_kv
+        if cache is not None:
+            layer = cache.data[i]
+            layer[:, :, :, start : start + t].copy_(new_kv)
+            k, v = layer[0, :, :, : start + t], layer[1, :, :, : start + t]
+        if t == 1:  # one query per row: grouped matmuls over the cache, no SDPA set-up
+            scores = torch.matmul(qkv[..., :nq].view(b, kvh, group, d), k.transpose(2, 3))
+            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        else:
+            q = qkv[..., :nq].view(b, t, heads, d).transpose(1, 2)
+            if group > 1:
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=1.0)
+            att = att.transpose(1, 2).reshape(b * t, nq)
+        x = mm(att, lw.o).add_(x)
+        gate_up = mm(F.rms_norm(x, hidden, None, eps), lw.gate_up)
+        x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), lw.down).add_(x)
+    x = x.view(b, t, h)
+    if last_only:
+        x = x[:, -1:]
+    tt = x.shape[1]
+    return mm(F.rms_norm(x, hidden, None, eps).reshape(b * tt, h), w.head).view(b, tt, -1)
+
+
+class OneRowStep:
+    """One token of row 0 against the cache: the per-token hot path, for every weight format.
+
+    Float weights fold the norm's scale into `addmm`'s `alpha` and the residual into its input;
+    int8 weights scale the activation and add the residual after the kernel. Built for one
+    (weights, cache tensor, RoPE table) triple; the engine builds a new one when any of them
+    changes (a cache that grows, weights in another format)."""
+
+    def __init__(self, w: Weights, spec: LlamaSpec, cache: KVCache, rope: RopeTable) -> None:
+        if cache.rows != 1:
+            raise ValueError("OneRowStep runs on a one-row cache")
+        d, kvh = spec.head_dim, spec.num_kv_heads
+        nq, nkv = spec.num_heads * d, kvh * d
+        self.eps, self.inv_h, self.inter = spec.rms_norm_eps, 1.0 / spec.hidden_size, spec.intermediate_size
+        self.nq, self.qk_end, self.rot = nq, nq + nkv, nq + 2 * nkv
+        self.pairs = (spec.num_heads + kvh, 2, d // 2)
+        self.q_shape, self.kv_shape = (kvh, spec.num_heads // kvh, d), (2, kvh, d)
+        self.embed, self.head, self.rope = w.embed, w.head, rope
+        if w.format == "int8-dynamic":
+            lin = torch.ops.quantized.linear_dynamic
+            self.scaled = lambda x, m, scale: lin(x * scale, m)
+            self.residual = lambda x, a, m: lin(a, m).add_(x)
+        else:
+            addmm, zero = torch.addmm, torch.zeros(1, dtype=w.dtype)  # addmm's ignored input (beta=0)
+            self.scaled = lambda x, m, scale: addmm(zero, x, m, beta=0, alpha=scale)
+            self.residual = addmm
+        # What the step reads per layer, unpacked once: weights, cache, K^T and V views.
+        self.plan = []
+        for lw, layer in zip(w.layers, cache.data[:, :, 0], strict=True):
+            self.plan.append((*lw.each(), layer, layer[0].transpose(1, 2), layer[1]))
+
+    def __call__(self, token: int, pos: int) -> torch.Tensor:
+        eps, inv_h, inter, nq, qk_end, rot = self.eps, self.inv_h, self.inter, self.nq, self.qk_end, self.rot
+        pairs, q_shape, kv_shape, n = self.pairs, self.q_shape, self.kv_shape, pos + 1
+        scaled, residual = self.scaled, self.residual
+        cos, sin = self.rope.cos[pos], self.rope.sin[pos]
+        vector_norm, bmm, softmax, silu = torch.linalg.vector_norm, torch.bmm, torch.softmax, F.silu
+        x = self.embed[token : token + 1]
+        for w_qkv, w_o, w_gate_up, w_down, kv, keys_t, values in self.plan:
+            qkv = scaled(x, w_qkv, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)).view(-1)
+            qk = qkv[:qk_end].view(pairs)
+            swapped = qk.flip(1)
+            qk.mul_(cos).addcmul_(swapped, sin)
+            kv.select(2, pos).copy_(qkv[nq:rot].view(kv_shape))
+            scores = bmm(qkv[:nq].view(q_shape), keys_t.narrow(2, 0, n))
+            att = bmm(softmax(scores, dim=-1), values.narrow(1, 0, n))
+            x = residual(x, att.view(1, nq), w_o)
+            gate_up = scaled(x, w_gate_up, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps))
+            x = residual(x, silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down)
+        return scaled(x, self.head, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)).view(-1)

@@ -1,0 +1,216 @@
+"""The `fast` engine: a compact decoder for Llama-architecture weights, built for batch 1.
+
+A 5 M-parameter model does ~10 MFLOP per token but reads ~21 MB of fp32 weights, so a decode
+step costs one pass over memory plus per-operator dispatch overhead. The engine is the state
+around the package's parts: `Weights` (fused matrices and their matmul, `weights.py`), a
+`KVCache` and `RopeTable` (`cache.py`), one `forward` for every path and the batch-1
+`OneRowStep` (`block.py`), runtime settings of an optimized version (`runtime.py`) and
+best-of-N decoding (`batch.py`). Everything runs under `torch.inference_mode` with the
+engine's thread count.
+
+Reads `config.json` and `model.safetensors` (or a sharded index) itself, through
+`safetensors.torch.load_file` only, without importing `transformers`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.adapters import merge_lora
+from models.engines.base import Candidate, LocalEngine, SamplingParams, check_rows
+from models.engines.codec import TextCodec
+from models.engines.llama.block import OneRowStep, forward
+from models.engines.llama.cache import KVCache, RopeTable
+from models.engines.llama.runtime import apply_runtime, read_runtime
+from models.engines.llama.spec import LlamaSpec, unsupported
+from models.engines.llama.weights import Weights, build_weights, load_tensors
+from models.errors import EngineError, GenerationInputError
+
+__all__ = ["DEFAULT_THREADS", "FastEngine", "ThreadScope"]
+
+#: Intra-op threads when `threads=None`. Measured with `python -m bench decode` on the 2-core
+#: reference machine: with another process busy (a training job), 2 threads decode ~40× slower
+#: than 1 (each parallel op waits at a barrier for the descheduled thread), and the step is
+#: bound by streaming ~21 MB of fp32 weights, which one core already does at DRAM speed.
+DEFAULT_THREADS = 1
+#: The KV cache starts at most this long and doubles on demand up to max_position_embeddings.
+INITIAL_CAPACITY = 4096
+
+
+class ThreadScope:
+    """Inference mode plus an intra-op thread count, restored on exit. Nested scopes with
+    the same count cost an integer compare (no `set_num_threads` call)."""
+
+    __slots__ = ("_mode", "_prev", "threads")
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._mode = torch.inference_mode()
+        self._prev = 0
+
+    def __enter__(self) -> None:
+        self._mode.__enter__()
+        self._prev = torch.get_num_threads()
+        if self._prev != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._prev != self.threads:
+            torch.set_num_threads(self._prev)
+        self._mode.__exit__(*exc)
+
+
+class FastEngine(LocalEngine):
+    """Llama decoder with a static KV cache; its logits match the `hf` engine's.
+
+    `threads=None` uses `DEFAULT_THREADS`. PyTorch's intra-op thread count is process-wide:
+    each of the engine's calls sets its own and restores the previous value on return (a pair
+    of `set_num_threads` calls costs ~4 µs), so nothing leaks into the caller's code between
+    streamed pieces, and inference mode likewise.
+    """
+
+    name = "fast"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        dtype: torch.dtype = torch.float32,
+        threads: int | None = None,
+        adapter: str | Path | None = None,
+    ) -> None:
+        folder = Path(folder)
+        spec = LlamaSpec.read(folder)
+        self.folder, self.spec = folder, spec
+        if threads is not None and threads < 1:
+            raise EngineError(f"threads must be >= 1 (or None for the default), not {threads}")
+        self.threads = threads or DEFAULT_THREADS
+        super().__init__(TextCodec(folder), max_positions=spec.max_positions)
+        self.runtime: dict[str, Any] = {}
+        self.adapter: dict[str, Any] | None = None
+        self._pos = 0
+        # Our thread count here too: on a busy machine, parallel copies wait for a stalled thread.
+        with self.scope():
+            tensors = load_tensors(folder)
+            if adapter is not None:
+                self.adapter = {"path": str(adapter), **merge_lora(tensors, Path(adapter))}
+            self.parameters = sum(t.numel() for t in tensors.values())
+            weights = build_weights(tensors, spec, dtype, folder)
+            del tensors
+            self.cache = KVCache(spec, 1, min(spec.max_positions, INITIAL_CAPACITY), dtype)
+            self.rope = RopeTable(spec, self.cache.capacity, dtype)
+            self.weights = weights
+            self._one_row: OneRowStep
+            self.use_weights(weights)
+            # An optimized version's settings from companion.json (int8, bf16, threads).
+            apply_runtime(self, read_runtime(folder), threads_chosen=threads is not None)
+
+    @classmethod
+    def supports(cls, folder: str | Path) -> bool:
+        """Whether `folder` holds a Llama model this engine runs (reads the config only)."""
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        weights = ("model.safetensors", "model.safetensors.index.json")
+        has_weights = any((folder / name).exists() for name in weights)
+        return isinstance(cfg, dict) and has_weights and not unsupported(cfg)
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights.dtype
+
+    @property
+    def quantization(self) -> str | None:
+        return self.weights.format if self.weights.format == "int8-dynamic" else None
+
+    def scope(self) -> ThreadScope:
+        """Inference mode at this engine's thread count (what every call runs under)."""
+        return ThreadScope(self.threads)
+
+    def use_weights(self, weights: Weights) -> None:
+        """Decode with `weights` from now on (a format change: bf16, int8); the cache and RoPE
+        table follow their dtype, and the cached prompt is dropped."""
+        with self.scope():
+            if weights.dtype != self.cache.dtype:
+                self.cache = KVCache(self.spec, 1, self.cache.capacity, weights.dtype)
+                self.rope = RopeTable(self.spec, self.cache.capacity, weights.dtype)
+            self.weights = weights
+            self._pos = 0
+            self._plan()
+
+    def _plan(self) -> None:
+        self._one_row = OneRowStep(self.weights, self.spec, self.cache, self.rope)
+
+    def ensure_capacity(self, n: int) -> None:
+        """Grow the KV cache and the RoPE table to hold `n` positions (doubling, data kept)."""
+        if self.cache.grow(n):
+            self.rope = RopeTable(self.spec, self.cache.capacity, self.dtype)
+            self._plan()
+
+    # --- primitives ----------------------------------------------------------------------
+
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        if not ids:
+            raise GenerationInputError("cannot prefill an empty prompt: give at least one token")
+        with self.scope():
+            self.ensure_capacity(len(ids))
+            self._pos = 0
+            logits = forward(self.weights, self.spec, self.rope, torch.tensor([ids]), self.cache, last_only=True)
+            self._pos = len(ids)
+            return logits[0, -1]
+
+    def step(self, token: int) -> torch.Tensor:
+        if not 0 <= token < self.spec.vocab_size:
+            raise GenerationInputError(f"token id {token} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
+        with self.scope():
+            if self._pos >= self.cache.capacity:
+                self.ensure_capacity(self._pos + 1)
+            logits = self._one_row(token, self._pos)
+            self._pos += 1
+            return logits
+
+    def forward_full(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2:
+            raise EngineError(f"forward_full takes a (batch, time) tensor, not {tuple(ids.shape)}")
+        with self.scope():
+            self.ensure_capacity(ids.shape[1])
+            return forward(self.weights, self.spec, self.rope, ids)
+
+    def forward_rows(self, tokens: Sequence[int], cache: KVCache, pos: int) -> torch.Tensor:
+        """One token per row of `cache` at position `pos`; the rows' logits (rows, vocab)."""
+        with self.scope():
+            self.ensure_capacity(pos + 1)
+            ids = torch.tensor(list(tokens), dtype=torch.long)[:, None]
+            return forward(self.weights, self.spec, self.rope, ids, cache, start=pos)[:, -1]
+
+    def expand_cache(self, rows: int, capacity: int) -> KVCache:
+        """`rows` copies of the prompt this engine last prefilled, room for `capacity` positions."""
+        with self.scope():
+            self.ensure_capacity(capacity)
+            return self.cache.expand(rows, self._pos, capacity)
+
+    def sample_many(self, prompt: str | Sequence[dict[str, str]], params: SamplingParams, n: int) -> list[Candidate]:
+        """`Engine.sample_many` with the n rows decoded together in batched steps."""
+        from models.engines.llama.batch import decode_many
+
+        check_rows(n)
+        params.check()
+        ids, suppress = self.prompt_ids(prompt, params)
+        with self.lock:
+            return decode_many(self, ids, params, n, suppress)
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        extra = {"architecture": "LlamaForCausalLM", "parameters": self.parameters, "threads": self.threads}
+        if self.adapter:
+            extra["adapter"] = self.adapter
+        return super().info() | extra

@@ -1,0 +1,217 @@
+"""A Llama model's weights as the engine multiplies them, and their matmul strategy.
+
+At load every block's matrices are laid out once, transposed to (in, out) for row-vector
+`mm`: Q, K, V share one matrix (with `1/sqrt(head_dim)` folded into Q), gate and up share
+another, and each RMSNorm weight is folded into the matrix that follows it, so the block
+computes a weightless `rms_norm`. The same `Weights` come in three formats:
+
+* `float32` (as loaded) and `bfloat16` (`to_dtype`): plain tensors, multiplied with `torch.mm`;
+* `int8-dynamic` (`quantized_int8`): every matrix per-output-channel symmetric int8, packed
+  for FBGEMM and multiplied with `quantized::linear_dynamic` (activations quantized per call,
+  int32 accumulation, fp32 out). Decode streams ~4× fewer bytes; the embedding stays fp32.
+
+A format change returns new `Weights`; nothing is patched in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from models.engines.llama.spec import LlamaSpec
+from models.errors import EngineError
+
+__all__ = ["FORMATS", "LayerWeights", "Weights", "build_weights", "int8_available", "load_tensors"]
+
+FORMATS = ("float32", "bfloat16", "int8-dynamic")
+
+
+def int8_available() -> bool:
+    """Whether this torch build has the FBGEMM/x86 dynamic int8 linear kernels."""
+    engines = torch.backends.quantized.supported_engines
+    return any(e in engines for e in ("fbgemm", "x86")) and hasattr(torch.ops.quantized, "linear_dynamic")
+
+
+def load_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors`, or of the shards its `.index.json` lists."""
+    single = folder / "model.safetensors"
+    if single.exists():
+        return load_file(str(single))
+    index = folder / "model.safetensors.index.json"
+    if not index.exists():
+        raise EngineError(f"{folder}: no model.safetensors (or sharded index) to load")
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors.update(load_file(str(folder / shard)))
+    return tensors
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One decoder block's fused matrices, each (in_features, out_features) or packed int8."""
+
+    qkv: Any
+    o: Any
+    gate_up: Any
+    down: Any
+
+    def each(self) -> tuple[Any, Any, Any, Any]:
+        return self.qkv, self.o, self.gate_up, self.down
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Embedding, fused blocks and (norm-folded) LM head in one format; `mm(x, w)` multiplies."""
+
+    format: str
+    embed: torch.Tensor
+    head: Any
+    layers: tuple[LayerWeights, ...]
+    nbytes: int
+    """Bytes held in memory: what decode streams per token, plus the embedding."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' dtype (the embedding's)."""
+        return self.embed.dtype
+
+    @property
+    def mm(self) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        return torch.ops.quantized.linear_dynamic if self.format == "int8-dynamic" else torch.mm
+
+    def to_dtype(self, dtype: torch.dtype) -> Weights:
+        """The same float weights in `dtype` (float32 or bfloat16)."""
+        if self.format == "int8-dynamic":
+            raise EngineError("int8 weights cannot change dtype: load the float32 model again")
+        layers = tuple(LayerWeights(*(w.to(dtype) for w in lw.each())) for lw in self.layers)
+        fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
+        if fmt is None:
+            raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
+        out = replace(self, format=fmt, embed=self.embed.to(dtype), head=self.head.to(dtype), layers=layers)
+        return replace(out, nbytes=_float_bytes(out))
+
+    def quantized_int8(self) -> Weights:
+        """These float32 weights as packed per-channel int8 (the embedding stays float32)."""
+        if not int8_available():
+            raise EngineError("int8 quantization needs torch's FBGEMM/x86 quantized kernels, absent from this build")
+        if self.format != "float32":
+            raise EngineError("int8 quantization starts from float32 weights")
+        total = self.embed.numel() * self.embed.element_size()
+        layers = []
+        for lw in self.layers:
+            packed = []
+            for w in lw.each():
+                p, n = _pack(w)
+                packed.append(p)
+                total += n
+            layers.append(LayerWeights(*packed))
+        head, n = _pack(self.head)
+        return Weights("int8-dynamic", self.embed, head, tuple(layers), total + n)
+
+
+def _float_bytes(w: Weights) -> int:
+    tensors = [w.embed, w.head, *(m for lw in w.layers for m in lw.each())]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _pack(w_in_out: torch.Tensor) -> tuple[Any, int]:
+    """(in, out) fp32 → FBGEMM-packed per-output-channel symmetric int8; and its byte count."""
+    w = w_in_out.t().contiguous().float()  # (out, in)
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    zeros = torch.zeros(w.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # quantized tensor types are deprecated in favour of torchao (NOTES.md)
+        warnings.filterwarnings("ignore", message=".*quantize_per_channel.*", category=UserWarning)
+        q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(q, None), w.numel() + 4 * w.shape[0]
+
+
+def _fuse(parts: list[tuple[torch.Tensor, float]], norm: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """(out_i, in) weights → one contiguous (in, sum out_i) matrix: their transposes side by
+    side, each times its scale, with an RMSNorm weight folded into the rows (the inputs).
+    One transposing copy per part straight from the (memory-mapped) file, then in-place scales."""
+    fused = torch.empty(parts[0][0].shape[1], sum(w.shape[0] for w, _ in parts), dtype=torch.float32)
+    start = 0
+    for w, scale in parts:
+        block = fused[:, start : start + w.shape[0]]
+        block.copy_(w.t())
+        if scale != 1.0:
+            block.mul_(scale)
+        start += w.shape[0]
+    if norm is not None:
+        fused.mul_(norm.to(torch.float32)[:, None])
+    return fused.to(dtype)
+
+
+def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dtype) -> LayerWeights:
+    """Fuse layer `i`: norm1 ⊙ [Q/sqrt(d); K; V], o, norm2 ⊙ [gate; up], down."""
+    p = f"model.layers.{i}."
+    h, d, inter = spec.hidden_size, spec.head_dim, spec.intermediate_size
+    nq, nkv = spec.num_heads * d, spec.num_kv_heads * d
+    shapes = {
+        "self_attn.q_proj.weight": (nq, h),
+        "self_attn.k_proj.weight": (nkv, h),
+        "self_attn.v_proj.weight": (nkv, h),
+        "self_attn.o_proj.weight": (h, nq),
+        "mlp.gate_proj.weight": (inter, h),
+        "mlp.up_proj.weight": (inter, h),
+        "mlp.down_proj.weight": (h, inter),
+        "input_layernorm.weight": (h,),
+        "post_attention_layernorm.weight": (h,),
+    }
+    w: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        tensor = t.get(p + name)
+        if tensor is None:
+            raise EngineError(f"the weights lack tensor {p + name!r}")
+        if tuple(tensor.shape) != shape:
+            raise EngineError(f"{p + name} is {tuple(tensor.shape)}, config.json implies {shape}")
+        w[name] = tensor
+    qkv = [(w["self_attn.q_proj.weight"], 1.0 / math.sqrt(d)), (w["self_attn.k_proj.weight"], 1.0)]
+    qkv.append((w["self_attn.v_proj.weight"], 1.0))
+    return LayerWeights(
+        _fuse(qkv, w["input_layernorm.weight"], dtype),
+        _fuse([(w["self_attn.o_proj.weight"], 1.0)], None, dtype),
+        _fuse(
+            [(w["mlp.gate_proj.weight"], 1.0), (w["mlp.up_proj.weight"], 1.0)],
+            w["post_attention_layernorm.weight"],
+            dtype,
+        ),
+        _fuse([(w["mlp.down_proj.weight"], 1.0)], None, dtype),
+    )
+
+
+def build_weights(t: dict[str, torch.Tensor], spec: LlamaSpec, dtype: torch.dtype, where: Path) -> Weights:
+    """Checked, fused weights of every block from a Hugging Face state dict (by HF names)."""
+    try:
+        embed, norm = t["model.embed_tokens.weight"], t["model.norm.weight"]
+    except KeyError as exc:
+        raise EngineError(f"{where}: the weights lack tensor {exc.args[0]!r}") from None
+    head = embed if spec.tie_word_embeddings else t.get("lm_head.weight")
+    if head is None:
+        raise EngineError(f"{where}: tie_word_embeddings is false but there is no lm_head.weight")
+    for what, w in (("embed_tokens", embed), ("lm_head", head)):
+        if tuple(w.shape) != (spec.vocab_size, spec.hidden_size):
+            raise EngineError(
+                f"{where}: {what} is {tuple(w.shape)}, config.json says ({spec.vocab_size}, {spec.hidden_size})"
+            )
+    fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
+    if fmt is None:
+        raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
+    # A private copy: load_file maps the file, which a training run may rewrite in place.
+    out = Weights(
+        fmt,
+        embed.to(dtype, copy=True).contiguous(),
+        _fuse([(head, 1.0)], norm, dtype),
+        tuple(_layer(t, i, spec, dtype) for i in range(spec.num_layers)),
+        0,
+    )
+    return replace(out, nbytes=_float_bytes(out))
