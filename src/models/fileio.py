@@ -1,4 +1,4 @@
-"""Crash-safe file writes for personalization state: temp file, fsync, `os.replace`."""
+"""Crash-safe file writes (temp file, fsync, `os.replace`) and the package version stamp."""
 
 from __future__ import annotations
 

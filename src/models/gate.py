@@ -197,7 +197,8 @@ def adopt(model: Any) -> Any:
             with contextlib.suppress(AttributeError, TypeError):
                 setattr(model, method, functools.wraps(fn)(lambda *a, _b=bound, **k: _b(a, k)))
     with contextlib.suppress(AttributeError, TypeError):
-        model._companion_adopted = True
+        # Our own marker on the adopted object (not another module's private state).
+        model._companion_adopted = True  # noqa: SLF001
     return model
 
 

@@ -28,7 +28,7 @@ from models.errors import CompanionError, ConfigError, ModelNotFoundError, Unkno
 from models.paths import PathRef, builtin_dir, classify_path, name_candidates
 from models.registry import LoadRequest, get_loader
 
-__all__ = ["ModelInfo", "ModelManager", "resolve_path"]
+__all__ = ["ModelInfo", "ModelManager", "default_manager", "reset_default_manager", "resolve_path"]
 
 
 @dataclass(frozen=True)
@@ -282,15 +282,27 @@ class ModelManager:
 # ----------------------------------------------------------------------------- resolution
 
 _DEFAULT_MANAGER: list[ModelManager] = []
-_DEFAULT_LOCK = threading.Lock()
+_DEFAULT_LOCK = threading.RLock()
+
+
+def default_manager() -> ModelManager:
+    """The process-wide `ModelManager` behind the seed's zero-argument APIs (one per process:
+    the framework, personality loaders and feedback all use this one)."""
+    with _DEFAULT_LOCK:
+        if not _DEFAULT_MANAGER:
+            _DEFAULT_MANAGER.append(ModelManager())
+        return _DEFAULT_MANAGER[0]
+
+
+def reset_default_manager() -> None:
+    """Forget the process-wide manager and its cached models (tests; after changing COMPANION_HOME)."""
+    with _DEFAULT_LOCK:
+        _DEFAULT_MANAGER.clear()
 
 
 def _default_config() -> EffectiveConfig:
     """The config a bare `TransformerModel(path)` resolves names against (re-read on change)."""
-    with _DEFAULT_LOCK:
-        if not _DEFAULT_MANAGER:
-            _DEFAULT_MANAGER.append(ModelManager())
-        return _DEFAULT_MANAGER[0].config
+    return default_manager().config
 
 
 def _builtin_entry(category: str, name: str) -> ModelEntry | None:

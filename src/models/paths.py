@@ -12,17 +12,29 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["PathRef", "builtin_dir", "classify_path", "name_candidates"]
+__all__ = ["DEFAULT_PERSONA_BASE", "PathRef", "builtin_dir", "classify_path", "name_candidates", "persona_base_ref"]
 
 _STORE_FORM = re.compile(r"^(?:\./)?(?:models/)?([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})/?$")
 _STORE_REF = re.compile(r"^store:([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})(?:@([0-9A-Za-z.+-]+))?$")
 #: Suffixes the seed uses on model names; stripped to find the model they name.
 NAME_SUFFIXES = ("_model", "_transformer", "_personality", "_personalization", "_adaptive", "_hybrid")
+#: The base model of a personality folder whose `companion.json` names none.
+DEFAULT_PERSONA_BASE = "builtin:companion-chat"
+
+
+def persona_base_ref(folder: Path) -> str | None:
+    """For a personality folder (`persona.json`, no weights), its base model reference (else None)."""
+    if not (folder / "persona.json").exists() or (folder / "config.json").exists():
+        return None
+    meta_path = folder / "companion.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    return str(meta.get("base_model") or DEFAULT_PERSONA_BASE)
 
 
 def builtin_dir(name: str = "") -> Path:

@@ -23,7 +23,7 @@ from models.config import TransformerParams
 from models.engines import create_engine
 from models.engines.base import Engine, GenerationStats, SamplingParams
 from models.gate import checked_attribute, generating
-from models.paths import PathRef
+from models.paths import PathRef, persona_base_ref
 from models.registry import LoadRequest
 
 __all__ = ["TransformerModel"]
@@ -74,8 +74,6 @@ class TransformerModel:
         self.ref = ref or resolve_path(str(model_path))
         if self.ref.folder is not None and (self.ref.folder / "persona.json").exists():
             # A personality folder (e.g. the seed's `models/personality/luna_transformer`): its base model.
-            from models.personality.loader import persona_base_ref
-
             base = persona_base_ref(self.ref.folder)
             if base is not None:
                 self.ref = resolve_path(base, self.ref.folder)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from models.personality.card import CharacterCard
-from models.personality.control_training import ControlBatches, build_examples, encode_examples
 from models.personality.emotion import EmotionClassifier
+from models.training.control import ControlBatches, build_examples, encode_examples
 from models.training.loop import IGNORE_INDEX, TrainSettings
 from tests.personality.conftest import v2_card
 
@@ -94,8 +94,8 @@ def test_fine_tune_exports_an_emotion_controlled_model(
     tmp_path: Path, tiny_classifier_dir: Path, tiny_model_dir: Path, user_config
 ) -> None:
     from models.personality import load_personality_model
-    from models.personality.control_training import train_emotion_control
     from models.personality.loader import write_personality_folder
+    from models.training.control import train_emotion_control
 
     csv = tmp_path / "spc.csv"
     csv.write_text(PERSONA_CSV, encoding="utf-8")

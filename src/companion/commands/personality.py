@@ -296,7 +296,7 @@ def train_control(
     """Fine-tune a base model with emotion control tokens on classifier-tagged dialogue."""
     from models.paths import builtin_dir
     from models.personality.card import load_card
-    from models.personality.control_training import train_emotion_control
+    from models.training.control import train_emotion_control
     from models.training.loop import TrainSettings
 
     cards = {p.parent.name: load_card(p) for p in sorted(builtin_dir().glob("*/persona.json"))}

@@ -108,7 +108,7 @@ class AvailableUpdate:
     keyid: str
     author: str | None = None
     created: str | None = None
-    _source: CatalogSource | None = field(default=None, repr=False, compare=False)
+    opened_source: CatalogSource | None = field(default=None, repr=False, compare=False)
 
     @property
     def model(self) -> str:
@@ -119,7 +119,7 @@ class AvailableUpdate:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        data = {k: v for k, v in asdict(self).items() if k != "opened_source"}
         data["files"] = [f.model_dump() for f in self.files]
         return {**data, "model": self.model, "size": self.size}
 
@@ -271,7 +271,7 @@ class ModelUpdateManager:
             keyid=keyid,
             author=entry.author,
             created=entry.created,
-            _source=source,
+            opened_source=source,
         )
 
     def _known_current(self, entry: CatalogModel) -> str | Literal[False] | None:
@@ -382,7 +382,7 @@ class ModelUpdateManager:
 
     def _install(self, update: AvailableUpdate) -> None:
         store = self.vc.store
-        source = update._source or open_source(update.source, self.base_dir, self.config.timeout)
+        source = update.opened_source or open_source(update.source, self.base_dir, self.config.timeout)
         with store.staging(update.category, update.name) as tmp:
             with self._progress(update) as advance:
                 for f in update.files:

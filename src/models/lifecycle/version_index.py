@@ -121,7 +121,7 @@ class VersionIndex:
         """Every registered version of a model, oldest first by semver."""
         query = select(db.model_versions).where(_model_where(db.model_versions, category, name))
         with self.engine.connect() as conn:
-            found = [dict(r._mapping) for r in conn.execute(query)]
+            found = [dict(r) for r in conn.execute(query).mappings()]
         return sorted(found, key=lambda r: parse_version(r["version"]))
 
     def row(self, category: str, name: str, version: str, conn: Connection | None = None) -> dict[str, Any] | None:
@@ -129,11 +129,11 @@ class VersionIndex:
             _model_where(db.model_versions, category, name), db.model_versions.c.version == version
         )
         if conn is not None:
-            found = conn.execute(query).first()
+            found = conn.execute(query).mappings().first()
         else:
             with self.engine.connect() as c:
-                found = c.execute(query).first()
-        return dict(found._mapping) if found is not None else None
+                found = c.execute(query).mappings().first()
+        return dict(found) if found is not None else None
 
     def versions(self, conn: Connection, category: str, name: str) -> set[str]:
         query = select(db.model_versions.c.version).where(_model_where(db.model_versions, category, name))

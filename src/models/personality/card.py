@@ -288,7 +288,7 @@ class CharacterCard:
 
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
         """Write as `json`, `png` or `charx` (default: from the file suffix)."""
-        from models.personalization._io import atomic_write_bytes
+        from models.fileio import atomic_write_bytes
 
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".") or "json").lower()

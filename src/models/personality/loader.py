@@ -24,6 +24,7 @@ from typing import Any
 
 from models.config import TransformerParams
 from models.errors import CardError, ModelNotFoundError
+from models.paths import DEFAULT_PERSONA_BASE, persona_base_ref
 from models.personality.card import CharacterCard, load_card
 from models.personality.params import PersonalityParams
 from models.registry import LoadRequest
@@ -41,28 +42,26 @@ __all__ = [
 #: The base of a personality folder that names none (imported cards, `write_personality_folder`):
 #: the embedded chat model, which follows the chat template and the emotion control tokens.
 #: (`builtin:companion-base` is the pre-trained model under it: it continues text, it does not chat.)
-DEFAULT_BASE = "builtin:companion-chat"
-_CONFIG_REF = re.compile(r"^([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})$")
+DEFAULT_BASE = DEFAULT_PERSONA_BASE
+CONFIG_REF = re.compile(r"^([a-z0-9][a-z0-9_.-]{0,63})/([a-z0-9][a-z0-9_.-]{0,63})$")
 _BASES: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
-_MANAGER: dict[str, Any] = {}
 _WRAPPED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def shared_manager() -> Any:
-    """The process-wide `ModelManager` (the framework owns this same one)."""
-    with _LOCK:
-        if "m" not in _MANAGER:
-            from models.model_manager import ModelManager
+    """The process-wide `ModelManager` (`models.model_manager.default_manager`)."""
+    from models.model_manager import default_manager
 
-            _MANAGER["m"] = ModelManager()
-        return _MANAGER["m"]
+    return default_manager()
 
 
 def reset_shared_manager() -> None:
     """Forget the process-wide manager and its cached models (tests; after changing COMPANION_HOME)."""
+    from models.model_manager import reset_default_manager
+
     with _LOCK:
-        _MANAGER.clear()
+        reset_default_manager()
         _BASES.clear()
         _WRAPPED.clear()
 
@@ -78,15 +77,6 @@ def read_personality_folder(folder: Path) -> tuple[CharacterCard, dict[str, Any]
     if (folder / "avatar.png").exists():
         card.image = (folder / "avatar.png").read_bytes()
     return card, meta
-
-
-def persona_base_ref(folder: Path) -> str | None:
-    """For a personality folder, its base model reference (else None). Light: no torch."""
-    if not (folder / "persona.json").exists() or (folder / "config.json").exists():
-        return None
-    meta_path = folder / "companion.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    return str(meta.get("base_model") or DEFAULT_BASE)
 
 
 def write_personality_folder(
@@ -125,7 +115,7 @@ def _load_base(
     from models.model_manager import resolve_path
     from models.transformer_model import TransformerModel
 
-    m = _CONFIG_REF.match(ref)
+    m = CONFIG_REF.match(ref)
     resolved = None
     if m and not (folder and (folder / ref).exists()):
         try:

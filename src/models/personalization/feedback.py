@@ -124,7 +124,7 @@ def record_feedback(
 def _load(name: str) -> Any:
     """The personalization model an answer was logged under (a hybrid's own part for hybrids)."""
     from models.gate import inside_checked_call
-    from models.personality.loader import shared_manager
+    from models.model_manager import default_manager as shared_manager
 
     # The caller owns the answer (checked in `record_feedback`): a user may always rate their own
     # answers, whatever they may read. Loading the model that learns from it is part of that.

@@ -324,7 +324,7 @@ class PreferenceLearner:
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The tensors and the JSON metadata that `save` writes."""
-        from models.personalization._io import package_version
+        from models.fileio import package_version
 
         tensors = {
             "p": self.p.copy(),
@@ -353,7 +353,7 @@ class PreferenceLearner:
         learner (`user_data`) is encrypted at rest while `privacy.encrypt_at_rest` is on."""
         from safetensors.numpy import save
 
-        from models.personalization._io import atomic_write_bytes
+        from models.fileio import atomic_write_bytes
 
         folder = Path(folder)
         tensors, meta = self.state()

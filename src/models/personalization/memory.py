@@ -95,9 +95,9 @@ class UserMemory:
         self._table = db.user_memory
 
     def _engine(self) -> Any:
-        from models.personalization.storage import _engine
+        from models.personalization.storage import home_engine
 
-        return _engine()
+        return home_engine()
 
     def _changed(self) -> None:
         from models.personalization.storage import forget_cached

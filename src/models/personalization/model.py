@@ -113,7 +113,7 @@ def write_personalization_folder(
     """Write a personalization model folder (see the module docstring); each file atomically,
     `companion.json` and `manifest.json` last. `meta` adds keys to `companion.json` (e.g.
     `version`, `lineage`, `metrics`); an existing `adapter/` is left in place."""
-    from models.personalization._io import atomic_write_json, package_version
+    from models.fileio import atomic_write_json, package_version
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -389,7 +389,7 @@ def load_personalization(manager: Any, request: LoadRequest) -> PersonalizationM
 
 def load_personalization_model(name: str, manager: Any = None) -> PersonalizationModel:
     """The personalization model `name` from the config (`user_prefs`, `user_preferences`, ...)."""
-    from models.personality.loader import shared_manager
+    from models.model_manager import default_manager as shared_manager
 
     manager = manager or shared_manager()
     model = manager.load_model("personalization", name)

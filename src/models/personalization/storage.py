@@ -80,7 +80,7 @@ def _home_key() -> tuple[str, str]:
     return (os.environ.get("COMPANION_HOME", ""), os.environ.get(db.DATABASE_URL_ENV, ""))
 
 
-def _engine() -> Any:
+def home_engine() -> Any:
     """`db.connect()` for the active home, without re-resolving its path on every call."""
     key = _home_key()
     engine = _ENGINES.get(key)
@@ -117,7 +117,7 @@ def put_preferences(user: str, data: dict[str, Any]) -> None:
     forget_cached("prefs", user)
     table = db.user_preferences
     sealed = seal_row(table.name, {"data": data})["data"]
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         found = conn.scalar(select(table.c.user_id).where(table.c.user_id == user))
         if found is None:
             conn.execute(insert(table).values(user_id=user, data=sealed, updated_at=db.utc_now()))
@@ -141,7 +141,7 @@ def update_preferences(user: str, change: Callable[[dict[str, Any] | None], dict
     _check_user(user)
     forget_cached("prefs", user)
     table = db.user_preferences
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _row_lock_key("prefs", user)})
         found = conn.scalar(select(table.c.data).where(table.c.user_id == user))
@@ -160,7 +160,7 @@ def get_preferences(user: str) -> dict[str, Any] | None:
     table = db.user_preferences
 
     def load() -> dict[str, Any] | None:
-        with _engine().connect() as conn:
+        with home_engine().connect() as conn:
             found = conn.scalar(select(table.c.data).where(table.c.user_id == user))
         return open_row(table.name, {"data": found})["data"] if found is not None else None
 
@@ -171,7 +171,7 @@ def get_preferences(user: str) -> dict[str, Any] | None:
 def delete_preferences(user: str) -> bool:
     forget_cached("prefs", user)
     table = db.user_preferences
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         n = conn.execute(delete(table).where(table.c.user_id == user)).rowcount
     forget_cached("prefs", user)
     return n > 0
@@ -272,9 +272,9 @@ def log_response(
     }
     row = seal_row("personalized_responses", row)  # here, not on the writer thread: the caller's home
     if background:
-        _LOG.put(_engine().url.render_as_string(hide_password=False), row)
+        _LOG.put(home_engine().url.render_as_string(hide_password=False), row)
         return response_id
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         conn.execute(insert(db.personalized_responses).values(**row))
     return response_id
 
@@ -282,14 +282,14 @@ def log_response(
 def get_response(response_id: str) -> dict[str, Any] | None:
     flush()
     table = db.personalized_responses
-    with _engine().connect() as conn:
+    with home_engine().connect() as conn:
         row = conn.execute(select(table).where(table.c.id == response_id)).mappings().first()
     return open_row(table.name, row) if row is not None else None
 
 
 def insert_feedback(row: dict[str, Any]) -> int:
     row = seal_row("feedback", row)
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         result = conn.execute(insert(db.feedback).values(**row))
         return int(result.inserted_primary_key[0])
 
@@ -303,14 +303,14 @@ def list_feedback(user: str | None = None, model: str | None = None, limit: int 
         query = query.where(table.c.user_id == user)
     if model is not None:
         query = query.where(table.c.model == model)
-    with _engine().connect() as conn:
+    with home_engine().connect() as conn:
         return [open_row(table.name, r) for r in conn.execute(query).mappings()]
 
 
 def count_rows(table_name: str) -> int:
     flush()
     table = db.metadata.tables[table_name]
-    with _engine().connect() as conn:
+    with home_engine().connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
@@ -339,7 +339,7 @@ def erase_user(user: str) -> dict[str, int]:
     forget_cached("prefs", user)
     forget_cached("memory", user)
     removed: dict[str, int] = {}
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         for table in (db.user_preferences, db.user_memory, db.personalized_responses, db.feedback):
             removed[table.name] = conn.execute(delete(table).where(table.c.user_id == user)).rowcount
     forget_cached("prefs", user)
@@ -363,7 +363,7 @@ def seal_stored() -> dict[str, int]:
     token = FERNET_PREFIX.decode()
     flush()
     counts: dict[str, int] = {}
-    with db.write_transaction(_engine()) as conn:
+    with db.write_transaction(home_engine()) as conn:
         for name, columns in SEALED.items():
             table = db.metadata.tables[name]
             (key,) = table.primary_key.columns
@@ -397,7 +397,7 @@ def export_user(user: str) -> dict[str, Any]:
     from models.personalization.memory import UserMemory
 
     flush()
-    engine = _engine()
+    engine = home_engine()
     with engine.connect() as conn:
         responses = [
             open_row("personalized_responses", r)

@@ -179,7 +179,7 @@ def _retention(pm: Any) -> tuple[bool, dict[str, Any]]:
 def _erasure(pm: Any, versions: list[dict[str, Any]]) -> tuple[bool, dict[str, Any]]:
     from models.privacy.stores import DatabaseStore, stores
 
-    tables = [f"{t.name}.{c}" for t, c in DatabaseStore(pm.url)._tables()]
+    tables = [f"{t.name}.{c}" for t, c in DatabaseStore(pm.url).tables()]
     trained = [v for v in versions if _training_data(v["lineage"])]
     # A version whose lineage declares it holds no user data (a character's authored lines) has no
     # subjects to trace; any other trained version must name them so erasure can reach it.
@@ -245,7 +245,7 @@ def _plaintext_rows(pm: Any) -> dict[str, int]:
 
     out: dict[str, int] = {}
     with db.connect(pm.url).connect() as conn:
-        for table, col in DatabaseStore(pm.url)._tables():
+        for table, col in DatabaseStore(pm.url).tables():
             if col != "user_id" or table.name in _BOOKKEEPING:
                 continue
             content = [c for c in table.c if isinstance(c.type, Text | JSON) and c.name != "user_id"]

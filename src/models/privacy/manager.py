@@ -161,7 +161,7 @@ class PrivacyManager:
         if user_id is not None:
             q = q.where(t.c.user_id == user_id)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return [dict(r) for r in conn.execute(q).mappings()]
 
     def has_consent(self, user_id: str, purpose: str) -> bool:
         t = db.consents
@@ -181,7 +181,7 @@ class PrivacyManager:
         if category is not None and name is not None:
             q = q.where(and_(t.c.category == category, t.c.name == name))
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.id))]
+            return [dict(r) for r in conn.execute(q.order_by(t.c.id)).mappings()]
 
     def subjects_of(self, lineage: Any) -> list[str]:
         """The data subjects a lineage records (`data_subjects`, `users` or `user_ids`, at any depth)."""

@@ -78,7 +78,7 @@ class DatabaseStore:
     def __init__(self, url: str | None = None) -> None:
         self.url = url
 
-    def _tables(self) -> list[tuple[Table, str]]:
+    def tables(self) -> list[tuple[Table, str]]:
         engine = db.connect(self.url)
         reflected = MetaData()
         names = inspect(engine).get_table_names()
@@ -106,16 +106,14 @@ class DatabaseStore:
         engine = db.connect(self.url)
         out: dict[str, Any] = {}
         with engine.connect() as conn:
-            for table, col in self._tables():
+            for table, col in self.tables():
                 key = self._key(col, user_id)
                 if key is None or table.name == "audit_subjects":
                     continue
-                rows = conn.execute(select(table).where(table.c[col] == key)).all()
+                rows = conn.execute(select(table).where(table.c[col] == key)).mappings().all()
                 if rows:
                     json_columns = {c.name for c in table.c if isinstance(c.type, JSON)}
-                    out[table.name] = [
-                        {k: _jsonable(v, k in json_columns) for k, v in r._mapping.items()} for r in rows
-                    ]
+                    out[table.name] = [{k: _jsonable(v, k in json_columns) for k, v in r.items()} for r in rows]
         from models.audit import AuditLog
 
         audit = AuditLog(self.url)
@@ -126,7 +124,7 @@ class DatabaseStore:
         engine = db.connect(self.url)
         counts: dict[str, int] = {}
         with db.write_transaction(engine) as conn:
-            for table, col in self._tables():
+            for table, col in self.tables():
                 key = self._key(col, user_id)
                 if key is None:
                     continue

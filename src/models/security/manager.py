@@ -243,7 +243,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-_DEFAULT: list[ModelSecurityManager] = []
+_DEFAULT: list[tuple[ModelSecurityManager, tuple[str | None, str | None]]] = []
 _DEFAULT_LOCK = threading.Lock()
 
 
@@ -251,11 +251,9 @@ def get_security_manager() -> ModelSecurityManager:
     """The process-wide manager over the default config (its policy follows config edits)."""
     with _DEFAULT_LOCK:
         home = os.environ.get("COMPANION_HOME"), os.environ.get(db.DATABASE_URL_ENV)
-        if not _DEFAULT or getattr(_DEFAULT[0], "_home", None) != home:
-            sm = ModelSecurityManager()
-            sm._home = home  # type: ignore[attr-defined]
-            _DEFAULT[:] = [sm]
-        return _DEFAULT[0]
+        if not _DEFAULT or _DEFAULT[0][1] != home:
+            _DEFAULT[:] = [(ModelSecurityManager(), home)]
+        return _DEFAULT[0][0]
 
 
 def require(user: str | None, model: str, level: str, *, action: str | None = None) -> str:

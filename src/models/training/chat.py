@@ -135,9 +135,9 @@ def train_chat(
     from transformers import LlamaForCausalLM
 
     from models.engines.codec import TextCodec
-    from models.personality.control_training import _export
     from models.personality.emotion import default_classifier
     from models.training.base import book_token_ids
+    from models.training.control import export_trained
 
     if threads:
         torch.set_num_threads(threads)
@@ -173,6 +173,6 @@ def train_chat(
         "result": {k: v for k, v in result.to_json().items() if k != "history"},
         "wall_seconds": round(time.time() - t0, 1),
     }
-    _export(model, base_folder, out, report)
+    export_trained(model, base_folder, out, report)
     (run / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -69,7 +69,7 @@ def _card_chats(cards: Mapping[str, Any], dialogue_dir: Path | None) -> Iterator
 
     for cid, card in cards.items():
         user = card.companion.interaction.user_name
-        system = _card_systems({cid: card})[0]
+        system = card_systems({cid: card})[0]
         for block in parse_examples(card.mes_example):
             for i, m in enumerate(block):
                 if m["role"] == "assistant" and i > 0:
@@ -153,7 +153,7 @@ def build_examples(
         for (ctx, reply, src), label, row in zip(pairs, labels, probs, strict=True)
         if src != "persona_chat" or float(row.max()) >= min_confidence
     ]
-    systems = [{"role": "system", "content": "You are a friendly person."}, *_card_systems(cards or {})]
+    systems = [{"role": "system", "content": "You are a friendly person."}, *card_systems(cards or {})]
     prompts = [ctx[-1:] for ctx, _r, src in pairs if src == "persona_chat" and ctx[-1]["role"] == "user"]
     rng = random.Random(seed)
     if phrasebook:
@@ -185,7 +185,7 @@ def _reply_example(
     return ControlExample([rng.choice(systems), *ctx, msg], label, source)
 
 
-def _card_systems(cards: Mapping[str, Any]) -> list[dict[str, str]]:
+def card_systems(cards: Mapping[str, Any]) -> list[dict[str, str]]:
     """Each card's system message as a personality assembles it (default context, no extras)."""
     from models.personality.prompt import assemble_prompt
 
@@ -292,7 +292,7 @@ def init_emotion_embeddings(
     n_all = sum(total.values())
     chosen: dict[str, list[str]] = {}
     for label, counts in per.items():
-        tid = codec._id(emotion_token(label))
+        tid = codec.token_id(emotion_token(label))
         if tid is None:
             continue
         n_lab = sum(counts.values())
@@ -370,12 +370,12 @@ def train_emotion_control(
         "result": {k: v for k, v in result.to_json().items() if k != "history"},
         "wall_seconds": round(time.time() - t0, 1),
     }
-    _export(model, base_folder, out, report)
+    export_trained(model, base_folder, out, report)
     (run / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
-def _export(model: Any, base_folder: Path, out: Path, report: dict[str, Any]) -> None:
+def export_trained(model: Any, base_folder: Path, out: Path, report: dict[str, Any]) -> None:
     """The HF folder with `companion.json` (`"emotion_control": true`, lineage) and a manifest."""
     from models.store import write_manifest
     from models.training.base import export_model
