@@ -30,6 +30,7 @@ from models.personalization.model import PersonalizationModel
 from models.personalization.params import HybridParams, PersonalizationParams
 from models.personalization.preferences import UserPreferences
 from models.personalization.rewrite import candidates as rewrite_candidates
+from models.personalization.turn import personal_note
 from models.registry import LoadRequest
 
 __all__ = ["HybridModel", "PersonalizedResponse"]
@@ -172,19 +173,15 @@ class HybridModel:
         pz = self.personalization
         prefs = pz.preferences_for(user, user_preferences)
         learner = pz.learner_for(user, prefs)
-        memory = ""
-        if user is not None:
-            from models.personalization.memory import UserMemory
-
-            mem = UserMemory(user)
-            if remember and message:
-                mem.remember_from(message)
-            memory = mem.block(query=message or context, budget_tokens=self.params.memory_tokens)
-        note = "\n".join(x for x in ("\n".join(prefs.instructions()), memory) if x)
+        note = personal_note(
+            user, message, preferences=prefs, remember=remember, query=message or context,
+            memory_tokens=self.params.memory_tokens,
+        )  # fmt: skip
+        memory = note.memory
         keep = history is None
         session = self.personality.session(user) if keep and hasattr(self.personality, "session") else None
         past = list(session.history) if session is not None else list(history or [])
-        turn_history = [*past, {"role": "system", "content": note}] if note else past
+        turn_history = note.before_message(past)
         saved_state = copy.deepcopy(session.state) if session is not None and n > 1 else None
         t_prep = time.perf_counter()
         replies = []

@@ -324,7 +324,7 @@ def test_a_slow_database_read_does_not_hold_the_engine(keyed_server: RunningServ
     released = threading.Event()
     real = turns.personal_note
 
-    def slow_note(user: str, message: str) -> str:
+    def slow_note(user: str, message: str) -> Any:
         if user == "slowpoke":
             released.wait(20)
         return real(user, message)

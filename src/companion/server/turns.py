@@ -4,8 +4,8 @@ Chat on a personality goes one of two ways (so SillyTavern works with its own pr
 
 * only user (and assistant) turns: the personality's card-driven prompt applies
   (`stream_response(message=last user turn, history=earlier turns)`), with the user's stated
-  preferences and what we remember about them as a note just before the message (as
-  `HybridModel` does);
+  preferences and what we remember about them as a note just before the message
+  (`models.personalization.turn`, the one place every chat path builds it);
 * a system message: the client's messages go to the personality's base model as they are
   (access is still checked on the personality).
 
@@ -20,24 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from companion.server.generation import Job, Turn
+from models.personalization.turn import personal_note
 
-__all__ = ["chat_job", "completion_job", "personal_note"]
+__all__ = ["chat_job", "completion_job"]
 
 Logger = Callable[..., Any]
-
-
-def personal_note(user: str, message: str) -> str:
-    """The user's stated preferences in words and what we remember about them (facts they
-    state in `message`, "my name is ...", are remembered first)."""
-    from models.personalization import UserMemory, load_preferences
-    from models.personalization.params import PersonalizationParams
-
-    prefs = load_preferences(user)
-    memory = UserMemory(user)
-    memory.remember_from(message)
-    block = memory.block(query=message, budget_tokens=PersonalizationParams().memory_tokens)
-    lines = [*(prefs.instructions() if prefs else []), block]
-    return "\n".join(x for x in lines if x)
 
 
 def _logger(personalization: str | None, user: str) -> Logger:
@@ -84,9 +71,7 @@ def _card_turn(
     """The personality's own prompt, with the user's note, over the client's turns."""
     message = messages[-1]["content"]
     history = messages[:-1]
-    note = personal_note(user, message)
-    if note:
-        history = [*history, {"role": "system", "content": note}]
+    history = personal_note(user, message).before_message(history)
     pieces = model.stream_response(message=message, history=history, user=persona, **kw)
 
     def finish(text: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@
 Modules: `preferences` (UserPreferences, per-user persistence), `events` (FeedbackEvent, the
 sample-file reader), `features` (measurable response features), `learner` (PreferenceLearner),
 `memory` (UserMemory), `rewrite` (candidate rewrites and the meaning guard), `feedback`
-(record_feedback), `model` (PersonalizationModel, the folder format, the loader), `storage`
+(record_feedback), `turn` (the per-turn note every chat path uses), `model`
+(PersonalizationModel, the folder format, the loader), `storage`
 (database tables and per-user files). Attributes load lazily so the import stays light.
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "AdaptedResponse",
     "FeedbackError",
     "FeedbackEvent",
+    "PersonalNote",
     "PersonalizationModel",
     "PersonalizationParams",
     "PreferenceError",
@@ -32,6 +34,7 @@ __all__ = [
     "events_from_feedback_file",
     "load_personalization_model",
     "load_preferences",
+    "personal_note",
     "read_personalization_folder",
     "record_feedback",
     "save_preferences",
@@ -43,6 +46,7 @@ _WHERE = {
     "AdaptedResponse": "models.personalization.model",
     "FeedbackError": "models.personalization.events",
     "FeedbackEvent": "models.personalization.events",
+    "PersonalNote": "models.personalization.turn",
     "PersonalizationModel": "models.personalization.model",
     "PersonalizationParams": "models.personalization.params",
     "PreferenceError": "models.personalization.preferences",
@@ -52,6 +56,7 @@ _WHERE = {
     "events_from_feedback_file": "models.personalization.events",
     "load_personalization_model": "models.personalization.model",
     "load_preferences": "models.personalization.preferences",
+    "personal_note": "models.personalization.turn",
     "read_personalization_folder": "models.personalization.model",
     "record_feedback": "models.personalization.feedback",
     "save_preferences": "models.personalization.preferences",

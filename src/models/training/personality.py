@@ -47,7 +47,18 @@ from models.training.examples import (
 from models.training.loop import TrainSettings, evaluate, train
 from models.training.lora import LoraSettings, attach_lora, save_adapter
 
-__all__ = ["PersonalityRun", "TrainedVersion", "base_of", "load_rows", "train_personality"]
+__all__ = [
+    "PersonalityFit",
+    "PersonalityPlan",
+    "PersonalityRun",
+    "TrainedVersion",
+    "base_of",
+    "fit_personality",
+    "load_rows",
+    "plan_personality",
+    "train_personality",
+    "write_personality_version",
+]
 
 METHODS = ("lora", "full")
 #: The personality folder's own files that a new version carries over (never old weights).
@@ -103,14 +114,14 @@ def base_of(category: str, name: str, folder: Path, meta: Mapping[str, Any], man
     """The base model's reference and resolved `PathRef` for a personality folder. A version that
     carries its own weights (a full fine-tune) is its own base, pinned by store version."""
     from models.model_manager import resolve_path
-    from models.personality.loader import _CONFIG_REF, DEFAULT_BASE
+    from models.personality.loader import CONFIG_REF, DEFAULT_BASE
 
     ref = str(meta.get("base_model") or DEFAULT_BASE)
     if (folder / "config.json").exists():
         served = manager.resolve(category, name)
         ref = f"store:{category}/{name}@{served.version}" if served.version else str(folder)
         return ref, resolve_path(ref, folder)
-    m = _CONFIG_REF.match(ref)
+    m = CONFIG_REF.match(ref)
     if m and not (folder / ref).exists():
         try:
             return ref, manager.resolve(m.group(1), m.group(2))
@@ -233,9 +244,9 @@ def _rehearsal_examples(
 
 
 def _system_message(card: Any) -> dict[str, str]:
-    from models.personality.control_training import _card_systems
+    from models.training.control import card_systems
 
-    return _card_systems({card.name: card})[0]
+    return card_systems({card.name: card})[0]
 
 
 def _emotion_control(base_folder: Path, codec: Any) -> bool:
@@ -247,7 +258,7 @@ def _emotion_control(base_folder: Path, codec: Any) -> bool:
 def _known_emotion(codec: Any, label: str | None) -> str | None:
     from models.tokens import emotion_token
 
-    return label if label and codec._id(emotion_token(label)) is not None else None
+    return label if label and codec.token_id(emotion_token(label)) is not None else None
 
 
 def _base_version(ref: Any) -> str | None:
@@ -260,49 +271,78 @@ def _base_version(ref: Any) -> str | None:
     return None
 
 
-def train_personality(
+@dataclass
+class PersonalityPlan:
+    """Step 1 of the recipe: everything checked and prepared before any weights load."""
+
+    vc: Any
+    name: str
+    method: str
+    epochs: int
+    run: PersonalityRun
+    folder: Path
+    card: Any
+    meta: dict[str, Any]
+    base_ref: str
+    base: Any
+    where: str
+    anonymization: dict[str, Any]
+    emotion_tokens: bool
+    encoded: list[Any]
+    train_rows: list[Any]
+    held_rows: list[Any]
+    rehearsed: int
+    too_long: int
+    codec: Any = field(repr=False, default=None)
+
+    @property
+    def model(self) -> str:
+        return f"personality/{self.name}"
+
+    @property
+    def base_folder(self) -> Path:
+        return Path(self.base.folder)
+
+
+@dataclass
+class PersonalityFit:
+    """Step 2's outcome: the trained model (still in memory) and what was measured."""
+
+    model: Any
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    stop: str
+    why: str
+
+
+def plan_personality(
     model_name: str,
     training_data: Any,
-    epochs: int = 3,
-    method: str = "lora",
-    *,
-    run: PersonalityRun | None = None,
-    output_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    publish: bool = True,
-    notes: str | None = None,
-    manager: Any = None,
-    user: str | None = None,
-) -> TrainedVersion:
-    """Train and publish a new version of personality `model_name` (see the module docstring)."""
+    epochs: int,
+    method: str,
+    run: PersonalityRun,
+    manager: Any,
+    user: str | None,
+) -> PersonalityPlan:
+    """Resolve the personality and its base, check access, load, anonymize and encode the data."""
     from models.engines.codec import TextCodec
-    from models.home import companion_home
-    from models.lifecycle.version_control import ModelVersionControl
-    from models.personality.loader import read_personality_folder, shared_manager
+    from models.model_manager import default_manager
+    from models.personality.loader import read_personality_folder
     from models.store import check_safe_files, verify_manifest
+    from models.training.publish import check_epochs, resolve_target
 
-    t0 = time.time()
-    run = run or PersonalityRun(method=method)
     run.method = method
     if method not in METHODS:
         raise TrainingError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise TrainingError(f"epochs must be a positive whole number, not {epochs!r}")
-    manager = manager or shared_manager()
-    vc = ModelVersionControl(user=user)
-    category, name = vc.resolve_model(model_name, "personality" if "/" not in model_name else None)
-    if category != "personality":
-        raise TrainingError(f"{model_name!r} is a {category} model; train_personality_model needs a personality")
-    from models.security import require
-
-    require(user, f"{category}/{name}", "train", action="train")
-    served = manager.resolve(category, name)
+    check_epochs(epochs)
+    manager = manager or default_manager()
+    vc, name = resolve_target(model_name, "personality", user, "train_personality_model")
+    served = manager.resolve("personality", name)
     folder = served.folder
     if folder is None or not (folder / "persona.json").exists():
         raise TrainingError(f"personality {name!r} is served from {served.raw!r}, which has no persona.json")
     card, meta = read_personality_folder(folder)
-    base_ref, base = base_of(category, name, folder, meta, manager)
+    base_ref, base = base_of("personality", name, folder, meta, manager)
     if base.folder is None:
         raise TrainingError(
             f"personality {name!r} runs on {base.raw!r}, a remote model: only a local HF model folder can be "
@@ -313,7 +353,6 @@ def train_personality(
     if (base_folder / "manifest.json").exists():
         verify_manifest(base_folder)
 
-    # -- data ------------------------------------------------------------------------------
     rows, where, anonymized = load_rows(training_data, card.name)
     examples, tokenized = examples_from_rows(rows, [card.name, name])
     if not examples and not tokenized:
@@ -332,8 +371,9 @@ def train_personality(
     emotion_tokens = _emotion_control(base_folder, codec)
     for ex in examples:
         ex.emotion = _known_emotion(codec, ex.emotion) if emotion_tokens else None
+    system = _system_message(card)
     encoded, too_long = encode_chat_examples(
-        codec, examples, tokenized, run.seq_len, system=_system_message(card), emotion_tokens=emotion_tokens
+        codec, examples, tokenized, run.seq_len, system=system, emotion_tokens=emotion_tokens
     )
     if not encoded:
         raise DataError(f"none of the {len(examples) + len(tokenized)} examples in {where} fit {run.seq_len} tokens")
@@ -342,21 +382,19 @@ def train_personality(
     held_rows = [e for e in encoded if e.key in held_keys]
     rehearsed = 0
     if emotion_tokens and run.rehearsal > 0:
-        extra = _rehearsal_examples(codec, examples, run.rehearsal, run.seed, base_folder, _system_message(card))
-        more, _ = encode_chat_examples(codec, extra, [], run.seq_len, system=_system_message(card), emotion_tokens=True)
+        extra = _rehearsal_examples(codec, examples, run.rehearsal, run.seed, base_folder, system)
+        more, _ = encode_chat_examples(codec, extra, [], run.seq_len, system=system, emotion_tokens=True)
         train_rows += [e for e in more if e.key not in held_keys]
         rehearsed = len(more)
-    source = ExampleBatches(train_rows, held_rows, codec.pad_id or 0, run.seed)
+    return PersonalityPlan(
+        vc, name, method, epochs, run, folder, card, meta, base_ref, base, where, anonymization, emotion_tokens,
+        encoded, train_rows, held_rows, rehearsed, too_long, codec,
+    )  # fmt: skip
 
-    # -- model and settings ----------------------------------------------------------------
-    torch.manual_seed(run.seed)
-    model = load_for_training(base_folder)
-    baseline = evaluate(model, source.eval_batches(), torch.device("cpu"))
-    if method == "lora":
-        model = attach_lora(model, run.lora, base_ref)
-    batch = min(run.batch_size, len(train_rows))
-    per_epoch = source.steps_per_epoch(batch)
-    settings = TrainSettings(
+
+def _settings(plan: PersonalityPlan, per_epoch: int, batch: int) -> TrainSettings:
+    run, method, epochs = plan.run, plan.method, plan.epochs
+    return TrainSettings(
         max_steps=epochs * per_epoch,
         batch_size=batch,
         micro_batch_size=batch,
@@ -373,21 +411,35 @@ def train_personality(
         log_every=max(1, per_epoch),
         extra={"recipe": "personality", "method": method, "epochs": epochs},
     )
-    run_dir = Path(output_dir) if output_dir else companion_home() / "runs" / f"personality-{name}"
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
+
+
+def fit_personality(plan: PersonalityPlan, run_dir: Path, *, resume: bool, progress: bool) -> PersonalityFit:
+    """Train in `run_dir` (checkpoints, exact resume, early stopping) and measure on held-out lines."""
+    from models.integrity import weights_sha256
+
+    t0 = time.time()
+    run, method, epochs = plan.run, plan.method, plan.epochs
+    source = ExampleBatches(plan.train_rows, plan.held_rows, plan.codec.pad_id or 0, run.seed)
+    torch.manual_seed(run.seed)
+    model = load_for_training(plan.base_folder)
+    baseline = evaluate(model, source.eval_batches(), torch.device("cpu"))
+    if method == "lora":
+        model = attach_lora(model, run.lora, plan.base_ref)
+    batch = min(run.batch_size, len(plan.train_rows))
+    per_epoch = source.steps_per_epoch(batch)
+    settings = _settings(plan, per_epoch, batch)
+    lines = len(plan.train_rows) - plan.rehearsed
     if progress:
         from rich.console import Console
 
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         Console(stderr=True).print(
-            f"[bold]{card.name}[/] ({method}) on {base_ref}: {len(train_rows) - rehearsed} training lines "
-            f"(+{rehearsed} rehearsal), "
-            f"{len(held_rows)} held out, {trainable / 1e3:.0f} k trainable parameters, "
-            f"at most {epochs} epochs of {per_epoch} steps; base perplexity on held-out lines "
+            f"[bold]{plan.card.name}[/] ({method}) on {plan.base_ref}: {lines} training lines "
+            f"(+{plan.rehearsed} rehearsal), {len(plan.held_rows)} held out, {trainable / 1e3:.0f} k trainable "
+            f"parameters, at most {epochs} epochs of {per_epoch} steps; base perplexity on held-out lines "
             f"{baseline['eval_perplexity']:.1f}"
         )
-    result = train(model, source, settings, run_dir, resume=resume, progress=progress, description=card.name)
+    result = train(model, source, settings, run_dir, resume=resume, progress=progress, description=plan.card.name)
     after = evaluate(model, source.eval_batches(), torch.device("cpu"))
     epochs_run = math.ceil(result.steps / per_epoch)
     stop = (
@@ -400,10 +452,10 @@ def train_personality(
         "heldout_perplexity_base": baseline["eval_perplexity"],
         "heldout_perplexity_ratio": after["eval_perplexity"] / baseline["eval_perplexity"],
         "heldout_accuracy": after["eval_accuracy"],
-        "heldout_lines": len(held_rows),
-        "training_lines": len(train_rows) - rehearsed,
-        "rehearsal_examples": rehearsed,
-        "skipped_too_long": too_long,
+        "heldout_lines": len(plan.held_rows),
+        "training_lines": lines,
+        "rehearsal_examples": plan.rehearsed,
+        "skipped_too_long": plan.too_long,
         "epochs_run": epochs_run,
         "epochs_max": epochs,
         "steps": result.steps,
@@ -412,62 +464,78 @@ def train_personality(
         "tokens_seen": result.tokens_seen,
         "wall_seconds": round(time.time() - t0, 1),
     }
-    from models.integrity import weights_sha256
-
     lineage = {
         "recipe": "personality",
         "method": method,
-        "data_sha256": data_hash(encoded),
-        "data_source": where,
-        "base_model": base_ref,
-        "base_version": _base_version(base),
-        "base_weights_sha256": weights_sha256(base_folder),
+        "data_sha256": data_hash(plan.encoded),
+        "data_source": plan.where,
+        "base_model": plan.base_ref,
+        "base_version": _base_version(plan.base),
+        "base_weights_sha256": weights_sha256(plan.base_folder),
         "settings": asdict(settings),
         "lora": run.lora.to_json() if method == "lora" else None,
-        "emotion_tokens": emotion_tokens,
-        "anonymization": anonymization,
+        "emotion_tokens": plan.emotion_tokens,
+        "anonymization": plan.anonymization,
         "data_subjects": [],
         "contains_user_data": False,  # a character's lines; a user's data goes to personalization models
     }
     report = {"metrics": metrics, "lineage": lineage, "history": result.history}
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    if not publish:
-        return TrainedVersion(f"{category}/{name}", None, method, metrics, lineage, str(run_dir), stop, False)
+    why = (
+        f"{method} on {lines} lines of {plan.card.name} (+{plan.rehearsed} rehearsal): held-out perplexity "
+        f"{baseline['eval_perplexity']:.1f} → {after['eval_perplexity']:.1f}"
+    )
+    return PersonalityFit(model, metrics, lineage, stop, why)
 
-    # -- publish ---------------------------------------------------------------------------
-    stage = run_dir / "publish"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+
+def write_personality_version(stage: Path, plan: PersonalityPlan, fit: PersonalityFit) -> None:
+    """The new version's folder: the card and its files, `companion.json`, the adapter or weights."""
     for item in _CARRY:
-        if (folder / item).exists():
-            shutil.copy2(folder / item, stage / item)
-    new_meta = {k: v for k, v in meta.items() if k not in ("version", "adapter", "training")}
-    new_meta.update({"format": "companion-model/1", "kind": "personality", "name": name, "character": card.name})
-    if method == "lora":
-        save_adapter(model, stage / "adapter", base_ref)
-        new_meta["base_model"] = base_ref
-        new_meta["adapter"] = {
+        if (plan.folder / item).exists():
+            shutil.copy2(plan.folder / item, stage / item)
+    meta = {k: v for k, v in plan.meta.items() if k not in ("version", "adapter", "training")}
+    meta.update({"format": "companion-model/1", "kind": "personality", "name": plan.name, "character": plan.card.name})
+    if plan.method == "lora":
+        save_adapter(fit.model, stage / "adapter", plan.base_ref)
+        meta["base_model"] = plan.base_ref
+        meta["adapter"] = {
             "path": "adapter",
-            "base_model": base_ref,
-            "base_sha256": lineage["base_weights_sha256"],
+            "base_model": plan.base_ref,
+            "base_sha256": fit.lineage["base_weights_sha256"],
         }
     else:
         from models.training.base import export_model
 
-        export_model(model, base_folder, stage, {})
-        new_meta["base_model"] = "."
-        new_meta["emotion_control"] = emotion_tokens
-    new_meta["training"] = {"recipe": "personality", "method": method, "metrics": metrics}
-    (stage / "companion.json").write_text(json.dumps(new_meta, indent=2) + "\n")
-    (stage / "training").mkdir()
-    for item in ("report.json", "loss_curve.png"):
-        if (run_dir / item).exists():
-            shutil.copy2(run_dir / item, stage / "training" / item)
-    why = notes or (
-        f"{method} on {len(train_rows) - rehearsed} lines of {card.name} (+{rehearsed} rehearsal): held-out perplexity "
-        f"{baseline['eval_perplexity']:.1f} → {after['eval_perplexity']:.1f}"
-    )
-    info = vc.create_version(f"{category}/{name}", why, source=stage, lineage=lineage, metrics=metrics)
-    shutil.rmtree(stage, ignore_errors=True)
-    return TrainedVersion(f"{category}/{name}", info.version, method, metrics, lineage, str(run_dir), stop, True)
+        export_model(fit.model, plan.base_folder, stage, {})
+        meta["base_model"] = "."
+        meta["emotion_control"] = plan.emotion_tokens
+    meta["training"] = {"recipe": "personality", "method": plan.method, "metrics": fit.metrics}
+    (stage / "companion.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def train_personality(
+    model_name: str,
+    training_data: Any,
+    epochs: int = 3,
+    method: str = "lora",
+    *,
+    run: PersonalityRun | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    publish: bool = True,
+    notes: str | None = None,
+    manager: Any = None,
+    user: str | None = None,
+) -> TrainedVersion:
+    """Train and publish a new version of personality `model_name`: plan, fit, publish."""
+    from models.training.publish import publish_version, run_folder
+
+    plan = plan_personality(model_name, training_data, epochs, method, run or PersonalityRun(), manager, user)
+    run_dir = run_folder(output_dir, f"personality-{plan.name}", resume)
+    fit = fit_personality(plan, run_dir, resume=resume, progress=progress)
+    version = None
+    if publish:
+        write = lambda stage: write_personality_version(stage, plan, fit)  # noqa: E731
+        version = publish_version(plan.vc, plan.model, run_dir, write, notes or fit.why, fit.lineage, fit.metrics)
+    return TrainedVersion(plan.model, version, method, fit.metrics, fit.lineage, str(run_dir), fit.stop, publish)

@@ -31,8 +31,8 @@ import hashlib
 import json
 import math
 import re
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,16 @@ from models.training.loop import TrainSettings, evaluate, train
 from models.training.lora import LoraSettings, attach_lora, save_adapter
 from models.training.personality import TrainedVersion, load_for_training
 
-__all__ = ["UserData", "read_user_data", "train_personalization"]
+__all__ = [
+    "PersonalizationFit",
+    "PersonalizationPlan",
+    "UserData",
+    "fit_personalization",
+    "plan_personalization",
+    "read_user_data",
+    "train_personalization",
+    "write_personalization_version",
+]
 
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 DEFAULT_STYLE_BASE = "builtin:companion-base"
@@ -218,6 +227,138 @@ def _train_style(
     return model, metrics, lineage
 
 
+@dataclass
+class PersonalizationPlan:
+    """Step 1: the model resolved, access checked, its current prior and the user's data read."""
+
+    vc: Any
+    name: str
+    prior: Any
+    meta: dict[str, Any]
+    data: UserData
+
+    @property
+    def model(self) -> str:
+        return f"personalization/{self.name}"
+
+
+@dataclass
+class PersonalizationFit:
+    """Step 2's outcome: the fitted learner, the style adapter (if trained) and the record."""
+
+    learner: Any
+    style_model: Any
+    style_base: str
+    style_lineage: dict[str, Any] | None
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    stop: str
+    why: str
+
+
+def plan_personalization(
+    model_name: str, training_data: Any, epochs: int, manager: Any, user: str | None
+) -> PersonalizationPlan:
+    from models.model_manager import default_manager
+    from models.personalization import read_personalization_folder
+    from models.training.publish import check_epochs, resolve_target
+
+    check_epochs(epochs)
+    manager = manager or default_manager()
+    vc, name = resolve_target(model_name, "personalization", user, "train_personalization_model")
+    prior, meta = None, {}
+    try:
+        served = manager.resolve("personalization", name)
+        if served.folder is not None and (served.folder / "companion.json").exists():
+            _prefs, prior, meta = read_personalization_folder(served.folder)
+    except Exception:
+        prior = None
+    return PersonalizationPlan(vc, name, prior, meta, read_user_data(training_data))
+
+
+def fit_personalization(
+    plan: PersonalizationPlan,
+    run_dir: Path,
+    epochs: int,
+    *,
+    seed: int,
+    style_min_words: int,
+    style_base: str | None,
+    style_epochs: int,
+    anonymizer: Any,
+    resume: bool,
+    progress: bool,
+) -> PersonalizationFit:
+    """Fit the preference learner on the feedback and, with enough writing, a style adapter."""
+    from models.personalization import PreferenceLearner
+    from models.privacy.manager import subject_ref
+
+    t0, data, meta = time.time(), plan.data, plan.meta
+    learner = PreferenceLearner.cold_start(data.preferences, seed, prior=plan.prior)
+    if data.events:
+        fit = learner.fit(data.events, epochs, seed=seed)
+        history = fit.pop("history", [])
+        learner_stop = (
+            f"learner stopped early after {fit['epochs_run']} of {epochs} epochs (held-out loss flat for 3)"
+            if fit["early_stopped"]
+            else f"learner ran all {epochs} epochs"
+        )
+    else:
+        fit, history, learner_stop = {"train_events": 0}, [], "no feedback: learner cold-started from the preferences"
+    metrics: dict[str, Any] = {f"learner_{k}": v for k, v in fit.items()}
+    metrics["writing_words"] = data.words
+    style_model, style_lineage, anonymization = None, None, None
+    base_ref = style_base or str(meta.get("style_base") or DEFAULT_STYLE_BASE)
+    if data.words >= style_min_words:
+        data.writing, anonymization = _anonymize_writing(data.writing, anonymizer)
+        style_model, style_metrics, style_lineage = _train_style(
+            data.writing, base_ref, style_epochs, run_dir / "style", resume=resume, progress=progress, seed=seed,
+            lora=LoraSettings(r=8, alpha=16.0, dropout=0.05),
+        )  # fmt: skip
+        metrics.update(style_metrics)
+        style_note = f"style adapter trained on {data.words} words"
+    else:
+        style_note = f"style adapter skipped: {data.words} words of the user's writing, {style_min_words} needed"
+    metrics["wall_seconds"] = round(time.time() - t0, 1)
+    lineage = {
+        "recipe": "personalization",
+        "data_sha256": data.sha256(),
+        "data_source": data.source,
+        "feedback_events": len(data.events),
+        "prior": meta.get("version") if plan.prior is not None else "neutral",
+        "settings": {"epochs": epochs, "seed": seed, "heldout_fraction": 0.2, "style_min_words": style_min_words},
+        "style_adapter": style_lineage,
+        "anonymization": anonymization
+        or {"applied": True, "note": "no text trained on: the learner keeps feature weights only"},
+        "data_subjects": [subject_ref(data.user)] if data.user else [],
+        "contains_user_data": True,
+    }
+    (run_dir / "report.json").write_text(
+        json.dumps({"metrics": metrics, "lineage": lineage, "learner_history": history}, indent=1, default=str) + "\n"
+    )
+    why = f"fitted on {len(data.events)} feedback events from {data.source}; {style_note}"
+    return PersonalizationFit(
+        learner, style_model, base_ref, style_lineage, metrics, lineage, f"{learner_stop}; {style_note}", why
+    )
+
+
+def write_personalization_version(stage: Path, plan: PersonalizationPlan, fit: PersonalizationFit) -> None:
+    """The new version's folder: preferences, learner weights, the style adapter if any."""
+    from models.personalization import write_personalization_folder
+
+    if fit.style_model is not None:
+        save_adapter(fit.style_model, stage / "adapter", fit.style_base)
+    extra: dict[str, Any] = {"name": plan.name, "training": {"recipe": "personalization", "metrics": fit.metrics}}
+    if fit.style_lineage is not None:
+        extra["style_base"] = fit.style_base
+        extra["adapter"] = {
+            "path": "adapter",
+            "base_model": fit.style_base,
+            "base_sha256": fit.style_lineage["base_weights_sha256"],
+        }
+    write_personalization_folder(stage, plan.data.preferences, fit.learner, extra, manifest=False)
+
+
 def train_personalization(
     model_name: str,
     training_data: Any,
@@ -236,105 +377,17 @@ def train_personalization(
     user: str | None = None,
     anonymizer: Any = None,
 ) -> TrainedVersion:
-    """Fit and publish a new version of personalization model `model_name` (module docstring)."""
-    from models.home import companion_home
-    from models.lifecycle.version_control import ModelVersionControl
-    from models.personality.loader import shared_manager
-    from models.personalization import PreferenceLearner, read_personalization_folder, write_personalization_folder
-    from models.privacy.manager import subject_ref
+    """Fit and publish a new version of personalization model `model_name`: plan, fit, publish."""
+    from models.training.publish import publish_version, run_folder
 
-    t0 = time.time()
-    if not isinstance(epochs, int) or epochs < 1:
-        raise TrainingError(f"epochs must be a positive whole number, not {epochs!r}")
-    manager = manager or shared_manager()
-    vc = ModelVersionControl(user=user)
-    category, name = vc.resolve_model(model_name, "personalization" if "/" not in model_name else None)
-    if category != "personalization":
-        raise TrainingError(
-            f"{model_name!r} is a {category} model; train_personalization_model needs a personalization model"
-        )
-    from models.security import require
-
-    require(user, f"{category}/{name}", "train", action="train")
-    prior, meta = None, {}
-    try:
-        served = manager.resolve(category, name)
-        if served.folder is not None and (served.folder / "companion.json").exists():
-            _prefs, prior, meta = read_personalization_folder(served.folder)
-    except Exception:
-        prior = None
-    data = read_user_data(training_data)
-
-    learner = PreferenceLearner.cold_start(data.preferences, seed, prior=prior)
-    if data.events:
-        fit = learner.fit(data.events, epochs, seed=seed)
-        history = fit.pop("history", [])
-        learner_stop = (
-            f"learner stopped early after {fit['epochs_run']} of {epochs} epochs (held-out loss flat for 3)"
-            if fit["early_stopped"]
-            else f"learner ran all {epochs} epochs"
-        )
-    else:
-        fit, history, learner_stop = {"train_events": 0}, [], "no feedback: learner cold-started from the preferences"
-    metrics: dict[str, Any] = {f"learner_{k}": v for k, v in fit.items()}
-    metrics["writing_words"] = data.words
-
-    run_dir = Path(output_dir) if output_dir else companion_home() / "runs" / f"personalization-{name}"
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    style_model, style_lineage = None, None
-    base_ref = style_base or str(meta.get("style_base") or DEFAULT_STYLE_BASE)
-    anonymization = None
-    if data.words >= style_min_words:
-        data.writing, anonymization = _anonymize_writing(data.writing, anonymizer)
-        style_model, style_metrics, style_lineage = _train_style(
-            data.writing, base_ref, style_epochs, run_dir / "style", resume=resume, progress=progress, seed=seed,
-            lora=LoraSettings(r=8, alpha=16.0, dropout=0.05),
-        )  # fmt: skip
-        metrics.update(style_metrics)
-        style_note = f"style adapter trained on {data.words} words"
-    else:
-        style_note = f"style adapter skipped: {data.words} words of the user's writing, {style_min_words} needed"
-    metrics["wall_seconds"] = round(time.time() - t0, 1)
-    stop = f"{learner_stop}; {style_note}"
-    lineage = {
-        "recipe": "personalization",
-        "data_sha256": data.sha256(),
-        "data_source": data.source,
-        "feedback_events": len(data.events),
-        "prior": meta.get("version") if prior is not None else "neutral",
-        "settings": {"epochs": epochs, "seed": seed, "heldout_fraction": 0.2, "style_min_words": style_min_words},
-        "style_adapter": style_lineage,
-        "anonymization": anonymization
-        or {"applied": True, "note": "no text trained on: the learner keeps feature weights only"},
-        "data_subjects": [subject_ref(data.user)] if data.user else [],
-        "contains_user_data": True,
-    }
-    (run_dir / "report.json").write_text(
-        json.dumps({"metrics": metrics, "lineage": lineage, "learner_history": history}, indent=1, default=str) + "\n"
-    )
-    if not publish:
-        return TrainedVersion(f"{category}/{name}", None, "learner", metrics, lineage, str(run_dir), stop, False)
-
-    stage = run_dir / "publish"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    if style_model is not None:
-        save_adapter(style_model, stage / "adapter", base_ref)
-    extra = {"name": name, "training": {"recipe": "personalization", "metrics": metrics}}
-    if style_lineage is not None:
-        extra["style_base"] = base_ref
-        extra["adapter"] = {
-            "path": "adapter",
-            "base_model": base_ref,
-            "base_sha256": style_lineage["base_weights_sha256"],
-        }
-    write_personalization_folder(stage, data.preferences, learner, extra, manifest=False)
-    (stage / "training").mkdir(exist_ok=True)
-    shutil.copy2(run_dir / "report.json", stage / "training" / "report.json")
-    why = notes or f"fitted on {len(data.events)} feedback events from {data.source}; {style_note}"
-    info = vc.create_version(f"{category}/{name}", why, source=stage, lineage=lineage, metrics=metrics)
-    shutil.rmtree(stage, ignore_errors=True)
-    return TrainedVersion(f"{category}/{name}", info.version, "learner", metrics, lineage, str(run_dir), stop, True)
+    plan = plan_personalization(model_name, training_data, epochs, manager, user)
+    run_dir = run_folder(output_dir, f"personalization-{plan.name}", resume)
+    fit = fit_personalization(
+        plan, run_dir, epochs, seed=seed, style_min_words=style_min_words, style_base=style_base,
+        style_epochs=style_epochs, anonymizer=anonymizer, resume=resume, progress=progress,
+    )  # fmt: skip
+    version = None
+    if publish:
+        write = lambda stage: write_personalization_version(stage, plan, fit)  # noqa: E731
+        version = publish_version(plan.vc, plan.model, run_dir, write, notes or fit.why, fit.lineage, fit.metrics)
+    return TrainedVersion(plan.model, version, "learner", fit.metrics, fit.lineage, str(run_dir), fit.stop, publish)
