@@ -236,6 +236,7 @@ def train(
     ckpt, best_dir = out / "checkpoint", out / "best"
     history: list[dict[str, float]] = []
     start_step, tokens_seen, best, best_step, bad_evals, lr_scale = 0, 0, None, None, 0, 1.0
+    elapsed_before = 0.0  # training time spent before a resume: the time budget covers the whole run
     if resume:
         if not (ckpt / "state.json").exists():
             raise TrainingError(f"--resume: no checkpoint in {ckpt}")
@@ -243,13 +244,14 @@ def train(
         start_step, tokens_seen = meta["step"], meta["tokens_seen"]
         best, best_step, bad_evals = meta["best_eval_loss"], meta["best_step"], meta["bad_evals"]
         history, lr_scale = meta["history"], meta.get("lr_scale", 1.0)
+        elapsed_before = float(meta.get("elapsed_s", 0.0))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
 
     per_proc = settings.batch_size // world
     n_micro = per_proc // settings.micro_batch_size
-    t0 = time.monotonic()
+    t0 = time.monotonic() - elapsed_before
     stop_reason, stopped_early = "max_steps", False
     window_tokens, window_t = 0, time.monotonic()
     running: float | None = None
@@ -258,6 +260,7 @@ def train(
         return {
             "step": step,
             "tokens_seen": tokens_seen,
+            "elapsed_s": time.monotonic() - t0,
             "best_eval_loss": best,
             "best_step": best_step,
             "bad_evals": bad_evals,
