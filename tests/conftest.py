@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from models.context import Context
+
 TINY_TEXT = """The lighthouse keeper wrote a letter every evening, though no ship ever came to carry it.
 She kept the letters in a tin box under the stairs, next to the lamp oil and the spare wicks.
 "Tell me about the sea," said the boy, and she told him about the grey mornings and the gulls.
@@ -38,15 +40,29 @@ def fresh_plugins() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def companion_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def companion_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test gets its own COMPANION_HOME: no shared state, no user files touched. It lies
     beside the test's tmp_path, not in it, so a test that collects data from tmp_path does not
     read the home's own files (the audit head, keys)."""
+    from models.context import reset_default_contexts
+
     home = tmp_path_factory.mktemp("companion_home")
     monkeypatch.setenv("COMPANION_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    return home
+    yield home
+    reset_default_contexts()  # the test's context (its manager and cached models) goes with it
+
+
+@pytest.fixture
+def context(companion_home: Path) -> Iterator[Context]:
+    """The test's `models.context.Context` over its home, active for the test (the edge a
+    library user builds; zero-argument APIs see it)."""
+    from models.context import Context
+
+    ctx = Context(companion_home)
+    with ctx.activated():
+        yield ctx
 
 
 def build_tiny_model(

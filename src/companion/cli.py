@@ -7,7 +7,6 @@ usage errors exit 2. `--json` prints data for scripts instead of tables.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -57,12 +56,18 @@ def handle_errors(fn: F) -> F:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     home: Annotated[
         Path | None, typer.Option("--home", help="Use this folder as COMPANION_HOME (store, config, database).")
     ] = None,
 ) -> None:
-    if home is not None:
-        os.environ["COMPANION_HOME"] = str(home.expanduser().resolve())
+    """The edge: one `models.context.Context` for the command, active until it returns."""
+    from models.context import Context, activated
+
+    ctx.obj = Context(home) if home is not None else None
+    if ctx.obj is not None:
+        ctx.obj.ensure_home()
+        ctx.with_resource(activated(ctx.obj))
 
 
 def _manager() -> Any:

@@ -376,13 +376,14 @@ def _merge_entry(base: ModelEntry, over: ModelEntry) -> ModelEntry:
     )
 
 
-def load_effective_config(user_config: str | Path | None = None) -> EffectiveConfig:
-    """Built-in config + the user's (`COMPANION_HOME/config.yaml` unless a path is given)."""
+def load_effective_config(user_config: str | Path | None = None, home: Path | None = None) -> EffectiveConfig:
+    """Built-in config + the user's (`<home>/config.yaml` unless a path is given; the active
+    context's home by default)."""
     from models.home import config_path
 
     builtin_path = builtin_config_path()
     layers = [load_config(builtin_path)]
-    user = Path(user_config) if user_config else config_path()
+    user = Path(user_config) if user_config else config_path(home)
     if user_config or user.exists():
         layers.append(load_config(user))
     models: dict[str, dict[str, ModelEntry]] = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -34,7 +33,6 @@ from sqlalchemy import (
     text,
 )
 
-from models.home import database_path
 from models.schema import (
     MIGRATIONS,
     Migration,
@@ -163,9 +161,12 @@ _engines_lock = threading.Lock()
 
 
 def default_url() -> str:
-    """`$COMPANION_DATABASE_URL` if set (e.g. `postgresql+psycopg://...`), else
+    """The active context's database: `$COMPANION_DATABASE_URL` if set (e.g.
+    `postgresql+psycopg://...`), else the config's `database_url:`, else
     `sqlite:///<COMPANION_HOME>/companion.db`."""
-    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{database_path()}"
+    from models.context import current
+
+    return current().database_url
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -1,7 +1,8 @@
 """Where the user's state lives: `COMPANION_HOME`.
 
-`COMPANION_HOME` (environment variable, or `--home` on the CLI, which sets it) chooses the
-folder; by default the platform data folder (`~/.local/share/companion` on Linux). Inside:
+The active `models.context.Context` chooses the folder: the one an edge built (`--home` on the
+CLI), else `COMPANION_HOME`, else the platform data folder (`~/.local/share/companion` on
+Linux). Inside:
 
     config.yaml      the user's `models:` section (overrides the built-in config)
     store/           immutable model versions: store/<category>/<name>/<version>/
@@ -23,18 +24,11 @@ ENV_VAR = "COMPANION_HOME"
 
 
 def companion_home(create: bool = True) -> Path:
-    """The active home folder (created on first use unless `create=False`)."""
-    raw = os.environ.get(ENV_VAR)
-    if raw:
-        home = Path(raw).expanduser()
-    else:
-        import platformdirs
+    """The active context's home folder (created on first use unless `create=False`)."""
+    from models.context import current
 
-        home = Path(platformdirs.user_data_dir("companion", appauthor=False))
-    home = home.resolve()
-    if create:
-        home.mkdir(parents=True, exist_ok=True)
-    return home
+    ctx = current()
+    return ctx.ensure_home() if create else ctx.home
 
 
 def config_path(home: Path | None = None) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import Config, EffectiveConfig, ModelEntry, load_config, load_effective_config
+from models.context import Context, current, reset_default_contexts
 from models.errors import CompanionError, ConfigError, ModelNotFoundError, UnknownModelError
 from models.paths import PathRef, builtin_dir, classify_path, name_candidates
 from models.registry import LoadRequest, get_loader
@@ -45,7 +46,10 @@ class ModelInfo:
 class ModelManager:
     """Loads models named in config, once, and keeps them."""
 
-    def __init__(self, config_path: str | Path | None = None, alias: str = "current") -> None:
+    def __init__(
+        self, config_path: str | Path | None = None, alias: str = "current", *, context: Context | None = None
+    ) -> None:
+        self.context = context or current()
         self._config_path = Path(config_path) if config_path else None
         self.alias = alias
         self._served: dict[tuple[str, str], tuple[str, str, str] | None] = {}
@@ -66,7 +70,7 @@ class ModelManager:
         """The effective config, reloaded when a config file changes on disk."""
         stamp = self._stamp()
         if self._config is None or stamp != self._config_stamp:
-            self._config = load_effective_config(self._config_path)
+            self._config = load_effective_config(self._config_path, home=self.context.home)
             self._config_stamp = stamp
         return self._config
 
@@ -74,7 +78,7 @@ class ModelManager:
         from models.config import builtin_config_path
         from models.home import config_path
 
-        files = [builtin_config_path(), self._config_path or config_path()]
+        files = [builtin_config_path(), self._config_path or config_path(self.context.home)]
         return tuple(f.stat().st_mtime_ns if f.exists() else -1 for f in files)
 
     def canonical(self, category: str, name: str) -> tuple[str, ModelEntry]:
@@ -187,13 +191,9 @@ class ModelManager:
     def index(self) -> Any:
         """The version index (`models.lifecycle.version_index.VersionIndex`) aliases are read from."""
         if self._index is None:
-            import os
-
-            from models import db
             from models.lifecycle.version_index import VersionIndex
 
-            url = os.environ.get(db.DATABASE_URL_ENV) or self.config.config.database_url
-            self._index = VersionIndex.shared(url)
+            self._index = VersionIndex.shared(self.context.database_url_for(self.config))
         return self._index
 
     def _alias_version(self, category: str, name: str) -> str | None:
@@ -202,7 +202,7 @@ class ModelManager:
         if self._store_root is None:
             from models.home import store_root
 
-            self._store_root = store_root()
+            self._store_root = store_root(self.context.home)
         if not (self._store_root / category / name).is_dir():
             return None
         return self.index.alias(category, name, self.alias)
@@ -281,23 +281,16 @@ class ModelManager:
 
 # ----------------------------------------------------------------------------- resolution
 
-_DEFAULT_MANAGER: list[ModelManager] = []
-_DEFAULT_LOCK = threading.RLock()
-
 
 def default_manager() -> ModelManager:
-    """The process-wide `ModelManager` behind the seed's zero-argument APIs (one per process:
-    the framework, personality loaders and feedback all use this one)."""
-    with _DEFAULT_LOCK:
-        if not _DEFAULT_MANAGER:
-            _DEFAULT_MANAGER.append(ModelManager())
-        return _DEFAULT_MANAGER[0]
+    """The manager of the active context (`models.context.current()`): what the seed's
+    zero-argument APIs, the framework, personality loaders and feedback all use."""
+    return current().manager
 
 
 def reset_default_manager() -> None:
-    """Forget the process-wide manager and its cached models (tests; after changing COMPANION_HOME)."""
-    with _DEFAULT_LOCK:
-        _DEFAULT_MANAGER.clear()
+    """Forget the environment's default contexts and their cached models (tests)."""
+    reset_default_contexts()
 
 
 def _default_config() -> EffectiveConfig:

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 from models import db
+from models.context import Context, current
 from models.errors import CompanionError, ModelNotFoundError, StoreError, UnknownModelError, VersionError
-from models.home import companion_home, database_path
 from models.lifecycle.version_diff import VersionDiff, diff_folders, manifest_files
 from models.lifecycle.version_index import ANY, AliasMove, VersionIndex
 from models.lifecycle.version_records import (
@@ -110,8 +109,14 @@ class ModelVersionControl:
         database_url: str | None = None,
         config_path: str | Path | None = None,
         user: str | None = None,
+        context: Context | None = None,
     ) -> None:
-        self.home = Path(home).resolve() if home is not None else companion_home()
+        if context is None:
+            context = current()
+            if home is not None and Path(home).resolve() != context.home:
+                context = Context(home, database_url=database_url)
+        self.context = context
+        self.home = context.ensure_home()
         self.actor = actor or default_actor()
         self.user = user  # the access-control user (None: the acting user, docs/security.md)
         self.store = ModelStore(self.home)
@@ -121,11 +126,7 @@ class ModelVersionControl:
 
     def _configured_url(self) -> str:
         """`$COMPANION_DATABASE_URL`, else the config's `database_url`, else the home's SQLite file."""
-        return (
-            os.environ.get(db.DATABASE_URL_ENV)
-            or self.manager.config.config.database_url
-            or f"sqlite:///{database_path(self.home)}"
-        )
+        return self.context.database_url_for(self.manager.config)
 
     @property
     def manager(self) -> Any:
@@ -134,7 +135,7 @@ class ModelVersionControl:
             from models.model_manager import ModelManager
 
             path = self._config_path or (self.home / "config.yaml")
-            self._manager = ModelManager(path if path.exists() else None)
+            self._manager = ModelManager(path if path.exists() else None, context=self.context)
         return self._manager
 
     def require(self, category: str, name: str, level: str, action: str) -> None:

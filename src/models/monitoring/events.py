@@ -27,7 +27,6 @@ import contextvars
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import threading
 import time
@@ -36,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from models.context import current
 
 __all__ = [
     "Clock",
@@ -171,7 +172,7 @@ class EventRecorder:
 
     def url(self) -> str:
         """The database URL events recorded now belong to (cached per home/URL setting)."""
-        key = (os.environ.get("COMPANION_HOME"), os.environ.get("COMPANION_DATABASE_URL"))
+        key = current().key
         cached = self._url_cache
         if cached is not None and cached[0] == key:
             return cached[1]

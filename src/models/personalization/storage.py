@@ -15,7 +15,6 @@ monitor's numbers stay readable. Reads accept values written in the clear as wel
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, text, update
 
 from models import db
+from models.context import current
 from models.users import check_user_id, user_folder
 
 __all__ = [
@@ -77,7 +77,7 @@ CACHE_TTL = 2.0
 
 
 def _home_key() -> tuple[str, str]:
-    return (os.environ.get("COMPANION_HOME", ""), os.environ.get(db.DATABASE_URL_ENV, ""))
+    return current().key
 
 
 def home_engine() -> Any:

@@ -25,7 +25,6 @@ Enforcement points (each calls `require(user, model, level)`):
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
@@ -92,9 +91,7 @@ class ModelSecurityManager:
     @property
     def url(self) -> str:
         if self._url is None:
-            self._url = (
-                os.environ.get(db.DATABASE_URL_ENV) or self.manager.config.config.database_url or db.default_url()
-            )
+            self._url = self.manager.context.database_url_for(self.manager.config)
         return self._url
 
     @property
@@ -249,11 +246,9 @@ _DEFAULT_LOCK = threading.Lock()
 
 def get_security_manager() -> ModelSecurityManager:
     """The process-wide manager over the default config (its policy follows config edits)."""
-    with _DEFAULT_LOCK:
-        home = os.environ.get("COMPANION_HOME"), os.environ.get(db.DATABASE_URL_ENV)
-        if not _DEFAULT or _DEFAULT[0][1] != home:
-            _DEFAULT[:] = [(ModelSecurityManager(), home)]
-        return _DEFAULT[0][0]
+    from models.context import current
+
+    return current().security
 
 
 def require(user: str | None, model: str, level: str, *, action: str | None = None) -> str:
