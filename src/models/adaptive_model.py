@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ModelNotFoundError
+from models.model_manager import resolve_path
+from models.paths import classify_path, name_candidates
+from models.personality.loader import shared_manager
 from models.personalization.model import PersonalizationModel
 from models.personalization.params import PersonalizationParams
 from models.registry import LoadRequest
@@ -69,8 +72,6 @@ def _resolve(model_path: str | Path | None) -> tuple[Path | None, str, str | Non
     """`(folder, name, version, the config entry's parameters)` for a model path."""
     if model_path is None:
         return None, "adaptive", None, {}
-    from models.model_manager import resolve_path
-    from models.paths import classify_path, name_candidates
 
     ref = resolve_path(str(model_path))
     if ref.folder is None:
@@ -79,8 +80,6 @@ def _resolve(model_path: str | Path | None) -> tuple[Path | None, str, str | Non
     raw = classify_path(str(model_path))
     name = ref.name or Path(str(model_path)).name
     if raw.kind == "store" and raw.category and raw.name:
-        from models.personality.loader import shared_manager
-
         config = shared_manager().config
         for cand in name_candidates(raw.name, raw.category):
             entry = config.entry(raw.category, cand)

@@ -24,12 +24,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.adaptive_model import AdaptiveModel
+from models.config import ModelEntry
 from models.errors import ModelNotFoundError
 from models.gate import generating
+from models.paths import classify_path
+from models.personality.loader import load_personality, shared_manager
+from models.personality.model import load_personality_model
+from models.personality.params import PersonalityParams
 from models.personalization.model import PersonalizationModel
 from models.personalization.params import HybridParams, PersonalizationParams
 from models.personalization.preferences import UserPreferences
 from models.personalization.rewrite import candidates as rewrite_candidates
+from models.personalization.storage import log_response
 from models.personalization.turn import personal_note
 from models.registry import LoadRequest
 
@@ -92,7 +99,6 @@ class PersonalizedResponse(str):
 
 
 def _manager(manager: Any) -> Any:
-    from models.personality.loader import shared_manager
 
     return manager or shared_manager()
 
@@ -100,18 +106,12 @@ def _manager(manager: Any) -> Any:
 def _load_personality(ref: Any, manager: Any) -> Any:
     if not isinstance(ref, str | Path):
         return ref  # a PersonalityModel (or anything with generate_response)
-    from models.paths import classify_path
-    from models.personality.model import load_personality_model
 
     raw = str(ref)
     kind = classify_path(raw)
     if kind.kind == "store" and kind.category == "personality" and kind.name:
         return load_personality_model(kind.name, manager)
     if kind.kind == "folder" and kind.folder is not None:
-        from models.config import ModelEntry
-        from models.personality.loader import load_personality
-        from models.personality.params import PersonalityParams
-
         entry = ModelEntry(type="personality", path=str(kind.folder))
         request = LoadRequest("personality", kind.folder.name, entry, kind, PersonalityParams())
         return load_personality(manager, request)
@@ -123,7 +123,6 @@ def _load_personalization(ref: Any, manager: Any, params: PersonalizationParams 
         return ref
     if ref is None:
         return PersonalizationModel(params=params, manager=manager)
-    from models.adaptive_model import AdaptiveModel
 
     return AdaptiveModel(ref, params=params, manager=manager)
 
@@ -221,8 +220,6 @@ class HybridModel:
             session.history.append({"role": "assistant", "content": text})
         response_id = None
         if pz.params.log_responses if log is None else log:
-            from models.personalization.storage import log_response
-
             response_id = log_response(
                 user=user,
                 category="personality",
@@ -298,7 +295,5 @@ def load_hybrid(manager: Any, request: LoadRequest) -> HybridModel:
         category, pname = personality.split("/", 1)
         personality_model: Any = manager.load_model(category, pname)
     else:
-        from models.personality.model import load_personality_model
-
         personality_model = load_personality_model(personality, manager)
     return HybridModel(personality_model, personalization, manager=manager, name=request.name)

@@ -39,6 +39,7 @@ class ServerState:
 
     settings: ServerSettings
     runner: Runner
+    context: Any = None
     started: int = field(default_factory=lambda: int(time.time()))
     _streams: dict[str, int] = field(default_factory=dict)
     _inflight: dict[str, int] = field(default_factory=dict)
@@ -243,12 +244,16 @@ def _static(name: str) -> Any:
     return resources.files("companion.server").joinpath("static", name)
 
 
-def create_app(settings: ServerSettings | None = None, *, manager: Any = None) -> FastAPI:
-    """The server application (see the module docstring)."""
+def create_app(settings: ServerSettings | None = None, *, manager: Any = None, context: Any = None) -> FastAPI:
+    """The server application (see the module docstring). Start-up is an edge: the server runs
+    on `context` (default: the active one, e.g. `companion --home X serve`) and its manager."""
     from companion.server import companion_api, openai_api
+    from models.context import current
 
     settings = (settings or ServerSettings()).check()
-    state = ServerState(settings=settings, runner=Runner(workers=settings.limits.workers, manager=manager))
+    context = context or current()
+    runner = Runner(workers=settings.limits.workers, manager=manager or context.manager)
+    state = ServerState(settings=settings, runner=runner, context=context)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

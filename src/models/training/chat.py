@@ -38,7 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.engines.codec import TextCodec
 from models.errors import DataError
+from models.personality.emotion import default_classifier
+from models.training.base import book_token_ids
 from models.training.chat_data import (
     TOPICAL_SENTIMENT,
     ChatData,
@@ -52,6 +55,7 @@ from models.training.chat_data import (
     topical_chat_conversations,
     uses_persona,
 )
+from models.training.control import finish_run
 from models.training.examples import pad_rows
 from models.training.loop import TrainSettings, train
 
@@ -134,11 +138,6 @@ def train_chat(
     """Fine-tune `base_folder` into the chat model; export to `output_folder`; the report."""
     from transformers import LlamaForCausalLM
 
-    from models.engines.codec import TextCodec
-    from models.personality.emotion import default_classifier
-    from models.training.base import book_token_ids
-    from models.training.control import export_trained
-
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
@@ -169,10 +168,5 @@ def train_chat(
         "sources": dict(train_data.sources),
         "data_sha256": hashlib.sha256(json.dumps(train_data.rows[:2000]).encode()).hexdigest(),
         "data_settings": asdict(s),
-        "settings": asdict(settings),
-        "result": {k: v for k, v in result.to_json().items() if k != "history"},
-        "wall_seconds": round(time.time() - t0, 1),
     }
-    export_trained(model, base_folder, out, report)
-    (run / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    return finish_run(model, base_folder, out, run, report, settings, result, t0)

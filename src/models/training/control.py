@@ -32,8 +32,18 @@ from typing import Any
 
 import torch
 
+from models.engines.codec import TextCodec
 from models.errors import DataError
+from models.personality.emotion import default_classifier
+from models.personality.emotion_training import read_goemotions
+from models.personality.interaction import parse_examples
+from models.personality.macros import expand_macros
 from models.personality.phrasebook import PHRASES, compose
+from models.personality.prompt import assemble_prompt
+from models.store import write_manifest
+from models.tokens import emotion_token
+from models.training.base import export_model
+from models.training.examples import pad_rows
 from models.training.loop import IGNORE_INDEX, TrainSettings, train
 
 __all__ = ["ControlBatches", "ControlExample", "build_examples", "encode_examples", "train_emotion_control"]
@@ -64,8 +74,6 @@ def _persona_chat(csv_path: Path, context_turns: int) -> Iterator[tuple[list[dic
 
 
 def _card_chats(cards: Mapping[str, Any], dialogue_dir: Path | None) -> Iterator[tuple[list[dict[str, str]], str, str]]:
-    from models.personality.interaction import parse_examples
-    from models.personality.macros import expand_macros
 
     for cid, card in cards.items():
         user = card.companion.interaction.user_name
@@ -95,7 +103,6 @@ _PROFANE = re.compile(
 def _goemotions_replies(tsv: Path, classifier: Any, per_label: int, seed: int) -> dict[str, list[str]]:
     """Clean GoEmotions comments per label where the gold label and the classifier agree:
     one label, 4-30 words, no masked names, no profanity. Tops up the labels dialogue lacks."""
-    from models.personality.emotion_training import read_goemotions
 
     texts, targets = read_goemotions(tsv, classifier.labels)
     keep = [
@@ -187,7 +194,6 @@ def _reply_example(
 
 def card_systems(cards: Mapping[str, Any]) -> list[dict[str, str]]:
     """Each card's system message as a personality assembles it (default context, no extras)."""
-    from models.personality.prompt import assemble_prompt
 
     out = []
     for card in cards.values():
@@ -256,7 +262,6 @@ class ControlBatches:
         self.pad_id, self.seed = pad_id, seed
 
     def _pad(self, rows: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        from models.training.examples import pad_rows
 
         return pad_rows(self.pad_id, rows)
 
@@ -278,7 +283,6 @@ def init_emotion_embeddings(
     """Start each `<|emotion:X|>` embedding at the mean of the tokens most typical of X's
     replies (log-ratio of reply-token frequencies, X vs all), scaled to the usual norm: the
     token then means something from the first step. Returns the tokens used, per label."""
-    from models.tokens import emotion_token
 
     total: Counter[int] = Counter()
     per: dict[str, Counter[int]] = {}
@@ -329,9 +333,6 @@ def train_emotion_control(
     """Fine-tune `base_folder` with emotion tokens; export to `output_folder`; the report."""
     from transformers import LlamaForCausalLM
 
-    from models.engines.codec import TextCodec
-    from models.personality.emotion import default_classifier
-
     torch.set_num_threads(threads)
     t0 = time.time()
     base_folder, out, run = Path(base_folder), Path(output_folder), Path(run_dir)
@@ -366,6 +367,17 @@ def train_emotion_control(
         "seq_len": seq_len,
         "character_lines": character_lines,
         "emotion_token_init": typical,
+    }
+    return finish_run(model, base_folder, out, run, report, settings, result, t0)
+
+
+def finish_run(
+    model: Any, base_folder: Path, out: Path, run: Path, report: dict[str, Any], settings: Any, result: Any, t0: float
+) -> dict[str, Any]:
+    """Complete a whole-model recipe's report (settings, result, time), export the model with it
+    and write it into the run folder; the report."""
+    report = {
+        **report,
         "settings": asdict(settings),
         "result": {k: v for k, v in result.to_json().items() if k != "history"},
         "wall_seconds": round(time.time() - t0, 1),
@@ -377,8 +389,6 @@ def train_emotion_control(
 
 def export_trained(model: Any, base_folder: Path, out: Path, report: dict[str, Any]) -> None:
     """The HF folder with `companion.json` (`"emotion_control": true`, lineage) and a manifest."""
-    from models.store import write_manifest
-    from models.training.base import export_model
 
     meta_path = base_folder / "companion.json"
     base_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}

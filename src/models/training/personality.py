@@ -36,8 +36,19 @@ from typing import Any
 
 import torch
 
+from models.engines.codec import TextCodec
 from models.errors import DataError, TrainingError
+from models.integrity import weights_sha256
+from models.model_manager import default_manager, resolve_path
+from models.personality.emotion import default_classifier
+from models.personality.loader import CONFIG_REF, DEFAULT_BASE, read_personality_folder
+from models.store import check_safe_files, verify_manifest
+from models.tokens import EMOTIONS, emotion_token
+from models.training.base import export_model
+from models.training.chat_data import NAG
+from models.training.control import card_systems
 from models.training.examples import (
+    ChatExample,
     ExampleBatches,
     data_hash,
     encode_chat_examples,
@@ -46,6 +57,12 @@ from models.training.examples import (
 )
 from models.training.loop import TrainSettings, evaluate, train
 from models.training.lora import LoraSettings, attach_lora, save_adapter
+from models.training.publish import check_epochs, publish_version, resolve_target, run_folder
+from models.training_data.anonymize import anonymization_report, default_anonymizer
+from models.training_data.collector import DataCollector
+from models.training_data.dataset_io import load_dataset, read_dataset_info
+from models.training_data.locations import resolve_training_data
+from models.transformer_model import TransformerModel
 
 __all__ = [
     "PersonalityFit",
@@ -113,8 +130,6 @@ class TrainedVersion:
 def base_of(category: str, name: str, folder: Path, meta: Mapping[str, Any], manager: Any) -> tuple[str, Any]:
     """The base model's reference and resolved `PathRef` for a personality folder. A version that
     carries its own weights (a full fine-tune) is its own base, pinned by store version."""
-    from models.model_manager import resolve_path
-    from models.personality.loader import CONFIG_REF, DEFAULT_BASE
 
     ref = str(meta.get("base_model") or DEFAULT_BASE)
     if (folder / "config.json").exists():
@@ -133,9 +148,6 @@ def base_of(category: str, name: str, folder: Path, meta: Mapping[str, Any], man
 def load_rows(training_data: Any, character: str) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
     """Rows of training data, where they came from, and the pipeline's anonymization record
     for them when the pipeline already anonymized them (conversations, saved datasets)."""
-    from models.training_data.collector import DataCollector
-    from models.training_data.dataset_io import load_dataset, read_dataset_info
-    from models.training_data.locations import resolve_training_data
 
     if hasattr(training_data, "column_names") and hasattr(training_data, "__iter__"):  # a datasets.Dataset
         return [dict(r) for r in training_data], f"a Dataset of {len(training_data)} rows", None
@@ -170,7 +182,6 @@ def load_rows(training_data: Any, character: str) -> tuple[list[dict[str, Any]],
 def anonymize_examples(examples: list[Any], anonymizer: Any = None) -> dict[str, Any]:
     """Pass every message of `examples` through the pipeline's anonymizer (in place) and return
     its record. `anonymizer=PassThroughAnonymizer(reason=...)` is the explicit, audited opt-out."""
-    from models.training_data.anonymize import anonymization_report, default_anonymizer
 
     anonymizer = anonymizer or default_anonymizer()
     record = anonymization_report(anonymizer)
@@ -213,12 +224,6 @@ def _rehearsal_examples(
     18: rehearsing a phrasebook taught canned lines); safety nags ("take care") are left out."""
     import random
 
-    from models.personality.emotion import default_classifier
-    from models.tokens import EMOTIONS
-    from models.training.chat_data import NAG
-    from models.training.examples import ChatExample
-    from models.transformer_model import TransformerModel
-
     prompts = [ex.messages[:-1] for ex in examples if ex.messages[:-1]] or [[{"role": "user", "content": "Hi."}]]
     rng = random.Random(seed)
     base = TransformerModel(str(base_folder), max_length=40, temperature=0.9, top_p=0.95)
@@ -244,7 +249,6 @@ def _rehearsal_examples(
 
 
 def _system_message(card: Any) -> dict[str, str]:
-    from models.training.control import card_systems
 
     return card_systems({card.name: card})[0]
 
@@ -256,7 +260,6 @@ def _emotion_control(base_folder: Path, codec: Any) -> bool:
 
 
 def _known_emotion(codec: Any, label: str | None) -> str | None:
-    from models.tokens import emotion_token
 
     return label if label and codec.token_id(emotion_token(label)) is not None else None
 
@@ -325,11 +328,6 @@ def plan_personality(
     user: str | None,
 ) -> PersonalityPlan:
     """Resolve the personality and its base, check access, load, anonymize and encode the data."""
-    from models.engines.codec import TextCodec
-    from models.model_manager import default_manager
-    from models.personality.loader import read_personality_folder
-    from models.store import check_safe_files, verify_manifest
-    from models.training.publish import check_epochs, resolve_target
 
     run.method = method
     if method not in METHODS:
@@ -415,7 +413,6 @@ def _settings(plan: PersonalityPlan, per_epoch: int, batch: int) -> TrainSetting
 
 def fit_personality(plan: PersonalityPlan, run_dir: Path, *, resume: bool, progress: bool) -> PersonalityFit:
     """Train in `run_dir` (checkpoints, exact resume, early stopping) and measure on held-out lines."""
-    from models.integrity import weights_sha256
 
     t0 = time.time()
     run, method, epochs = plan.run, plan.method, plan.epochs
@@ -504,8 +501,6 @@ def write_personality_version(stage: Path, plan: PersonalityPlan, fit: Personali
             "base_sha256": fit.lineage["base_weights_sha256"],
         }
     else:
-        from models.training.base import export_model
-
         export_model(fit.model, plan.base_folder, stage, {})
         meta["base_model"] = "."
         meta["emotion_control"] = plan.emotion_tokens
@@ -529,7 +524,6 @@ def train_personality(
     user: str | None = None,
 ) -> TrainedVersion:
     """Train and publish a new version of personality `model_name`: plan, fit, publish."""
-    from models.training.publish import publish_version, run_folder
 
     plan = plan_personality(model_name, training_data, epochs, method, run or PersonalityRun(), manager, user)
     run_dir = run_folder(output_dir, f"personality-{plan.name}", resume)

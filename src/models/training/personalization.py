@@ -38,11 +38,28 @@ from typing import Any
 
 import torch
 
+from models.engines.codec import TextCodec
 from models.errors import DataError, TrainingError
+from models.integrity import weights_sha256
+from models.model_manager import default_manager, resolve_path
+from models.personalization import (
+    PreferenceLearner,
+    UserPreferences,
+    events_from_feedback_file,
+    load_preferences,
+    read_personalization_folder,
+    storage,
+    write_personalization_folder,
+)
+from models.personalization.events import FeedbackEvent
+from models.privacy.manager import subject_ref
 from models.training.examples import EncodedExample, ExampleBatches, split_heldout
 from models.training.loop import TrainSettings, evaluate, train
 from models.training.lora import LoraSettings, attach_lora, save_adapter
 from models.training.personality import TrainedVersion, load_for_training
+from models.training.publish import check_epochs, publish_version, resolve_target, run_folder
+from models.training_data.anonymize import anonymization_report, default_anonymizer
+from models.training_data.locations import resolve_training_data
 
 __all__ = [
     "PersonalizationFit",
@@ -93,16 +110,11 @@ def _writing(folder: Path) -> list[tuple[str, str]]:
 
 def read_user_data(training_data: Any) -> UserData:
     """The user data that `training_data` names: a folder (see the module docstring) or a user id."""
-    from models.personalization import UserPreferences, events_from_feedback_file, load_preferences
-    from models.personalization.events import FeedbackEvent
-    from models.training_data.locations import resolve_training_data
 
     raw = str(training_data)
     try:
         found = resolve_training_data(raw)
     except DataError as missing:
-        from models.personalization import storage
-
         try:
             rows = storage.list_feedback(user=raw, limit=100_000)
         except DataError:
@@ -139,7 +151,6 @@ def _owner(prefs_path: Path) -> str | None:
 
 def _anonymize_writing(writing: list[tuple[str, str]], anonymizer: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """The user's writing through the pipeline's anonymizer before it trains an adapter."""
-    from models.training_data.anonymize import anonymization_report, default_anonymizer
 
     anonymizer = anonymizer or default_anonymizer()
     record = anonymization_report(anonymizer)
@@ -151,7 +162,6 @@ def _anonymize_writing(writing: list[tuple[str, str]], anonymizer: Any) -> tuple
 
 
 def _is_user(raw: str) -> bool:
-    from models.personalization import load_preferences
 
     try:
         return load_preferences(raw) is not None
@@ -185,8 +195,6 @@ def _train_style(
     lora: LoraSettings,
     seq_len: int = 128,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    from models.engines.codec import TextCodec
-    from models.model_manager import resolve_path
 
     ref = resolve_path(base_ref)
     if ref.folder is None:
@@ -221,7 +229,6 @@ def _train_style(
         "style_epochs_run": math.ceil(result.steps / per_epoch),
         "style_stopped_early": result.stopped_early,
     }
-    from models.integrity import weights_sha256
 
     lineage = {"base_model": base_ref, "base_weights_sha256": weights_sha256(Path(ref.folder)), "lora": lora.to_json()}
     return model, metrics, lineage
@@ -259,9 +266,6 @@ class PersonalizationFit:
 def plan_personalization(
     model_name: str, training_data: Any, epochs: int, manager: Any, user: str | None
 ) -> PersonalizationPlan:
-    from models.model_manager import default_manager
-    from models.personalization import read_personalization_folder
-    from models.training.publish import check_epochs, resolve_target
 
     check_epochs(epochs)
     manager = manager or default_manager()
@@ -290,8 +294,6 @@ def fit_personalization(
     progress: bool,
 ) -> PersonalizationFit:
     """Fit the preference learner on the feedback and, with enough writing, a style adapter."""
-    from models.personalization import PreferenceLearner
-    from models.privacy.manager import subject_ref
 
     t0, data, meta = time.time(), plan.data, plan.meta
     learner = PreferenceLearner.cold_start(data.preferences, seed, prior=plan.prior)
@@ -344,7 +346,6 @@ def fit_personalization(
 
 def write_personalization_version(stage: Path, plan: PersonalizationPlan, fit: PersonalizationFit) -> None:
     """The new version's folder: preferences, learner weights, the style adapter if any."""
-    from models.personalization import write_personalization_folder
 
     if fit.style_model is not None:
         save_adapter(fit.style_model, stage / "adapter", fit.style_base)
@@ -378,7 +379,6 @@ def train_personalization(
     anonymizer: Any = None,
 ) -> TrainedVersion:
     """Fit and publish a new version of personalization model `model_name`: plan, fit, publish."""
-    from models.training.publish import publish_version, run_folder
 
     plan = plan_personalization(model_name, training_data, epochs, manager, user)
     run_dir = run_folder(output_dir, f"personalization-{plan.name}", resume)

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import TrainingError
+from models.home import companion_home
+from models.lifecycle.version_control import ModelVersionControl
+from models.security import require
 
 __all__ = ["check_epochs", "publish_version", "resolve_target", "run_folder"]
 
@@ -28,8 +31,6 @@ def check_epochs(epochs: Any) -> int:
 
 def resolve_target(model_name: str, category: str, user: str | None, recipe: str) -> tuple[Any, str]:
     """The version control for `user` and the model's name, once `user` may train it."""
-    from models.lifecycle.version_control import ModelVersionControl
-    from models.security import require
 
     vc = ModelVersionControl(user=user)
     found, name = vc.resolve_model(model_name, category if "/" not in model_name else None)
@@ -41,7 +42,6 @@ def resolve_target(model_name: str, category: str, user: str | None, recipe: str
 
 def run_folder(output_dir: str | Path | None, default: str, resume: bool) -> Path:
     """The run's folder (`COMPANION_HOME/runs/<default>` unless given), emptied unless resuming."""
-    from models.home import companion_home
 
     run_dir = Path(output_dir) if output_dir else companion_home() / "runs" / default
     if not resume and run_dir.exists():

@@ -18,7 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.personality import PersonalityRun, TrainedVersion
+from models.security import require
+from models.training.base import EMBEDDED_SETTINGS, train_base
+from models.training.personality import PersonalityRun, TrainedVersion, train_personality
+from models.training.personalization import train_personalization
 
 __all__ = ["ModelTrainer"]
 
@@ -63,7 +66,6 @@ class ModelTrainer:
         saved dataset), a configured data source name, or a `datasets.Dataset`. Extra keyword
         arguments are `PersonalityRun` fields (`lr`, `batch_size`, `heldout_fraction`, `lora`, ...).
         """
-        from models.training.personality import train_personality
 
         self._threads()
         run = PersonalityRun(method=method, **run_options)
@@ -96,7 +98,6 @@ class ModelTrainer:
         seed's `models/training_data/user_data`, or a user id whose feedback is in the
         database) and publish a new version: the preference learner, plus a style adapter when
         there is enough of the user's own writing."""
-        from models.training.personalization import train_personalization
 
         self._threads()
         return train_personalization(
@@ -120,9 +121,6 @@ class ModelTrainer:
         resume: bool = False,
     ) -> Any:
         """The embedded model's recipe (`companion train base`): tokenizer + Llama from scratch."""
-
-        from models.security import require
-        from models.training.base import EMBEDDED_SETTINGS, train_base
 
         require(self.user, "base/companion-base", "train", action="train")  # it retrains the embedded model
         self._threads()
