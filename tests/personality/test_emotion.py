@@ -64,11 +64,14 @@ def test_shipped_classifier_and_report() -> None:
     from models.paths import builtin_dir
 
     report = json.loads((builtin_dir("emotion") / "report.json").read_text())
-    assert report["dev"]["macro_f1"] >= 0.45 and len(report["dev"]["per_label"]) == len(EMOTIONS)
+    assert report["dev"]["macro_f1"] >= 0.58 and len(report["dev"]["per_label"]) == len(EMOTIONS)
+    assert min(v["f1"] for v in report["dev"]["per_label"].values()) >= 0.35
     clf = default_classifier()
+    assert clf.kind == "linear" and clf.thresholds is not None
     assert clf.detect("I love you so much, my darling").label == "romantic"
+    assert clf.predict_sets(["Thank you so much, I'm so scared though"])[0] >= {"fear"}
     size = sum(p.stat().st_size for p in builtin_dir("emotion").iterdir())
-    assert size < 5_000_000
+    assert size < 8_000_000  # a 2^18 x 10 float16 table: part of the <= 120 MB of built-in weights
 
 
 def test_state_moves_decays_and_reacts() -> None:

@@ -10,10 +10,12 @@ curiosity/confusion → curious and surprise/realization → surprise; disgust j
 companion has no separate disgust register). Characters may use a subset or their own labels
 (`label_map` sums classifier labels).
 
-**Detection.** `EmotionClassifier`: hashed word + character n-grams (`features.py`) → mean of
-16-dim embeddings → linear layer → softmax over the labels; trained by `emotion_training.py`
-on GoEmotions, shipped as safetensors + JSON under `builtin/emotion/` with its report.
-Inference is numpy only (well under a millisecond per message).
+**Detection.** `EmotionClassifier`: hashed word, word-pair and character n-grams
+(`features.py`), TF-IDF weighted → one linear layer → a sigmoid per label with per-label
+thresholds; trained by `emotion_training.py` on GoEmotions, shipped as safetensors + JSON under
+`builtin/emotion/` with its report (macro-F1 on GoEmotions dev beside a scikit-learn TF-IDF +
+logistic-regression baseline: `python -m bench emotion`). Inference is numpy only (well under a
+millisecond per message).
 
 **State.** `EmotionalState`: a distribution over the character's labels. Each user message
 moves it toward the character's *reaction* to the detected emotion, in proportion to the
@@ -77,6 +79,7 @@ DEFAULT_REACTIONS: dict[str, dict[str, float]] = {
 }
 
 FORMAT = "companion-emotion-classifier/1"
+KINDS = ("linear", "embedding")
 
 
 @dataclass(frozen=True)
@@ -96,27 +99,59 @@ class Detection:
 
 
 class EmotionClassifier:
-    """Text → distribution over emotion labels (numpy inference over saved weights)."""
+    """Text → scores over emotion labels (numpy inference over saved weights).
+
+    Two kinds read the same hashed features (`features.py`):
+
+    * `linear` (shipped): each text's n-gram counts weighted TF-IDF style (1 + log tf, times
+      the feature's idf, L2-normalized) → one linear layer → a sigmoid per label (one-vs-rest,
+      so a comment can be several things at once). Per-label thresholds, chosen on a held-out
+      share of the training data, decide the label sets.
+    * `embedding`: the mean of D-dim embeddings of the n-grams → linear → softmax (the earlier
+      shipped model; `bench/emotion.py` trains one as its independent judge).
+    """
 
     def __init__(
         self,
         labels: Sequence[str],
         spec: FeatureSpec,
         embedding: np.ndarray,
-        out_weight: np.ndarray,
+        out_weight: np.ndarray | None,
         out_bias: np.ndarray,
         threshold: float = 0.3,
         meta: dict[str, Any] | None = None,
+        *,
+        kind: str = "embedding",
+        idf: np.ndarray | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> None:
-        if out_weight.shape != (len(labels), embedding.shape[1]) or out_bias.shape != (len(labels),):
+        n = len(labels)
+        if kind not in KINDS:
+            raise DataError(f"emotion classifier: kind {kind!r} is not one of {', '.join(KINDS)}")
+        if kind == "embedding" and (out_weight is None or out_weight.shape != (n, embedding.shape[1])):
             raise DataError("emotion classifier: weight shapes do not match the labels")
+        if kind == "linear" and (embedding.shape[1] != n or idf is None or idf.shape != (embedding.shape[0],)):
+            raise DataError("emotion classifier: a linear table needs one column per label and one idf per row")
+        if out_bias.shape != (n,):
+            raise DataError("emotion classifier: weight shapes do not match the labels")
+        if thresholds is not None and len(thresholds) != n:
+            raise DataError(f"emotion classifier: {len(thresholds)} thresholds for {n} labels")
         self.labels = tuple(labels)
         self.spec = spec
+        self.kind = kind
         self.embedding = embedding.astype(np.float32, copy=False)
-        self.out_weight = out_weight.astype(np.float32, copy=False)
+        self.out_weight = out_weight.astype(np.float32, copy=False) if out_weight is not None else None
         self.out_bias = out_bias.astype(np.float32, copy=False)
+        self.idf = idf.astype(np.float32, copy=False) if idf is not None else None
         self.threshold = threshold
+        self.thresholds = np.asarray(thresholds, dtype=np.float32) if thresholds is not None else None
         self.meta = meta or {}
+
+    @property
+    def word_temperature(self) -> float:
+        """What divides one word's logits in `steering` (a lone word's mean embedding is
+        over-confident; a lone word's TF-IDF vector is normalized like a sentence's)."""
+        return 4.0 if self.kind == "embedding" else 1.0
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -137,14 +172,25 @@ class EmotionClassifier:
         if cfg.get("format") != FORMAT:
             raise DataError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
         t = load_file(str(weights))
+        kind = cfg.get("kind", "embedding")
+        try:
+            if kind == "linear":
+                table, head, bias, idf = t["linear.weight"], None, t["linear.bias"], t["idf"]
+            else:
+                table, head, bias, idf = t["embedding.weight"], t["out.weight"], t["out.bias"], None
+        except KeyError as exc:
+            raise DataError(f"{weights}: lacks tensor {exc.args[0]!r} of a {kind} classifier") from None
         return cls(
             cfg["labels"],
             FeatureSpec.from_json(cfg["features"]),
-            t["embedding.weight"],
-            t["out.weight"],
-            t["out.bias"],
+            table,
+            head,
+            bias,
             threshold=float(cfg.get("threshold", 0.3)),
             meta=cfg,
+            kind=kind,
+            idf=idf,
+            thresholds=cfg.get("thresholds"),
         )
 
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -153,35 +199,70 @@ class EmotionClassifier:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            "embedding.weight": self.embedding.astype(np.float16),
-            "out.weight": self.out_weight.astype(np.float16),
-            "out.bias": self.out_bias.astype(np.float16),
-        }
+        if self.kind == "linear":
+            assert self.idf is not None  # checked in __init__
+            tensors = {
+                "linear.weight": self.embedding.astype(np.float16),
+                "linear.bias": self.out_bias.astype(np.float16),
+                "idf": self.idf.astype(np.float16),
+            }
+        else:
+            assert self.out_weight is not None
+            tensors = {
+                "embedding.weight": self.embedding.astype(np.float16),
+                "out.weight": self.out_weight.astype(np.float16),
+                "out.bias": self.out_bias.astype(np.float16),
+            }
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": FORMAT})
         cfg = {
             **(extra or {}),
             "format": FORMAT,
+            "kind": self.kind,
             "labels": list(self.labels),
             "features": self.spec.to_json(),
             "dim": int(self.embedding.shape[1]),
             "threshold": self.threshold,
         }
+        if self.thresholds is not None:
+            cfg["thresholds"] = [round(float(x), 4) for x in self.thresholds]
         (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         return folder
 
     # --- inference ---------------------------------------------------------------------------
 
-    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """(n, labels) probabilities; one row per text."""
-        batch = [texts] if isinstance(texts, str) else list(texts)
-        pooled = np.stack([self.embedding[featurize(t, self.spec)].mean(axis=0) for t in batch]) if batch else None
-        if pooled is None:
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, labels) raw scores before the softmax (embedding) or the sigmoids (linear)."""
+        if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        logits = pooled @ self.out_weight.T + self.out_bias
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
+        if self.kind == "embedding":
+            assert self.out_weight is not None
+            pooled = np.stack([self.embedding[featurize(t, self.spec)].mean(axis=0) for t in texts])
+            return pooled @ self.out_weight.T + self.out_bias
+        assert self.idf is not None
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            ids, counts = np.unique(featurize(text, self.spec), return_counts=True)
+            weights = (1.0 + np.log(counts)) * self.idf[ids]
+            weights /= max(float(np.linalg.norm(weights)), 1e-12)
+            out[row] = weights @ self.embedding[ids]
+        return out + self.out_bias
+
+    def scores(self, texts: str | Sequence[str]) -> np.ndarray:
+        """(n, labels) per-label scores the thresholds apply to: softmax (embedding) or one
+        sigmoid per label (linear)."""
+        z = self.logits([texts] if isinstance(texts, str) else list(texts))
+        if self.kind == "linear":
+            return 1.0 / (1.0 + np.exp(-z))
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        """(n, labels) distributions (each row sums to 1); one row per text."""
+        p = self.scores(texts)
+        if self.kind == "linear":
+            p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+        return p
 
     def detect(self, text: str) -> Detection:
         p = self.predict_proba(text)[0]
@@ -190,14 +271,19 @@ class EmotionClassifier:
 
     def classify(self, texts: Sequence[str]) -> list[str]:
         """The most likely label of each text."""
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+        return [self.labels[i] for i in self.scores(texts).argmax(axis=1)]
 
     def predict_sets(self, texts: Sequence[str]) -> list[set[str]]:
-        """Multi-label prediction: the top label plus every label at or above `threshold`."""
+        """Multi-label prediction. With per-label thresholds: every label at or above its own
+        (the top label when none is); else the top label plus every label at or above `threshold`."""
         out = []
-        for row in self.predict_proba(texts):
-            top = int(row.argmax())
-            out.append({self.labels[top]} | {self.labels[i] for i in np.flatnonzero(row >= self.threshold)})
+        for row in self.scores(texts):
+            top = {self.labels[int(row.argmax())]}
+            if self.thresholds is not None:
+                found = {self.labels[i] for i in np.flatnonzero(row >= self.thresholds)}
+                out.append(found or top)
+            else:
+                out.append(top | {self.labels[i] for i in np.flatnonzero(row >= self.threshold)})
         return out
 
 

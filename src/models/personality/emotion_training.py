@@ -5,9 +5,11 @@
 
 Reads `train.tsv` (and `dev.tsv` for the report) in GoEmotions' format: `text<TAB>ids<TAB>id`,
 ids comma-separated indices into `emotions.txt` (the 28 names; built in when the file is
-absent). Labels are mapped with `GOEMOTIONS_MAP`; a comment with several labels becomes a
-soft target (equal shares). 10% of train is held out to pick the multi-label threshold; the
-dev split is only evaluated. Output: `model.safetensors` (float16), `config.json`,
+absent). Labels are mapped with `GOEMOTIONS_MAP`. The shipped `linear` kind is one-vs-rest
+logistic regression on TF-IDF weighted hashed n-grams (a comment may carry several labels);
+the `embedding` kind takes a comment's labels as a soft target (equal shares). 10% of train is
+held out to pick the thresholds (per label for `linear`); the dev split is only evaluated.
+Output: `model.safetensors` (float16), `config.json`,
 `report.json` (macro-F1 and per-label precision/recall/F1 on dev) and `manifest.json`.
 """
 
@@ -23,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.errors import DataError
 from models.personality.emotion import GOEMOTIONS_LABELS, GOEMOTIONS_MAP, EmotionClassifier
 from models.personality.features import FeatureSpec, featurize
@@ -30,8 +34,10 @@ from models.tokens import EMOTIONS
 
 __all__ = [
     "EmotionTrainSettings",
+    "choose_thresholds",
     "evaluate_classifier",
     "evaluate_sets",
+    "fit_linear_classifier",
     "fit_ngram_classifier",
     "read_goemotions",
     "train_emotion_classifier",
@@ -42,17 +48,23 @@ __all__ = [
 class EmotionTrainSettings:
     """Settings of the classifier recipe (saved in the report)."""
 
-    buckets: int = 1 << 16
+    kind: str = "linear"
+    """`linear` (TF-IDF weighted n-grams → a sigmoid per label) or `embedding` (mean of
+    `dim`-wide n-gram embeddings → softmax); see `EmotionClassifier`."""
+    buckets: int = 1 << 18
     """Hash buckets of the feature table."""
     dim: int = 16
-    """Embedding width."""
-    epochs: int = 4
-    lr: float = 0.01
+    """Embedding width (embedding kind)."""
+    epochs: int = 6
+    lr: float = 0.05
     """Peak learning rate of the one-cycle schedule (Adam)."""
-    batch_size: int = 64
+    batch_size: int = 128
+    weight_decay: float = 1e-6
+    """L2 penalty on the linear table (summed over its entries)."""
     dropout: float = 0.2
+    """Dropout on the pooled embedding (embedding kind)."""
     heldout_fraction: float = 0.1
-    """Share of train used to choose the multi-label threshold."""
+    """Share of train used to choose the multi-label thresholds."""
     seed: int = 0
     threads: int = 1
 
@@ -148,6 +160,83 @@ def fit_ngram_classifier(
     return emb.weight.detach().numpy().copy(), head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()
 
 
+def tfidf_weights(feats: Sequence[int], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct features of one text and their L2-normalized (1 + log tf) * idf weights
+    (what `EmotionClassifier.logits` computes for the linear kind)."""
+    ids, counts = np.unique(np.asarray(feats), return_counts=True)
+    w = (1.0 + np.log(counts)) * idf[ids]
+    return ids, w / max(float(np.linalg.norm(w)), 1e-12)
+
+
+def fit_linear_classifier(
+    feats: list[list[int]], targets: list[list[int]], n_labels: int, s: EmotionTrainSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-vs-rest logistic regression on TF-IDF weighted hashed features, trained with Adam on
+    the summed binary cross-entropy; the (buckets, labels) table, the bias and the idf."""
+    import torch
+
+    df = np.zeros(s.buckets, dtype=np.float64)
+    for f in feats:
+        df[np.unique(np.asarray(f))] += 1
+    idf = (np.log((1 + len(feats)) / (1 + df)) + 1).astype(np.float32)
+    rows = [tfidf_weights(f, idf) for f in feats]
+    y = torch.zeros(len(feats), n_labels)
+    for i, t in enumerate(targets):
+        y[i, t] = 1.0
+    torch.manual_seed(s.seed)
+    table = torch.nn.EmbeddingBag(s.buckets, n_labels, mode="sum")
+    torch.nn.init.zeros_(table.weight)
+    bias = torch.nn.Parameter(torch.zeros(n_labels))
+    opt = torch.optim.Adam([table.weight, bias], lr=s.lr)
+    steps_per_epoch = max(1, len(feats) // s.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch)
+    rng = random.Random(s.seed)
+    for _epoch in range(s.epochs):
+        order = list(range(len(feats)))
+        rng.shuffle(order)
+        for k in range(steps_per_epoch):
+            idx = order[k * s.batch_size : (k + 1) * s.batch_size]
+            ids = torch.from_numpy(np.concatenate([rows[i][0] for i in idx]).astype(np.int64))
+            weights = torch.from_numpy(np.concatenate([rows[i][1] for i in idx]).astype(np.float32))
+            offsets = torch.tensor(np.cumsum([0] + [len(rows[i][0]) for i in idx[:-1]]), dtype=torch.long)
+            z = table(ids, offsets, per_sample_weights=weights) + bias
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx])
+            loss = loss + s.weight_decay * table.weight.pow(2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return table.weight.detach().numpy().copy(), bias.detach().numpy().copy(), idf
+
+
+def choose_thresholds(scores: np.ndarray, gold: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Per-label thresholds that maximize macro-F1 of `predict_sets`' rule (labels at or above
+    their threshold, the top label when none is) on held-out `scores` (n, labels) against the
+    boolean `gold` (n, labels): coordinate ascent over a grid, `passes` rounds."""
+    n_labels = scores.shape[1]
+    th = np.full(n_labels, 0.3, dtype=np.float32)
+    grid = np.arange(0.05, 0.9, 0.025, dtype=np.float32)
+    top = np.zeros_like(gold)
+    top[np.arange(len(scores)), scores.argmax(axis=1)] = True
+
+    def macro(t: np.ndarray) -> float:
+        pred = scores >= t
+        pred = np.where(pred.any(axis=1, keepdims=True), pred, top)
+        tp = (pred & gold).sum(axis=0)
+        return float((2 * tp / np.maximum(1, pred.sum(axis=0) + gold.sum(axis=0))).mean())
+
+    for _ in range(passes):
+        for j in range(n_labels):
+            best, best_t = -1.0, th[j]
+            for t in grid:
+                th[j] = t
+                m = macro(th)
+                if m > best:
+                    best, best_t = m, t
+            th[j] = best_t
+    return th
+
+
 def _best_threshold(clf: EmotionClassifier, texts: list[str], targets: list[list[int]]) -> float:
     gold = [{clf.labels[i] for i in t} for t in targets]
     best, best_t = -1.0, 0.3
@@ -184,10 +273,19 @@ def train_emotion_classifier(
     held, fit = order[:n_held], order[n_held:]
     feats = [featurize(texts[i], spec) for i in fit]
     t_feat = time.perf_counter() - t0
-    emb, w, b = fit_ngram_classifier(feats, [targets[i] for i in fit], len(labels), s)
+    if s.kind == "linear":
+        table, b, idf = fit_linear_classifier(feats, [targets[i] for i in fit], len(labels), s)
+        clf = EmotionClassifier(labels, spec, table, None, b, kind="linear", idf=idf)
+        if held:
+            gold = np.zeros((len(held), len(labels)), dtype=bool)
+            for r, i in enumerate(held):
+                gold[r, targets[i]] = True
+            clf.thresholds = choose_thresholds(clf.scores([texts[i] for i in held]), gold)
+    else:
+        emb, w, b = fit_ngram_classifier(feats, [targets[i] for i in fit], len(labels), s)
+        clf = EmotionClassifier(labels, spec, emb, w, b)
+        clf.threshold = _best_threshold(clf, [texts[i] for i in held], [targets[i] for i in held]) if held else 0.3
     t_train = time.perf_counter() - t0 - t_feat
-    clf = EmotionClassifier(labels, spec, emb, w, b)
-    clf.threshold = _best_threshold(clf, [texts[i] for i in held], [targets[i] for i in held]) if held else 0.3
     report: dict[str, Any] = {
         "recipe": "companion train emotion",
         "data": "GoEmotions (Demszky et al., ACL 2020), Apache-2.0",
@@ -198,6 +296,9 @@ def train_emotion_classifier(
         "mapping": GOEMOTIONS_MAP,
         "settings": asdict(s),
         "threshold": clf.threshold,
+        "thresholds": dict(zip(labels, map(float, clf.thresholds), strict=True))
+        if clf.thresholds is not None
+        else None,
         "seconds": {"features": round(t_feat, 1), "training": round(t_train, 1)},
     }
     dev = data_dir / "dev.tsv"
@@ -243,10 +344,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/goemotions"))
     parser.add_argument("--output", type=Path, default=Path("src/models/builtin/emotion"))
     parser.add_argument("--epochs", type=int, default=EmotionTrainSettings.epochs)
+    parser.add_argument("--kind", choices=("linear", "embedding"), default=EmotionTrainSettings.kind)
     parser.add_argument("--dim", type=int, default=EmotionTrainSettings.dim)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    settings = EmotionTrainSettings(epochs=args.epochs, dim=args.dim, threads=args.threads)
+    settings = EmotionTrainSettings(kind=args.kind, epochs=args.epochs, dim=args.dim, threads=args.threads)
     report = train_emotion_classifier(args.data, args.output, settings)
     dev = report.get("dev", {})
     print(json.dumps({"macro_f1": dev.get("macro_f1"), "per_label": dev.get("per_label_top_label")}, indent=1))

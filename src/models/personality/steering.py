@@ -35,12 +35,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.personality.features import featurize
-
 __all__ = ["EmotionGuide", "EmotionSteering", "token_emotion_scores"]
 
-#: Divides single-word logits (see `token_emotion_scores`); chosen so that a few percent of the
-#: vocabulary, not a third, stands out for each label.
+#: Divides single-word logits of an embedding-kind classifier (see `token_emotion_scores`);
+#: chosen so that a few percent of the vocabulary, not a third, stands out for each label.
 WORD_TEMPERATURE = 4.0
 
 _WORD_PIECE = re.compile(r"^[A-Za-z'][A-Za-z']+$")  # two letters or more: 'ĠW' says nothing
@@ -65,14 +63,16 @@ def _whole_word_tokens(codec: Any) -> dict[int, str]:
 
 
 def token_emotion_scores(
-    classifier: Any, codec: Any, temperature: float = WORD_TEMPERATURE
+    classifier: Any, codec: Any, temperature: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(vocab, classifier labels) centered log-probabilities of each label for each whole-word
     token read alone, and the (vocab,) mask of the tokens that have one (zero elsewhere).
 
     One word is a handful of n-gram features, whose mean is far from the averaged-out mean of a
     sentence: read alone, words get over-confident logits (a third of the vocabulary would sit
-    more than 3 nats above the mean). `temperature` divides them back to a sentence's scale."""
+    more than 3 nats above the mean). `temperature` divides them back to a sentence's scale
+    (default: the classifier's `word_temperature`; a TF-IDF linear classifier normalizes a lone
+    word like a sentence and needs none)."""
     words = _whole_word_tokens(codec)
     vocab = codec.vocab_size
     logp = np.zeros((vocab, len(classifier.labels)), dtype=np.float64)
@@ -80,8 +80,9 @@ def token_emotion_scores(
     if not words:
         return logp.astype(np.float32), mask
     ids = np.fromiter(words, dtype=np.int64, count=len(words))
-    pooled = np.stack([classifier.embedding[featurize(w, classifier.spec)].mean(axis=0) for w in words.values()])
-    z = pooled.astype(np.float64) @ classifier.out_weight.T.astype(np.float64) + classifier.out_bias
+    if temperature is None:
+        temperature = float(getattr(classifier, "word_temperature", WORD_TEMPERATURE))
+    z = classifier.logits(list(words.values())).astype(np.float64)
     z /= temperature
     z -= z.max(axis=1, keepdims=True)
     lp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -106,7 +107,7 @@ class EmotionSteering:
         strength: float = 1.0,
         margin: float = 4.0,
         clip: float = 3.0,
-        word_temperature: float = WORD_TEMPERATURE,
+        word_temperature: float | None = None,
     ) -> None:
         self.classifier = classifier
         self.codec = codec
@@ -114,6 +115,8 @@ class EmotionSteering:
         self.strength = float(strength)
         self.margin = float(margin)
         self.clip = float(clip)
+        if word_temperature is None:
+            word_temperature = float(getattr(classifier, "word_temperature", WORD_TEMPERATURE))
         scores, mask = self._scores(classifier, codec, float(word_temperature))
         index = {lab: i for i, lab in enumerate(classifier.labels)}
         label_map = label_map or {}
