@@ -127,6 +127,26 @@ def _bags(feats: list[list[int]], idx: Sequence[int]) -> tuple[Any, Any]:
     return torch.tensor(flat), torch.tensor(offsets)
 
 
+def _one_cycle(params: list[Any], n: int, s: EmotionTrainSettings, loss_of: Any) -> None:
+    """Adam with a one-cycle schedule over `s.epochs` shuffled passes of `n` examples in batches
+    of `s.batch_size`; `loss_of(batch indices)` gives each batch's loss."""
+    import torch
+
+    opt = torch.optim.Adam(params, lr=s.lr)
+    steps_per_epoch = max(1, n // s.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch)
+    rng = random.Random(s.seed)
+    for _epoch in range(s.epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        for k in range(steps_per_epoch):
+            loss = loss_of(order[k * s.batch_size : (k + 1) * s.batch_size])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+
 def fit_ngram_classifier(
     feats: list[list[int]], targets: list[list[int]], n_labels: int, s: EmotionTrainSettings
 ) -> Any:
@@ -139,24 +159,15 @@ def fit_ngram_classifier(
     head = torch.nn.Linear(s.dim, n_labels)
     drop = torch.nn.Dropout(s.dropout)
     params = list(emb.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=s.lr)
-    steps_per_epoch = max(1, len(feats) // s.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch)
-    rng = random.Random(s.seed)
-    for _epoch in range(s.epochs):
-        order = list(range(len(feats)))
-        rng.shuffle(order)
-        for k in range(steps_per_epoch):
-            idx = order[k * s.batch_size : (k + 1) * s.batch_size]
-            ids, offsets = _bags(feats, idx)
-            target = torch.zeros(len(idx), n_labels)
-            for r, i in enumerate(idx):
-                target[r, targets[i]] = 1.0 / len(targets[i])
-            loss = torch.nn.functional.cross_entropy(head(drop(emb(ids, offsets))), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+
+    def loss_of(idx: list[int]) -> Any:
+        ids, offsets = _bags(feats, idx)
+        target = torch.zeros(len(idx), n_labels)
+        for r, i in enumerate(idx):
+            target[r, targets[i]] = 1.0 / len(targets[i])
+        return torch.nn.functional.cross_entropy(head(drop(emb(ids, offsets))), target)
+
+    _one_cycle(params, len(feats), s, loss_of)
     return emb.weight.detach().numpy().copy(), head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()
 
 
@@ -187,25 +198,16 @@ def fit_linear_classifier(
     table = torch.nn.EmbeddingBag(s.buckets, n_labels, mode="sum")
     torch.nn.init.zeros_(table.weight)
     bias = torch.nn.Parameter(torch.zeros(n_labels))
-    opt = torch.optim.Adam([table.weight, bias], lr=s.lr)
-    steps_per_epoch = max(1, len(feats) // s.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch)
-    rng = random.Random(s.seed)
-    for _epoch in range(s.epochs):
-        order = list(range(len(feats)))
-        rng.shuffle(order)
-        for k in range(steps_per_epoch):
-            idx = order[k * s.batch_size : (k + 1) * s.batch_size]
-            ids = torch.from_numpy(np.concatenate([rows[i][0] for i in idx]).astype(np.int64))
-            weights = torch.from_numpy(np.concatenate([rows[i][1] for i in idx]).astype(np.float32))
-            offsets = torch.tensor(np.cumsum([0] + [len(rows[i][0]) for i in idx[:-1]]), dtype=torch.long)
-            z = table(ids, offsets, per_sample_weights=weights) + bias
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx])
-            loss = loss + s.weight_decay * table.weight.pow(2).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+
+    def loss_of(idx: list[int]) -> Any:
+        ids = torch.from_numpy(np.concatenate([rows[i][0] for i in idx]).astype(np.int64))
+        weights = torch.from_numpy(np.concatenate([rows[i][1] for i in idx]).astype(np.float32))
+        offsets = torch.tensor(np.cumsum([0] + [len(rows[i][0]) for i in idx[:-1]]), dtype=torch.long)
+        z = table(ids, offsets, per_sample_weights=weights) + bias
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx])
+        return loss + s.weight_decay * table.weight.pow(2).sum()
+
+    _one_cycle([table.weight, bias], len(feats), s, loss_of)
     return table.weight.detach().numpy().copy(), bias.detach().numpy().copy(), idf
 
 
