@@ -37,7 +37,11 @@ from typing import Any
 
 import torch
 
+from models import db
 from models.errors import DataError, EngineError
+from models.monitoring.instrument import label_of, recording_suspended
+from models.monitoring.monitor import ModelPerformanceMonitor
+from models.training_data.locations import shipped_dir
 
 __all__ = ["EvaluationResult", "default_heldout", "evaluate_model", "heldout_metrics", "load_heldout"]
 
@@ -71,7 +75,6 @@ class EvaluationResult:
 
 
 def default_heldout() -> Path:
-    from models.training_data.locations import shipped_dir
 
     return shipped_dir("writing_samples")
 
@@ -182,8 +185,6 @@ def _emotion_agreement(model: Any, samples: int, seed: int) -> tuple[float, int,
 def _record(result: EvaluationResult) -> int:
     from sqlalchemy import insert
 
-    from models import db
-
     row = result.to_json()
     row.pop("id")
     row.pop("seconds")
@@ -207,9 +208,6 @@ def evaluate_model(
 ) -> EvaluationResult:
     """Evaluate `model_name` (as `ModelManager` serves it) and record the run."""
     import time
-
-    from models.monitoring.instrument import label_of, recording_suspended
-    from models.monitoring.monitor import ModelPerformanceMonitor
 
     if emotion_samples < 0:
         raise ValueError(f"emotion_samples must be >= 0, not {emotion_samples}")

@@ -23,11 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.config import Config, EffectiveConfig, ModelEntry, load_config, load_effective_config
+from models.config import Config, EffectiveConfig, ModelEntry, builtin_config_path, load_config, load_effective_config
 from models.context import Context, current, reset_default_contexts
 from models.errors import CompanionError, ConfigError, ModelNotFoundError, UnknownModelError
+from models.gate import guard, inside_checked_call, is_inside
+from models.home import config_path, store_root
+from models.lifecycle.version_index import VersionIndex
+from models.monitoring.instrument import attach
 from models.paths import PathRef, builtin_dir, classify_path, name_candidates
 from models.registry import LoadRequest, get_loader
+from models.security.manager import ModelSecurityManager
+from models.store import ModelStore, validate_name
 
 __all__ = ["ModelInfo", "ModelManager", "default_manager", "reset_default_manager", "resolve_path"]
 
@@ -75,8 +81,6 @@ class ModelManager:
         return self._config
 
     def _stamp(self) -> tuple[float, ...]:
-        from models.config import builtin_config_path
-        from models.home import config_path
 
         files = [builtin_config_path(), self._config_path or config_path(self.context.home)]
         return tuple(f.stat().st_mtime_ns if f.exists() else -1 for f in files)
@@ -106,8 +110,6 @@ class ModelManager:
                     hits.append((cat, cand))
                     break
         if not hits:  # a model that only exists in the store (trained or imported, never configured)
-            from models.store import ModelStore
-
             for cat, stored in ModelStore().list_models():
                 if stored in name_candidates(name, cat) and _store_entry(cat, stored) is not None:
                     hits.append((cat, stored))
@@ -145,12 +147,10 @@ class ModelManager:
             if not checked:  # a cold load is audited (a warm one was checked in memory above)
                 self.security.require(user, f"{category}/{cname}", "read", action="load")
             ref = self.resolve(category, cname)
-            from models.gate import guard, inside_checked_call
 
             with inside_checked_call():  # models it loads for itself (a personality's base) are part of it
                 model = self._build(category, cname, entry, ref)
             self.load_times[key] = time.perf_counter() - t0
-            from models.monitoring.instrument import attach  # record every generation (docs/operations.md)
 
             model = attach(model, category, cname, ref.version)
             model = guard(model, self.security, category, cname)  # `generate` checked at the model's gate
@@ -167,15 +167,12 @@ class ModelManager:
     def security(self) -> Any:
         """The `ModelSecurityManager` over this manager's config (models.security)."""
         if self._security is None:
-            from models.security.manager import ModelSecurityManager
-
             self._security = ModelSecurityManager(manager=self)
         return self._security
 
     def _check_load(self, category: str, name: str, user: str | None) -> bool:
         """True if the load needs no audited check: it is nested inside a checked request.
         Otherwise decide in memory; a denial is audited and raised here."""
-        from models.gate import is_inside
 
         if is_inside():
             return True
@@ -191,8 +188,6 @@ class ModelManager:
     def index(self) -> Any:
         """The version index (`models.lifecycle.version_index.VersionIndex`) aliases are read from."""
         if self._index is None:
-            from models.lifecycle.version_index import VersionIndex
-
             self._index = VersionIndex.shared(self.context.database_url_for(self.config))
         return self._index
 
@@ -200,8 +195,6 @@ class ModelManager:
         """The version this manager's alias points at, or None; no database touched for a model
         that has never been in the store (one `stat`)."""
         if self._store_root is None:
-            from models.home import store_root
-
             self._store_root = store_root(self.context.home)
         if not (self._store_root / category / name).is_dir():
             return None
@@ -220,8 +213,6 @@ class ModelManager:
         pinned = entry.path.startswith("store:") and "@" in entry.path
         version = None if pinned else self._alias_version(category, cname)
         if version is not None:
-            from models.store import ModelStore
-
             folder = ModelStore().open(category, cname, version)
             raw = f"store:{category}/{cname}@{version}"
             return PathRef("folder", raw, folder=folder, category=category, name=cname, version=version)
@@ -299,7 +290,6 @@ def _default_config() -> EffectiveConfig:
 
 
 def _builtin_entry(category: str, name: str) -> ModelEntry | None:
-    from models.config import builtin_config_path
 
     path = builtin_config_path()
     return _builtin_config(path, path.stat().st_mtime_ns).entry(category, name)
@@ -319,8 +309,6 @@ def _store_entry(category: str, name: str) -> ModelEntry | None:
     """A config entry for a model published in the store without one (e.g. trained for a new
     user): `store:<category>/<name>`, its type from the newest version's `companion.json`."""
     import json
-
-    from models.store import ModelStore, validate_name
 
     try:
         validate_name(category, "category")
@@ -399,6 +387,5 @@ def _from_store(category: str, name: str, version: str | None) -> PathRef | None
 
 def _current_version(category: str, name: str) -> str | None:
     """The `current` alias of a store model, or None (then the latest version is used)."""
-    from models.lifecycle.version_index import VersionIndex
 
     return VersionIndex.shared().alias(category, name, "current")

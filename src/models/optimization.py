@@ -61,7 +61,15 @@ from typing import Any
 
 import torch
 
+from models.engines.hf import HFEngine
+from models.engines.llama import FastEngine
+from models.engines.llama.runtime import apply_runtime, int8_available, read_runtime, weight_bytes
 from models.errors import CompanionError, EngineError
+from models.evaluation import heldout_metrics, load_heldout
+from models.integrity import write_manifest
+from models.lifecycle.version_control import ModelVersionControl
+from models.model_manager import ModelManager
+from models.monitoring.monitor import ModelPerformanceMonitor
 
 __all__ = ["OBJECTIVES", "PROMPTS", "ModelOptimizer", "OptimizationError"]
 
@@ -134,8 +142,6 @@ class ModelOptimizer:
     @property
     def manager(self) -> Any:
         if self._manager is None:
-            from models.model_manager import ModelManager
-
             self._manager = ModelManager()
         return self._manager
 
@@ -153,7 +159,6 @@ class ModelOptimizer:
         objective = OBJECTIVES.get(optimization_type)
         if objective is None:
             raise OptimizationError(f"optimization_type {optimization_type!r} is not one of {', '.join(OBJECTIVES)}")
-        from models.monitoring.monitor import ModelPerformanceMonitor
 
         category, name = ModelPerformanceMonitor(self.manager).resolve(model_name, category)
         model = self.manager.load_model(category, name)
@@ -199,8 +204,6 @@ class ModelOptimizer:
     # --- candidates ------------------------------------------------------------------------
 
     def _candidates(self, engine: Any, folder: Path) -> list[_Candidate]:
-        from models.engines.llama import FastEngine
-        from models.engines.llama.runtime import apply_runtime, int8_available, read_runtime
 
         current = read_runtime(folder)
         out = [_Candidate("current", f"as served now ({engine.name})", None, None, engine=engine)]
@@ -267,7 +270,6 @@ class ModelOptimizer:
     # --- measuring -------------------------------------------------------------------------
 
     def _measure_all(self, candidates: list[_Candidate]) -> list[dict[str, Any]]:
-        from models.evaluation import heldout_metrics, load_heldout
 
         _, docs = load_heldout(self.heldout)
         live = []
@@ -299,8 +301,6 @@ class ModelOptimizer:
                 "note": c.note or None,
             }
             if c.engine is not None and c in live:
-                from models.engines.llama.runtime import weight_bytes
-
                 s = scores[c.name]
                 times = sorted(c.rounds_s or [])
                 best, median = times[0], times[len(times) // 2]
@@ -376,8 +376,6 @@ class ModelOptimizer:
     def _publish(
         self, category: str, name: str, model: Any, gen_folder: Path, runtime: dict[str, Any], result: dict[str, Any]
     ) -> Any:
-        from models.integrity import write_manifest
-        from models.lifecycle.version_control import ModelVersionControl
 
         served = self.manager.resolve(category, name).folder
         composite = served is not None and (Path(served) / "persona.json").exists() and not hasattr(model, "engine")
@@ -426,8 +424,6 @@ def _update_json(path: Path, changes: dict[str, Any]) -> None:
 
 def _hf(folder: Path, int8: bool) -> Any:
     from transformers.utils import logging as hf_logging
-
-    from models.engines.hf import HFEngine
 
     quiet = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

@@ -22,9 +22,12 @@ from typing import Any
 from models.config import TransformerParams
 from models.engines import create_engine
 from models.engines.base import Engine, GenerationStats, SamplingParams
+from models.errors import GenerationInputError
 from models.gate import checked_attribute, generating
+from models.model_manager import resolve_path
 from models.paths import PathRef, persona_base_ref
 from models.registry import LoadRequest
+from models.store import check_safe_files, verify_manifest
 
 __all__ = ["TransformerModel"]
 
@@ -32,7 +35,6 @@ __all__ = ["TransformerModel"]
 def _check_folder(ref: PathRef) -> None:
     if ref.folder is None or not ref.folder.is_dir():
         return
-    from models.store import check_safe_files, verify_manifest
 
     check_safe_files(ref.folder)
     if (ref.folder / "manifest.json").exists():
@@ -58,7 +60,6 @@ class TransformerModel:
         adapter: str | Path | None = None,
         **engine_options: Any,
     ) -> None:
-        from models.model_manager import resolve_path
 
         self.params = TransformerParams(
             max_length=max_length,
@@ -105,8 +106,6 @@ class TransformerModel:
             guide=overrides.pop("guide", None),
         )
         if overrides:
-            from models.errors import GenerationInputError
-
             raise GenerationInputError(f"unknown generation option(s): {', '.join(sorted(overrides))}")
         return params
 
