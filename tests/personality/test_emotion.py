@@ -101,3 +101,47 @@ def test_state_set_and_errors() -> None:
         {"happy": ["joy", "playful"], "calm": ["neutral"]},
     )
     assert custom == pytest.approx({"happy": 0.8, "calm": 0.2})
+
+
+def test_per_label_thresholds_decide_the_sets_and_round_trip(tmp_path: Path) -> None:
+    import numpy as np
+
+    from models.personality.emotion_training import choose_thresholds
+    from models.personality.features import FeatureSpec
+
+    spec = FeatureSpec(buckets=64, char_min=0, bigrams=False)
+    labels = ("neutral", "joy", "fear")
+    table = np.zeros((64, 3), dtype=np.float32)
+    clf = EmotionClassifier(
+        labels,
+        spec,
+        table,
+        None,
+        np.array([0.0, -1.0, -3.0]),
+        kind="linear",
+        idf=np.ones(64),
+        thresholds=[0.6, 0.2, 0.9],
+    )
+    # sigmoid(0) = 0.5 < 0.6, sigmoid(-1) = 0.27 >= 0.2: joy alone, though neutral scores higher
+    assert clf.predict_sets(["anything"]) == [{"joy"}]
+    clf.thresholds = np.array([0.9, 0.9, 0.9], dtype=np.float32)
+    assert clf.predict_sets(["anything"]) == [{"neutral"}]  # none reaches its threshold: the top label
+    assert abs(clf.predict_proba("x").sum() - 1) < 1e-6
+    back = EmotionClassifier.load(clf.save(tmp_path / "clf"))
+    assert back.kind == "linear" and back.thresholds.tolist() == pytest.approx([0.9, 0.9, 0.9])
+    # thresholds are chosen per label: a label whose scores are shifted gets its own cut
+    scores = np.array([[0.9, 0.1], [0.2, 0.35], [0.8, 0.4], [0.1, 0.05]], dtype=np.float32)
+    gold = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool)
+    th = choose_thresholds(scores, gold)
+    assert 0.05 < th[1] <= 0.35 and 0.2 < th[0] <= 0.8
+
+
+def test_a_linear_table_must_match_the_labels() -> None:
+    import numpy as np
+
+    from models.personality.features import FeatureSpec
+
+    with pytest.raises(DataError, match="one column per label"):
+        EmotionClassifier(
+            ("a", "b"), FeatureSpec(buckets=8), np.zeros((8, 3)), None, np.zeros(2), kind="linear", idf=np.ones(8)
+        )
