@@ -31,11 +31,10 @@ import pluggy
 from framework import hookspecs
 from framework.plugins import BUILTIN_PLUGINS
 from models.errors import PluginError
-from models.plugins import add_plugin
+from models.plugins import ENTRY_POINT_GROUP, add_plugin
 
 __all__ = ["ENTRY_POINT_GROUP", "Framework", "PluginInfo", "get_framework", "reset_framework"]
 
-ENTRY_POINT_GROUP = "companion.plugins"
 log = logging.getLogger(__name__)
 
 

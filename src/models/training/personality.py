@@ -40,15 +40,10 @@ from models.engines.codec import TextCodec
 from models.errors import DataError, TrainingError
 from models.integrity import weights_sha256
 from models.model_manager import default_manager, resolve_path
-from models.personality.emotion import default_classifier
 from models.personality.loader import CONFIG_REF, DEFAULT_BASE, read_personality_folder
 from models.store import check_safe_files, verify_manifest
-from models.tokens import EMOTIONS, emotion_token
 from models.training.base import export_model
-from models.training.chat_data import NAG
-from models.training.control import card_systems
 from models.training.examples import (
-    ChatExample,
     ExampleBatches,
     data_hash,
     encode_chat_examples,
@@ -57,12 +52,15 @@ from models.training.examples import (
 )
 from models.training.loop import TrainSettings, evaluate, train
 from models.training.lora import LoraSettings, attach_lora, save_adapter
+from models.training.personality_data import (
+    anonymize_examples,
+    has_emotion_control,
+    known_emotion,
+    load_rows,
+    rehearsal_examples,
+    system_message,
+)
 from models.training.publish import check_epochs, publish_version, resolve_target, run_folder
-from models.training_data.anonymize import anonymization_report, default_anonymizer
-from models.training_data.collector import DataCollector
-from models.training_data.dataset_io import load_dataset, read_dataset_info
-from models.training_data.locations import resolve_training_data
-from models.transformer_model import TransformerModel
 
 __all__ = [
     "PersonalityFit",
@@ -145,58 +143,6 @@ def base_of(category: str, name: str, folder: Path, meta: Mapping[str, Any], man
     return ref, resolve_path(ref, folder)
 
 
-def load_rows(training_data: Any, character: str) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
-    """Rows of training data, where they came from, and the pipeline's anonymization record
-    for them when the pipeline already anonymized them (conversations, saved datasets)."""
-
-    if hasattr(training_data, "column_names") and hasattr(training_data, "__iter__"):  # a datasets.Dataset
-        return [dict(r) for r in training_data], f"a Dataset of {len(training_data)} rows", None
-    if isinstance(training_data, list | tuple):
-        return [dict(r) for r in training_data], f"{len(training_data)} rows given in memory", None
-    raw = str(training_data)
-    collector = DataCollector()
-    source = collector.data_sources().get(raw)
-    if source is not None:
-        kind, path, where = source.type, raw, f"data source {raw!r}"
-    else:
-        found = resolve_training_data(raw)
-        kind, path, where = found.kind, found.path, found.describe()
-        if kind == "dataset":
-            lineage = read_dataset_info(found.path).get("lineage") or {}
-            return [dict(r) for r in load_dataset(found.path)], where, lineage.get("anonymization")
-    if kind == "characters":
-        ds = collector.collect_character_data(path, [character])
-    elif kind == "files":  # a folder of the user's own: character files first, else conversations
-        try:
-            ds = collector.collect_character_data(path, [character])
-        except DataError:
-            ds = collector.collect_conversation_data(path)
-    elif kind == "conversations":
-        ds = collector.collect_conversation_data(path)
-    else:
-        raise DataError(f"{where} holds {kind}, not character lines or conversations")
-    report = collector.last_report
-    return [dict(r) for r in ds], where, (report.filters.get("anonymization") if report else None)
-
-
-def anonymize_examples(examples: list[Any], anonymizer: Any = None) -> dict[str, Any]:
-    """Pass every message of `examples` through the pipeline's anonymizer (in place) and return
-    its record. `anonymizer=PassThroughAnonymizer(reason=...)` is the explicit, audited opt-out."""
-
-    anonymizer = anonymizer or default_anonymizer()
-    record = anonymization_report(anonymizer)
-    if not record["applied"]:
-        return record
-    texts = [m["content"] for ex in examples for m in ex.messages]
-    batch = getattr(anonymizer, "anonymize_texts", None)
-    clean = batch(texts) if batch else [anonymizer.anonymize(t) for t in texts]
-    it = iter(clean)
-    for ex in examples:
-        ex.messages = [{**m, "content": next(it)} for m in ex.messages]
-    record["changed"] = sum(a != b for a, b in zip(texts, clean, strict=True))
-    return record
-
-
 def load_for_training(folder: Path) -> Any:
     """The base model in float32 from safetensors, without transformers' loading bar."""
     from transformers import AutoModelForCausalLM
@@ -213,55 +159,6 @@ def load_for_training(folder: Path) -> Any:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def _rehearsal_examples(
-    codec: Any, examples: list[Any], per_label: int, seed: int, base_folder: Path, system: dict[str, str]
-) -> list[Any]:
-    """Replies the base model itself writes in every emotion it has a control token for, to the
-    character's own prompts, kept only where the emotion classifier agrees (self-rehearsal; see
-    `PersonalityRun.rehearsal`). The base's own varied phrasings, not composed sentences (issue
-    18: rehearsing a phrasebook taught canned lines); safety nags ("take care") are left out."""
-    import random
-
-    prompts = [ex.messages[:-1] for ex in examples if ex.messages[:-1]] or [[{"role": "user", "content": "Hi."}]]
-    rng = random.Random(seed)
-    base = TransformerModel(str(base_folder), max_length=40, temperature=0.9, top_p=0.95)
-    clf = default_classifier()
-    out = []
-    try:
-        for label in EMOTIONS:
-            if _known_emotion(codec, label) is None or label not in clf.labels:
-                continue
-            kept = 0
-            for attempt in range(3 * per_label):
-                if kept >= per_label:
-                    break
-                prompt = rng.choice(prompts)
-                reply = base.chat([system, *prompt], 40, emotion=label, seed=seed * 1000 + attempt).strip()
-                if len(reply.split()) < 3 or NAG.search(reply) or clf.classify([reply])[0] != label:
-                    continue
-                out.append(ChatExample([*prompt, {"role": "assistant", "content": reply}], label, "rehearsal"))
-                kept += 1
-    finally:
-        base.close()
-    return out
-
-
-def _system_message(card: Any) -> dict[str, str]:
-
-    return card_systems({card.name: card})[0]
-
-
-def _emotion_control(base_folder: Path, codec: Any) -> bool:
-    meta_path = base_folder / "companion.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    return bool(meta.get("emotion_control")) and codec.has_emotion_tokens
-
-
-def _known_emotion(codec: Any, label: str | None) -> str | None:
-
-    return label if label and codec.token_id(emotion_token(label)) is not None else None
 
 
 def _base_version(ref: Any) -> str | None:
@@ -366,10 +263,10 @@ def plan_personality(
             anonymization["pretokenized_rows"] = len(tokenized)
             anonymization["note"] += "; pre-tokenized rows are as given (DataPreprocessor anonymizes what it tokenizes)"
     codec = TextCodec(base_folder)
-    emotion_tokens = _emotion_control(base_folder, codec)
+    emotion_tokens = has_emotion_control(base_folder, codec)
     for ex in examples:
-        ex.emotion = _known_emotion(codec, ex.emotion) if emotion_tokens else None
-    system = _system_message(card)
+        ex.emotion = known_emotion(codec, ex.emotion) if emotion_tokens else None
+    system = system_message(card)
     encoded, too_long = encode_chat_examples(
         codec, examples, tokenized, run.seq_len, system=system, emotion_tokens=emotion_tokens
     )
@@ -380,7 +277,7 @@ def plan_personality(
     held_rows = [e for e in encoded if e.key in held_keys]
     rehearsed = 0
     if emotion_tokens and run.rehearsal > 0:
-        extra = _rehearsal_examples(codec, examples, run.rehearsal, run.seed, base_folder, system)
+        extra = rehearsal_examples(codec, examples, run.rehearsal, run.seed, base_folder, system)
         more, _ = encode_chat_examples(codec, extra, [], run.seq_len, system=system, emotion_tokens=True)
         train_rows += [e for e in more if e.key not in held_keys]
         rehearsed = len(more)
