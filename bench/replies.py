@@ -167,7 +167,14 @@ def persona_questions(shared: Path, n: int) -> list[tuple[str, str]]:
     return out
 
 
-def persona_use(folder: Path, pairs: Sequence[tuple[str, str]], seed: int = 0) -> dict[str, Any]:
+#: Reply settings the model shipped before issue 18 ran with (one sample, no card focus); the
+#: "before" column uses them, so each column is a model with the settings it shipped with.
+BEFORE_SETTINGS: dict[str, Any] = {"emotion_rerank": 1, "card_focus": 0.0}
+
+
+def persona_use(
+    folder: Path, pairs: Sequence[tuple[str, str]], seed: int = 0, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from models.personality.model import PersonalityModel
     from models.personality.params import PersonalityParams
     from models.training.chat_data import uses_persona
@@ -179,7 +186,7 @@ def persona_use(folder: Path, pairs: Sequence[tuple[str, str]], seed: int = 0) -
     samples = []
     for i, (persona, question) in enumerate(pairs):
         card = _persona_card("Sam", persona)
-        params = PersonalityParams(max_length=48, seed=100 + i, **_shipped_sampling(folder))
+        params = PersonalityParams(max_length=48, seed=100 + i, **_shipped_sampling(folder), **(settings or {}))
         model = PersonalityModel(card, base, params=params)
         reply = model.generate_response(message=question, history=[]).text
         foreign = rng.choice([p for p, _ in pairs if p != persona])
@@ -193,7 +200,7 @@ def persona_use(folder: Path, pairs: Sequence[tuple[str, str]], seed: int = 0) -
 # --- 4. emotion -------------------------------------------------------------------------------
 
 
-def emotion_figures(folder: Path, judge: Any, n: int = 20) -> dict[str, Any]:
+def emotion_figures(folder: Path, judge: Any, n: int = 20, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     from bench.emotion import PROMPTS
     from models.personality.emotion import project
     from models.personality.model import PersonalityModel
@@ -205,7 +212,8 @@ def emotion_figures(folder: Path, judge: Any, n: int = 20) -> dict[str, Any]:
     canned = {s.strip().lower() for parts in PHRASES.values() for part in parts for s in part if s.strip()}
     base = TransformerModel(str(folder), max_length=40)
     card = _persona_card("Ada", "Ada is a warm, curious writing companion who loves stories and the sea.")
-    model = PersonalityModel(card, base, params=PersonalityParams(max_length=40, **_shipped_sampling(folder)))
+    params = PersonalityParams(max_length=40, **_shipped_sampling(folder), **(settings or {}))
+    model = PersonalityModel(card, base, params=params)
     agree, only_canned, total = 0, 0, 0
     distinct: dict[str, float] = {}
     for label in EMOTIONS:
@@ -239,7 +247,9 @@ def _sentences(text: str) -> list[str]:
 # --- 5. blind sample --------------------------------------------------------------------------
 
 
-def blind_sample(models: dict[str, Path], shared: Path, n: int = 40, seed: int = 5) -> Path:
+def blind_sample(
+    models: dict[str, Path], shared: Path, n: int = 40, seed: int = 5, settings: dict[str, dict[str, Any]] | None = None
+) -> Path:
     """n replies per model to held-out user messages, shuffled; the key in a separate file."""
     from models.personality.model import PersonalityModel
     from models.personality.params import PersonalityParams
@@ -262,7 +272,10 @@ def blind_sample(models: dict[str, Path], shared: Path, n: int = 40, seed: int =
     items, key = [], {}
     for tag, folder in models.items():
         base = TransformerModel(str(folder), max_length=48)  # each model with the sampling it ships with
-        model = PersonalityModel(card, base, params=PersonalityParams(max_length=48, **_shipped_sampling(folder)))
+        extra = (settings or {}).get(tag, {})
+        model = PersonalityModel(
+            card, base, params=PersonalityParams(max_length=48, **_shipped_sampling(folder), **extra)
+        )
         for i, (history, message) in enumerate(cases):
             hist = [{"role": t["role"], "content": t["content"]} for t in history]
             reply = model.generate_response(message=message, history=hist, seed=900 + i).text
@@ -331,8 +344,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               _ratio(f["after"][key], b), "≤ 40")  # fmt: skip
         if "persona" not in args.skip:
             pairs = persona_questions(args.shared, args.n)
-            p = {k: persona_use(v, pairs) if v else None for k, v in (
-                ("before", before["companion-chat"]), ("after", after["companion-chat"]))}  # fmt: skip
+            p = {"before": persona_use(before["companion-chat"], pairs, settings=BEFORE_SETTINGS)
+                 if before["companion-chat"] else None,
+                 "after": persona_use(after["companion-chat"], pairs)}  # fmt: skip
             out["persona"] = p
             for what in ("own", "other"):
                 table.add_row(f"persona facts used ({'its card' if what == 'own' else 'another card'})",
@@ -344,8 +358,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             judge = independent_judge(args.shared)
             if judge is not None:
-                e = {k: emotion_figures(v, judge) if v else None for k, v in (
-                    ("before", before["companion-chat"]), ("after", after["companion-chat"]))}  # fmt: skip
+                e = {"before": emotion_figures(before["companion-chat"], judge, settings=BEFORE_SETTINGS)
+                     if before["companion-chat"] else None,
+                     "after": emotion_figures(after["companion-chat"], judge)}  # fmt: skip
                 out["emotion"] = e
                 for key, label, target in (("judge_agreement", "emotion agreement (independent judge)", "≥ 85%"),
                                            ("phrasebook_only", "replies made only of phrasebook sentences", "≤ 2%"),
@@ -357,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             models = {"after": after["companion-chat"]}
             if before["companion-chat"]:
                 models["before"] = before["companion-chat"]
-            out["blind"] = str(blind_sample(models, args.shared))
+            out["blind"] = str(blind_sample(models, args.shared, settings={"before": BEFORE_SETTINGS}))
         console.print(table)
     if "blind" in out:
         console.print(f"blind sample for a reader: {out['blind']} (key: replies_blind_key.json)")

@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, required=True, help="where checkpoints and outputs go")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--context-minutes", type=float, default=22.0)
+    ap.add_argument("--context-steps", type=int, default=220)
+    ap.add_argument("--context-lr", type=float, default=6e-4)
+    ap.add_argument("--only", choices=("context", "chat"), help="run one stage only")
     ap.add_argument("--chat-minutes", type=float, default=70.0)
     ap.add_argument("--chat-steps", type=int, default=700)
     ap.add_argument("--ship", action="store_true", help="copy the finished models into src/models/builtin")
@@ -70,16 +73,17 @@ def main() -> None:
         ship(a.runs)
         return
     ctx_run, chat_run = a.runs / "context", a.runs / "chat"
-    if not (ctx_run / "model" / "model.safetensors").exists():
+    if a.only != "chat" and not (ctx_run / "model" / "model.safetensors").exists():
         extend_context(
             builtin_dir("companion-base"), a.data, ctx_run, ctx_run / "model",
             settings=TrainSettings(
-                max_steps=220, batch_size=16, micro_batch_size=16, lr=6e-4, warmup_steps=20, eval_every=55,
+                max_steps=a.context_steps, batch_size=16, micro_batch_size=16, lr=a.context_lr, warmup_steps=20,
+                eval_every=55,
                 checkpoint_every=20, max_minutes=a.context_minutes, seed=4321, log_every=10,
             ),
             resume=(ctx_run / "checkpoint" / "state.json").exists(), threads=a.threads, progress=False,
         )  # fmt: skip
-    if not (chat_run / "model" / "model.safetensors").exists():
+    if a.only != "context" and not (chat_run / "model" / "model.safetensors").exists():
         report = train_chat(
             ctx_run / "model", chat_run / "model", chat_run, a.data,
             settings=TrainSettings(

@@ -21,7 +21,7 @@ from typing import Any
 
 from models.config import TransformerParams
 from models.engines import create_engine
-from models.engines.base import Engine, GenerationStats, SamplingParams
+from models.engines.base import Candidate, Engine, GenerationStats, SamplingParams
 from models.errors import GenerationInputError
 from models.gate import checked_attribute, generating
 from models.model_manager import resolve_path
@@ -146,8 +146,16 @@ class TransformerModel:
         self, messages: Sequence[dict[str, Any]], n: int, max_length: int | None = None, **overrides: Any
     ) -> list[str]:
         """n sampled replies to `messages` (best-of-n candidates); seeds as `generate_many`."""
+        return [c.text for c in self.chat_candidates(messages, n, max_length, **overrides)]
+
+    @generating
+    def chat_candidates(
+        self, messages: Sequence[dict[str, Any]], n: int, max_length: int | None = None, **overrides: Any
+    ) -> list[Candidate]:
+        """`chat_many` with each candidate's token count, finish reason and, on local engines,
+        the model's own log-likelihood of it (`Candidate.mean_logprob`), for ranking."""
         params = self.sampling(max_length, **overrides)
-        return [c.text for c in self._engine.sample_many(list(messages), params, n)]
+        return self._engine.sample_many(list(messages), params, n)
 
     @generating(monitored=False)
     def score(self, texts: str | Sequence[str]) -> list[float]:

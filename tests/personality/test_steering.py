@@ -146,7 +146,8 @@ def test_steering_makes_luna_show_the_emotion_more_often(companion_home) -> None
 
 
 def test_guides_reach_the_engine_only_when_steering_applies(personality_config) -> None:
-    ada = load_personality_model("ada")
+    ada = load_personality_model("ada")  # one sample and no card focus: only the emotion guide
+    ada.params = PersonalityParams(**{**ada.params.model_dump(), "emotion_rerank": 1, "card_focus": 0.0})
     seen: list[dict] = []
     original = ada.base.chat
 
@@ -168,20 +169,20 @@ def test_guides_reach_the_engine_only_when_steering_applies(personality_config) 
 
 def test_batched_candidates_share_one_stateless_guide(personality_config) -> None:
     ada = load_personality_model("ada")
-    ada.params = PersonalityParams(**{**ada.params.model_dump(), "emotion_rerank": 3})
+    ada.params = PersonalityParams(**{**ada.params.model_dump(), "emotion_rerank": 3, "card_focus": 0.0})
     seen: list[dict] = []
-    original = ada.base.chat_many
+    original = ada.base.chat_candidates
 
     def spy(messages, n, max_length=None, **options):
         seen.append(options)
         return original(messages, n, max_length, **options)
 
-    ada.base.chat_many = spy
+    ada.base.chat_candidates = spy
     try:
         r = ada.generate_response(message="hi", emotional_state="sadness", seed=3)
         again = ada.generate_response(message="hi", emotional_state="sadness", seed=3)
     finally:
-        ada.base.chat_many = original
+        ada.base.chat_candidates = original
     assert [o["guide"].label for o in seen] == ["sadness", "sadness"]
     assert r.text == again.text  # seeded rows under one guide: reproducible
 

@@ -100,6 +100,16 @@ class Candidate:
     text: str
     completion_tokens: int
     finish_reason: str
+    logprob: float | None = field(default=None, compare=False)
+    """Sum of the model's own log-probabilities (raw logits, before any bias, penalty, guide or
+    temperature) of every token the row picked, its end-of-turn token included; None where the
+    engine does not see logits. Best-of-N ranks candidates by its mean (`mean_logprob`)."""
+    scored_tokens: int = field(default=0, compare=False)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """`logprob` per scored token (None where the engine gave none)."""
+        return None if self.logprob is None or not self.scored_tokens else self.logprob / self.scored_tokens
 
 
 def row_seeds(params: SamplingParams, n: int) -> list[int | None]:
@@ -295,8 +305,13 @@ class DecodeRow:
     sampled token, in the single decode (`LocalEngine._decode`) and in every row of a batched
     one (`engines/llama/batch.py`). `pieces` collects the text; `done` says when to stop stepping."""
 
-    def __init__(self, codec: TextCodec, ids: list[int], params: SamplingParams, max_new: int) -> None:
+    def __init__(
+        self, codec: TextCodec, ids: list[int], params: SamplingParams, max_new: int, logprobs: bool = False
+    ) -> None:
         self.params = params
+        self.logprobs = logprobs
+        self.logprob = 0.0
+        self.scored = 0
         self.sampler = Sampler(params, history=ids)
         self.detok = codec.stream_decoder()
         self.stop_ids = codec.stop_ids
@@ -310,6 +325,9 @@ class DecodeRow:
     def take(self, logits: torch.Tensor) -> int:
         """Sample the next token from (vocab,) logits and record it (and any text it completes)."""
         token = self.sampler.pick(logits)
+        if self.logprobs:
+            self.logprob += float(torch.log_softmax(logits.float(), -1)[token])
+            self.scored += 1
         if token in self.stop_ids:
             self.finish, self.done = "stop", True
             return token
@@ -338,7 +356,8 @@ class DecodeRow:
         tail = self.tail()
         if tail:
             self.pieces.append(tail)
-        return Candidate("".join(self.pieces), self.tokens, self.finish)
+        logprob = self.logprob if self.logprobs else None
+        return Candidate("".join(self.pieces), self.tokens, self.finish, logprob, self.scored)
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> int | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,13 @@ from models.personality.response import Response
 __all__ = ["PersonalityModel", "Response", "load_personality_model"]
 
 log = logging.getLogger(__name__)
+
+#: Parameters below which a local base model gets the settings that help small models by default
+#: (best-of-N ranking and card focus; see `PersonalityParams`).
+SMALL_MODEL = 1_000_000_000
+DEFAULT_CANDIDATES = 4
+DEFAULT_CARD_FOCUS = 2.0
+_MARK_RUN = re.compile(r"([!?.,~*])\1{3,}")
 
 
 @dataclass
@@ -63,6 +71,7 @@ class _Turn:
     options: dict[str, Any]
     t0: float
     prompt_s: float
+    candidates: int = 1
 
 
 class PersonalityModel:
@@ -88,6 +97,7 @@ class PersonalityModel:
         self._classifier = classifier
         self._classifier_failed = False
         self._steering: Any = None
+        self._card_guides: dict[tuple[Any, ...], Any] = {}
         self.control = self._control_mode(emotion_trained)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.RLock()
@@ -227,6 +237,24 @@ class PersonalityModel:
             session.history.append({"role": "assistant", "content": text})
         return text
 
+    def system_prompt(self, user: str | None = None, context: str | None = None) -> str:
+        """The system turn this character starts every prompt with (card, scenario, example
+        dialogue and instructions, macros expanded), e.g. for an Ollama Modelfile's SYSTEM."""
+        _, scenario = self._scenario(context)
+        _plan, instructions = self._plan(None, scenario, {})
+        prompt = assemble_prompt(
+            self.card,
+            user=self.user_name(user),
+            message=None,
+            history=[],
+            scenario_text=scenario.scenario if scenario else self.card.scenario,
+            instructions=instructions,
+            example_mode=self.ext.interaction.example_dialogue,
+            rng=random.Random(0),
+        )
+        first = prompt.messages[0] if prompt.messages else {}
+        return str(first.get("content", "")) if first.get("role") == "system" else ""
+
     # --- generation ---------------------------------------------------------------------------
 
     @generating
@@ -255,8 +283,8 @@ class PersonalityModel:
         **options: Any,
     ) -> Iterator[str]:
         """Yield the reply as it decodes; `last_response` holds the `Response` afterwards."""
-        turn = self._prepare(context, emotional_state, message, history, user, options)
-        if self.params.emotion_rerank > 1:
+        turn = self._prepare(context, emotional_state, message, history, user, options, streaming=True)
+        if turn.candidates > 1:
             text = self._generate(turn)
             yield text
         else:
@@ -298,6 +326,7 @@ class PersonalityModel:
         history: Sequence[Any] | None,
         user: str | None,
         options: dict[str, Any],
+        streaming: bool = False,
     ) -> _Turn:
         t0 = time.perf_counter()
         override = self._check_emotion(emotional_state)
@@ -342,12 +371,56 @@ class PersonalityModel:
         sampling = {**plan.sampling(), **options}
         if prompt.emotion:
             sampling["emotion"] = prompt.emotion
-        if emotion and "guide" not in sampling and (steering := self.steering) is not None:
-            guide = steering.guide(emotion)
-            if guide is not None:
-                sampling["guide"] = guide
+        if "guide" not in sampling:
+            steering = self.steering if emotion else None
+            guides = [steering.guide(emotion) if steering is not None else None]
+            guides.append(self._card_guide(scenario.scenario if scenario else None, name, engine))
+            guides = [g for g in guides if g is not None]
+            if guides:
+                if len(guides) == 1:
+                    sampling["guide"] = guides[0]
+                else:
+                    from models.personality.grounding import GuideChain
+
+                    sampling["guide"] = GuideChain(guides)
+        candidates = self._candidate_count(engine, streaming)
         prompt_s = time.perf_counter() - t0
-        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s)
+        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates)
+
+    def _small_local(self, engine: Any) -> bool:
+        """Whether the base is a local model small enough to need the defaults that help small
+        models (best-of-N ranking, card focus): under `SMALL_MODEL` parameters."""
+        n = getattr(engine, "parameters", None)
+        return isinstance(n, int) and 0 < n < SMALL_MODEL
+
+    def _candidate_count(self, engine: Any, streaming: bool) -> int:
+        """`emotion_rerank`, or by default best-of-4 for small local models, except when
+        streaming (a stream shows tokens as they come, so it can only be one sample)."""
+        n = self.params.emotion_rerank
+        if n is not None:
+            return n
+        small = self._small_local(engine) and hasattr(self._base, "chat_candidates")
+        return DEFAULT_CANDIDATES if small and not streaming else 1
+
+    def _card_guide(self, scenario: str | None, user: str, engine: Any) -> Any:
+        """The guide toward the card's facts (None when focus is 0 or the engine has no local
+        logits), built once per tokenizer, card text and user name."""
+        focus = self.params.card_focus
+        if focus is None:
+            focus = DEFAULT_CARD_FOCUS if self._small_local(engine) else 0.0
+        codec = self._base_codec()
+        if focus <= 0 or codec is None or not hasattr(codec, "id_to_token"):
+            return None
+        from models.personality.grounding import CardGuide, card_text, card_token_ids
+
+        text = card_text(self.card, scenario)
+        key = (id(codec), text, user, focus)
+        guide = self._card_guides.get(key)
+        if guide is None:
+            ids = card_token_ids(codec, text, user=user, char=self.character)
+            guide = CardGuide(ids, focus) if ids else None
+            self._card_guides = {key: guide}  # one entry: a character's card rarely changes
+        return guide
 
     def _token_label(self, emotion: str | None) -> str | None:
         """The control token's label for a character label (custom labels via `label_map`)."""
@@ -381,31 +454,38 @@ class PersonalityModel:
         return engine.count_tokens(text) if engine is not None else max(1, len(text) // 4)
 
     def _generate(self, turn: _Turn) -> str:
-        n = self.params.emotion_rerank
+        n = turn.candidates
         messages, max_new = turn.prompt.messages, turn.plan.max_new_tokens
         if n <= 1:
             return self._base.chat(messages, max_new, **turn.options)
         seed = turn.options.get("seed")
-        many = getattr(self._base, "chat_many", None)
-        if many is not None:  # one batched decode on engines that have one (seed + i per row)
-            candidates = many(messages, n, max_new, **{**turn.options, "seed": seed})
+        if hasattr(self._base, "chat_candidates"):  # one batched decode where the engine has one
+            found = self._base.chat_candidates(messages, n, max_new, **{**turn.options, "seed": seed})
+            candidates = [(c.text, c.mean_logprob) for c in found]
         else:
             candidates = []
             for i in range(n):
                 opts = {**turn.options, "seed": None if seed is None else seed + i}
-                candidates.append(self._base.chat(messages, max_new, **opts))
-        return max(candidates, key=lambda text: self._fit(text, turn))
+                candidates.append((self._base.chat(messages, max_new, **opts), None))
+        return max(candidates, key=lambda c: self._fit(c[0], c[1], turn))[0]
 
-    def _fit(self, text: str, turn: _Turn) -> float:
+    def _fit(self, text: str, mean_logprob: float | None, turn: _Turn) -> float:
+        """A candidate's rank: agreement with the intended emotion (the classifier's probability),
+        a quarter of its fit to the behaviour plan, and `fluency_weight` times the model's own
+        mean log-probability per token (so a garbled sample loses to a fluent one)."""
         clf = self.classifier
         agree = 0.0
         if clf is not None and turn.emotion and text.strip():
             emo = self.ext.emotion
             agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
-        return agree + 0.25 * behavior_score(text, turn.plan)
+        fluency = self.params.fluency_weight * mean_logprob if mean_logprob is not None else 0.0
+        empty = -100.0 if not text.strip() else 0.0
+        return agree + 0.25 * behavior_score(text, turn.plan) + fluency + empty
 
     def _clean(self, text: str) -> str:
-        text = text.strip()
+        """The reply without a leading "Name:" and with runs of 4+ identical marks ("!!!!!!!", a
+        habit small models pick up from chat data) cut to three."""
+        text = _MARK_RUN.sub(r"\1\1\1", text.strip())
         for prefix in (f"{self.character}:", f"{self.card.name}:"):
             if text.startswith(prefix):
                 text = text[len(prefix) :].strip()

@@ -13,8 +13,12 @@
             emotion_steering: 1.0        # steer decoding toward the emotion (0 = off; local
             steering_margin: 4.0         # engines): strength, and how far below the best
                                          # logit a token may be and still be nudged
-            emotion_rerank: 1            # >1: sample that many replies, keep the one whose
-                                         # detected emotion best matches the intended one
+            emotion_rerank: null         # candidates per reply (best-of-N), ranked by emotion
+                                         # fit, behaviour and the model's own likelihood;
+                                         # null = 4 on small local models, else 1
+            fluency_weight: 1.0          # weight of that likelihood (mean nats per token)
+            card_focus: null             # lean word choice toward the card's facts (nats;
+                                         # null = 2.0 on small local models, else 0)
 
 Every `transformer` parameter applies to the base model's generation.
 """
@@ -45,7 +49,22 @@ class PersonalityParams(TransformerParams):
     steering_margin: float = Field(
         4.0, gt=0, le=50, description="Steer only tokens within this many nats of the most likely one."
     )
-    emotion_rerank: int = Field(1, ge=1, le=16, description="Candidates per reply, ranked by detected emotion.")
+    emotion_rerank: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Candidates per reply, ranked by emotion fit, behaviour and likelihood (null: 4 on small "
+        "local models, else 1).",
+    )
+    fluency_weight: float = Field(
+        1.0, ge=0, le=20, description="Weight of a candidate's mean log-likelihood per token in the ranking."
+    )
+    card_focus: float | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Lean word choice toward the card's facts, in nats (null: 2.0 on small local models, else 0).",
+    )
     classifier: str | None = Field(None, description="Emotion classifier folder (default: the built-in one).")
 
     @field_validator("emotion_control")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import DataError
+from models.personality.grounding import content_words
 from models.training.loop import IGNORE_INDEX
 
 __all__ = [
@@ -62,23 +63,6 @@ _NAMES = (
 )  # fmt: skip
 
 NAG = re.compile(r"\b(be careful|take care|stay safe|be safe)\b", re.I)
-_WORD = re.compile(r"[a-z']+")
-#: Function words and chat filler: not evidence that a reply uses a persona fact.
-_STOP = frozenset(
-    (  # noqa: SIM905 - a word list reads best as words
-        "i me my mine we our you your yours he she it its they them their a an the and or but if so to of in "
-        "on at for with from by as is am are was were be been being have has had do does did not no yes that "
-        "this these those there here what which who whom how when where why can could would should will just "
-        "really very too also like love i'm i've it's don't im lot much many some any all more most one about "
-        "out up get got go going know think well oh hi hello ok okay thanks thank sure good great nice fun "
-        "things thing time"
-    ).split()
-)
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of 3+ letters that are not function words (for persona-fact overlap)."""
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
 
 
 def split_of(key: str, dev_share: int = 10) -> str:

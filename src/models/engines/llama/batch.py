@@ -63,7 +63,9 @@ def decode_many(
     stats, ids, max_new, t0 = engine.begin(ids, params)
     if max_new <= 0:
         return [Candidate("", 0, "length") for _ in range(n)]
-    rows = [DecodeRow(engine.codec, ids, params.but(seed=seed), max_new) for seed in row_seeds(params, n)]
+    rows = [
+        DecodeRow(engine.codec, ids, params.but(seed=seed), max_new, logprobs=True) for seed in row_seeds(params, n)
+    ]
     live = list(range(n))  # batch index -> row
     decoder = BatchDecoder(engine, ids, n, max_new)
     logits = decoder.logits[None].expand(n, -1)
