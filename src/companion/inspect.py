@@ -38,5 +38,22 @@ def describe_model(manager: Any, category: str, name: str) -> dict[str, Any]:
         cfg = data.get("config.json") or {}
         if cfg:
             data["architecture"] = (cfg.get("architectures") or [cfg.get("model_type")])[0]
+            data["engine"] = _engine_choice(entry, cfg)
+    elif ref.kind == "gguf":
+        data["engine"] = {"auto": "llamacpp", "why": "a GGUF file runs on llama.cpp"}
     data["loaded"] = manager.is_loaded(category, cname)
     return data
+
+
+def _engine_choice(entry: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Which engine `engine: auto` picks for a model folder, and why (what the fast engine
+    lacks when it falls back to `hf`)."""
+    from models.engines.llama.spec import unsupported
+
+    chosen = (entry.parameters or {}).get("engine", "auto")
+    if entry.type != "transformer" or chosen != "auto":
+        return {"configured": chosen}
+    problems = unsupported(cfg)
+    if not problems:
+        return {"auto": "fast", "why": f"the fast engine runs {cfg.get('model_type')} models"}
+    return {"auto": "hf", "why": "the fast engine does not run it: " + "; ".join(problems)}

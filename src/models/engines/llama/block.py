@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.spec import LlamaSpec
-from models.engines.llama.weights import Weights
+from models.engines.llama.weights import LayerWeights, Weights
 
 __all__ = ["OneRowStep", "forward"]
 
@@ -32,6 +32,14 @@ __all__ = ["OneRowStep", "forward"]
 def _causal_mask(t: int, start: int) -> torch.Tensor:
     """(t, start+t) booleans: token i of the chunk sees every position up to start+i."""
     return torch.arange(start + t)[None, :] <= (torch.arange(t)[:, None] + start)
+
+
+def _head_norms(qkv: torch.Tensor, lw: LayerWeights, nq: int, nkv: int, d: int, eps: float) -> None:
+    """RMSNorm over each head of Q and K in place (the last axis of `qkv` holds Q, K, V)."""
+    q = qkv[..., :nq].unflatten(-1, (-1, d))
+    k = qkv[..., nq : nq + nkv].unflatten(-1, (-1, d))
+    q.copy_(F.rms_norm(q, (d,), lw.q_norm, eps))
+    k.copy_(F.rms_norm(k, (d,), lw.k_norm, eps))
 
 
 def forward(
@@ -54,7 +62,12 @@ def forward(
     mask = None if start == 0 or t == 1 else _causal_mask(t, start)
     x = F.embedding(ids, w.embed).view(b * t, h)
     for i, lw in enumerate(w.layers):
-        qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv).view(b, t, -1)
+        qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv)
+        if lw.qkv_bias is not None:
+            qkv.add_(lw.qkv_bias)
+        qkv = qkv.view(b, t, -1)
+        if lw.q_norm is not None:  # per-head norms before RoPE (Qwen3)
+            _head_norms(qkv, lw, nq, nkv, d, eps)
         qk = qkv[..., : nq + nkv].view(pairs)
         swapped = qk.flip(3)
         qk.mul_(cos).addcmul_(swapped, sin)
@@ -74,6 +87,8 @@ def forward(
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=1.0)
             att = att.transpose(1, 2).reshape(b * t, nq)
         x = mm(att, lw.o).add_(x)
+        if lw.o_bias is not None:
+            x.add_(lw.o_bias)
         gate_up = mm(F.rms_norm(x, hidden, None, eps), lw.gate_up)
         x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), lw.down).add_(x)
     x = x.view(b, t, h)
@@ -112,7 +127,9 @@ class OneRowStep:
         # What the step reads per layer, unpacked once: weights, cache, K^T and V views.
         self.plan = []
         for lw, layer in zip(w.layers, cache.data[:, :, 0], strict=True):
-            self.plan.append((*lw.each(), layer, layer[0].transpose(1, 2), layer[1]))
+            self.plan.append((*lw.each(), layer, layer[0].transpose(1, 2), layer[1], lw))
+        self.plain = all(v is None for lw in w.layers for v in lw.extras())  # Llama: no biases, no head norms
+        self.head_dim = d
 
     def __call__(self, token: int, pos: int) -> torch.Tensor:
         eps, inv_h, inter, nq, qk_end, rot = self.eps, self.inv_h, self.inter, self.nq, self.qk_end, self.rot
@@ -121,8 +138,14 @@ class OneRowStep:
         cos, sin = self.rope.cos[pos], self.rope.sin[pos]
         vector_norm, bmm, softmax, silu = torch.linalg.vector_norm, torch.bmm, torch.softmax, F.silu
         x = self.embed[token : token + 1]
-        for w_qkv, w_o, w_gate_up, w_down, kv, keys_t, values in self.plan:
+        plain, d = self.plain, self.head_dim
+        for w_qkv, w_o, w_gate_up, w_down, kv, keys_t, values, lw in self.plan:
             qkv = scaled(x, w_qkv, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)).view(-1)
+            if not plain:
+                if lw.qkv_bias is not None:
+                    qkv.add_(lw.qkv_bias)
+                if lw.q_norm is not None:
+                    _head_norms(qkv, lw, nq, qk_end - nq, d, eps)
             qk = qkv[:qk_end].view(pairs)
             swapped = qk.flip(1)
             qk.mul_(cos).addcmul_(swapped, sin)
@@ -130,6 +153,8 @@ class OneRowStep:
             scores = bmm(qkv[:nq].view(q_shape), keys_t.narrow(2, 0, n))
             att = bmm(softmax(scores, dim=-1), values.narrow(1, 0, n))
             x = residual(x, att.view(1, nq), w_o)
+            if not plain and lw.o_bias is not None:
+                x.add_(lw.o_bias)
             gate_up = scaled(x, w_gate_up, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps))
             x = residual(x, silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down)
         return scaled(x, self.head, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)).view(-1)

@@ -11,6 +11,7 @@ half negated, so rotating is `x*cos + swap_halves(x)*sin`: three element-wise op
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,12 +22,31 @@ from models.errors import GenerationInputError
 __all__ = ["KVCache", "RopeTable"]
 
 
+def rope_inv_freq(spec: LlamaSpec) -> torch.Tensor:
+    """RoPE's inverse frequencies, as transformers computes them: plain, or with Llama 3.1's
+    frequency scaling (`rope_type: llama3`: wavelengths longer than the original context over
+    `low_freq_factor` are divided by `factor`, shorter than it over `high_freq_factor` kept,
+    and the band between interpolated smoothly)."""
+    exponent = torch.arange(0, spec.head_dim, 2, dtype=torch.int64).float() / spec.head_dim
+    inv_freq = 1.0 / (spec.rope_theta**exponent)
+    rope = spec.rope_settings
+    if rope.get("rope_type", rope.get("type", "default")) != "llama3":
+        return inv_freq
+    factor, low, high = float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
+    old = float(rope["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    return torch.where(medium, smoothed, scaled)
+
+
 class RopeTable:
     """cos/sin for positions `0..capacity-1`, computed as transformers does (fp32 inv_freq)."""
 
     def __init__(self, spec: LlamaSpec, capacity: int, dtype: torch.dtype) -> None:
-        exponent = torch.arange(0, spec.head_dim, 2, dtype=torch.float) / spec.head_dim
-        inv_freq = 1.0 / (spec.rope_theta**exponent)
+        inv_freq = rope_inv_freq(spec)
         freqs = torch.arange(capacity, dtype=torch.float)[:, None] * inv_freq[None, :]
         cos, sin = freqs.cos(), freqs.sin()
         self.cos = torch.stack((cos, cos), dim=1).to(dtype)

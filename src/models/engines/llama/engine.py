@@ -210,7 +210,7 @@ class FastEngine(LocalEngine):
     # --- reporting -----------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        extra = {"architecture": "LlamaForCausalLM", "parameters": self.parameters, "threads": self.threads}
+        extra = {"architecture": self.spec.architecture, "parameters": self.parameters, "threads": self.threads}
         if self.adapter:
             extra["adapter"] = self.adapter
         return super().info() | extra

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,9 +63,24 @@ class LayerWeights:
     o: Any
     gate_up: Any
     down: Any
+    qkv_bias: torch.Tensor | None = None
+    """Added to the QKV product (Q's part pre-scaled like Q), for Qwen2 and biased Llamas."""
+    o_bias: torch.Tensor | None = None
+    q_norm: torch.Tensor | None = None
+    """Per-head RMSNorm weights on the query (times `1/sqrt(head_dim)`) and key (Qwen3)."""
+    k_norm: torch.Tensor | None = None
 
     def each(self) -> tuple[Any, Any, Any, Any]:
         return self.qkv, self.o, self.gate_up, self.down
+
+    def extras(self) -> tuple[torch.Tensor | None, ...]:
+        """The vectors besides the matrices (biases, norms), in field order."""
+        return self.qkv_bias, self.o_bias, self.q_norm, self.k_norm
+
+    def with_matrices(self, matrices: Sequence[Any], dtype: torch.dtype | None = None) -> LayerWeights:
+        """The same layer with new matrices (another format); vectors cast to `dtype` if given."""
+        vectors = [v if v is None or dtype is None else v.to(dtype) for v in self.extras()]
+        return LayerWeights(*matrices, *vectors)
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,7 @@ class Weights:
         """The same float weights in `dtype` (float32 or bfloat16)."""
         if self.format == "int8-dynamic":
             raise EngineError("int8 weights cannot change dtype: load the float32 model again")
-        layers = tuple(LayerWeights(*(w.to(dtype) for w in lw.each())) for lw in self.layers)
+        layers = tuple(lw.with_matrices([w.to(dtype) for w in lw.each()], dtype) for lw in self.layers)
         fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
         if fmt is None:
             raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
@@ -113,13 +128,14 @@ class Weights:
                 p, n = _pack(w)
                 packed.append(p)
                 total += n
-            layers.append(LayerWeights(*packed))
+            layers.append(lw.with_matrices(packed))
         head, n = _pack(self.head)
         return Weights("int8-dynamic", self.embed, head, tuple(layers), total + n)
 
 
 def _float_bytes(w: Weights) -> int:
-    tensors = [w.embed, w.head, *(m for lw in w.layers for m in lw.each())]
+    vectors = [v for lw in w.layers for v in lw.extras() if v is not None]
+    tensors = [w.embed, w.head, *(m for lw in w.layers for m in lw.each()), *vectors]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -151,22 +167,38 @@ def _fuse(parts: list[tuple[torch.Tensor, float]], norm: torch.Tensor | None, dt
     return fused.to(dtype)
 
 
-def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dtype) -> LayerWeights:
-    """Fuse layer `i`: norm1 ⊙ [Q/sqrt(d); K; V], o, norm2 ⊙ [gate; up], down."""
+def _split(fused: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    return list(torch.split(fused, list(sizes), dim=0))
+
+
+def _layer_tensors(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec) -> dict[str, torch.Tensor]:
+    """Layer `i`'s tensors under Llama's names, checked against the config's shapes; Phi-3's
+    fused `qkv_proj` and `gate_up_proj` are split (views, no copy)."""
     p = f"model.layers.{i}."
     h, d, inter = spec.hidden_size, spec.head_dim, spec.intermediate_size
     nq, nkv = spec.num_heads * d, spec.num_kv_heads * d
-    shapes = {
-        "self_attn.q_proj.weight": (nq, h),
-        "self_attn.k_proj.weight": (nkv, h),
-        "self_attn.v_proj.weight": (nkv, h),
+    shapes: dict[str, tuple[int, ...]] = {
         "self_attn.o_proj.weight": (h, nq),
-        "mlp.gate_proj.weight": (inter, h),
-        "mlp.up_proj.weight": (inter, h),
         "mlp.down_proj.weight": (h, inter),
         "input_layernorm.weight": (h,),
         "post_attention_layernorm.weight": (h,),
     }
+    if spec.fused_projections:
+        shapes |= {"self_attn.qkv_proj.weight": (nq + 2 * nkv, h), "mlp.gate_up_proj.weight": (2 * inter, h)}
+    else:
+        shapes |= {
+            "self_attn.q_proj.weight": (nq, h),
+            "self_attn.k_proj.weight": (nkv, h),
+            "self_attn.v_proj.weight": (nkv, h),
+            "mlp.gate_proj.weight": (inter, h),
+            "mlp.up_proj.weight": (inter, h),
+        }
+    if spec.qkv_bias:
+        shapes |= {"self_attn.q_proj.bias": (nq,), "self_attn.k_proj.bias": (nkv,), "self_attn.v_proj.bias": (nkv,)}
+    if spec.o_bias:
+        shapes["self_attn.o_proj.bias"] = (h,)
+    if spec.qk_norm:
+        shapes |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
     w: dict[str, torch.Tensor] = {}
     for name, shape in shapes.items():
         tensor = t.get(p + name)
@@ -175,8 +207,32 @@ def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dty
         if tuple(tensor.shape) != shape:
             raise EngineError(f"{p + name} is {tuple(tensor.shape)}, config.json implies {shape}")
         w[name] = tensor
-    qkv = [(w["self_attn.q_proj.weight"], 1.0 / math.sqrt(d)), (w["self_attn.k_proj.weight"], 1.0)]
+    if spec.fused_projections:
+        q, k, v = _split(w.pop("self_attn.qkv_proj.weight"), (nq, nkv, nkv))
+        gate, up = _split(w.pop("mlp.gate_up_proj.weight"), (inter, inter))
+        w |= {"self_attn.q_proj.weight": q, "self_attn.k_proj.weight": k, "self_attn.v_proj.weight": v}
+        w |= {"mlp.gate_proj.weight": gate, "mlp.up_proj.weight": up}
+    return w
+
+
+def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dtype) -> LayerWeights:
+    """Fuse layer `i`: norm1 ⊙ [Q/sqrt(d); K; V], o, norm2 ⊙ [gate; up], down; and the vectors.
+
+    The attention scale `1/sqrt(d)` is folded into Q (weights and bias); with per-head q/k
+    norms it goes into the query norm's weight instead (a norm would undo it on Q)."""
+    w = _layer_tensors(t, i, spec)
+    scale = 1.0 / math.sqrt(spec.head_dim)
+    q_scale = 1.0 if spec.qk_norm else scale
+    qkv = [(w["self_attn.q_proj.weight"], q_scale), (w["self_attn.k_proj.weight"], 1.0)]
     qkv.append((w["self_attn.v_proj.weight"], 1.0))
+
+    def vector(name: str, factor: float = 1.0) -> torch.Tensor:
+        return (w[name].to(torch.float32) * factor).to(dtype)
+
+    qkv_bias = None
+    if spec.qkv_bias:
+        q_bias = vector("self_attn.q_proj.bias", q_scale)
+        qkv_bias = torch.cat([q_bias, vector("self_attn.k_proj.bias"), vector("self_attn.v_proj.bias")])
     return LayerWeights(
         _fuse(qkv, w["input_layernorm.weight"], dtype),
         _fuse([(w["self_attn.o_proj.weight"], 1.0)], None, dtype),
@@ -186,6 +242,10 @@ def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dty
             dtype,
         ),
         _fuse([(w["mlp.down_proj.weight"], 1.0)], None, dtype),
+        qkv_bias=qkv_bias,
+        o_bias=vector("self_attn.o_proj.bias") if spec.o_bias else None,
+        q_norm=vector("self_attn.q_norm.weight", scale) if spec.qk_norm else None,
+        k_norm=vector("self_attn.k_norm.weight") if spec.qk_norm else None,
     )
 
 
