@@ -101,3 +101,32 @@ def test_what_the_block_lacks_falls_back_to_hf_with_the_reason(
     r = CliRunner().invoke(app, ["models", "show", "base/yarn", "--json"])
     engine = json.loads(r.output)["engine"]
     assert engine["auto"] == "hf" and "rope type 'yarn'" in engine["why"]
+
+
+def test_tensor_files_read_what_safetensors_reads(tiny_model_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    from models.engines.llama.weights import TensorFiles
+
+    files = TensorFiles(tiny_model_dir)
+    want = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert set(files) == set(want) and files.numel() == sum(t.numel() for t in want.values())
+    for name, tensor in want.items():
+        assert files.shape(name) == tuple(tensor.shape) and torch.equal(files[name], tensor)
+    files["model.norm.weight"] = torch.zeros(3)  # a merged adapter's tensor shadows the file's
+    assert files["model.norm.weight"].shape == (3,)
+
+
+def test_bfloat16_weights_stay_bfloat16_and_a_tied_head_is_the_embedding(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _build(tiny_model_dir, tmp_path / "bf16", CASES["qwen2"])
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    engine = FastEngine(folder, dtype=None)  # `dtype: auto`
+    assert engine.dtype == torch.bfloat16 and engine.weights.head_is_embedding
+    assert engine.weights.nbytes <= (folder / "model.safetensors").stat().st_size
+    ids = [1, 57, 9, 300, 44, 18]
+    with torch.inference_mode():
+        want = model.float()(input_ids=torch.tensor([ids])).logits[0, -1]
+    got = engine.prefill(ids).float()
+    assert float((got - want).abs().max()) <= 0.08 * float(want.abs().max())
+    assert TransformerModel(str(folder), max_length=2).engine.dtype == torch.bfloat16

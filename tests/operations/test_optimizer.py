@@ -31,7 +31,11 @@ def test_int8_engine_tracks_fp32_logits(tiny_model_dir: Path) -> None:
     # Activations are quantized per call (over all rows), so a batch and its last row differ slightly.
     last = int8.prefill(ids)
     assert torch.allclose(full[0, -1], last, atol=0.05 * float(last.abs().max()))
-    assert weight_bytes(int8) < 0.6 * weight_bytes(fp32)
+    # What decode streams per token (matrices and head, not the looked-up embedding) shrinks ~4x;
+    # the total less, since a tied float32 head is the embedding itself but int8 packs its own.
+    embed = fp32.weights.embed.numel() * 4
+    assert weight_bytes(int8) - embed < 0.35 * weight_bytes(fp32)
+    assert fp32.weights.head_is_embedding and not int8.weights.head_is_embedding
     assert "".join(int8.stream("The", SamplingParams(max_new_tokens=8, temperature=0.0)))
 
 

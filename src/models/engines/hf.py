@@ -18,13 +18,25 @@ from models.errors import EngineError
 __all__ = ["HFEngine"]
 
 
+def _auto_dtype(folder: Path) -> torch.dtype:
+    """bfloat16 for weights stored in bfloat16, float32 otherwise (float16 matmuls are slow or
+    missing on CPUs)."""
+    from models.engines.llama.weights import TensorFiles
+
+    try:
+        stored = TensorFiles(folder).stored_dtype()
+    except EngineError:
+        return torch.float32
+    return torch.bfloat16 if stored == torch.bfloat16 else torch.float32
+
+
 class HFEngine(LocalEngine):
     name = "hf"
 
     def __init__(
         self,
         folder: str | Path,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = torch.float32,
         model: Any = None,
         adapter: str | Path | None = None,
     ) -> None:
@@ -34,7 +46,10 @@ class HFEngine(LocalEngine):
 
             try:
                 model = AutoModelForCausalLM.from_pretrained(
-                    str(folder), dtype=dtype, use_safetensors=True, local_files_only=True
+                    str(folder),
+                    dtype=_auto_dtype(folder) if dtype is None else dtype,
+                    use_safetensors=True,
+                    local_files_only=True,
                 )
             except (OSError, ValueError) as exc:
                 raise EngineError(f"{folder}: transformers could not load the model ({exc})") from exc

@@ -95,7 +95,7 @@ def forward(
     if last_only:
         x = x[:, -1:]
     tt = x.shape[1]
-    return mm(F.rms_norm(x, hidden, None, eps).reshape(b * tt, h), w.head).view(b, tt, -1)
+    return mm(F.rms_norm(x, hidden, w.head_norm, eps).reshape(b * tt, h), w.head).view(b, tt, -1)
 
 
 class OneRowStep:
@@ -115,7 +115,7 @@ class OneRowStep:
         self.nq, self.qk_end, self.rot = nq, nq + nkv, nq + 2 * nkv
         self.pairs = (spec.num_heads + kvh, 2, d // 2)
         self.q_shape, self.kv_shape = (kvh, spec.num_heads // kvh, d), (2, kvh, d)
-        self.embed, self.head, self.rope = w.embed, w.head, rope
+        self.embed, self.head, self.head_norm, self.rope = w.embed, w.head, w.head_norm, rope
         if w.format == "int8-dynamic":
             lin = torch.ops.quantized.linear_dynamic
             self.scaled = lambda x, m, scale: lin(x * scale, m)
@@ -157,4 +157,7 @@ class OneRowStep:
                 x.add_(lw.o_bias)
             gate_up = scaled(x, w_gate_up, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps))
             x = residual(x, silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), w_down)
-        return scaled(x, self.head, 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)).view(-1)
+        scale = 1.0 / math.sqrt(float(vector_norm(x)) ** 2 * inv_h + eps)
+        if self.head_norm is not None:
+            x = x * self.head_norm
+        return scaled(x, self.head, scale).view(-1)

@@ -8,8 +8,9 @@ around the package's parts: `Weights` (fused matrices and their matmul, `weights
 best-of-N decoding (`batch.py`). Everything runs under `torch.inference_mode` with the
 engine's thread count.
 
-Reads `config.json` and `model.safetensors` (or a sharded index) itself, through
-`safetensors.torch.load_file` only, without importing `transformers`.
+Reads `config.json` and `model.safetensors` (or a sharded index) itself, one tensor at a time
+(`weights.TensorFiles`), without importing `transformers`: loading peaks at the fused weights
+plus one layer, and bfloat16 weights stay bfloat16 with `dtype=None` (`dtype: auto`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class FastEngine(LocalEngine):
     def __init__(
         self,
         folder: str | Path,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = torch.float32,
         threads: int | None = None,
         adapter: str | Path | None = None,
     ) -> None:
@@ -96,9 +97,11 @@ class FastEngine(LocalEngine):
         # Our thread count here too: on a busy machine, parallel copies wait for a stalled thread.
         with self.scope():
             tensors = load_tensors(folder)
+            if dtype is None:  # auto: bfloat16 weights stay bfloat16 (half the memory), others float32
+                dtype = torch.bfloat16 if tensors.stored_dtype() == torch.bfloat16 else torch.float32
             if adapter is not None:
                 self.adapter = {"path": str(adapter), **merge_lora(tensors, Path(adapter))}
-            self.parameters = sum(t.numel() for t in tensors.values())
+            self.parameters = tensors.numel()
             weights = build_weights(tensors, spec, dtype, folder)
             del tensors
             self.cache = KVCache(spec, 1, min(spec.max_positions, INITIAL_CAPACITY), dtype)

@@ -18,18 +18,19 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from models.engines.llama.spec import LlamaSpec
 from models.errors import EngineError
 
-__all__ = ["FORMATS", "LayerWeights", "Weights", "build_weights", "int8_available", "load_tensors"]
+__all__ = [
+    "FORMATS", "LayerWeights", "TensorFiles", "Weights", "build_weights", "int8_available", "load_tensors",
+]  # fmt: skip
 
 FORMATS = ("float32", "bfloat16", "int8-dynamic")
 
@@ -40,19 +41,88 @@ def int8_available() -> bool:
     return any(e in engines for e in ("fbgemm", "x86")) and hasattr(torch.ops.quantized, "linear_dynamic")
 
 
-def load_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of `model.safetensors`, or of the shards its `.index.json` lists."""
-    single = folder / "model.safetensors"
-    if single.exists():
-        return load_file(str(single))
-    index = folder / "model.safetensors.index.json"
-    if not index.exists():
-        raise EngineError(f"{folder}: no model.safetensors (or sharded index) to load")
-    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    tensors: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        tensors.update(load_file(str(folder / shard)))
-    return tensors
+_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}  # fmt: skip
+
+
+class TensorFiles(MutableMapping[str, torch.Tensor]):
+    """The tensors of a model folder's safetensors file(s), read one at a time on access.
+
+    Each access reads that tensor's bytes with plain file reads into a new tensor (no memory
+    map stays behind, so only what the caller keeps counts toward the process's memory). Keys
+    assigned here (a merged LoRA module) shadow the file's. `shapes` and `dtypes` come from
+    the headers, without reading data."""
+
+    def __init__(self, folder: Path) -> None:
+        single = folder / "model.safetensors"
+        index = folder / "model.safetensors.index.json"
+        if single.exists():
+            files = [single]
+        elif index.exists():
+            files = [folder / n for n in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        else:
+            raise EngineError(f"{folder}: no model.safetensors (or sharded index) to load")
+        self._where: dict[str, tuple[Path, int, int, torch.dtype, tuple[int, ...]]] = {}
+        for path in files:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                dtype = _DTYPES.get(info.get("dtype"))
+                if dtype is None:
+                    raise EngineError(f"{path}: tensor {name!r} has dtype {info.get('dtype')!r}, not one we read")
+                start, end = info["data_offsets"]
+                self._where[name] = (path, 8 + n + int(start), int(end) - int(start), dtype, tuple(info["shape"]))
+        self._set: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._set:
+            return self._set[name]
+        path, offset, nbytes, dtype, shape = self._where[name]
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            if f.readinto(memoryview(buf.numpy())) != nbytes:
+                raise EngineError(f"{path}: tensor {name!r} is cut short")
+        return buf.view(dtype).reshape(shape)
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self._set[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        self._set.pop(name, None)
+        self._where.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._where, *self._set]))
+
+    def __len__(self) -> int:
+        return len(set(self._where) | set(self._set))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._set[name].shape) if name in self._set else self._where[name][4]
+
+    def dtype(self, name: str) -> torch.dtype:
+        return self._set[name].dtype if name in self._set else self._where[name][3]
+
+    def numel(self) -> int:
+        """Parameters in all tensors (from the headers)."""
+        return sum(math.prod(self.shape(k)) for k in self)
+
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype most of the weights are stored in (by element count)."""
+        counts: dict[torch.dtype, int] = {}
+        for k in self:
+            counts[self.dtype(k)] = counts.get(self.dtype(k), 0) + math.prod(self.shape(k))
+        return max(counts, key=lambda d: counts[d]) if counts else torch.float32
+
+
+def load_tensors(folder: Path) -> TensorFiles:
+    """All tensors of `model.safetensors`, or of the shards its `.index.json` lists, read on access."""
+    return TensorFiles(folder)
 
 
 @dataclass(frozen=True)
@@ -93,6 +163,15 @@ class Weights:
     layers: tuple[LayerWeights, ...]
     nbytes: int
     """Bytes held in memory: what decode streams per token, plus the embedding."""
+    head_norm: torch.Tensor | None = None
+    """The final RMSNorm's weight, applied to the activation before the head, when the head is
+    the embedding itself (tied weights: one matrix in memory, not two). None: folded into the head."""
+
+    @property
+    def head_is_embedding(self) -> bool:
+        return isinstance(self.head, torch.Tensor) and self.head.untyped_storage().data_ptr() == (
+            self.embed.untyped_storage().data_ptr()
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -111,7 +190,10 @@ class Weights:
         fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
         if fmt is None:
             raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
-        out = replace(self, format=fmt, embed=self.embed.to(dtype), head=self.head.to(dtype), layers=layers)
+        embed = self.embed.to(dtype)
+        head = embed.t() if self.head_is_embedding else self.head.to(dtype)
+        norm = self.head_norm.to(dtype) if self.head_norm is not None else None
+        out = replace(self, format=fmt, embed=embed, head=head, layers=layers, head_norm=norm)
         return replace(out, nbytes=_float_bytes(out))
 
     def quantized_int8(self) -> Weights:
@@ -130,12 +212,13 @@ class Weights:
                 total += n
             layers.append(lw.with_matrices(packed))
         head, n = _pack(self.head)
-        return Weights("int8-dynamic", self.embed, head, tuple(layers), total + n)
+        return Weights("int8-dynamic", self.embed, head, tuple(layers), total + n, self.head_norm)
 
 
 def _float_bytes(w: Weights) -> int:
     vectors = [v for lw in w.layers for v in lw.extras() if v is not None]
-    tensors = [w.embed, w.head, *(m for lw in w.layers for m in lw.each()), *vectors]
+    heads = [] if w.head_is_embedding else [w.head]
+    tensors = [w.embed, *heads, *(m for lw in w.layers for m in lw.each()), *vectors]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -151,20 +234,31 @@ def _pack(w_in_out: torch.Tensor) -> tuple[Any, int]:
 
 
 def _fuse(parts: list[tuple[torch.Tensor, float]], norm: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(out_i, in) weights → one contiguous (in, sum out_i) matrix: their transposes side by
-    side, each times its scale, with an RMSNorm weight folded into the rows (the inputs).
-    One transposing copy per part straight from the (memory-mapped) file, then in-place scales."""
-    fused = torch.empty(parts[0][0].shape[1], sum(w.shape[0] for w, _ in parts), dtype=torch.float32)
+    """(out_i, in) weights → one contiguous (in, sum out_i) matrix in `dtype`: their transposes
+    side by side, each times its scale, with an RMSNorm weight folded into the rows (the
+    inputs). Scales and norm are applied in float32, one part at a time, and rounded to
+    `dtype` once; only the result and one part's float32 copy are ever in memory."""
+    fused = torch.empty(parts[0][0].shape[1], sum(w.shape[0] for w, _ in parts), dtype=dtype)
+    factor = norm.to(torch.float32)[:, None] if norm is not None else None
     start = 0
     for w, scale in parts:
         block = fused[:, start : start + w.shape[0]]
-        block.copy_(w.t())
-        if scale != 1.0:
-            block.mul_(scale)
+        if dtype == torch.float32 or (factor is None and scale == 1.0 and w.dtype == dtype):
+            block.copy_(w.t())
+            if scale != 1.0:
+                block.mul_(scale)
+            if factor is not None:
+                block.mul_(factor)
+        else:
+            part = w.t().to(torch.float32)
+            if scale != 1.0:
+                part.mul_(scale)
+            if factor is not None:
+                part.mul_(factor)
+            block.copy_(part)
+            del part
         start += w.shape[0]
-    if norm is not None:
-        fused.mul_(norm.to(torch.float32)[:, None])
-    return fused.to(dtype)
+    return fused
 
 
 def _split(fused: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
@@ -249,29 +343,55 @@ def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dty
     )
 
 
-def build_weights(t: dict[str, torch.Tensor], spec: LlamaSpec, dtype: torch.dtype, where: Path) -> Weights:
-    """Checked, fused weights of every block from a Hugging Face state dict (by HF names)."""
+def _release_freed_memory() -> None:
+    """Ask glibc to hand freed heap pages back (`malloc_trim`): the per-layer buffers are freed
+    but glibc keeps them mapped, so a big model's load would otherwise peak well above its
+    weights. A no-op where the C library has no `malloc_trim`."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
+def build_weights(t: MutableMapping[str, torch.Tensor], spec: LlamaSpec, dtype: torch.dtype, where: Path) -> Weights:
+    """Checked, fused weights of every block from a Hugging Face state dict (by HF names),
+    built one layer at a time from `t` (a `TensorFiles` reads each tensor as it is asked for,
+    so peak memory is the result plus one layer). A tied head is the embedding itself."""
+    fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
+    if fmt is None:
+        raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
     try:
         embed, norm = t["model.embed_tokens.weight"], t["model.norm.weight"]
     except KeyError as exc:
         raise EngineError(f"{where}: the weights lack tensor {exc.args[0]!r}") from None
-    head = embed if spec.tie_word_embeddings else t.get("lm_head.weight")
-    if head is None:
+    head = None if spec.tie_word_embeddings else t.get("lm_head.weight")
+    if head is None and not spec.tie_word_embeddings:
         raise EngineError(f"{where}: tie_word_embeddings is false but there is no lm_head.weight")
     for what, w in (("embed_tokens", embed), ("lm_head", head)):
-        if tuple(w.shape) != (spec.vocab_size, spec.hidden_size):
+        if w is not None and tuple(w.shape) != (spec.vocab_size, spec.hidden_size):
             raise EngineError(
                 f"{where}: {what} is {tuple(w.shape)}, config.json says ({spec.vocab_size}, {spec.hidden_size})"
             )
-    fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
-    if fmt is None:
-        raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
-    # A private copy: load_file maps the file, which a training run may rewrite in place.
-    out = Weights(
-        fmt,
-        embed.to(dtype, copy=True).contiguous(),
-        _fuse([(head, 1.0)], norm, dtype),
-        tuple(_layer(t, i, spec, dtype) for i in range(spec.num_layers)),
-        0,
-    )
+    # A private tensor (TensorFiles reads a copy; a plain dict may hold a memory-mapped file,
+    # which a training run may rewrite in place).
+    embed = embed.to(dtype, copy=not isinstance(t, TensorFiles)).contiguous()
+    built = []
+    for i in range(spec.num_layers):
+        built.append(_layer(t, i, spec, dtype))
+        _release_freed_memory()  # the layer's file reads and float32 parts, back to the OS
+    layers = tuple(built)
+    if head is None:
+        out = Weights(fmt, embed, embed.t(), layers, 0, head_norm=norm.to(dtype))
+    else:
+        out = Weights(fmt, embed, _fuse([(head, 1.0)], norm, dtype), layers, 0)
     return replace(out, nbytes=_float_bytes(out))
