@@ -153,5 +153,5 @@ def test_unknown_types_and_engines_name_the_known_ones(companion_home: Path) -> 
 
     with pytest.raises(ConfigError, match="known: .*transformer"):
         get_loader("no_such_type")
-    with pytest.raises(ValueError, match="auto, openai, fast, hf"):
+    with pytest.raises(ValueError, match="auto, llamacpp, openai, fast, hf"):
         TransformerParams(engine="no_such_engine")

@@ -158,9 +158,9 @@ def test_plain_text_never_samples_chat_markup(tiny_model_dir: Path) -> None:
     assert m.chat([{"role": "user", "content": "hi"}]) == ""  # chat: the turn ends
 
 
-def test_gguf_and_the_llamacpp_name_are_not_advertised(tmp_path) -> None:
-    """Issue 17 item 1: `llamacpp` was listed as an engine and an extra with no engine behind it.
-    Until one exists, a .gguf file is a clear error and the name is not accepted."""
+def test_a_gguf_file_picks_llamacpp_and_a_broken_one_is_a_clear_error(tmp_path) -> None:
+    """`llamacpp` is a real engine now (tests/test_llamacpp.py); a file that is not a GGUF
+    model is an EngineError naming it, not a crash inside llama.cpp."""
     import pytest
 
     from models.config import TransformerParams
@@ -168,10 +168,8 @@ def test_gguf_and_the_llamacpp_name_are_not_advertised(tmp_path) -> None:
     from models.errors import EngineError
     from models.transformer_model import TransformerModel
 
-    assert "llamacpp" not in ENGINES
-    with pytest.raises(ValueError, match="must be one of"):
-        TransformerParams(engine="llamacpp")
+    assert "llamacpp" in ENGINES and TransformerParams(engine="llamacpp").engine == "llamacpp"
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 32)
-    with pytest.raises(EngineError, match="llama-server"):
+    with pytest.raises(EngineError, match="model.gguf"):
         TransformerModel(str(gguf))

@@ -354,6 +354,8 @@ COMMAND_MODULES: list[str] = [
     "companion.commands.privacy",
     "companion.commands.personalization",
     "companion.commands.serve",
+    "companion.commands.run",
+    "companion.commands.export",
 ]
 
 

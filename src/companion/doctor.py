@@ -155,12 +155,30 @@ def _framework() -> CheckResult:
     return CheckResult("framework integration", "ok", f"framework ready: {type(fw).__name__}")
 
 
+def _engines() -> CheckResult:
+    """Which engines can run here: llama.cpp for .gguf files is an optional compiled extra."""
+    from models.engines import engine_names
+    from models.engines.llamacpp import llama_cpp_available
+
+    names = ", ".join(engine_names())
+    version = llama_cpp_available()
+    if version is None:
+        return CheckResult(
+            "engines",
+            "warn",
+            f"engines: {names}; llama.cpp (llama-cpp-python) is not installed, so .gguf files cannot run",
+            "pip install 'companion-models[gguf]' (compiles llama.cpp, a few minutes)",
+        )
+    return CheckResult("engines", "ok", f"engines: {names}; llama.cpp via llama-cpp-python {version}")
+
+
 CHECKS: list[tuple[str, Callable[[], CheckResult]]] = [
     ("environment", _environment),
     ("configuration", _config),
     ("model paths", _models),
     ("store integrity", _store),
     ("model loading", _loading),
+    ("engines", _engines),
     ("metrics database", _database),
     ("training data", _training_data),
     ("framework integration", _framework),

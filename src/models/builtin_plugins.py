@@ -28,7 +28,7 @@ def register_model_types(register: Any) -> None:
 def _dtype(name: str) -> Any:
     import torch
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    return {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def _local_folder(ref: Any, name: str) -> Path:
@@ -84,8 +84,19 @@ def _hf(ref: Any, params: Any, adapter: Path | None) -> Any:
     return HFEngine(folder, dtype=_dtype(params.dtype), adapter=adapter)
 
 
+def _llamacpp(ref: Any, params: Any, adapter: Path | None) -> Any:
+    from models.engines.llamacpp import LlamaCppEngine
+
+    if ref.kind != "gguf" or ref.folder is None:
+        from models.errors import EngineError
+
+        raise EngineError(f"{ref.raw}: the llamacpp engine runs .gguf files")
+    return LlamaCppEngine(ref.folder, threads=params.threads, adapter=adapter)
+
+
 @hookimpl
 def register_engines(register: Any) -> None:
+    register("llamacpp", _llamacpp, supports=lambda ref, params: ref.kind == "gguf" and not params.base_url, priority=8)
     register("openai", _openai, supports=lambda ref, params: ref.kind == "openai" or bool(params.base_url), priority=10)
     register("fast", _fast, supports=_fast_supports, priority=20)
     register("hf", _hf, supports=lambda ref, params: ref.kind in ("folder", "builtin", "store"), priority=90)

@@ -65,12 +65,15 @@ class TransformerParams(_Strict):
     top_k: int = Field(50, ge=0)
     repetition_penalty: float = Field(1.1, gt=0.0, le=5.0)
     seed: int | None = None
-    engine: str = Field("auto", description="auto | fast | hf | openai")
+    engine: str = Field("auto", description="auto | llamacpp | fast | hf | openai (or a plugin's engine)")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     model: str | None = Field(None, description="Model id on the OpenAI-compatible server.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     threads: int | None = Field(None, ge=1, le=256)
-    dtype: str = Field("float32", description="float32 | bfloat16 | float16")
+    dtype: str = Field(
+        "auto",
+        description="auto (bfloat16 weights stay bfloat16, others load as float32) | float32 | bfloat16 | float16",
+    )
 
     @field_validator("engine")
     @classmethod
@@ -85,8 +88,8 @@ class TransformerParams(_Strict):
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, v: str) -> str:
-        if v not in ("float32", "bfloat16", "float16"):
-            raise ValueError("must be float32, bfloat16 or float16")
+        if v not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError("must be auto, float32, bfloat16 or float16")
         return v
 
 

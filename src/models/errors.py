@@ -159,6 +159,10 @@ class VersionError(CompanionError):
     """A version or alias operation was refused (unknown version, invalid alias, ...)."""
 
 
+class ExportTargetError(CompanionError):
+    """A model cannot be exported (not local, unknown format or architecture)."""
+
+
 class UpdateError(CompanionError):
     """An update could not be checked, downloaded, verified or installed."""
 

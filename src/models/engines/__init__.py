@@ -2,10 +2,9 @@
 an installed plugin registers (`models.plugins`, hook `register_engines`).
 
 `create_engine(ref, params)` with `engine: auto` asks each registered engine in priority order
-whether it `supports` the path and takes the first that does: an OpenAI model id → `openai`; a
-Llama-family folder the fast engine supports → `fast`; any other Hugging Face folder → `hf`. A
-`.gguf` file is refused with a clear error until a llama.cpp engine exists (serve it with
-llama.cpp's own OpenAI-compatible server meanwhile).
+whether it `supports` the path and takes the first that does: a `.gguf` file → `llamacpp`
+(llama.cpp in process, `models.engines.llamacpp`); an OpenAI model id → `openai`; a
+Llama-family folder the fast engine supports → `fast`; any other Hugging Face folder → `hf`.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["ENGINES", "create_engine", "engine_names"]
 
 #: The built-in engines (plugins may add more: `engine_names()`).
-ENGINES = ("fast", "hf", "openai")
+ENGINES = ("llamacpp", "fast", "hf", "openai")
 
 
 def engine_names() -> list[str]:
@@ -41,11 +40,6 @@ def create_engine(ref: PathRef, params: Any, adapter: Path | None = None) -> Eng
     registered = {e.name: e for e in engines()}
     choice = params.engine
     if choice == "auto":
-        if ref.kind == "gguf" and not params.base_url:
-            raise EngineError(
-                f"{ref.raw}: GGUF files have no engine here yet; serve it with llama.cpp's server "
-                "(llama-server -m FILE) and use path openai:<id> with base_url http://localhost:8080/v1"
-            )
         found = next((e for e in registered.values() if e.supports(ref, params)), None)
         if found is None:
             raise EngineError(f"no engine supports {ref.raw!r}; engines: {', '.join(registered)}")

@@ -195,13 +195,24 @@ def load_personality(manager: Any, request: LoadRequest) -> Any:
     )
 
 
-def _emotion_trained(base: Any) -> bool:
-    """Whether the base model was fine-tuned with emotion control tokens (its companion.json)."""
-    folder = getattr(getattr(base, "ref", None), "folder", None)
-    if folder is None or not (Path(folder) / "companion.json").exists():
+def emotion_trained(base: Any) -> bool:
+    """Whether the base model was fine-tuned with emotion control tokens: its companion.json
+    says so, or for a GGUF file, the `companion.emotion_control` key our export writes."""
+    where = getattr(getattr(base, "ref", None), "folder", None)
+    if where is None:
         return False
-    meta = json.loads((Path(folder) / "companion.json").read_text(encoding="utf-8"))
+    where = Path(where)
+    if where.is_file() and where.suffix == ".gguf":
+        from models.engines.llamacpp import gguf_metadata
+
+        return bool(gguf_metadata(where).get("companion.emotion_control"))
+    if not (where / "companion.json").exists():
+        return False
+    meta = json.loads((where / "companion.json").read_text(encoding="utf-8"))
     return bool(meta.get("emotion_control"))
+
+
+_emotion_trained = emotion_trained
 
 
 def wrap_plain_model(manager: Any, name: str, model: Any) -> Any:

@@ -1,0 +1,244 @@
+"""The `fast` engine against llama.cpp on the same weights (issue 19), and memory at load.
+
+`python -m bench llamacpp` (knobs: BENCH_LC_TOKENS=128, BENCH_LC_ROUNDS=3, BENCH_LC_QWEN=1).
+
+Two models: the embedded chat model, and a random-weights model with Qwen2.5-0.5B's shape
+(24 layers, hidden 896, 14 heads / 2 KV heads, vocab 151 936, tied embeddings, bfloat16 on
+disk) built in a temporary folder. Each is exported to GGUF with `models.export` (f32 and
+q8_0; bf16 for the Qwen shape) and loaded by llama.cpp (`llama-cpp-python`, in process).
+
+Decode: batch 1, BENCH_LC_TOKENS greedy tokens after the same prompt ids, at 1 and 2 threads.
+Both sides run their bare loop: ours `prefill` then `step` with an argmax (`FastEngine`),
+llama.cpp's `Llama.eval` then an argmax over its logits buffer (no copy). Pairs at equal
+precision: our float32 vs llama.cpp f32, our int8 (FBGEMM dynamic) vs llama.cpp q8_0, and for
+the Qwen shape our bfloat16 (`dtype: auto`) vs llama.cpp bf16. Paths take turns, best of
+BENCH_LC_ROUNDS; the ratio is ours / llama.cpp tokens per second (> 1: we are faster).
+
+Memory: peak resident memory of a fresh interpreter that imports torch, then loads the Qwen
+shape with `FastEngine(folder, dtype=None)`; the increase over the interpreter before the load
+is compared with the weights' size on disk (target ≤ 1.2×), and llama.cpp's own load (memory
+mapped) in another fresh interpreter is shown beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+TOKENS = int(os.environ.get("BENCH_LC_TOKENS", "128"))
+ROUNDS = int(os.environ.get("BENCH_LC_ROUNDS", "3"))
+QWEN = os.environ.get("BENCH_LC_QWEN", "1") != "0"
+PROMPT = "The old lighthouse keeper looked out over the grey sea and said to his daughter"
+TARGET_SPEED = 1.2
+TARGET_RSS = 1.2
+
+
+def build_qwen_shape(folder: Path) -> Path:
+    """A random-weights Qwen2.5-0.5B-shaped model (bfloat16) with the embedded tokenizer."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from models.paths import builtin_dir
+
+    cfg = AutoConfig.for_model(
+        "qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0,
+        rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=0, eos_token_id=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    model.save_pretrained(folder, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(builtin_dir("companion-chat") / f, folder / f)
+    return folder
+
+
+def ours_loop(engine: Any, ids: list[int]) -> Callable[[], None]:
+    def run() -> None:
+        logits = engine.prefill(ids)
+        for _ in range(TOKENS - 1):
+            logits = engine.step(int(torch.argmax(logits)))
+
+    return run
+
+
+def llama_loop(llm: Any, ids: list[int]) -> Callable[[], None]:
+    import llama_cpp
+
+    vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
+
+    def logits() -> np.ndarray:
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))
+
+    def run() -> None:
+        llm.reset()
+        llm.eval(ids)
+        for _ in range(TOKENS - 1):
+            llm.eval([int(logits().argmax())])
+
+    return run
+
+
+def race(paths: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Tokens per second of each path: warm-up, then BENCH_LC_ROUNDS rounds in turns, best kept."""
+    for run in paths.values():
+        run()
+    best = dict.fromkeys(paths, float("inf"))
+    for _ in range(ROUNDS):
+        for name, run in paths.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: TOKENS / s for name, s in best.items()}
+
+
+def decode_rows(label: str, folder: Path, ggufs: dict[str, Path], ours: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(model, precision, threads, ours tok/s, llama.cpp tok/s) for each precision and thread count."""
+    import llama_cpp
+
+    from models.engines.llama import FastEngine
+
+    rows = []
+    for threads in (1, 2):
+        for precision, gguf in ggufs.items():
+            engine = FastEngine(folder, dtype=ours[precision]["dtype"], threads=threads)
+            if ours[precision].get("int8"):
+                from models.engines.llama.runtime import quantize_int8
+
+                quantize_int8(engine)
+            ids = engine.codec.encode(PROMPT, add_bos=True)
+            llm = llama_cpp.Llama(
+                model_path=str(gguf), n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads,
+                verbose=False,
+            )  # fmt: skip
+            rates = race({"ours": ours_loop(engine, ids), "llama.cpp": llama_loop(llm, ids)})
+            rows.append(
+                (label, f"{ours[precision]['name']} vs {precision}", threads, rates["ours"], rates["llama.cpp"])
+            )
+            llm.close()
+            del engine
+    return rows
+
+
+_RSS_CHILD = """
+import json, resource, sys, torch
+def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096
+before = rss()
+kind, path = sys.argv[1], sys.argv[2]
+if kind == "fast":
+    from models.engines.llama import FastEngine
+    engine = FastEngine(path, dtype=None)
+else:
+    import llama_cpp
+    llm = llama_cpp.Llama(model_path=path, n_ctx=512, verbose=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"before": before, "peak": peak, "after": rss()}))
+"""
+
+
+def load_memory(kind: str, path: Path) -> dict[str, int]:
+    r = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, kind, str(path)], capture_output=True, text=True, check=True, env=os.environ
+    )
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from models.export import export_gguf
+    from models.paths import builtin_dir
+
+    console = Console(width=130)
+    try:
+        import llama_cpp
+    except ImportError:
+        console.print("bench.llamacpp: skipped (llama-cpp-python is not installed: pip install '.[gguf]')")
+        return
+    console.print(
+        f"llama-cpp-python {llama_cpp.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at start; {TOKENS} greedy tokens, best of {ROUNDS}"
+    )
+    rows: list[tuple[Any, ...]] = []
+    memory = None
+    with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as tmp:
+        work = Path(tmp)
+        chat = builtin_dir("companion-chat")
+        ggufs = {q: export_gguf(chat, work / f"chat-{q}.gguf", quant=q) for q in ("f32", "q8_0")}
+        ours = {
+            "f32": {"name": "float32", "dtype": torch.float32},
+            "q8_0": {"name": "int8", "dtype": torch.float32, "int8": True},
+        }
+        rows += decode_rows("embedded chat (5.3 M)", chat, ggufs, ours)
+        if QWEN:
+            qwen = build_qwen_shape(work / "qwen-shape")
+            disk = (qwen / "model.safetensors").stat().st_size
+            memory = {
+                "disk": disk,
+                "fast": load_memory("fast", qwen),
+            }
+            qggufs = {q: export_gguf(qwen, work / f"qwen-{q}.gguf", quant=q) for q in ("bf16", "f32", "q8_0")}
+            memory["llama.cpp"] = load_memory("llama", qggufs["bf16"])
+            qours = {
+                "bf16": {"name": "bfloat16", "dtype": torch.bfloat16},
+                "f32": {"name": "float32", "dtype": torch.float32},
+                "q8_0": {"name": "int8", "dtype": torch.float32, "int8": True},
+            }
+            rows += decode_rows("Qwen2.5-0.5B shape (494 M)", qwen, qggufs, qours)
+    table = Table(title="Decode against llama.cpp, same weights (GGUF export), batch 1, greedy")
+    for col in (
+        "model",
+        "precision (ours vs llama.cpp)",
+        "threads",
+        "ours tok/s",
+        "llama.cpp tok/s",
+        "ratio",
+        "target",
+    ):
+        table.add_column(col)
+    for model, precision, threads, a, b in rows:
+        ok = a / b >= TARGET_SPEED
+        verdict = f"[green]PASS[/] (≥ {TARGET_SPEED}×)" if ok else f"[red]FAIL[/] (≥ {TARGET_SPEED}×)"
+        table.add_row(model, precision, str(threads), f"{a:.0f}", f"{b:.0f}", f"{a / b:.2f}×", verdict)
+    console.print(table)
+    if memory is not None:
+        disk, fast, cpp = memory["disk"], memory["fast"], memory["llama.cpp"]
+        grow = (fast["peak"] - fast["before"]) / disk
+        mt = Table(title="Loading the Qwen2.5-0.5B-shaped model (bfloat16 safetensors, fresh interpreter)")
+        for col in ("what", "GB", "× weights on disk", "target"):
+            mt.add_column(col)
+        mt.add_row("weights on disk", f"{disk / 1e9:.2f}", "1.00×", "")
+        verdict = f"[green]PASS[/] (≤ {TARGET_RSS}×)" if grow <= TARGET_RSS else f"[red]FAIL[/] (≤ {TARGET_RSS}×)"
+        mt.add_row(
+            "fast: peak RSS growth during load", f"{(fast['peak'] - fast['before']) / 1e9:.2f}", f"{grow:.2f}×", verdict
+        )
+        mt.add_row(
+            "fast: peak RSS, whole process (torch included)",
+            f"{fast['peak'] / 1e9:.2f}",
+            f"{fast['peak'] / disk:.2f}×",
+            "",
+        )
+        mt.add_row(
+            "llama.cpp (bf16 GGUF, mmap): peak RSS growth", f"{(cpp['peak'] - cpp['before']) / 1e9:.2f}",
+            f"{(cpp['peak'] - cpp['before']) / disk:.2f}×", "",
+        )  # fmt: skip
+        console.print(mt)
+    console.print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
