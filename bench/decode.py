@@ -1,4 +1,5 @@
-"""Decode speed of the `fast` engine against `transformers` `generate()` (DESIGN §10).
+"""Decode speed of the `fast` engine against `transformers` `generate()` (DESIGN §10), then
+against llama.cpp on the same weights exported to GGUF (`bench/_llamacpp.py`).
 
 One process, batch 1, the same prompt and weights for every path, 200 new tokens. Every path
 runs once to warm up, then the paths take turns, 3 rounds, and each keeps its best round (so a
@@ -319,3 +320,7 @@ def main() -> None:
         console.print(decode_table(modes))
         console.print(load_table(load_rows(folder)))
         console.print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share the CPUs)")
+    if os.environ.get("BENCH_LC", "1") != "0":
+        from bench._llamacpp import main as llamacpp_peer
+
+        llamacpp_peer()  # the same weights through llama.cpp, and memory at load

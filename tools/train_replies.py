@@ -28,11 +28,13 @@ from models.training.loop import TrainSettings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ship(runs: Path) -> None:
+def ship(runs: Path, only: str | None = None) -> None:
     """Copy the finished models into the package (training reports included), new manifests."""
     from models.store import write_manifest
 
     for stage, name in (("context", "companion-base"), ("chat", "companion-chat")):
+        if only is not None and stage != only:
+            continue
         src, dest = runs / stage / "model", ROOT / "src" / "models" / "builtin" / name
         if not (src / "model.safetensors").exists():
             raise SystemExit(f"{src}: not finished")
@@ -70,7 +72,7 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true", help="copy the finished models into src/models/builtin")
     a = ap.parse_args()
     if a.ship:
-        ship(a.runs)
+        ship(a.runs, a.only)
         return
     ctx_run, chat_run = a.runs / "context", a.runs / "chat"
     if a.only != "chat" and not (ctx_run / "model" / "model.safetensors").exists():

@@ -54,7 +54,7 @@ class TensorFiles(MutableMapping[str, torch.Tensor]):
     assigned here (a merged LoRA module) shadow the file's. `shapes` and `dtypes` come from
     the headers, without reading data."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, preload_below: int = 0) -> None:
         single = folder / "model.safetensors"
         index = folder / "model.safetensors.index.json"
         if single.exists():
@@ -77,6 +77,14 @@ class TensorFiles(MutableMapping[str, torch.Tensor]):
                 start, end = info["data_offsets"]
                 self._where[name] = (path, 8 + n + int(start), int(end) - int(start), dtype, tuple(info["shape"]))
         self._set: dict[str, torch.Tensor] = {}
+        self.streaming = sum(p.stat().st_size for p in files) >= preload_below
+        """False: the files were small enough to map whole (`preload_below` bytes): faster to
+        load, and the memory they take is small. Mapped tensors share the file's pages."""
+        if not self.streaming:
+            from safetensors.torch import load_file
+
+            for path in files:
+                self._set.update(load_file(str(path)))
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name in self._set:
@@ -120,9 +128,14 @@ class TensorFiles(MutableMapping[str, torch.Tensor]):
         return max(counts, key=lambda d: counts[d]) if counts else torch.float32
 
 
-def load_tensors(folder: Path) -> TensorFiles:
-    """All tensors of `model.safetensors`, or of the shards its `.index.json` lists, read on access."""
-    return TensorFiles(folder)
+#: Weight files below this size are mapped whole (fast); larger ones are read tensor by tensor.
+PRELOAD_BELOW = 256 * 2**20
+
+
+def load_tensors(folder: Path, preload_below: int = PRELOAD_BELOW) -> TensorFiles:
+    """All tensors of `model.safetensors`, or of the shards its `.index.json` lists: mapped
+    whole when small, else read on access (see `TensorFiles`)."""
+    return TensorFiles(folder, preload_below)
 
 
 @dataclass(frozen=True)
@@ -384,11 +397,12 @@ def build_weights(t: MutableMapping[str, torch.Tensor], spec: LlamaSpec, dtype: 
             )
     # A private tensor (TensorFiles reads a copy; a plain dict may hold a memory-mapped file,
     # which a training run may rewrite in place).
-    embed = embed.to(dtype, copy=not isinstance(t, TensorFiles)).contiguous()
+    embed = embed.to(dtype, copy=not getattr(t, "streaming", False)).contiguous()
     built = []
     for i in range(spec.num_layers):
         built.append(_layer(t, i, spec, dtype))
-        _release_freed_memory()  # the layer's file reads and float32 parts, back to the OS
+        if getattr(t, "streaming", False):
+            _release_freed_memory()  # the layer's file reads and float32 parts, back to the OS
     layers = tuple(built)
     if head is None:
         out = Weights(fmt, embed, embed.t(), layers, 0, head_norm=norm.to(dtype))

@@ -1,23 +1,25 @@
 """The `fast` engine against llama.cpp on the same weights (issue 19), and memory at load.
 
-`python -m bench llamacpp` (knobs: BENCH_LC_TOKENS=128, BENCH_LC_ROUNDS=3, BENCH_LC_QWEN=1).
+Part of `python -m bench decode` (run after its transformers tables; knobs: BENCH_LC_TOKENS=128,
+BENCH_LC_ROUNDS=3, BENCH_LC_QWEN=1; BENCH_LC=0 skips it).
 
 Two models: the embedded chat model, and a random-weights model with Qwen2.5-0.5B's shape
 (24 layers, hidden 896, 14 heads / 2 KV heads, vocab 151 936, tied embeddings, bfloat16 on
 disk) built in a temporary folder. Each is exported to GGUF with `models.export` (f32 and
 q8_0; bf16 for the Qwen shape) and loaded by llama.cpp (`llama-cpp-python`, in process).
 
-Decode: batch 1, BENCH_LC_TOKENS greedy tokens after the same prompt ids, at 1 and 2 threads.
+Decode: batch 1, BENCH_LC_TOKENS greedy tokens (BENCH_LC_QWEN_TOKENS for the Qwen shape) after
+the same prompt ids, at 1 and 2 threads.
 Both sides run their bare loop: ours `prefill` then `step` with an argmax (`FastEngine`),
 llama.cpp's `Llama.eval` then an argmax over its logits buffer (no copy). Pairs at equal
 precision: our float32 vs llama.cpp f32, our int8 (FBGEMM dynamic) vs llama.cpp q8_0, and for
 the Qwen shape our bfloat16 (`dtype: auto`) vs llama.cpp bf16. Paths take turns, best of
 BENCH_LC_ROUNDS; the ratio is ours / llama.cpp tokens per second (> 1: we are faster).
 
-Memory: peak resident memory of a fresh interpreter that imports torch, then loads the Qwen
-shape with `FastEngine(folder, dtype=None)`; the increase over the interpreter before the load
-is compared with the weights' size on disk (target ≤ 1.2×), and llama.cpp's own load (memory
-mapped) in another fresh interpreter is shown beside it.
+Memory: peak resident memory of a fresh interpreter that imports torch and the engine, then
+loads the Qwen shape with `FastEngine(folder, dtype=None)`; the increase over the interpreter
+before the load is compared with the weights' size on disk (target ≤ 1.2×), and llama.cpp's
+own load (memory mapped) in another fresh interpreter is shown beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 TOKENS = int(os.environ.get("BENCH_LC_TOKENS", "128"))
+QWEN_TOKENS = int(os.environ.get("BENCH_LC_QWEN_TOKENS", "32"))
 ROUNDS = int(os.environ.get("BENCH_LC_ROUNDS", "3"))
 QWEN = os.environ.get("BENCH_LC_QWEN", "1") != "0"
 PROMPT = "The old lighthouse keeper looked out over the grey sea and said to his daughter"
@@ -69,16 +72,16 @@ def build_qwen_shape(folder: Path) -> Path:
     return folder
 
 
-def ours_loop(engine: Any, ids: list[int]) -> Callable[[], None]:
+def ours_loop(engine: Any, ids: list[int], tokens: int) -> Callable[[], None]:
     def run() -> None:
         logits = engine.prefill(ids)
-        for _ in range(TOKENS - 1):
+        for _ in range(tokens - 1):
             logits = engine.step(int(torch.argmax(logits)))
 
     return run
 
 
-def llama_loop(llm: Any, ids: list[int]) -> Callable[[], None]:
+def llama_loop(llm: Any, ids: list[int], tokens: int) -> Callable[[], None]:
     import llama_cpp
 
     vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
@@ -89,13 +92,13 @@ def llama_loop(llm: Any, ids: list[int]) -> Callable[[], None]:
     def run() -> None:
         llm.reset()
         llm.eval(ids)
-        for _ in range(TOKENS - 1):
+        for _ in range(tokens - 1):
             llm.eval([int(logits().argmax())])
 
     return run
 
 
-def race(paths: dict[str, Callable[[], None]]) -> dict[str, float]:
+def race(paths: dict[str, Callable[[], None]], tokens: int) -> dict[str, float]:
     """Tokens per second of each path: warm-up, then BENCH_LC_ROUNDS rounds in turns, best kept."""
     for run in paths.values():
         run()
@@ -105,10 +108,12 @@ def race(paths: dict[str, Callable[[], None]]) -> dict[str, float]:
             t = time.perf_counter()
             run()
             best[name] = min(best[name], time.perf_counter() - t)
-    return {name: TOKENS / s for name, s in best.items()}
+    return {name: tokens / s for name, s in best.items()}
 
 
-def decode_rows(label: str, folder: Path, ggufs: dict[str, Path], ours: dict[str, Any]) -> list[tuple[Any, ...]]:
+def decode_rows(
+    label: str, folder: Path, ggufs: dict[str, Path], ours: dict[str, Any], tokens: int
+) -> list[tuple[Any, ...]]:
     """(model, precision, threads, ours tok/s, llama.cpp tok/s) for each precision and thread count."""
     import llama_cpp
 
@@ -127,7 +132,7 @@ def decode_rows(label: str, folder: Path, ggufs: dict[str, Path], ours: dict[str
                 model_path=str(gguf), n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads,
                 verbose=False,
             )  # fmt: skip
-            rates = race({"ours": ours_loop(engine, ids), "llama.cpp": llama_loop(llm, ids)})
+            rates = race({"ours": ours_loop(engine, ids, tokens), "llama.cpp": llama_loop(llm, ids, tokens)}, tokens)
             rows.append(
                 (label, f"{ours[precision]['name']} vs {precision}", threads, rates["ours"], rates["llama.cpp"])
             )
@@ -137,17 +142,21 @@ def decode_rows(label: str, folder: Path, ggufs: dict[str, Path], ours: dict[str
 
 
 _RSS_CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096
-before = rss()
 kind, path = sys.argv[1], sys.argv[2]
 if kind == "fast":
     from models.engines.llama import FastEngine
-    engine = FastEngine(path, dtype=None)
 else:
     import llama_cpp
+before = rss()  # the interpreter with torch and the engine's code imported
+if kind == "fast":
+    engine = FastEngine(path, dtype=None)
+else:
     llm = llama_cpp.Llama(model_path=path, n_ctx=512, verbose=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this process's own high-water mark (ru_maxrss would carry the parent's over exec)
+hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))
+peak = int(hwm.split()[1]) * 1024
 print(json.dumps({"before": before, "peak": peak, "after": rss()}))
 """
 
@@ -167,11 +176,12 @@ def main() -> None:
     try:
         import llama_cpp
     except ImportError:
-        console.print("bench.llamacpp: skipped (llama-cpp-python is not installed: pip install '.[gguf]')")
+        console.print("llama.cpp peer: skipped (llama-cpp-python is not installed: pip install '.[gguf]')")
         return
     console.print(
         f"llama-cpp-python {llama_cpp.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f} at start; {TOKENS} greedy tokens, best of {ROUNDS}"
+        f"load average {os.getloadavg()[0]:.2f} at start; {TOKENS} greedy tokens ({QWEN_TOKENS} for the Qwen "
+        f"shape), best of {ROUNDS}"
     )
     rows: list[tuple[Any, ...]] = []
     memory = None
@@ -183,7 +193,7 @@ def main() -> None:
             "f32": {"name": "float32", "dtype": torch.float32},
             "q8_0": {"name": "int8", "dtype": torch.float32, "int8": True},
         }
-        rows += decode_rows("embedded chat (5.3 M)", chat, ggufs, ours)
+        rows += decode_rows("embedded chat (5.3 M)", chat, ggufs, ours, TOKENS)
         if QWEN:
             qwen = build_qwen_shape(work / "qwen-shape")
             disk = (qwen / "model.safetensors").stat().st_size
@@ -198,7 +208,7 @@ def main() -> None:
                 "f32": {"name": "float32", "dtype": torch.float32},
                 "q8_0": {"name": "int8", "dtype": torch.float32, "int8": True},
             }
-            rows += decode_rows("Qwen2.5-0.5B shape (494 M)", qwen, qggufs, qours)
+            rows += decode_rows("Qwen2.5-0.5B shape (494 M)", qwen, qggufs, qours, QWEN_TOKENS)
     table = Table(title="Decode against llama.cpp, same weights (GGUF export), batch 1, greedy")
     for col in (
         "model",
