@@ -114,3 +114,9 @@ def test_doctor_names_a_broken_path(user_config) -> None:
     assert checks["model paths"]["status"] == "fail"
     assert "ghost" in checks["model paths"]["detail"]
     assert r.exit_code == 1
+
+
+def test_a_missing_file_is_one_line_naming_it(companion_home) -> None:
+    r = runner.invoke(app, ["privacy", "anonymize", "no-such-chats.jsonl", "-l", "medium"])
+    assert r.exit_code == 1 and "no-such-chats.jsonl: No such file or directory" in r.output
+    assert "Traceback" not in r.output
