@@ -120,3 +120,29 @@ def test_a_missing_file_is_one_line_naming_it(companion_home) -> None:
     r = runner.invoke(app, ["privacy", "anonymize", "no-such-chats.jsonl", "-l", "medium"])
     assert r.exit_code == 1 and "no-such-chats.jsonl: No such file or directory" in r.output
     assert "Traceback" not in r.output
+
+
+def test_generate_with_a_system_message_chats_with_a_plain_model(tiny_config) -> None:
+    r = runner.invoke(app, ["generate", "Name a dragon.", "-m", "tiny", "-s", "You are terse.", "-n", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["system"] == "You are terse." and isinstance(data["text"], str)
+    r = runner.invoke(app, ["generate", "Hi", "-m", "luna", "-s", "You are terse."])
+    assert r.exit_code == 2 and "--system is for plain models" in r.output
+
+
+def test_generate_and_chat_reach_a_remote_server_from_the_command_line(companion_home, monkeypatch) -> None:
+    from tests.openai_fake_server import FakeOpenAIServer
+
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with FakeOpenAIServer(api_key="sk-test") as server:
+        args = ["--base-url", server.url, "--api-key-env", "FAKE_KEY"]
+        r = runner.invoke(app, ["generate", "Hello", "-m", "fake-model", "-s", "Be brief.", *args])
+        assert r.exit_code == 0 and "Hello there, friend." in r.output, r.output
+        r = runner.invoke(app, ["chat", "fake-model", *args], input="Hi!\n/quit\n")
+        assert r.exit_code == 0 and "Hello there, friend." in r.output, r.output
+        sent = [req for req in server.requests if req.path.endswith("/chat/completions")]
+        assert sent and sent[0].body["messages"][0] == {"role": "system", "content": "Be brief."}
+    r = runner.invoke(app, ["generate", "Hello", "-m", "openai:fake-model"])
+    assert r.exit_code == 2 and "--base-url" in r.output

@@ -89,11 +89,36 @@ def _split(ref: str, manager: Any) -> tuple[str, str]:
     return manager.find(ref)
 
 
-def _load_generator(ref: str, **overrides: Any) -> Any:
+def _load_generator(ref: str, base_url: str | None = None, api_key_env: str | None = None) -> Any:
+    """The model `ref` names: a configured or stored NAME / CATEGORY/NAME; or, like `companion
+    run`, a folder, a `.gguf` file, or `openai:ID` (any model id with `--base-url`) on an
+    OpenAI-compatible server (`--base-url`, else `$OPENAI_BASE_URL`; the key from `--api-key-env`,
+    default `OPENAI_API_KEY`)."""
+    import os
+
+    from models.transformer_model import TransformerModel
+
+    if base_url or ref.startswith("openai:"):
+        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not url:
+            raise typer.BadParameter(f"{ref} needs a server: add --base-url URL (or set OPENAI_BASE_URL)")
+        model_id = ref if ref.startswith("openai:") else f"openai:{ref}"
+        return TransformerModel(model_id, base_url=url, api_key_env=api_key_env or "OPENAI_API_KEY")
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf" or (path.is_dir() and (path / "config.json").exists()):
+        return TransformerModel(str(path.resolve()))
     manager = _manager()
     category, name = _split(ref, manager)
-    model = manager.load_model(category, name)
-    return model
+    return manager.load_model(category, name)
+
+
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--base-url", help="An OpenAI-compatible server (Ollama, vLLM, llama-server); MODEL is its model id."),
+]
+KeyEnvOpt = Annotated[
+    str | None, typer.Option("--api-key-env", help="Environment variable with the server's API key [OPENAI_API_KEY].")
+]
 
 
 # ----------------------------------------------------------------------------- generate / chat
@@ -109,25 +134,44 @@ def generate(
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most new tokens.")] = 120,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    system: Annotated[
+        str | None,
+        typer.Option("--system", "-s", help="Plain models: answer PROMPT as a chat with this system message."),
+    ] = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue PROMPT with a model, streaming the text as it decodes; with a personality
-    (`-m luna`), PROMPT is a message and the character's reply is streamed. Like `llm -m`, the
-    prompt may come from a pipe: `echo "Hello" | companion generate -m luna`."""
+    (`-m luna`), PROMPT is a message and the character's reply is streamed; with `--system`, a
+    plain model answers PROMPT as a chat. Like `llm -m`, the prompt may come from a pipe:
+    `echo "Hello" | companion generate -m luna`."""
     if prompt is None or prompt == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise typer.BadParameter("give a PROMPT, or pipe one in (echo 'Hello' | companion generate -m luna)")
         prompt = sys.stdin.read().strip()
         if not prompt:
             raise typer.BadParameter("the prompt read from stdin is empty")
-    m = _load_generator(model)
+    m = _load_generator(model, base_url, api_key_env)
     opts: dict[str, Any] = {}
     if temperature is not None:
         opts["temperature"] = temperature
     if seed is not None:
         opts["seed"] = seed
     if hasattr(m, "stream_response"):  # a personality answers the message in character
+        if system is not None:
+            raise typer.BadParameter("--system is for plain models: a personality's card is its system message")
         _reply(m, model, prompt, max_tokens, opts, as_json)
+        return
+    if system is not None:  # a chat: the system message, then PROMPT as the user's turn
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        if as_json:
+            text = m.chat(messages, max_length=max_tokens, **opts)
+            out.print_json(data={"model": model, "system": system, "prompt": prompt, "text": text})
+            return
+        for piece in m.stream_chat(messages, max_length=max_tokens, **opts):
+            out.print(piece, end="", highlight=False, markup=False)
+        out.print()
         return
     if as_json:
         text = m.generate(prompt, max_length=max_tokens, **opts)
@@ -189,9 +233,12 @@ def chat(
     personalization: Annotated[
         str, typer.Option(help="The personalization model used with --user.")
     ] = "personalization/user_prefs",
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
 ) -> None:
-    """Chat with a model in the terminal (streaming). /reset clears, /quit leaves."""
-    m = _load_generator(model)
+    """Chat with a model in the terminal (streaming). /reset clears, /quit leaves. MODEL may
+    be a remote model: `companion chat llama3.1:8b --base-url http://localhost:11434/v1`."""
+    m = _load_generator(model, base_url, api_key_env)
     if hasattr(m, "generate_response"):  # a personality: card, emotions, scenarios
         from companion.commands.personality import personality_chat
 
