@@ -93,7 +93,10 @@ def _personalization(console: Console, manager: object) -> None:
     from models.personalization import record_feedback
     from models.security.manager import get_security_manager
 
-    console.print("\n[bold]3. Personalization[/] [dim](two users, the same message, best of 2 replies each)[/]")
+    console.print(
+        "\n[bold]3. Personalization[/] [dim](two users, the same message: 2 replies each, plus their rewrites "
+        "toward the user's preferences, ranked by the user's learned taste)[/]"
+    )
     security = get_security_manager()
     for user in USERS:  # end users need a grant: deny by default (docs/security.md)
         security.grant(user, "personality/luna", "generate")
@@ -109,7 +112,10 @@ def _personalization(console: Console, manager: object) -> None:
         console.print(f"[bold cyan]{user}>[/] {message}  [dim]({wanted})[/]", highlight=False)
         console.print("[bold magenta]luna>[/] ", end="")
         console.print(str(r), highlight=False, markup=False)
-        console.print(f"[dim]   best of {len(r.candidates)} candidates, predicted satisfaction {r.score:.2f}[/]")
+        console.print(
+            f"[dim]   chosen from {len(r.candidates)} candidates (2 replies and their rewrites), "
+            f"predicted satisfaction {r.score:.2f}[/]"
+        )
     console.print("\n[dim]ana keeps picking the longest of the candidates she is shown ...[/]")
     message = ASK
     for round_ in range(4):
@@ -132,6 +138,23 @@ def _personalization(console: Console, manager: object) -> None:
 
 
 def main() -> None:
+    """The demo in a fresh temporary home, so every run starts from the same state; set
+    `COMPANION_DEMO_HOME` to run it in (and keep) a home of your own."""
+    import os
+    import tempfile
+
+    from models.context import Context, activated
+
+    home = os.environ.get("COMPANION_DEMO_HOME")
+    if home:
+        with activated(Context(home)):
+            _run()
+        return
+    with tempfile.TemporaryDirectory(prefix="companion-demo-") as tmp, activated(Context(tmp)):
+        _run()
+
+
+def _run() -> None:
     from models.model_manager import ModelManager
 
     console = Console()

@@ -223,6 +223,15 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     demo.main()
     text = capsys.readouterr().out
     assert "A conversation with Luna" in text and "(caring)" in text and "done in" in text
+    demo.main()  # a fresh temporary home each run: the same story, replies and learning again
+    again = capsys.readouterr().out
+
+    def steady(out: str) -> list[str]:
+        return [
+            line for line in out.splitlines() if "tokens/s" not in line and "done in" not in line and " ms" not in line
+        ]
+
+    assert steady(again) == steady(text)
 
 
 def test_every_builtin_personality_loads_and_speaks() -> None:
