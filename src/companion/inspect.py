@@ -28,7 +28,9 @@ def describe_model(manager: Any, category: str, name: str) -> dict[str, Any]:
     data["resolved"] = str(ref.folder) if ref.folder else ref.raw
     data["version"] = ref.version
     if ref.folder is not None and ref.folder.is_dir():
-        files = {p.name: p.stat().st_size for p in sorted(ref.folder.iterdir()) if p.is_file()}
+        files = {  # every file, sub-folders included (a personality's adapter/, training/ reports)
+            p.relative_to(ref.folder).as_posix(): p.stat().st_size for p in sorted(ref.folder.rglob("*")) if p.is_file()
+        }
         data["files"] = files
         data["size_bytes"] = sum(files.values())
         for meta in ("config.json", "companion.json"):

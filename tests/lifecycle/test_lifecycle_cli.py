@@ -59,7 +59,7 @@ def test_verify_fails_on_a_damaged_version(luna, companion_home: Path) -> None:
 
 def test_update_commands(luna, user_config, tmp_path: Path, companion_home: Path) -> None:
     run("models", "snapshot", "luna", "-m", "shipped")
-    assert "no updates available" in run("updates", "check")
+    assert "no update catalogs are configured" in run("updates", "check")  # says why there is nothing
     key = tmp_path / "key.pem"
     keygen = json.loads(run("updates", "keygen", "--out", str(key), "--json"))
     assert keygen["public_key"].startswith("ed25519:") and (key.stat().st_mode & 0o777) == 0o600
@@ -70,7 +70,7 @@ def test_update_commands(luna, user_config, tmp_path: Path, companion_home: Path
     assert (catalog / "personality/luna/1.0.0/model.safetensors").exists()
     updates = f"updates:\n  catalogs: ['{catalog}']\n  trusted_keys: ['{keygen['public_key']}']\n"
     user_config(LUNA_CONFIG + updates)
-    assert "no updates available" in run("updates", "check")  # we already run 1.0.0
+    assert "no updates available from 1 catalog(s)" in run("updates", "check")  # we already run 1.0.0
     (catalog / "catalog.json").write_text((catalog / "catalog.json").read_text().replace("1.0.0", "1.0.1"))
     assert "refused catalog" in run("updates", "check", code=1)
     assert "refused catalog" in run("updates", "apply", code=1)

@@ -28,7 +28,21 @@ def _print(data: Any, as_json: bool) -> None:
         out.print_json(json.dumps(data, default=str))
     else:
         for key, value in data.items():
-            out.print(f"[bold]{key}[/]: {value}", highlight=False)
+            out.print(f"[bold]{key}[/]: {_plain(value)}", highlight=False)
+
+
+def _plain(value: Any) -> str:
+    """A value as a person reads it: lists joined with commas, mappings as `key value` pairs,
+    nothing as a dash (not Python's repr)."""
+    if value is None or value == {} or value == []:
+        return "-"
+    if isinstance(value, list | tuple | set):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
 
 
 def show(user: UserArg, as_json: JsonOpt = False) -> None:

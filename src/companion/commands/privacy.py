@@ -107,7 +107,16 @@ def erase(
         out.print_json(data=result.to_json())
         return
     removed = {k: v for k, v in result.removed.items() if v}
-    out.print(f"erased {user}: {removed or 'nothing was held'}", highlight=False)
+    if not removed:
+        out.print(f"erased {user}: nothing was held", highlight=False)
+    else:
+        out.print(f"erased {user}:", highlight=False)
+        for store, what in removed.items():
+            if isinstance(what, dict):
+                detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in what.items())
+            else:
+                detail = str(what)
+            out.print(f"  {store}: {detail}", highlight=False)
     for m in result.models:
         out.print(f"  [yellow]retrain required[/]: {m}", highlight=False)
 

@@ -29,15 +29,21 @@ def _report_refused(refused: list[tuple[str, str]]) -> None:
 @handle_errors
 def check(as_json: JsonOpt = False) -> None:
     """List updates offered by the configured catalogs (signature, expiry and freshness checked)."""
-    found = _manager().check_updates()
+    manager = _manager()
+    found = manager.check_updates()
     if as_json:
         out.print_json(data={"updates": [u.to_json() for u in found], "refused": found.refused})
     else:
         from rich.table import Table
 
         _report_refused(found.refused)
-        if not found:
-            out.print("no updates available")
+        if not found and not manager.config.catalogs:
+            out.print(
+                "no update catalogs are configured, so there is nothing to check: add one under "
+                "`updates.catalogs` in config.yaml (docs/versions-and-updates.md)"
+            )
+        elif not found:
+            out.print(f"no updates available from {len(manager.config.catalogs)} catalog(s)")
         else:
             table = Table(title="available updates")
             for col in ("model", "current", "new", "size", "source", "notes"):
