@@ -146,3 +146,12 @@ def test_generate_and_chat_reach_a_remote_server_from_the_command_line(companion
         assert sent and sent[0].body["messages"][0] == {"role": "system", "content": "Be brief."}
     r = runner.invoke(app, ["generate", "Hello", "-m", "openai:fake-model"])
     assert r.exit_code == 2 and "--base-url" in r.output
+
+
+def test_help_shows_flags_bare_and_options_with_their_type() -> None:
+    r = runner.invoke(app, ["privacy", "erase", "--help"])
+    assert r.exit_code == 0
+    line = next(x for x in r.output.splitlines() if "--yes" in x)
+    assert "<bool>" not in line and "Do not ask" in line
+    r = runner.invoke(app, ["generate", "--help"])
+    assert "<int>" in next(x for x in r.output.splitlines() if "--seed" in x)

@@ -18,6 +18,25 @@ from rich.console import Console
 
 from models.errors import CompanionError
 
+
+def _hide_flag_types() -> None:
+    """typer 0.29 prints a `<bool>` type after every on/off flag in `--help` ("--yes <bool>"),
+    which reads as if the flag took a value; show flags bare, as click and typer did before."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "hides_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="companion",
     help="Companion Models: personalities, personalization and the models behind them.",
