@@ -105,6 +105,9 @@ def test_unknown_model_is_404(client: Any) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="nobody", messages=[{"role": "user", "content": "Hi"}])
     assert info.value.body["code"] == "model_not_found"
+    # the 404 does not list the server's models (a caller sees only its own, through /v1/models)
+    assert "does not exist or you do not have access" in info.value.body["message"]
+    assert "companion-base" not in info.value.body["message"] and "Known" not in info.value.body["message"]
 
 
 def test_bad_values_are_400_naming_the_param(client: Any) -> None:

@@ -23,6 +23,7 @@ from models.errors import (
     AccessDenied,
     CompanionError,
     ModelNotFoundError,
+    UnknownModelError,
     UpdateError,
     VersionError,
 )
@@ -93,7 +94,12 @@ def install_error_handlers(app: Any) -> None:
         status, code = status_of(exc)
         if status >= 500:
             log.error("request failed: %s", exc)
-        return _json(status, str(exc), None, code)
+        message = str(exc)
+        if isinstance(exc, UnknownModelError):  # the library's message lists every model: not for every caller
+            message = (
+                f"The model {exc.name!r} does not exist or you do not have access to it (GET /v1/models lists yours)."
+            )
+        return _json(status, message, None, code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
