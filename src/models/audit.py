@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, text, update
 
 from models import db
 from models.errors import AuditError
@@ -285,11 +285,13 @@ class AuditLog:
         action: str | None = None,
         limit: int | None = None,
     ) -> list[AuditRow]:
-        """Rows oldest first, filtered by user, model (exact or `category/*` glob), time and action."""
+        """Rows oldest first, filtered by user (rows they acted in and rows about them, such as a
+        grant to them), model (exact or `category/*` glob), time and action."""
         t, s = db.audit_log, db.audit_subjects
         q = select(t, s.c.user_id).select_from(t.outerjoin(s, t.c.subject == s.c.subject))
-        if user is not None:
-            q = q.where(s.c.user_id == user)
+        if user is not None:  # rows the user acted in, and rows about them (a grant to them, by an admin)
+            about = f'"for_user":{json.dumps(user, ensure_ascii=False)}'
+            q = q.where(or_(s.c.user_id == user, t.c.detail.contains(about, autoescape=True)))
         if model is not None:
             q = q.where(t.c.model.like(model.replace("*", "%")) if "*" in model else t.c.model == model)
         if since is not None:

@@ -209,3 +209,16 @@ def test_rows_cannot_be_reattributed_and_erasure_still_verifies(log: AuditLog) -
     assert log.verify().ok
     assert {r.user for r in log.show()} == {None}
     assert all("subject_binding" not in r.detail for r in log.show())
+
+
+def test_show_for_a_user_includes_what_was_done_to_them(log: AuditLog) -> None:
+    """A grant is written under the admin who made it; `show --user ada` still finds it (and a
+    user named ada_x, whose name LIKE would match with an unescaped `_`, does not)."""
+    log.append("admin", "personality/*", "grant:generate", detail={"for_user": "ada"})
+    log.append("admin", "personality/*", "grant:generate", detail={"for_user": "adaxx"})
+    log.append("admin", "personality/*", "grant:generate", detail={"for_user": "ad_"})
+    log.append("ada", "personality/luna", "generate", level="generate", allowed=True)
+    rows = log.show(user="ada")
+    assert [(r.user, r.action) for r in rows] == [("admin", "grant:generate"), ("ada", "generate")]
+    assert rows[0].detail == {"for_user": "ada"}
+    assert [r.detail for r in log.show(user="ad_")] == [{"for_user": "ad_"}]
