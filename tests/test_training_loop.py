@@ -200,3 +200,21 @@ def test_plateaus_cut_the_learning_rate_and_resume_keeps_the_cut(tmp_path: Path)
     assert state["lr_scale"] == 0.25
     with pytest.raises(TrainingError, match="plateau_factor"):
         train(tiny_llama(), pattern_data(), replace(s, plateau_factor=1.5), tmp_path / "b", progress=False)
+
+
+def test_the_progress_bar_says_honestly_how_long_is_left() -> None:
+    """Issue 20: a run that may stop early showed a firm ETA of the whole step budget."""
+    from models.training.progress import Progress
+
+    plain = Progress(100, 0, "run", enabled=False)
+    plain._t0 = 0.0
+    assert plain.remaining(10, 60.0) == "0:09:00 left" and plain.remaining(0, 5.0) == ""
+    early = Progress(100, 0, "run", enabled=False, early_stopping=True)
+    early._t0 = 0.0
+    assert early.remaining(10, 60.0) == "at most 0:09:00 left (early stopping may end sooner)"
+    budget = Progress(100, 0, "run", enabled=False, budget_s=120.0, early_stopping=True)
+    budget._t0 = 0.0
+    assert budget.remaining(10, 60.0) == "0:01:00 left (time budget)"  # the budget ends it first
+    resumed = Progress(100, 50, "run", enabled=False)
+    resumed._t0 = 0.0
+    assert resumed.remaining(60, 10.0) == "0:00:40 left"  # the rate counts only this run's steps

@@ -268,7 +268,11 @@ def train(
             "lr_scale": lr_scale,
         }
 
-    bar = Progress(settings.max_steps, start_step, description, enabled=progress and main)
+    budget = settings.max_minutes * 60 - elapsed_before if settings.max_minutes is not None else None
+    bar = Progress(
+        settings.max_steps, start_step, description, enabled=progress and main,
+        budget_s=budget, early_stopping=settings.patience is not None,
+    )  # fmt: skip
     model.train()
     step = start_step
     with bar:

@@ -11,21 +11,27 @@ __all__ = ["Progress", "plot_loss_curve"]
 class Progress:
     """A Rich progress bar with loss and tokens/s; silent when disabled or not a terminal."""
 
-    def __init__(self, total: int, start: int, description: str, enabled: bool) -> None:
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        description: str,
+        enabled: bool,
+        *,
+        budget_s: float | None = None,
+        early_stopping: bool = False,
+    ) -> None:
         self.enabled = enabled
         self.total, self.start, self.description = total, start, description
+        self.budget_s = budget_s
+        """Seconds of training left under `max_minutes` when the bar starts (None: no budget)."""
+        self.early_stopping = early_stopping
         self._p: Any = None
+        self._t0 = 0.0
 
     def __enter__(self) -> Progress:
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._p = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -34,16 +40,43 @@ class Progress:
                 TextColumn("loss {task.fields[loss]}"),
                 TextColumn("{task.fields[tps]} tok/s"),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[left]}"),
             )
             self._p.__enter__()
-            self._task = self._p.add_task(self.description, total=self.total, completed=self.start, loss="-", tps="-")
+            self._task = self._p.add_task(
+                self.description, total=self.total, completed=self.start, loss="-", tps="-", left=""
+            )
+        import time
+
+        self._t0 = time.monotonic()
         return self
+
+    def remaining(self, step: int, now: float) -> str:
+        """What is left, honestly: the steps left at the rate so far, capped by the time budget;
+        "at most" when early stopping or the budget may end the run sooner."""
+        done, spent = step - self.start, now - self._t0
+        if done <= 0 or spent <= 0:
+            return ""
+        left = (self.total - step) * spent / done
+        capped = self.budget_s is not None and self.budget_s - spent < left
+        if capped:
+            left = max(0.0, self.budget_s - spent)  # type: ignore[operator]
+        h, rest = divmod(int(left), 3600)
+        text = f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+        if capped:
+            return f"{text} left (time budget)"
+        return f"at most {text} left (early stopping may end sooner)" if self.early_stopping else f"{text} left"
 
     def update(self, step: int, loss: float | None, tps: float) -> None:
         if self._p is not None:
+            import time
+
             self._p.update(
-                self._task, completed=step, loss=f"{loss:.3f}" if loss is not None else "-", tps=f"{tps:,.0f}"
+                self._task,
+                completed=step,
+                loss=f"{loss:.3f}" if loss is not None else "-",
+                tps=f"{tps:,.0f}",
+                left=self.remaining(step, time.monotonic()),
             )
 
     def note(self, text: str) -> None:
