@@ -155,3 +155,8 @@ def test_help_shows_flags_bare_and_options_with_their_type() -> None:
     assert "<bool>" not in line and "Do not ask" in line
     r = runner.invoke(app, ["generate", "--help"])
     assert "<int>" in next(x for x in r.output.splitlines() if "--seed" in x)
+
+
+def test_piped_tables_are_not_cut_at_80_columns(tiny_config) -> None:
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 0 and "builtin:companion-chat" in r.output and "…" not in r.output

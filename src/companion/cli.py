@@ -49,8 +49,11 @@ train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
 
-out = Console()
-err = Console(stderr=True)
+#: Piped or captured output is not cut to 80 columns (Rich's default without a terminal): tables
+#: keep whole names and paths for `grep` and `less`; a terminal keeps its own width.
+_PIPE_WIDTH = 200
+out = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
