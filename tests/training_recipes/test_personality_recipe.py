@@ -264,3 +264,18 @@ def test_rehearsal_keeps_emotion_tokens_meaningful_and_stays_out_of_the_heldout_
     # the measure is on the character's own held-out lines either way
     assert mixed.metrics["heldout_lines"] == plain.metrics["heldout_lines"]
     assert mixed.metrics["heldout_perplexity_base"] == plain.metrics["heldout_perplexity_base"]
+
+
+def test_attaching_lora_prints_no_deprecation_warning(tiny_model_dir: Path) -> None:
+    """peft reads a property transformers 5 deprecates; users saw the FutureWarning on every run."""
+    import warnings
+
+    from transformers import LlamaForCausalLM
+
+    from models.training.lora import attach_lora
+
+    base = LlamaForCausalLM.from_pretrained(str(tiny_model_dir))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        attach_lora(base, LoraSettings(r=4, alpha=16.0, dropout=0.0), "tiny")
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]

@@ -12,6 +12,7 @@ Inference does not need `peft`: the engines fold adapters at load with `models.a
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,7 +82,11 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings, base_ref: str) -
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():
+        # peft reads `model.is_gradient_checkpointing`, which transformers 5 deprecates with a
+        # FutureWarning every user saw on every training run; the read is peft's, not ours.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, cfg)
 
 
 def save_adapter(peft_model: Any, folder: Path, base_ref: str) -> Path:
