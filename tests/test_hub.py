@@ -115,3 +115,16 @@ def test_run_pulls_a_hub_model_only_when_allowed(hub: FakeHub, user_config) -> N
     assert ModelStore().list_versions("base", "tiny-chat")
     plain = companion_for("acme/Tiny-Chat", max_length=4)  # pulled once: no second pull
     assert plain.card.name == "Assistant" and len([p for _, p, _ in hub.requests if "/tree/" in p]) == 1
+
+
+def test_run_a_model_on_an_openai_compatible_server(companion_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.openai_fake_server import FakeOpenAIServer
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with FakeOpenAIServer() as server:
+        r = runner.invoke(app, ["run", "fake-model", "Hi!", "-c", "luna", "--base-url", server.url, "-n", "8"])
+        assert r.exit_code == 0 and "Hello there, friend." in r.output, r.output
+        system = next(q.body["messages"][0] for q in server.requests if q.path.endswith("/chat/completions"))
+        assert system["role"] == "system" and "Luna" in system["content"]  # the card reached the server
+    with pytest.raises(ModelNotFoundError, match="--base-url"):
+        companion_for("openai:fake-model")

@@ -7,8 +7,8 @@
 MODEL is, in the order tried:
 
 * a `.gguf` file (the `llamacpp` engine) or a model folder (Hugging Face layout);
-* `openai:ID` (an OpenAI-compatible server: `base_url` from the environment's
-  `OPENAI_BASE_URL`, as the `openai` client reads it);
+* `openai:ID`, or any id with `base_url=` (an OpenAI-compatible server: `base_url`, else the
+  environment's `OPENAI_BASE_URL`, as the `openai` client reads it);
 * a configured or stored model: `NAME` or `CATEGORY/NAME` (a personality is returned as is);
 * `ORG/NAME[@REVISION]` on the Hugging Face Hub: pulled into the store first (`models.hub`),
   after `confirm(question)` says yes.
@@ -68,10 +68,13 @@ def resolve_run_model(
     from models.transformer_model import TransformerModel
 
     path = Path(spec).expanduser()
-    if spec.startswith("openai:"):
-        if "base_url" not in params and os.environ.get("OPENAI_BASE_URL"):
+    if spec.startswith("openai:") or params.get("base_url"):
+        if not params.get("base_url") and os.environ.get("OPENAI_BASE_URL"):
             params["base_url"] = os.environ["OPENAI_BASE_URL"]
-        return TransformerModel(spec, **params)
+        if not params.get("base_url"):
+            raise ModelNotFoundError(f"{spec}: name its server with --base-url URL (or set OPENAI_BASE_URL)")
+        params = {k: v for k, v in params.items() if v is not None}
+        return TransformerModel(spec if spec.startswith("openai:") else f"openai:{spec}", **params)
     if path.suffix == ".gguf" or path.is_dir():
         if not path.exists():
             raise ModelNotFoundError(f"{spec}: no such file")
@@ -104,17 +107,21 @@ def companion_for(
     *,
     manager: Any = None,
     confirm: Callable[[str], bool] | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
     **params: Any,
 ) -> Any:
     """A `PersonalityModel`: `character`'s card (default `ASSISTANT`) over the model `spec`
-    names (or over `spec` itself when it is already a model)."""
+    names (or over `spec` itself when it is already a model). `base_url` (and the name of the
+    environment variable holding its key) makes `spec` a model id on that server."""
     from models.model_manager import ModelManager
     from models.personality.loader import emotion_trained, read_personality_folder
     from models.personality.model import PersonalityModel
     from models.personality.params import PersonalityParams
 
     manager = manager or ModelManager()
-    model = resolve_run_model(spec, manager=manager, confirm=confirm) if isinstance(spec, str) else spec
+    remote = {"base_url": base_url, "api_key_env": api_key_env} if base_url else {}
+    model = resolve_run_model(spec, manager=manager, confirm=confirm, **remote) if isinstance(spec, str) else spec
     if hasattr(model, "generate_response"):  # already a personality
         if character is None:
             return model

@@ -44,6 +44,13 @@ def run(
     user: Annotated[
         str | None, typer.Option(help="Personalize for this user (preferences, memory, /good /bad /regen).")
     ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="An OpenAI-compatible server (Ollama, vLLM, llama-server); MODEL is its id."),
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="Environment variable with the server's API key.")
+    ] = None,
 ) -> None:
     """Chat with MODEL as a companion (card, emotions, memory), or answer PROMPT and exit."""
     from models.runner import companion_for
@@ -55,7 +62,7 @@ def run(
             raise typer.BadParameter(f"{model} needs a pull from the Hub: add --yes (or run `companion models pull`)")
         return typer.confirm(question, default=True)
 
-    companion = companion_for(model, character, confirm=confirm)
+    companion = companion_for(model, character, confirm=confirm, base_url=base_url, api_key_env=api_key_env)
     if prompt is not None:
         if prompt == "-":
             prompt = sys.stdin.read().strip()
