@@ -112,26 +112,18 @@ def _split(ref: str, manager: Any) -> tuple[str, str]:
 
 
 def _load_generator(ref: str, base_url: str | None = None, api_key_env: str | None = None) -> Any:
-    """The model `ref` names: a configured or stored NAME / CATEGORY/NAME; or, like `companion
-    run`, a folder, a `.gguf` file, or `openai:ID` (any model id with `--base-url`) on an
+    """The model `ref` names, resolved as `companion run` resolves it (`models.runner`): a
+    configured or stored NAME / CATEGORY/NAME, a folder, a `.gguf` file, or a model id on an
     OpenAI-compatible server (`--base-url`, else `$OPENAI_BASE_URL`; the key from `--api-key-env`,
-    default `OPENAI_API_KEY`)."""
+    default `OPENAI_API_KEY`). A Hub id is not pulled here: `companion models pull` does that."""
     import os
 
-    from models.transformer_model import TransformerModel
+    from models.runner import resolve_run_model
 
-    if base_url or ref.startswith("openai:"):
-        url = base_url or os.environ.get("OPENAI_BASE_URL")
-        if not url:
-            raise typer.BadParameter(f"{ref} needs a server: add --base-url URL (or set OPENAI_BASE_URL)")
-        model_id = ref if ref.startswith("openai:") else f"openai:{ref}"
-        return TransformerModel(model_id, base_url=url, api_key_env=api_key_env or "OPENAI_API_KEY")
-    path = Path(ref).expanduser()
-    if path.suffix == ".gguf" or (path.is_dir() and (path / "config.json").exists()):
-        return TransformerModel(str(path.resolve()))
-    manager = _manager()
-    category, name = _split(ref, manager)
-    return manager.load_model(category, name)
+    if ref.startswith("openai:") and not (base_url or os.environ.get("OPENAI_BASE_URL")):
+        raise typer.BadParameter(f"{ref} needs a server: add --base-url URL (or set OPENAI_BASE_URL)")
+    remote = {"base_url": base_url, "api_key_env": api_key_env or "OPENAI_API_KEY"} if base_url else {}
+    return resolve_run_model(ref, manager=_manager(), confirm=lambda question: False, **remote)
 
 
 BaseUrlOpt = Annotated[

@@ -36,12 +36,9 @@ import torch
 
 from models.errors import ExportTargetError
 
-__all__ = ["QUANTS", "ExportError", "export_gguf", "ollama_template", "write_modelfile"]
+__all__ = ["QUANTS", "export_gguf", "ollama_template", "write_modelfile"]
 
 QUANTS = ("f32", "f16", "bf16", "q8_0")
-
-
-ExportError = ExportTargetError  # the name this module raises under
 
 
 def _permute_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -89,12 +86,12 @@ def _tokenizer(folder: Path, vocab_size: int) -> dict[str, Any]:
     """Tokens, merges, token types and special ids from `tokenizer.json` (byte-level BPE)."""
     path = folder / "tokenizer.json"
     if not path.exists():
-        raise ExportError(f"{folder}: no tokenizer.json (only byte-level BPE tokenizers export to GGUF here)")
+        raise ExportTargetError(f"{folder}: no tokenizer.json (only byte-level BPE tokenizers export to GGUF here)")
     tok = json.loads(path.read_text(encoding="utf-8"))
     model = tok.get("model") or {}
     pre = json.dumps(tok.get("pre_tokenizer") or {})
     if model.get("type") != "BPE" or "ByteLevel" not in pre:
-        raise ExportError(f"{folder}: tokenizer is {model.get('type')} without byte-level pre-tokenization")
+        raise ExportTargetError(f"{folder}: tokenizer is {model.get('type')} without byte-level pre-tokenization")
     vocab: dict[str, int] = dict(model["vocab"])
     added = {a["content"]: a for a in tok.get("added_tokens", [])}
     for content, a in added.items():
@@ -134,19 +131,19 @@ def export_gguf(
 
     folder, output = Path(folder), Path(output)
     if quant not in QUANTS:
-        raise ExportError(f"unknown quantization {quant!r}: use one of {', '.join(QUANTS)}")
+        raise ExportTargetError(f"unknown quantization {quant!r}: use one of {', '.join(QUANTS)}")
     from models.engines.llama.spec import rope_settings
 
     config = json.loads((folder / "config.json").read_text())
     arch = GGUF_ARCH.get(str(config.get("model_type")))
     if arch is None:
-        raise ExportError(
+        raise ExportTargetError(
             f"{folder}: GGUF export handles {', '.join(sorted(GGUF_ARCH))} models, not "
             f"{config.get('model_type')!r}; llama.cpp's convert_hf_to_gguf.py covers the rest"
         )
     rope = rope_settings(config)
     if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise ExportError(f"{folder}: RoPE scaling {rope.get('rope_type')!r} is not exported yet")
+        raise ExportTargetError(f"{folder}: RoPE scaling {rope.get('rope_type')!r} is not exported yet")
     tensors = load_tensors(folder)
     if adapter is not None:
         merge_lora(tensors, Path(adapter))
@@ -218,7 +215,7 @@ def export_gguf(
             if gname is None:
                 if "rotary_emb" in hf_name:
                     continue
-                raise ExportError(f"{folder}: tensor {hf_name!r} has no GGUF name")
+                raise ExportTargetError(f"{folder}: tensor {hf_name!r} has no GGUF name")
             if gname == "output.weight" and tied:
                 continue
             t = t.float()

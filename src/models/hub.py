@@ -40,7 +40,7 @@ from models.errors import CompanionError
 from models.integrity import UNSAFE_SUFFIXES, check_safe_files
 from models.store import validate_name
 
-__all__ = ["KEEP_PATTERNS", "HubError", "PullPlan", "default_name", "parse_repo", "plan_pull", "pull"]
+__all__ = ["KEEP_PATTERNS", "HubError", "PullPlan", "default_name", "is_repo_id", "parse_repo", "plan_pull", "pull"]
 
 #: Files a pulled model keeps (fnmatch patterns on the repository path).
 KEEP_PATTERNS = (
@@ -67,6 +67,12 @@ class PullPlan:
     files: list[str]
     skipped: list[str] = field(default_factory=list)
     endpoint: str = ""
+
+
+def is_repo_id(spec: str) -> bool:
+    """Whether `spec` has the shape of `ORG/NAME[@REVISION]` (it may still not exist)."""
+    repo = spec.strip().partition("@")[0]
+    return bool(_REPO.fullmatch(repo)) and ".." not in repo
 
 
 def parse_repo(spec: str) -> tuple[str, str]:

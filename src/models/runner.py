@@ -53,12 +53,6 @@ def assistant_card() -> Any:
     return CharacterCard(ASSISTANT, source="companion run")
 
 
-def _looks_like_hub(spec: str) -> bool:
-    from models.hub import _REPO
-
-    return bool(_REPO.fullmatch(spec.partition("@")[0]))
-
-
 def resolve_run_model(
     spec: str, *, manager: Any = None, confirm: Callable[[str], bool] | None = None, **params: Any
 ) -> Any:
@@ -75,7 +69,8 @@ def resolve_run_model(
             raise ModelNotFoundError(f"{spec}: name its server with --base-url URL (or set OPENAI_BASE_URL)")
         params = {k: v for k, v in params.items() if v is not None}
         return TransformerModel(spec if spec.startswith("openai:") else f"openai:{spec}", **params)
-    if path.suffix == ".gguf" or path.is_dir():
+    model_folder = path.is_dir() and any((path / f).exists() for f in ("config.json", "persona.json"))
+    if path.suffix == ".gguf" or model_folder:
         if not path.exists():
             raise ModelNotFoundError(f"{spec}: no such file")
         return TransformerModel(str(path.resolve()), **params)
@@ -85,7 +80,10 @@ def resolve_run_model(
         manager.canonical(category, name)
         return manager.load_model(category, name)
     except UnknownModelError:
-        if not _looks_like_hub(spec):
+        from models.hub import is_repo_id
+
+        known_category = "/" in spec and spec.split("/", 1)[0] in manager.config.categories()
+        if known_category or not is_repo_id(spec):  # personality/nobody is a config name, not a repo
             raise
     from models.hub import default_name, parse_repo, pull
 

@@ -11,8 +11,9 @@ import torch
 from models.engines.base import DecodeRow, SamplingParams
 from models.paths import builtin_dir
 from models.personality.card import CharacterCard
+from models.personality.choice import DEFAULT_CANDIDATES
 from models.personality.grounding import CardGuide, GuideChain, card_token_ids, content_words
-from models.personality.model import DEFAULT_CANDIDATES, PersonalityModel
+from models.personality.model import PersonalityModel
 from models.personality.params import PersonalityParams
 from models.transformer_model import TransformerModel
 

@@ -191,7 +191,7 @@ def load_personality(manager: Any, request: LoadRequest) -> Any:
         params=params,
         name=request.name,
         version=request.ref.version or meta.get("version"),
-        emotion_trained=_emotion_trained(base),
+        emotion_trained=emotion_trained(base),
     )
 
 
@@ -210,9 +210,6 @@ def emotion_trained(base: Any) -> bool:
         return False
     meta = json.loads((where / "companion.json").read_text(encoding="utf-8"))
     return bool(meta.get("emotion_control"))
-
-
-_emotion_trained = emotion_trained
 
 
 def wrap_plain_model(manager: Any, name: str, model: Any) -> Any:
@@ -234,7 +231,7 @@ def wrap_plain_model(manager: Any, name: str, model: Any) -> Any:
     if card is None:
         card = CharacterCard({"name": name.split("_")[0].title(), "description": "", "first_mes": ""})
     params = PersonalityParams(**model.params.model_dump())
-    wrapped = PersonalityModel(card, model, params=params, name=name, emotion_trained=_emotion_trained(model))
+    wrapped = PersonalityModel(card, model, params=params, name=name, emotion_trained=emotion_trained(model))
     with _LOCK:
         _WRAPPED[model] = wrapped
     return wrapped

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,15 @@ from models.errors import DataError, UnknownContextError
 from models.gate import checked_attribute, generating
 from models.personality.behavior import GenerationPlan, behavior_score, boundary_hits, plan_generation
 from models.personality.card import CharacterCard
+from models.personality.choice import (
+    DEFAULT_CARD_FOCUS,
+    CardGuides,
+    candidate_count,
+    clean_reply,
+    is_small_local,
+    rank,
+    sample_candidates,
+)
 from models.personality.emotion import EmotionalState, default_classifier, project
 from models.personality.extension import CompanionExtension, Scenario
 from models.personality.interaction import normalize_history, pick_greeting, window
@@ -40,13 +48,6 @@ from models.personality.response import Response
 __all__ = ["PersonalityModel", "Response", "load_personality_model"]
 
 log = logging.getLogger(__name__)
-
-#: Parameters below which a local base model gets the settings that help small models by default
-#: (best-of-N ranking and card focus; see `PersonalityParams`).
-SMALL_MODEL = 1_000_000_000
-DEFAULT_CANDIDATES = 4
-DEFAULT_CARD_FOCUS = 2.0
-_MARK_RUN = re.compile(r"([!?.,~*])\1{3,}")
 
 
 @dataclass
@@ -97,7 +98,7 @@ class PersonalityModel:
         self._classifier = classifier
         self._classifier_failed = False
         self._steering: Any = None
-        self._card_guides: dict[tuple[Any, ...], Any] = {}
+        self._card_guides = CardGuides()
         self.control = self._control_mode(emotion_trained)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.RLock()
@@ -157,16 +158,8 @@ class PersonalityModel:
         if codec is None or clf is None or not hasattr(codec, "id_to_token"):
             return None
         s = self._steering
-        if (
-            s is None
-            or s.classifier is not clf
-            or s.codec is not codec
-            or (s.strength, s.margin)
-            != (
-                p.emotion_steering,
-                p.steering_margin,
-            )
-        ):
+        wanted = (clf, codec, p.emotion_steering, p.steering_margin)
+        if s is None or (s.classifier, s.codec, s.strength, s.margin) != wanted:
             from models.personality.steering import EmotionSteering
 
             emo = self.ext.emotion
@@ -387,40 +380,15 @@ class PersonalityModel:
         prompt_s = time.perf_counter() - t0
         return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates)
 
-    def _small_local(self, engine: Any) -> bool:
-        """Whether the base is a local model small enough to need the defaults that help small
-        models (best-of-N ranking, card focus): under `SMALL_MODEL` parameters."""
-        n = getattr(engine, "parameters", None)
-        return isinstance(n, int) and 0 < n < SMALL_MODEL
-
     def _candidate_count(self, engine: Any, streaming: bool) -> int:
-        """`emotion_rerank`, or by default best-of-4 for small local models, except when
-        streaming (a stream shows tokens as they come, so it can only be one sample)."""
-        n = self.params.emotion_rerank
-        if n is not None:
-            return n
-        small = self._small_local(engine) and hasattr(self._base, "chat_candidates")
-        return DEFAULT_CANDIDATES if small and not streaming else 1
+        batched = hasattr(self._base, "chat_candidates")
+        return candidate_count(self.params.emotion_rerank, engine, batched, streaming)
 
     def _card_guide(self, scenario: str | None, user: str, engine: Any) -> Any:
-        """The guide toward the card's facts (None when focus is 0 or the engine has no local
-        logits), built once per tokenizer, card text and user name."""
         focus = self.params.card_focus
         if focus is None:
-            focus = DEFAULT_CARD_FOCUS if self._small_local(engine) else 0.0
-        codec = self._base_codec()
-        if focus <= 0 or codec is None or not hasattr(codec, "id_to_token"):
-            return None
-        from models.personality.grounding import CardGuide, card_text, card_token_ids
-
-        text = card_text(self.card, scenario)
-        key = (id(codec), text, user, focus)
-        guide = self._card_guides.get(key)
-        if guide is None:
-            ids = card_token_ids(codec, text, user=user, char=self.character)
-            guide = CardGuide(ids, focus) if ids else None
-            self._card_guides = {key: guide}  # one entry: a character's card rarely changes
-        return guide
+            focus = DEFAULT_CARD_FOCUS if is_small_local(engine) else 0.0
+        return self._card_guides.get(self.card, scenario, user, self.character, self._base_codec(), focus)
 
     def _token_label(self, emotion: str | None) -> str | None:
         """The control token's label for a character label (custom labels via `label_map`)."""
@@ -458,38 +426,19 @@ class PersonalityModel:
         messages, max_new = turn.prompt.messages, turn.plan.max_new_tokens
         if n <= 1:
             return self._base.chat(messages, max_new, **turn.options)
-        seed = turn.options.get("seed")
-        if hasattr(self._base, "chat_candidates"):  # one batched decode where the engine has one
-            found = self._base.chat_candidates(messages, n, max_new, **{**turn.options, "seed": seed})
-            candidates = [(c.text, c.mean_logprob) for c in found]
-        else:
-            candidates = []
-            for i in range(n):
-                opts = {**turn.options, "seed": None if seed is None else seed + i}
-                candidates.append((self._base.chat(messages, max_new, **opts), None))
+        candidates = sample_candidates(self._base, messages, n, max_new, turn.options)
         return max(candidates, key=lambda c: self._fit(c[0], c[1], turn))[0]
 
     def _fit(self, text: str, mean_logprob: float | None, turn: _Turn) -> float:
-        """A candidate's rank: agreement with the intended emotion (the classifier's probability),
-        a quarter of its fit to the behaviour plan, and `fluency_weight` times the model's own
-        mean log-probability per token (so a garbled sample loses to a fluent one)."""
         clf = self.classifier
         agree = 0.0
         if clf is not None and turn.emotion and text.strip():
             emo = self.ext.emotion
             agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
-        fluency = self.params.fluency_weight * mean_logprob if mean_logprob is not None else 0.0
-        empty = -100.0 if not text.strip() else 0.0
-        return agree + 0.25 * behavior_score(text, turn.plan) + fluency + empty
+        return rank(text, mean_logprob, agree, behavior_score(text, turn.plan), self.params.fluency_weight)
 
     def _clean(self, text: str) -> str:
-        """The reply without a leading "Name:" and with runs of 4+ identical marks ("!!!!!!!", a
-        habit small models pick up from chat data) cut to three."""
-        text = _MARK_RUN.sub(r"\1\1\1", text.strip())
-        for prefix in (f"{self.character}:", f"{self.card.name}:"):
-            if text.startswith(prefix):
-                text = text[len(prefix) :].strip()
-        return text
+        return clean_reply(text, (self.character, self.card.name))
 
     def _finish(self, turn: _Turn, raw: str) -> Response:
         text = self._clean(raw)

@@ -1,0 +1,100 @@
+"""How a character's reply is chosen: best-of-N ranking, card focus, and the final clean-up.
+
+Small local models (under `SMALL_MODEL` parameters) get help by default: `DEFAULT_CANDIDATES`
+samples ranked by `rank` (emotion fit, behaviour fit, the model's own likelihood), and the
+card guide (`models.personality.grounding`) at `DEFAULT_CARD_FOCUS`. Large and remote models get
+one sample and no focus unless their parameters ask. Measurements: docs/personality.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_CARD_FOCUS",
+    "SMALL_MODEL",
+    "CardGuides",
+    "candidate_count",
+    "clean_reply",
+    "is_small_local",
+    "rank",
+    "sample_candidates",
+]
+
+#: Parameters below which a local base model gets the settings that help small models by default.
+SMALL_MODEL = 1_000_000_000
+DEFAULT_CANDIDATES = 4
+DEFAULT_CARD_FOCUS = 2.0
+_MARK_RUN = re.compile(r"([!?.,~*])\1{3,}")
+
+
+def is_small_local(engine: Any) -> bool:
+    """Whether `engine` runs a local model under `SMALL_MODEL` parameters."""
+    n = getattr(engine, "parameters", None)
+    return isinstance(n, int) and 0 < n < SMALL_MODEL
+
+
+def candidate_count(configured: int | None, engine: Any, batched: bool, streaming: bool) -> int:
+    """`emotion_rerank` as configured, or by default best-of-4 for small local models that
+    decode candidates together, except when streaming (a stream shows one sample as it comes)."""
+    if configured is not None:
+        return configured
+    return DEFAULT_CANDIDATES if batched and is_small_local(engine) and not streaming else 1
+
+
+def sample_candidates(
+    base: Any, messages: Sequence[dict[str, Any]], n: int, max_new: int, options: dict[str, Any]
+) -> list[tuple[str, float | None]]:
+    """n replies with the model's mean log-probability per token where the engine reports it:
+    one batched decode where the base has `chat_candidates`, else n decodes (seed + i each)."""
+    seed = options.get("seed")
+    if hasattr(base, "chat_candidates"):
+        return [(c.text, c.mean_logprob) for c in base.chat_candidates(messages, n, max_new, **options)]
+    out: list[tuple[str, float | None]] = []
+    for i in range(n):
+        out.append((base.chat(messages, max_new, **{**options, "seed": None if seed is None else seed + i}), None))
+    return out
+
+
+def rank(text: str, mean_logprob: float | None, agree: float, behaviour: float, fluency_weight: float) -> float:
+    """A candidate's rank: agreement with the intended emotion (the classifier's probability),
+    a quarter of its fit to the behaviour plan, and `fluency_weight` times the model's own mean
+    log-probability per token (so a garbled sample loses to a fluent one); empty text never wins."""
+    fluency = fluency_weight * mean_logprob if mean_logprob is not None else 0.0
+    empty = -100.0 if not text.strip() else 0.0
+    return agree + 0.25 * behaviour + fluency + empty
+
+
+class CardGuides:
+    """The card guide of one character, built once per tokenizer, card text, user and focus."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._guide: Any = None
+
+    def get(self, card: Any, scenario: str | None, user: str, char: str, codec: Any, focus: float) -> Any:
+        """The guide toward the card's facts, or None (focus 0, no local logits, no card words)."""
+        if focus <= 0 or codec is None or not hasattr(codec, "id_to_token"):
+            return None
+        from models.personality.grounding import CardGuide, card_text, card_token_ids
+
+        text = card_text(card, scenario)
+        key = (id(codec), text, user, focus)
+        if key != self._key:  # one entry: a character's card rarely changes
+            ids = card_token_ids(codec, text, user=user, char=char)
+            self._key, self._guide = key, (CardGuide(ids, focus) if ids else None)
+        return self._guide
+
+
+def clean_reply(text: str, names: Sequence[str]) -> str:
+    """The reply without a leading "Name:" and with runs of 4+ identical marks ("!!!!!!!", a
+    habit small models pick up from chat data) cut to three."""
+    text = _MARK_RUN.sub(r"\1\1\1", text.strip())
+    for name in names:
+        prefix = f"{name}:"
+        if text.startswith(prefix):
+            text = text[len(prefix) :].strip()
+    return text
