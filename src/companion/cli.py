@@ -238,57 +238,55 @@ def _reply(m: Any, model: str, message: str, max_tokens: int, opts: dict[str, An
 def chat(
     model: Annotated[str, typer.Argument(help="Model: NAME or CATEGORY/NAME.")] = "base/companion-base",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n")] = 120,
-    system: Annotated[str | None, typer.Option(help="A system message to start with.")] = None,
+    system: Annotated[str | None, typer.Option(help="A system message to start with (plain models).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     user: Annotated[
         str | None,
-        typer.Option(help="Personalize for this user (preferences, memory, /good /bad /regen); personalities only."),
+        typer.Option(help="Personalize for this user (preferences, memory, /good /bad); personalities only."),
     ] = None,
     personalization: Annotated[
         str, typer.Option(help="The personalization model used with --user.")
     ] = "personalization/user_prefs",
+    resume: Annotated[bool, typer.Option("--continue", "-C", help="Resume the latest saved chat with MODEL.")] = False,
+    chat_id: Annotated[
+        str | None, typer.Option("--chat", help="Resume this saved chat (companion chats list).")
+    ] = None,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = None,
 ) -> None:
-    """Chat with a model in the terminal (streaming). /reset clears, /quit leaves. MODEL may
-    be a remote model: `companion chat llama3.1:8b --base-url http://localhost:11434/v1`."""
+    """Chat with a model in the terminal (streaming); every chat is saved (companion chats list).
+    /regen, /swipe, /edit, /continue work on the last answer; /help lists the rest. MODEL may be
+    a remote model: `companion chat llama3.1:8b --base-url http://localhost:11434/v1`."""
+    from companion.commands.chat import chat_loop
+
     m = _load_generator(model, base_url, api_key_env)
-    if hasattr(m, "generate_response"):  # a personality: card, emotions, scenarios
-        from companion.commands.personality import personality_chat
-
-        hybrid = None
-        if user is not None:
-            from models.hybrid_model import HybridModel
-
-            hybrid = HybridModel(m, f"models/{personalization.removeprefix('models/')}")
-        return personality_chat(m, max_tokens=max_tokens, seed=seed, out=out, err=err, user=user, hybrid=hybrid)
+    personality = hasattr(m, "generate_response")
+    hybrid = None
     if user is not None:
-        err.print(f"[red]--user needs a personality[/]: {model} is a plain model (e.g. chat luna --user {user})")
+        if not personality:
+            err.print(f"[red]--user needs a personality[/]: {model} is a plain model (e.g. chat luna --user {user})")
+            raise typer.Exit(2)
+        from models.hybrid_model import HybridModel
+
+        hybrid = HybridModel(m, f"models/{personalization.removeprefix('models/')}")
+    if system is not None and personality:
+        err.print("[red]--system is for plain models[/]: a personality's card is its system prompt")
         raise typer.Exit(2)
-    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-    err.print(f"[dim]chatting with {model} ({m.engine_name}); /reset clears, /quit leaves[/]")
-    while True:
-        try:
-            line = out.input("[bold cyan]you>[/] ")
-        except EOFError:
-            break
-        if not line.strip():
-            continue
-        if line.strip() in ("/quit", "/exit"):
-            break
-        if line.strip() == "/reset":
-            history = history[:1] if system else []
-            err.print("[dim]conversation cleared[/]")
-            continue
-        history.append({"role": "user", "content": line})
-        out.print("[bold magenta]bot>[/] ", end="")
-        reply = []
-        opts = {"seed": seed} if seed is not None else {}
-        for piece in m.stream_chat(history, max_length=max_tokens, **opts):
-            reply.append(piece)
-            out.print(piece, end="", highlight=False, markup=False)
-        out.print()
-        history.append({"role": "assistant", "content": "".join(reply).strip()})
+    ref = None if personality or base_url or ("/" not in model and not _is_configured(model)) else _ref(model)
+    chat_loop(m, ref=ref, user=user, hybrid=hybrid, chat_id=chat_id, latest=resume, system=system,
+              max_tokens=max_tokens, seed=seed)  # fmt: skip
+
+
+def _is_configured(ref: str) -> bool:
+    try:
+        _split(ref, _manager())
+    except CompanionError:
+        return False
+    return True
+
+
+def _ref(ref: str) -> str:
+    return "/".join(_split(ref, _manager()))
 
 
 # ----------------------------------------------------------------------------- models
@@ -422,6 +420,7 @@ COMMAND_MODULES: list[str] = [
     "companion.commands.serve",
     "companion.commands.run",
     "companion.commands.export",
+    "companion.commands.chat",
 ]
 
 

@@ -21,6 +21,8 @@
     │   └── CatalogError         a catalog was refused: bad signature, expired, older than one seen
     ├── AccessDenied             the security policy does not grant the user that level on that model
     ├── AuditError               the audit log could not be written or read (not: a broken chain, see verify)
+    ├── ChatError                a saved conversation cannot do that (bad position, swipe, file)
+    │   └── ChatNotFoundError    no chat with that id for that user
     └── PrivacyError             an anonymization, consent, export or erasure request was refused
 
 Messages name the bad key, file or value and say how to fix it. Translation into exit codes
@@ -37,6 +39,8 @@ __all__ = [
     "AuditError",
     "CardError",
     "CatalogError",
+    "ChatError",
+    "ChatNotFoundError",
     "CompanionError",
     "ConfigError",
     "DataError",
@@ -184,6 +188,14 @@ class AccessDenied(CompanionError, PermissionError):
 
 class AuditError(CompanionError):
     """The audit log could not be written or read."""
+
+
+class ChatError(CompanionError, ValueError):
+    """A saved conversation refused an operation (names the chat, the position or the line)."""
+
+
+class ChatNotFoundError(ChatError, LookupError):
+    """No chat with that id belongs to that user (another user's chat is not found either)."""
 
 
 class PrivacyError(CompanionError, ValueError):

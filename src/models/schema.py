@@ -420,6 +420,51 @@ def _m7_audit_bindings(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE audit_checkpoints ADD COLUMN every INTEGER"))
 
 
+def _chat_tables(md: MetaData) -> tuple[Table, Table]:
+    """Frozen DDL of migration 8: saved conversations (models.chats).
+
+    `chats`: one row per conversation of a user with a model (`model` is CATEGORY/NAME);
+    `title` and `meta` are sealed at rest. `chat_messages`: its messages in order (`position`
+    0, 1, ...); `swipes` (sealed) holds every alternative answer at that place, `swipe_id` the one
+    shown, `details` (sealed) what else the message carries (emotion, a SillyTavern message's
+    own fields). Each row repeats `user_id` so erasure is one delete per table."""
+    chats = Table(
+        "chats",
+        md,
+        Column("id", String(32), primary_key=True),
+        Column("user_id", String(200), nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("title", Text, nullable=False),
+        Column("meta", JSON, nullable=False),
+        Column("created_at", String(_TS), nullable=False),
+        Column("updated_at", String(_TS), nullable=False),
+        Index(None, "user_id", "updated_at"),
+    )
+    messages = Table(
+        "chat_messages",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("chat_id", String(32), nullable=False),
+        Column("user_id", String(200), nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("swipes", JSON, nullable=False),
+        Column("swipe_id", Integer, nullable=False),
+        Column("details", JSON, nullable=False),
+        Column("created_at", String(_TS), nullable=False),
+        UniqueConstraint("chat_id", "position"),
+        Index(None, "user_id"),
+    )
+    return chats, messages
+
+
+def _m8_chats(conn: Connection) -> None:
+    """Saved conversations and their messages (frozen)."""
+    md = _migration_metadata()
+    _chat_tables(md)
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "version_tags_and_update_sources", _m2_versions),
@@ -428,6 +473,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "personalization", _m5_personalization),
     Migration(6, "api_keys", _m6_api_keys),
     Migration(7, "audit_subject_bindings", _m7_audit_bindings),
+    Migration(8, "chats", _m8_chats),
 ]
 
 # The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
@@ -441,3 +487,5 @@ audit_checkpoints.append_column(Column("every", Integer))
 user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
 # The current schema of migration 6's table.
 api_keys = _api_keys_table(metadata)
+# The current schema of migration 8's tables.
+chats, chat_messages = _chat_tables(metadata)

@@ -104,6 +104,7 @@ class TransformerModel:
             emotion=overrides.pop("emotion", None),
             logit_bias=overrides.pop("logit_bias", None),
             guide=overrides.pop("guide", None),
+            continue_final=bool(overrides.pop("continue_final", False)),
         )
         if overrides:
             raise GenerationInputError(f"unknown generation option(s): {', '.join(sorted(overrides))}")

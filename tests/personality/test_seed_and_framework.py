@@ -190,8 +190,9 @@ def test_cli_chat_with_a_personality(personality_config, tmp_path: Path) -> None
     r = runner.invoke(app, ["chat", "ada", "-n", "6", "--seed", "1"], input=script)
     assert r.exit_code == 0, r.output
     assert "You came!" in r.output and "(romantic;" in r.output and "storm_night" in r.output
-    turns = json.loads(saved.read_text())["turns"]
-    assert len(turns) == 2 and turns[1]["reply"]["emotion"] == "romantic"
+    messages = json.loads(saved.read_text())["messages"]
+    assert [m["role"] for m in messages] == ["assistant", "user", "assistant", "user", "assistant"]
+    assert messages[0]["details"]["greeting"] and messages[-1]["details"]["emotion"] == "romantic"
 
 
 def test_cli_chat_for_a_user_records_feedback(user_config, personality_dir: Path, tiny_classifier_dir: Path) -> None:
@@ -204,14 +205,19 @@ def test_cli_chat_for_a_user_records_feedback(user_config, personality_dir: Path
         f"      parameters: {{max_length: 12, seed: 3, classifier: '{tiny_classifier_dir}'}}\n"
         'security:\n  users:\n    ana:\n      grants: [{models: "*", level: generate}]\n'
     )
-    script = "/good\nMy name is Ana and I write mysteries.\n/good\n/regen\n/bad\n/help\n/quit\n"
+    script = (
+        "/good\nMy name is Ana and I write mysteries.\n/good\n/regen\n/bad\n/swipe 1\n"
+        "Tell me more.\n/edit A better answer.\n/help\n/quit\n"
+    )
     r = runner.invoke(app, ["chat", "ada", "-n", "6", "--seed", "1", "--user", "ana"], input=script)
     assert r.exit_code == 0, r.output
     assert "personalized for ana" in r.output and "no reply to rate yet" in r.output
-    assert "predicted satisfaction" in r.output and "/good, /bad, /regen" in r.output
+    assert "predicted satisfaction" in r.output and "/regen, /swipe" in r.output and "/good, /bad" in r.output
+    assert "(2/2)" in r.output and "(1/2)" in r.output  # the regenerated answer, then swiped back
     storage.flush()
     kinds = sorted(row["kind"] for row in storage.list_feedback(user="ana"))
-    assert len(kinds) == 3 and "regenerate" in " ".join(kinds), kinds
+    # /good, /regen (on the first answer), /bad (on the second), the first kept over the second, the edit
+    assert kinds == ["choice", "edit", "regenerate", "thumbs", "thumbs"], kinds
     r = runner.invoke(app, ["chat", "base/companion-base", "--user", "ana"], input="/quit\n")
     assert r.exit_code == 2 and "needs a personality" in r.output
 

@@ -1,170 +1,20 @@
-"""`companion chat <personality>` and `companion cards import|export|show|validate`.
+"""`companion cards import|export|show|validate` and `companion train emotion|emotion-control|chat`.
 
-Chat with a personality streams the reply and shows the emotion it was said in. Slash
-commands: `/emotion LABEL` (hold an emotional state; `/emotion off` releases it),
-`/scenario KEY` (switch context; without a key, list them), `/state` (the emotional state),
-`/reset`, `/save [FILE]` (the transcript as JSON), `/quit`.
-
-With `--user NAME` the chat is personalized for that user (`HybridModel`: their stated
-preferences, what the companion remembers about them, the learner's pick among candidates)
-and three more commands give feedback on the last reply, as the server's rating buttons do:
-`/good`, `/bad` (a thumbs up or down) and `/regen` (recorded as "regenerate", then a new reply).
+(The chat loop with a personality is `companion.commands.chat`.)
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-__all__ = ["personality_chat", "register"]
+__all__ = ["register"]
 
 cards_app = typer.Typer(help="Character cards: import, export, show, validate (V1/V2/V3; JSON, PNG, CHARX).")
-
-
-class _ChatState:
-    def __init__(self, model: Any, user: str | None, hybrid: Any = None) -> None:
-        self.model, self.user, self.hybrid = model, user, hybrid
-        self.emotion: str | None = None
-        self.transcript: list[dict[str, Any]] = []
-        self.last: Any = None  # the last personalized reply (feedback refers to it)
-        self.last_message: str | None = None
-
-
-_FEEDBACK = {"good": {"rating": 1.0}, "bad": {"rating": -1.0}, "regen": {"regenerate": True}}
-
-
-def _feedback(cmd: str, st: _ChatState, err: Console) -> bool:
-    """Record /good, /bad or /regen on the last reply; True when a new reply is wanted."""
-    if st.hybrid is None:
-        err.print(f"[dim]/{cmd} needs a user: companion chat {st.model.name} --user NAME[/]")
-        return False
-    if st.last is None or not st.last.response_id:
-        err.print("[dim]no reply to rate yet[/]")
-        return False
-    st.hybrid.record_feedback(st.last.response_id, user=st.user, **_FEEDBACK[cmd])
-    err.print(f"[dim]recorded: {cmd} (the learner for {st.user} is updated)[/]")
-    return cmd == "regen"
-
-
-def _command(line: str, st: _ChatState, out: Console, err: Console) -> bool:
-    """Handle a slash command; False means quit."""
-    cmd, _, arg = line[1:].partition(" ")
-    arg = arg.strip()
-    model = st.model
-    if cmd in ("quit", "exit"):
-        return False
-    if cmd in _FEEDBACK:
-        if _feedback(cmd, st, err) and st.last_message is not None:
-            session = model.session(st.user)
-            del session.history[-2:]  # the exchange being regenerated
-            if st.transcript:
-                st.transcript.pop()
-            _reply(st, st.last_message, None, None, out, err, retry=True)
-        return True
-    if cmd == "reset":
-        greeting = model.start(st.user, model.session(st.user).context)
-        st.transcript.clear()
-        err.print("[dim]conversation cleared[/]")
-        if greeting:
-            out.print(f"[bold magenta]{model.character.lower()}>[/] {greeting}", highlight=False)
-    elif cmd == "emotion":
-        if not arg or arg == "off":
-            st.emotion = None
-            err.print("[dim]emotion follows the conversation again[/]")
-        elif arg in model.labels:
-            st.emotion = arg
-            err.print(f"[dim]emotion held at {arg}[/]")
-        else:
-            err.print(f"[red]unknown emotion {arg!r}[/]; labels: {', '.join(model.labels)}")
-    elif cmd == "scenario":
-        if not arg:
-            for key in model.contexts():
-                err.print(f"  {key}: {model.ext.scenarios[key].description}", highlight=False)
-        elif arg in model.ext.scenarios:
-            model.session(st.user).context = arg
-            err.print(f"[dim]scenario: {arg}[/]")
-        else:
-            err.print(f"[red]unknown scenario {arg!r}[/]; valid: {', '.join(model.contexts())}")
-    elif cmd == "state":
-        state = model.emotional_state(st.user).to_dict()
-        top = sorted(state.items(), key=lambda kv: -kv[1])[:4]
-        err.print("  " + ", ".join(f"{k} {v:.2f}" for k, v in top))
-    elif cmd == "save":
-        path = Path(arg or f"chat-{model.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-        path.write_text(json.dumps({"model": model.name, "turns": st.transcript}, indent=1, ensure_ascii=False))
-        err.print(f"[dim]saved {path}[/]")
-    else:
-        rate = ", /good, /bad, /regen" if st.hybrid is not None else ""
-        err.print(f"[dim]commands: /emotion LABEL|off, /scenario [KEY], /state{rate}, /reset, /save [FILE], /quit[/]")
-    return True
-
-
-def _reply(
-    st: _ChatState, line: str, seed: int | None, max_tokens: int | None, out: Console, err: Console, retry: bool = False
-) -> None:
-    """Answer one message: streamed from the personality, or (with a user) personalized."""
-    model, user = st.model, st.user
-    opts: dict[str, Any] = {}
-    if seed is not None:
-        opts["seed"] = seed
-    if max_tokens is not None:
-        opts["max_length"] = max_tokens
-    out.print(f"[bold magenta]{model.character.lower()}>[/] ", end="")
-    if st.hybrid is None:
-        for piece in model.stream_response(message=line, emotional_state=st.emotion, user=user, **opts):
-            out.print(piece, end="", highlight=False, markup=False)
-        r = model.last_response
-        out.print()
-        extra = ""
-    else:
-        if retry:
-            opts.pop("seed", None)  # a new reply, not the same one again
-        p = st.hybrid.generate_personalized_response(message=line, user=user, emotional_state=st.emotion, **opts)
-        out.print(str(p), highlight=False, markup=False)
-        st.last, st.last_message = p, line
-        r = p.response
-        extra = f"; predicted satisfaction {p.score:.2f}, best of {len(p.candidates)}"
-    err.print(
-        f"[dim]({r.emotion}; mood now: {model.emotional_state(user).emotion}; "
-        f"{r.usage.get('completion_tokens')} tokens, {r.timings.get('total_ms', 0):.0f} ms{extra})[/]"
-    )
-    st.transcript.append({"user": line, "reply": r.to_dict()})
-
-
-def personality_chat(
-    model: Any,
-    *,
-    max_tokens: int | None,
-    seed: int | None,
-    out: Console,
-    err: Console,
-    user: str | None = None,
-    hybrid: Any = None,
-) -> None:
-    """The interactive loop for a `PersonalityModel` (personalized through `hybrid` if given)."""
-    st = _ChatState(model, user, hybrid)
-    who = f", personalized for {user}" if hybrid is not None else ""
-    err.print(f"[dim]chatting with {model.character} ({model.control} emotion control{who}); /help for commands[/]")
-    greeting = model.start(user)
-    if greeting:
-        out.print(f"[bold magenta]{model.character.lower()}>[/] {greeting}", highlight=False)
-    while True:
-        try:
-            line = out.input("[bold cyan]you>[/] ")
-        except EOFError:
-            break
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            if not _command(line.strip(), st, out, err):
-                break
-            continue
-        _reply(st, line, seed, max_tokens, out, err)
 
 
 # ----------------------------------------------------------------------------- cards

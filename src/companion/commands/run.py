@@ -51,8 +51,13 @@ def run(
     api_key_env: Annotated[
         str | None, typer.Option("--api-key-env", help="Environment variable with the server's API key.")
     ] = None,
+    resume: Annotated[bool, typer.Option("--continue", "-C", help="Resume the latest saved chat of this run.")] = False,
+    chat_id: Annotated[
+        str | None, typer.Option("--chat", help="Resume this saved chat (companion chats list).")
+    ] = None,
 ) -> None:
-    """Chat with MODEL as a companion (card, emotions, memory), or answer PROMPT and exit."""
+    """Chat with MODEL as a companion (card, emotions, memory), or answer PROMPT and exit.
+    Chats are saved as `run/MODEL` (`run/MODEL+CHARACTER` with -c): see `companion chats list`."""
     from models.runner import companion_for
 
     def confirm(question: str) -> bool:
@@ -73,14 +78,16 @@ def run(
             out.print(piece, end="", highlight=False, markup=False)
         out.print()
         return
-    from companion.commands.personality import personality_chat
+    from companion.commands.chat import chat_loop
 
     hybrid = None
     if user is not None:
         from models.hybrid_model import HybridModel
 
         hybrid = HybridModel(companion, "models/personalization/user_prefs")
-    personality_chat(companion, max_tokens=max_tokens, seed=seed, out=out, err=err, user=user, hybrid=hybrid)
+    ref = f"run/{model}" + (f"+{character}" if character else "")
+    chat_loop(companion, ref=ref, user=user, hybrid=hybrid, chat_id=chat_id, latest=resume, max_tokens=max_tokens,
+              seed=seed)  # fmt: skip
 
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ Library errors (`models.errors`) are translated here, at the edge, and nowhere e
 
     AccessDenied                       403 permission_error
     UnknownModelError / not found      404 invalid_request_error, code model_not_found
+    ChatNotFoundError                  404 invalid_request_error, code chat_not_found
     bad input (ValueError family)      400 invalid_request_error
     VersionError, UpdateError          409 invalid_request_error
     anything else from the library     500 server_error (message kept: it names the problem)
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import (
     AccessDenied,
+    ChatNotFoundError,
     CompanionError,
     ModelNotFoundError,
     UnknownModelError,
@@ -65,6 +67,8 @@ def status_of(exc: CompanionError) -> tuple[int, str | None]:
         return 403, "access_denied"
     if isinstance(exc, ModelNotFoundError):
         return 404, "model_not_found"
+    if isinstance(exc, ChatNotFoundError):
+        return 404, "chat_not_found"
     if isinstance(exc, VersionError | UpdateError):
         return 409, None
     if isinstance(exc, ValueError):  # DataError, UnknownContextError, FeedbackError, PreferenceError, ...

@@ -48,6 +48,9 @@ class SamplingParams:
     guide: LogitsGuide | None = None
     """Steers decoding token by token from what has been generated so far (local engines only;
     e.g. `models.personality.steering.EmotionGuide`). Remote engines ignore it."""
+    continue_final: bool = False
+    """Chat only: when the last message is the assistant's, continue it (its text is the start
+    of the answer, no new turn is opened), as transformers' `continue_final_message`."""
 
     def but(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
@@ -212,9 +215,16 @@ class LocalEngine(Engine):
         return self.stream_ids(ids, params, suppress=self.codec.chat_control_ids)
 
     def stream_chat(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Iterator[str]:
-        prompt = self.codec.render_chat(messages, add_generation_prompt=True, emotion=params.emotion)
-        ids = self.codec.encode(prompt, add_bos=True)
+        ids = self.codec.encode(self.chat_text(messages, params), add_bos=True)
         return self.stream_ids(ids, params)
+
+    def chat_text(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> str:
+        """The prompt text of a chat: the template with the answer's turn opened, or with
+        `continue_final` and an assistant message last, that answer so far."""
+        if params.continue_final and messages and messages[-1].get("role") == "assistant":
+            head = self.codec.render_chat(messages[:-1], add_generation_prompt=True, emotion=params.emotion)
+            return head + str(messages[-1].get("content") or "")
+        return self.codec.render_chat(messages, add_generation_prompt=True, emotion=params.emotion)
 
     def stream_ids(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
         """The decode loop: prefill, then sample/step until a stop condition. Token ids in
@@ -280,8 +290,7 @@ class LocalEngine(Engine):
         """Token ids and suppressed ids for a prompt, as `stream` / `stream_chat` build them."""
         if isinstance(prompt, str):
             return self.codec.encode(prompt, add_bos=True), self.codec.chat_control_ids
-        text = self.codec.render_chat(prompt, add_generation_prompt=True, emotion=params.emotion)
-        return self.codec.encode(text, add_bos=True), None
+        return self.codec.encode(self.chat_text(prompt, params), add_bos=True), None
 
     @torch.inference_mode()
     def score(self, texts: Sequence[str]) -> list[float]:

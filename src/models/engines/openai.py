@@ -138,6 +138,9 @@ class OpenAIEngine(Engine):
         if params.emotion:
             messages = _with_emotion(messages, params.emotion)
         body = {**self._sampling_body(params), "messages": messages}
+        if params.continue_final and messages and messages[-1].get("role") == "assistant":
+            # vLLM's names; Ollama and llama.cpp's server continue a final assistant message anyway
+            body.update(continue_final_message=True, add_generation_prompt=False)
         prompt_text = "\n".join(str(m.get("content", "")) for m in messages)
         yield from self._generate("/chat/completions", body, prompt_text, params)
 

@@ -322,6 +322,9 @@ class PersonalityModel:
         streaming: bool = False,
     ) -> _Turn:
         t0 = time.perf_counter()
+        partial = options.pop("partial", None)
+        if partial is not None and (not isinstance(partial, str) or message is None):
+            raise DataError("partial: the answer so far (a string) continues a reply to a message; give message= too")
         override = self._check_emotion(emotional_state)
         session = self.session(user)
         key, scenario = self._scenario(context if context is not None else session.context)
@@ -377,6 +380,10 @@ class PersonalityModel:
 
                     sampling["guide"] = GuideChain(guides)
         candidates = self._candidate_count(engine, streaming)
+        if partial is not None:  # continue the shown answer: it opens the answer's turn
+            prompt.messages.append({"role": "assistant", "content": partial})
+            sampling["continue_final"] = True
+            candidates = 1
         prompt_s = time.perf_counter() - t0
         return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates)
 
@@ -442,6 +449,8 @@ class PersonalityModel:
 
     def _finish(self, turn: _Turn, raw: str) -> Response:
         text = self._clean(raw)
+        if turn.options.get("continue_final") and text:  # a continuation keeps the space it starts with
+            text = raw[: len(raw) - len(raw.lstrip())] + text
         t_end = time.perf_counter()
         session = turn.session
         if turn.keep:

@@ -5,6 +5,7 @@
     record_feedback(r.response_id, choice=2)                   # they preferred candidate 2
     record_feedback(r.response_id, regenerate=True)            # they asked for another answer
     record_feedback(r.response_id, edited_text="Their version")
+    record_feedback(r.response_id, kept_over=["an earlier answer"])  # kept it over other swipes
 
 Exactly one kind per call. The response must have been logged (`personalized_responses`);
 an unknown id, a bad value or a user who is not the response's user raises `FeedbackError`
@@ -42,6 +43,11 @@ def _event(row: dict[str, Any], user: str | None, given: dict[str, Any], scale: 
         if not rejected:
             raise FeedbackError("choice: this response had a single candidate; rate it instead")
         return FeedbackEvent.parse({**base, "kind": "choice", "text": cands[choice], "rejected": rejected}, "choice")
+    if given.get("kept_over") is not None:  # swipes: this answer was kept over others given in its place
+        others = given["kept_over"]
+        if not isinstance(others, list) or not others or not all(isinstance(t, str) and t.strip() for t in others):
+            raise FeedbackError("kept_over: expected the texts of the other answers (a non-empty list of strings)")
+        return FeedbackEvent.parse({**base, "kind": "choice", "rejected": list(others)}, "choice")
     if given.get("regenerate"):
         return FeedbackEvent.parse({**base, "kind": "regenerate"}, "regenerate")
     edited = given.get("edited_text")
@@ -66,6 +72,7 @@ def record_feedback(
     choice: int | None = None,
     regenerate: bool = False,
     edited_text: str | None = None,
+    kept_over: list[str] | None = None,
     user: str | None = None,
     comment: str | None = None,
     scale: str | None = None,
@@ -75,11 +82,17 @@ def record_feedback(
     from models.db import utc_now
     from models.personalization import storage
 
-    given = {"rating": rating, "choice": choice, "regenerate": regenerate or None, "edited_text": edited_text}
+    given = {
+        "rating": rating,
+        "choice": choice,
+        "regenerate": regenerate or None,
+        "edited_text": edited_text,
+        "kept_over": kept_over,
+    }
     kinds = [k for k, v in given.items() if v is not None]
     if len(kinds) != 1:
         raise FeedbackError(
-            f"give exactly one of rating, choice, regenerate, edited_text (got {', '.join(kinds) or 'none'})"
+            f"give exactly one of rating, choice, regenerate, edited_text, kept_over (got {', '.join(kinds) or 'none'})"
         )
     if not isinstance(response_id, str) or not response_id:
         raise FeedbackError(f"response_id: expected the id of a logged response, got {response_id!r}")

@@ -49,6 +49,8 @@ SEALED: dict[str, dict[str, bool]] = {
     "user_memory": {"text": False},
     "personalized_responses": {"context": False, "text": False, "candidates": True, "scores": True, "details": True},
     "feedback": {"event": True},
+    "chats": {"title": False, "meta": True},
+    "chat_messages": {"swipes": True, "details": True},
 }
 
 
