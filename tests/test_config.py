@@ -161,3 +161,35 @@ def test_every_shipped_config_parses() -> None:
     assert files, "the built-in config must ship"
     for f in files:
         load_config(f)
+
+
+def test_a_plain_model_over_a_card_personality_warns_with_what_to_write(
+    user_config, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from models.config import load_effective_config
+
+    path = user_config(
+        "models:\n  personality:\n    luna:\n      type: transformer\n      path: 'openai:llama3.1:8b'\n"
+        "      parameters: {base_url: 'http://localhost:11434/v1'}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="models.config"):
+        load_effective_config(path)
+    (record,) = [r for r in caplog.records if "models.personality.luna" in r.getMessage()]
+    message = record.getMessage()
+    assert "plain model with no card" in message
+    assert "type: personality, path: builtin:luna, parameters: {base_model: openai:llama3.1:8b}" in message
+
+
+def test_the_readme_configure_example_puts_luna_on_a_configured_model(user_config) -> None:
+    import re
+
+    from models.config import load_effective_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Configure.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    cfg = load_effective_config(user_config(block)).config
+    luna = cfg.models["personality"]["luna"]
+    assert luna.type == "personality" and luna.parameters["base_model"] == "base/llama"
+    assert cfg.models["base"]["llama"].path == "openai:llama3.1:8b"

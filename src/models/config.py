@@ -379,6 +379,33 @@ def _merge_entry(base: ModelEntry, over: ModelEntry) -> ModelEntry:
     )
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_plain_personalities(layer: Config, builtin: Config) -> None:
+    """A personality entry of type `transformer` over a card personality (or on a remote model)
+    loads a plain model: no card, no emotions. Say so once, with what to write instead."""
+    import logging
+
+    for name, entry in (layer.models.get("personality") or {}).items():
+        card = builtin.models.get("personality", {}).get(name)
+        remote = entry.path.startswith("openai:")
+        if entry.type == "personality" or not (remote or (card is not None and card.type == "personality")):
+            continue
+        key = (str(layer.source), name)
+        if key in _WARNED:
+            continue
+        _WARNED.add(key)
+        card_path = card.path if card is not None and card.type == "personality" else "PERSONALITY_FOLDER"
+        logging.getLogger("models.config").warning(
+            "%s: models.personality.%s has type %r, so it loads a plain model with no card (no greeting, "
+            "no emotions). To give that model %s's card, write: type: personality, path: %s, "
+            "parameters: {base_model: %s}",
+            layer.source, name, entry.type, name, card_path,
+            entry.path if remote else "CATEGORY/NAME or a model path",
+        )  # fmt: skip
+
+
 def load_effective_config(user_config: str | Path | None = None, home: Path | None = None) -> EffectiveConfig:
     """Built-in config + the user's (`<home>/config.yaml` unless a path is given; the active
     context's home by default)."""
@@ -408,6 +435,8 @@ def load_effective_config(user_config: str | Path | None = None, home: Path | No
                 origin[(cat, name)] = str(layer.source)
                 base_dirs[(cat, name)] = Path(layer.base_dir or ".")
         database_url = layer.database_url or database_url
+    for layer in layers[1:]:
+        _warn_plain_personalities(layer, layers[0])
     cfg = Config(
         models=models, database_url=database_url, data_sources=data_sources, security=security, privacy=privacy
     )

@@ -152,6 +152,7 @@ async def delete_memory(fact_id: FactId, user: str = Depends(caller)) -> dict[st
 
 @router.get("/api/personalities/{name}", summary="A personality's emotion labels and scenarios (what chat can ask for)")
 async def personality(name: str, request: Request, user: str = Depends(caller)) -> dict[str, Any]:
+    from models.personality.macros import expand_macros
     from models.security import require
 
     ref = _model_ref("personality", name)
@@ -169,6 +170,9 @@ async def personality(name: str, request: Request, user: str = Depends(caller)) 
             "contexts": {key: scenarios[key].description for key in model.contexts()},
             "emotion_control": model.control,
             "emotion_steering": model.info()["emotion_steering"],
+            "greetings": model.greetings(user),
+            "avatar": f"/api/personalities/{name}/avatar",
+            "description": expand_macros(model.card.description, char=model.character, user=model.user_name(user)),
         }
 
     return await _as(user, read)

@@ -98,11 +98,17 @@ class Conversation:
         elif latest:
             chat = store.latest(ref)
         if chat is None:
-            greeting = model.greeting(user, context) if hasattr(model, "greeting") else None
+            greeting = model.greetings(user, context) if hasattr(model, "greetings") else []
+            shown = model.greeting(user, context) if greeting else ""  # the card's choice (first or random)
+            index = greeting.index(shown) if shown in greeting else 0
             meta = {"character": getattr(model, "character", None), "system": system}
             first = messages_from([{"role": "system", "content": system}]) if system else []
             chat = store.create(
-                ref, greeting=greeting or None, meta={k: v for k, v in meta.items() if v}, messages=first
+                ref,
+                greeting=greeting or None,
+                greeting_index=index,
+                meta={k: v for k, v in meta.items() if v},
+                messages=first,
             )
         return cls(store, chat, model, hybrid)
 

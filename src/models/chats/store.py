@@ -279,13 +279,15 @@ class ChatStore:
         model: str,
         *,
         title: str | None = None,
-        greeting: str | None = None,
+        greeting: str | Sequence[str] | None = None,
+        greeting_index: int = 0,
         meta: dict[str, Any] | None = None,
         messages: Iterable[Message] = (),
         created_at: str | None = None,
     ) -> Chat:
-        """A new chat with `model`, opened by the character's `greeting` (if any) or holding
-        `messages` (an import). Untitled chats take their title from the first user message."""
+        """A new chat with `model`, opened by the character's `greeting` (if any; a list: the
+        card's greetings, shown as swipes of the first message, `greeting_index` first) and/or
+        holding `messages` (an import). Untitled chats take their title from the first user message."""
         _check_model(model)
         meta = dict(meta or {})
         if title is not None:
@@ -294,8 +296,12 @@ class ChatStore:
         chat_id = secrets.token_hex(8)
         now = db.utc_now()
         msgs = list(messages)
-        if greeting:
-            msgs = [Message(0, "assistant", [new_swipe(greeting)], 0, {"greeting": True}), *msgs]
+        greetings = [greeting] if isinstance(greeting, str) else [g for g in greeting or [] if g]
+        if greetings:
+            if not 0 <= greeting_index < len(greetings):
+                raise ChatError(f"greeting: the card has greetings 0..{len(greetings) - 1}, not {greeting_index}")
+            opening = Message(0, "assistant", [new_swipe(g) for g in greetings], greeting_index, {"greeting": True})
+            msgs = [opening, *msgs]
         first_user = next((m.text for m in msgs if m.role == "user"), None)
         title = title or (_title(first_user) if first_user else "New chat")
         with db.write_transaction(home_engine()) as conn:

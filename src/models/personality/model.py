@@ -219,6 +219,14 @@ class PersonalityModel:
         text = pick_greeting(greetings, self.ext.interaction.greeting, index)
         return expand_macros(text, char=self.character, user=self.user_name(user))
 
+    def greetings(self, user: str | None = None, context: str | None = None) -> list[str]:
+        """Every opening line the card offers (the context's own first, then `first_mes` and the
+        alternates), macros expanded, without repeats: a new chat's first message and its swipes."""
+        scenario = self._scenario(context)[1]
+        found = ([scenario.first_mes] if scenario and scenario.first_mes else []) + self.card.greetings()
+        name = self.user_name(user)
+        return list(dict.fromkeys(expand_macros(g, char=self.character, user=name) for g in found))
+
     def start(self, user: str | None = None, context: str | None = None) -> str:
         """Reset the conversation with `user`, greet, and keep the greeting as the first message."""
         self.reset(user)

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { models: [], history: [], me: null, busy: false };
+const state = { models: [], chats: [], chat: null, me: null, busy: false };
 
 // ----------------------------------------------------------------------------- HTTP
 
@@ -44,6 +44,16 @@ function current() {
 }
 
 // ----------------------------------------------------------------------------- chat
+// The conversation lives on the server (/api/chats): the page renders the stored chat and keeps
+// which chat is open per model in localStorage, so a reload finds it again.
+
+function modelRef(m) { return (m.category || "personality") + "/" + m.id; }
+function chatKey() { return "companion-chat:" + modelRef(current()); }
+
+function setBusy(busy) {
+  state.busy = busy;
+  $("#send").disabled = busy;
+}
 
 function addMessage(role, text) {
   const body = el("div", { class: "text" }, text);
@@ -70,99 +80,204 @@ async function* sse(response) {
   }
 }
 
-// Emotion and scenario for card-mode requests (only user/assistant turns), as `extra_body` would send them.
-function companionOptions(messages) {
-  if ($("#steer").hidden || messages.some((m) => m.role === "system")) return {};
-  const companion = {};
-  if ($("#emotion-choice").value) companion.emotion = $("#emotion-choice").value;
-  if ($("#context-choice").value) companion.context = $("#context-choice").value;
-  return Object.keys(companion).length ? { companion } : {};
+// Emotion and scenario for a personality's answer.
+function steering() {
+  if ($("#steer").hidden) return {};
+  const out = {};
+  if ($("#emotion-choice").value) out.emotion = $("#emotion-choice").value;
+  if ($("#context-choice").value) out.context = $("#context-choice").value;
+  return out;
 }
 
 async function loadPersonality() {
   const m = current();
-  const box = $("#steer");
-  box.hidden = true;
+  $("#steer").hidden = true;
+  $("#character").hidden = true;
   if (!m || m.category !== "personality") return;
   try {
     const info = await api("GET", "/api/personalities/" + encodeURIComponent(m.id));
     const first = (text) => el("option", { value: "" }, text);
     $("#emotion-choice").replaceChildren(first("follows the conversation"), ...info.labels.map((l) => el("option", { value: l }, l)));
     $("#context-choice").replaceChildren(first("none"), ...Object.entries(info.contexts).map(([k, d]) => el("option", { value: k, title: d }, k)));
-    box.hidden = false;
+    $("#steer").hidden = false;
+    $("#character-name").textContent = info.character;
+    $("#character-description").textContent = (info.description || "").slice(0, 240);
+    $("#avatar").src = await avatarUrl(info.avatar);
+    $("#character").hidden = false;
   } catch (e) {
-    box.hidden = true; // a plain model, or no read access: chat works without the choices
+    // a plain model, or no read access: chat works without the card
   }
 }
 
-async function streamAnswer(messages, node) {
-  const textNode = node.querySelector(".text");
-  const r = await fetch("/v1/chat/completions", {
-    method: "POST",
-    headers: headers(true),
-    body: JSON.stringify({ model: current().id, messages, stream: true, ...companionOptions(messages) }),
-  });
-  if (!r.ok) {
-    const data = await r.json().catch(() => null);
-    throw new Error((data && data.error && data.error.message) || r.statusText);
+async function avatarUrl(path) {
+  // fetched with the key (an <img src> cannot send it), shown from a blob URL
+  const r = await fetch(path, { headers: headers(false) });
+  if (!r.ok) return "";
+  return URL.createObjectURL(await r.blob());
+}
+
+async function loadChats() {
+  const data = await api("GET", "/api/chats?model=" + encodeURIComponent(modelRef(current())));
+  state.chats = data.chats;
+  const list = $("#chat-list");
+  list.replaceChildren(...data.chats.map((c) => el("li", {
+    class: c.id === (state.chat && state.chat.id) ? "active" : "", "data-id": c.id, title: c.updated_at,
+    onclick: () => openChat(c.id),
+  }, c.title, el("small", {}, c.last || ""))));
+  if (!data.chats.length) list.append(el("li", { class: "status" }, "No chats yet."));
+}
+
+async function openChat(id) {
+  state.chat = await api("GET", "/api/chats/" + id);
+  localStorage.setItem(chatKey(), id);
+  renderChat();
+  await loadChats();
+}
+
+async function newChat() {
+  const body = { model: current().id };
+  if ($("#context-choice").value && !$("#steer").hidden) body.context = $("#context-choice").value;
+  const chat = await api("POST", "/api/chats", body);
+  await openChat(chat.id);
+}
+
+// The chat open for this model: the one this browser had open, else the latest, else a new one.
+async function restoreChat() {
+  state.chat = null;
+  await loadChats();
+  const remembered = localStorage.getItem(chatKey());
+  const pick = state.chats.find((c) => c.id === remembered) || state.chats[0];
+  if (pick) await openChat(pick.id); else await newChat();
+}
+
+function renderChat() {
+  const chat = state.chat;
+  const box = $("#messages");
+  box.replaceChildren();
+  if (!chat) return;
+  $("#chat-title").value = chat.title;
+  $("#export-json").href = "#";
+  $("#export-st").href = "#";
+  chat.messages.forEach((m, i) => box.append(renderMessage(m, i === chat.messages.length - 1)));
+  box.scrollTop = box.scrollHeight;
+  const last = chat.messages[chat.messages.length - 1];
+  if (last && last.details && last.details.emotion) $("#emotion").textContent = last.details.emotion;
+}
+
+function renderMessage(m, isLast) {
+  const node = el("div", { class: "msg " + m.role + (m.details && m.details.greeting ? " greeting" : "") }, el("div", { class: "text" }, m.text));
+  node.dataset.position = String(m.position);
+  if (m.role !== "assistant") return node;
+  const swipe = m.swipes[m.swipe_id] || {};
+  node.dataset.responseId = swipe.response_id || "";
+  node.dataset.swipe = String(m.swipe_id);
+  const meta = el("div", { class: "meta" });
+  if (m.swipes.length > 1 || isLast) {
+    const go = (step) => () => chooseSwipe(m, (m.swipe_id + step + m.swipes.length) % m.swipes.length);
+    const left = el("button", { class: "swipe-left", title: "Previous answer", onclick: go(-1) }, "‹");
+    const right = el("button", { class: "swipe-right", title: "Next answer", onclick: go(1) }, "›");
+    left.disabled = right.disabled = m.swipes.length < 2;
+    meta.append(el("span", { class: "swipes" }, left, el("span", { class: "swipe-count" }, `${m.swipe_id + 1}/${m.swipes.length}`), right));
   }
-  let text = "";
-  let extra = {};
-  let pieces = 0;
-  for await (const data of sse(r)) {
-    if (data === "[DONE]") break;
-    const chunk = JSON.parse(data);
-    if (chunk.error) throw new Error(chunk.error.message);
-    for (const choice of chunk.choices || []) {
-      if (choice.delta && choice.delta.content) {
-        text += choice.delta.content;
-        textNode.textContent = text;
+  if (m.details && m.details.emotion) meta.append(el("span", { class: "emo" }, m.details.emotion));
+  if (swipe.response_id) {
+    const rate = (value, button) => async () => {
+      try {
+        await api("POST", "/api/feedback", { response_id: swipe.response_id, rating: value });
+        node.dataset.rated = String(value);
+        node.querySelectorAll(".rate").forEach((b) => b.classList.remove("chosen"));
+        button.classList.add("chosen");
+      } catch (e) { node.querySelector(".meta .note").textContent = e.message; }
+    };
+    const up = el("button", { class: "rate up", title: "Good answer" }, "▲ good");
+    const down = el("button", { class: "rate down", title: "Bad answer" }, "▼ bad");
+    up.addEventListener("click", rate(1, up));
+    down.addEventListener("click", rate(-1, down));
+    meta.append(up, down);
+  }
+  meta.append(el("button", { class: "edit", title: "Edit this answer", onclick: () => editMessage(node, m) }, "✎ edit"));
+  if (isLast && !(m.details && m.details.greeting)) {
+    meta.append(el("button", { class: "regenerate", title: "Another answer (the others stay: swipe back)", onclick: () => reply("regenerate") }, "↻ again"));
+    meta.append(el("button", { class: "continue", title: "Continue this answer", onclick: () => reply("continue") }, "→ continue"));
+  }
+  meta.append(el("span", { class: "note" }));
+  node.append(meta);
+  return node;
+}
+
+async function chooseSwipe(m, index) {
+  if (state.busy) return;
+  await api("PUT", `/api/chats/${state.chat.id}/messages/${m.position}`, { swipe_id: index });
+  state.chat = await api("GET", "/api/chats/" + state.chat.id);
+  renderChat();
+}
+
+function editMessage(node, m) {
+  if (state.busy || node.querySelector(".edit-box")) return;
+  const box = el("textarea", { class: "edit-box" });
+  box.value = m.text;
+  const save = el("button", { class: "save-edit", onclick: async () => {
+    await api("PUT", `/api/chats/${state.chat.id}/messages/${m.position}`, { content: box.value });
+    state.chat = await api("GET", "/api/chats/" + state.chat.id);
+    renderChat();
+  } }, "Save");
+  const cancel = el("button", { onclick: () => renderChat() }, "Cancel");
+  node.querySelector(".text").replaceWith(box);
+  node.querySelector(".meta").replaceChildren(save, cancel);
+  box.focus();
+}
+
+// Send a message, regenerate or continue: the answer streams into the page, then the stored chat is shown.
+async function reply(action, content) {
+  if (state.busy || !state.chat) return;
+  setBusy(true);
+  const chatId = state.chat.id;
+  let node;
+  if (action === "send") {
+    addMessage("user", content);
+    node = addMessage("assistant", "");
+  } else {
+    const nodes = document.querySelectorAll("#messages .msg.assistant");
+    node = nodes[nodes.length - 1];
+    node.querySelector(".meta")?.remove();
+    if (action === "regenerate") node.querySelector(".text").textContent = "";
+  }
+  const textNode = node.querySelector(".text");
+  const start = action === "continue" ? textNode.textContent : "";
+  const body = { stream: true, ...steering() };
+  if (content !== undefined) body.content = content;
+  try {
+    const r = await fetch(`/api/chats/${chatId}/${action === "send" ? "messages" : action}`, {
+      method: "POST", headers: headers(true), body: JSON.stringify(body),
+    });
+    if (!r.ok) {
+      const data = await r.json().catch(() => null);
+      throw new Error((data && data.error && data.error.message) || r.statusText);
+    }
+    let text = "", pieces = 0, done = null;
+    for await (const data of sse(r)) {
+      const event = JSON.parse(data);
+      if (event.error) throw new Error(event.error.message);
+      if (event.delta) {
+        text += event.delta;
+        textNode.textContent = start + text;
         node.dataset.pieces = String(++pieces);
         $("#messages").scrollTop = $("#messages").scrollHeight;
       }
-      if (choice.companion) extra = choice.companion;
+      if (event.done) done = event;
     }
-  }
-  return { text: text.trim(), ...extra };
-}
-
-function decorate(node, answer, turn) {
-  node.dataset.responseId = answer.response_id || "";
-  node.querySelector(".meta")?.remove();
-  const emotion = answer.emotion || answer.detected_emotion;
-  if (emotion) $("#emotion").textContent = emotion;
-  const rate = (value, button) => async () => {
-    try {
-      await api("POST", "/api/feedback", { response_id: answer.response_id, rating: value });
-      node.dataset.rated = String(value);
-      node.querySelectorAll(".rate").forEach((b) => b.classList.remove("chosen"));
-      button.classList.add("chosen");
-    } catch (e) { node.querySelector(".meta .note").textContent = e.message; }
-  };
-  const up = el("button", { class: "rate up", title: "Good answer" }, "▲ good");
-  const down = el("button", { class: "rate down", title: "Bad answer" }, "▼ bad");
-  up.addEventListener("click", rate(1, up));
-  down.addEventListener("click", rate(-1, down));
-  const again = el("button", { class: "regenerate", title: "Another answer", onclick: () => regenerate(node, answer, turn) }, "↻ again");
-  const meta = el("div", { class: "meta" }, emotion ? el("span", { class: "emo" }, emotion) : "", up, down, again, el("span", { class: "note" }));
-  if (!answer.response_id) { up.disabled = down.disabled = true; }
-  node.append(meta);
-}
-
-async function ask(messages, node, turn) {
-  state.busy = true;
-  $("#send").disabled = true;
-  try {
-    const answer = await streamAnswer(messages, node);
-    node.querySelector(".text").textContent = answer.text;
-    state.history[turn] = { role: "assistant", content: answer.text };
-    decorate(node, answer, turn);
+    const emotion = done && (done.companion.emotion || done.companion.detected_emotion);
+    if (emotion) $("#emotion").textContent = emotion;
+    state.chat = await api("GET", "/api/chats/" + chatId);
+    renderChat();
+    const answers = document.querySelectorAll("#messages .msg.assistant");
+    answers[answers.length - 1].dataset.pieces = String(pieces);
+    loadChats();
   } catch (e) {
     node.classList.add("error");
-    node.querySelector(".text").textContent = "error: " + e.message;
+    textNode.textContent = "error: " + e.message;
   } finally {
-    state.busy = false;
-    $("#send").disabled = false;
+    setBusy(false);
   }
 }
 
@@ -171,23 +286,37 @@ async function send(event) {
   const text = $("#input").value.trim();
   if (!text || state.busy) return;
   $("#input").value = "";
-  state.history.push({ role: "user", content: text });
-  addMessage("user", text);
-  const messages = state.history.slice();
-  const turn = state.history.length;
-  state.history.push({ role: "assistant", content: "" });
-  await ask(messages, addMessage("assistant", ""), turn);
+  await reply("send", text);
 }
 
-async function regenerate(node, answer, turn) {
-  if (state.busy) return;
-  state.busy = true;  // the feedback is recorded before the new answer starts
-  if (answer.response_id) await api("POST", "/api/feedback", { response_id: answer.response_id, regenerate: true }).catch(() => {});
-  state.busy = false;
-  node.classList.remove("error");
-  node.querySelector(".meta")?.remove();
-  node.querySelector(".text").textContent = "";
-  await ask(state.history.slice(0, turn), node, turn);
+async function download(format) {
+  const r = await fetch(`/api/chats/${state.chat.id}/export?format=${format}`, { headers: headers(false) });
+  if (!r.ok) return status("#import-status", "export failed: " + r.statusText, true);
+  const name = (r.headers.get("content-disposition") || "").match(/filename="([^"]+)"/);
+  const a = el("a", { href: URL.createObjectURL(await r.blob()), download: name ? name[1] : "chat" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+async function importCard(file) {
+  try {
+    const r = await fetch("/api/cards?filename=" + encodeURIComponent(file.name), {
+      method: "POST", headers: { ...headers(false), "Content-Type": "application/octet-stream" }, body: file,
+    });
+    const data = await r.json();
+    if (!r.ok) throw new Error(data.error.message);
+    status("#import-status", `imported ${data.character} as ${data.model}`);
+    await start(data.model);
+  } catch (e) { status("#import-status", e.message, true); }
+}
+
+async function importChat(file) {
+  try {
+    const chat = await api("POST", "/api/chats/import", { text: await file.text(), model: modelRef(current()) });
+    status("#import-status", `imported “${chat.title}” (${chat.messages.length} messages)`);
+    await openChat(chat.id);
+  } catch (e) { status("#import-status", e.message, true); }
 }
 
 // ----------------------------------------------------------------------------- preferences, memory
@@ -352,9 +481,8 @@ function showTab(name) {
   if (loaders[name]) loaders[name]();
 }
 
-async function start() {
+async function start(chosenModel) {
   $("#key").value = localStorage.getItem("companion-key") || "";
-  $("#key").addEventListener("change", () => { localStorage.setItem("companion-key", $("#key").value.trim()); start(); });
   try {
     state.me = await api("GET", "/api/me");
     $("#who").textContent = state.me.user + (state.me.admin ? " (admin)" : "");
@@ -362,21 +490,59 @@ async function start() {
     models.sort((a, b) => (a.category === "personality" ? 0 : 1) - (b.category === "personality" ? 0 : 1));
     state.models = models;
     const select = $("#model");
-    const chosen = select.value || new URLSearchParams(location.search).get("model");
+    const chosen = chosenModel || select.value || new URLSearchParams(location.search).get("model") || localStorage.getItem("companion-model");
     select.replaceChildren(...models.map((m) => el("option", { value: m.id }, m.category === "personality" ? m.id : m.id + " (base)")));
     if (chosen && models.some((m) => m.id === chosen)) select.value = chosen;
+    localStorage.setItem("companion-model", select.value);
     await loadPersonality();
+    await restoreChat();
     document.body.dataset.ready = "1";
   } catch (e) {
     $("#who").textContent = e.message;
   }
 }
 
+async function modelChanged() {
+  localStorage.setItem("companion-model", $("#model").value);
+  $("#emotion").textContent = "—";
+  await loadPersonality();
+  await restoreChat();
+  const a = document.querySelector(".tab.active").dataset.tab;
+  if (loaders[a]) loaders[a]();
+}
+
 document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => showTab(t.dataset.tab)));
+$("#key").addEventListener("change", () => { localStorage.setItem("companion-key", $("#key").value.trim()); start(); });
 $("#composer").addEventListener("submit", send);
 $("#input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) send(e); });
-$("#reset").addEventListener("click", () => { state.history = []; $("#messages").replaceChildren(); $("#emotion").textContent = "—"; });
-$("#model").addEventListener("change", () => { state.history = []; $("#messages").replaceChildren(); loadPersonality(); const a = document.querySelector(".tab.active").dataset.tab; if (loaders[a]) loaders[a](); });
+$("#new-chat").addEventListener("click", () => newChat().catch((e) => status("#import-status", e.message, true)));
+$("#chat-title").addEventListener("change", async () => {
+  const title = $("#chat-title").value.trim();
+  if (title && state.chat) { state.chat = await api("PATCH", "/api/chats/" + state.chat.id, { title }); loadChats(); }
+});
+$("#delete-chat").addEventListener("click", async () => {
+  if (!state.chat || !confirm(`Delete “${state.chat.title}”?`)) return;
+  await api("DELETE", "/api/chats/" + state.chat.id);
+  localStorage.removeItem(chatKey());
+  await restoreChat();
+});
+$("#export-json").addEventListener("click", (e) => { e.preventDefault(); download("json"); });
+$("#export-st").addEventListener("click", (e) => { e.preventDefault(); download("sillytavern"); });
+$("#card-file").addEventListener("change", (e) => { if (e.target.files[0]) importCard(e.target.files[0]); e.target.value = ""; });
+$("#chat-file").addEventListener("change", (e) => { if (e.target.files[0]) importChat(e.target.files[0]); e.target.value = ""; });
+let dragDepth = 0;
+document.addEventListener("dragenter", (e) => { if (e.dataTransfer.types.includes("Files")) { dragDepth++; $("#drop").hidden = false; } });
+document.addEventListener("dragleave", () => { if (--dragDepth <= 0) { dragDepth = 0; $("#drop").hidden = true; } });
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  $("#drop").hidden = true;
+  const file = e.dataTransfer.files[0];
+  if (!file) return;
+  if (/\.(jsonl)$/i.test(file.name)) importChat(file); else importCard(file);
+});
+$("#model").addEventListener("change", modelChanged);
 $("#prefs-save").addEventListener("click", savePrefs);
 $("#memory-add").addEventListener("submit", addMemory);
 $("#monitor-refresh").addEventListener("click", loadMonitor);
