@@ -77,8 +77,20 @@ def test_sampling_parameters_are_forwarded(engine, server):
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.3, 0.9, 40)
     assert body["seed"] == 7
     assert body["stop"] == ["\n", "User:"]
-    for absent in ("frequency_penalty", "presence_penalty", "repetition_penalty", "top_k"):
+    # not OpenAI's own API: the fields vLLM and llama.cpp's server take beyond OpenAI's go too
+    assert (body["repetition_penalty"], body["top_k"]) == (1.3, 5)
+    for absent in ("frequency_penalty", "presence_penalty", "min_p"):  # at their "off" values: not sent
         assert absent not in body
+    list(engine.stream_chat(HI, p.but(presence_penalty=0.5, frequency_penalty=-0.5, min_p=0.05)))
+    body = server.requests[1].body
+    assert (body["presence_penalty"], body["frequency_penalty"], body["min_p"]) == (0.5, -0.5, 0.05)
+
+
+def test_openai_own_api_gets_only_its_own_fields() -> None:
+    from models.engines.openai import openai_proper
+
+    assert openai_proper("https://api.openai.com/v1") and openai_proper("https://me.openai.azure.com/openai")
+    assert not openai_proper("http://localhost:11434/v1") and not openai_proper("http://127.0.0.1:8000/v1")
 
 
 def test_no_seed_or_stop_when_unset(engine, server):

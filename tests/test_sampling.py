@@ -48,3 +48,29 @@ def test_same_seed_same_draws_and_temperature_flattens() -> None:
 def test_repetition_penalty_lowers_seen_tokens() -> None:
     s = Sampler(SamplingParams(temperature=0.0, repetition_penalty=10.0), history=[0])
     assert s.pick(LOGITS.clone()) == 1
+
+
+def test_min_p_drops_tokens_under_a_share_of_the_best() -> None:
+    probs = torch.softmax(LOGITS, -1)  # 0.64, 0.24, 0.09, 0.03, ...
+    assert probs[2] / probs[0] < 0.2 < probs[1] / probs[0]
+    assert set(draws(min_p=0.2, temperature=1.0)) == {0, 1}
+
+
+def test_openai_penalties_follow_its_formula() -> None:
+    # logit - count * frequency - [count > 0] * presence, on tokens generated so far
+    s = Sampler(SamplingParams(temperature=0.0, frequency_penalty=0.6))
+    picks = [s.pick(LOGITS.clone()) for _ in range(4)]
+    assert picks == [0, 0, 1, 0]  # 4.0 vs 3.0: after two 0s, 4.0 - 1.2 < 3.0; then 4.0 - 1.2 > 3.0 - 0.6
+    s = Sampler(SamplingParams(temperature=0.0, presence_penalty=1.5))
+    # each seen token loses 1.5 once, however often it was seen: 2.5 (0) beats 1.5 (1) and 2.0 (2)
+    assert [s.pick(LOGITS.clone()) for _ in range(4)] == [0, 1, 0, 0]
+
+
+def test_penalties_and_min_p_out_of_range_are_refused() -> None:
+    import pytest
+
+    from models.errors import GenerationInputError
+
+    for bad in ({"presence_penalty": 2.5}, {"frequency_penalty": -3.0}, {"min_p": 1.5}):
+        with pytest.raises(GenerationInputError, match=next(iter(bad))):
+            SamplingParams(**bad).check()  # type: ignore[arg-type]

@@ -104,6 +104,9 @@ class TransformerModel:
             emotion=overrides.pop("emotion", None),
             logit_bias=overrides.pop("logit_bias", None),
             guide=overrides.pop("guide", None),
+            presence_penalty=float(overrides.pop("presence_penalty", 0.0)),
+            frequency_penalty=float(overrides.pop("frequency_penalty", 0.0)),
+            min_p=float(overrides.pop("min_p", 0.0)),
             continue_final=bool(overrides.pop("continue_final", False)),
         )
         if overrides:

@@ -26,6 +26,10 @@ def _use_personalization(user: str = "sam") -> str:
     model = load_personalization_model("user_prefs")
     r = model.adapt_response(LONG_FORMAL, {"length": "long", "formality": "formal"}, user=user)
     record_feedback(r.response_id, rating=1)
+    from models.chats import ChatStore
+
+    chats = ChatStore(user)
+    chats.append(chats.create("personality/luna", title="Ink's story").id, "user", "Ink ate my plot notes")
     return r.response_id
 
 

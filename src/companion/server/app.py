@@ -102,14 +102,24 @@ class ServerState:
         return user
 
 
+#: What clients send when their key field is empty (JavaScript's undefined and null, stringified).
+_NO_KEY = ("undefined", "null")
+
+
 def authenticate(request: Request) -> str:
     """The user a request acts as (401 for a missing or bad key)."""
     state: ServerState = request.app.state.companion
-    header = request.headers.get("authorization", "")
+    header = request.headers.get("authorization", "").strip()
     scheme, _, key = header.partition(" ")
     key = key.strip()
-    if header and (scheme.lower() != "bearer" or not key):
-        raise APIError(401, "Authorization must be 'Bearer <API key>'", code="invalid_api_key")
+    if header and scheme.lower() != "bearer":
+        raise APIError(
+            401, f"Authorization must be 'Bearer <API key>', not a {scheme!r} header", code="invalid_api_key"
+        )
+    # A cleared key field sends "Bearer " (SillyTavern's clear button) or "Bearer undefined": no key.
+    received = f"'Bearer {key}'" if key in _NO_KEY else ("'Bearer' with no key" if header else "")
+    if key in _NO_KEY:
+        key = ""
     from companion.server.keys import KEY_PREFIX
 
     if state.settings.mode == "local" and not key.startswith(KEY_PREFIX):
@@ -119,9 +129,11 @@ def authenticate(request: Request) -> str:
             from models.security import get_security_manager
 
             return get_security_manager().user()
+        got = f" (received {received})" if received else ""
         raise APIError(
             401,
-            "missing API key: send 'Authorization: Bearer <key>' (create one with `companion users key create USER`)",
+            f"missing API key{got}: send 'Authorization: Bearer <key>' (create one with `companion users key create "
+            "USER`)",
             code="invalid_api_key",
         )
     user = state.user_for(key)
@@ -208,6 +220,22 @@ def _loopback_host(value: str) -> bool:
     return host == "localhost" or is_loopback(host)
 
 
+class CollapseSlashes:
+    """`/v1//models` is `/v1/models`: a base URL pasted with a trailing slash (SillyTavern,
+    many scripts) makes clients join paths with two slashes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope.get("path", ""):
+            import re
+
+            path = re.sub(r"/{2,}", "/", scope["path"])
+            scope = {**scope, "path": path, "raw_path": path.encode("utf-8")}
+        await self.app(scope, receive, send)
+
+
 class LocalOnly:
     """Local mode's guard against DNS rebinding and cross-site requests: the keyless owner's
     server answers only requests addressed to a loopback name (`Host`), and refuses state-changing
@@ -277,6 +305,7 @@ def create_app(settings: ServerSettings | None = None, *, manager: Any = None, c
     app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)
     if settings.mode == "local":
         app.add_middleware(LocalOnly)
+    app.add_middleware(CollapseSlashes)
     app.include_router(openai_api.router)
     app.include_router(companion_api.router)
     app.include_router(chats_api.router)

@@ -93,6 +93,8 @@ class Turn:
 
     pieces: Iterator[str]
     finish: Callable[[str], dict[str, Any]]
+    prompt: dict[str, Any] | None = None
+    """Which prompt answers and what fitting it to the context removed (known before decoding)."""
 
 
 #: A job gets the loaded model, its category and name, and returns the turn to run.
@@ -165,7 +167,7 @@ class Runner:
                         close()
                     return
                 try:
-                    put(("start", (category, name)))
+                    put(("start", (category, name, turn.prompt)))
                     pieces: list[str] = []
                     try:
                         for piece in turn.pieces:
@@ -187,7 +189,7 @@ class Runner:
             put(("error", exc))
 
     async def run(self, user: str, model_id: str, job: Job) -> AsyncIterator[tuple[str, Any]]:
-        """Events of one job: ("start", (category, name)), ("piece", text)..., ("done", meta).
+        """Events of one job: ("start", (category, name, prompt)), ("piece", text)..., ("done", meta).
         Errors are raised; leaving the iteration early cancels the job."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from companion.server.app import caller
 from companion.server.errors import APIError
@@ -102,8 +102,40 @@ def _messages(req: ChatRequest) -> list[dict[str, str]]:
         if m.role == "tool":
             raise APIError(400, "tool messages are not supported", param=f"messages.{i}.role")
         role = "system" if m.role == "developer" else m.role
-        out.append({"role": role, "content": _encodable(_text(m, i), f"messages.{i}.content")})
+        msg = {"role": role, "content": _encodable(_text(m, i), f"messages.{i}.content")}
+        if m.name:
+            msg["name"] = _encodable(m.name, f"messages.{i}.name")
+        out.append(msg)
     return out
+
+
+def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
+    """A 400 naming any OpenAI field we would otherwise drop while the client relies on it."""
+    extra = req.model_extra or {}
+
+    def refuse(field: str, why: str) -> None:
+        raise APIError(400, f"{field}: {why}", param=field, code="unsupported_parameter")
+
+    fmt = extra.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+        refuse("response_format", f"{kind!r} is not supported by this server yet; only {{'type': 'text'}}")
+    for field in ("tools", "functions"):
+        if extra.get(field) and extra.get("tool_choice", extra.get("function_call")) != "none":
+            refuse(field, f"model {req.model!r} cannot call tools (its chat template has no tool format)")
+    for field in ("logprobs", "top_logprobs"):
+        if extra.get(field) not in (None, False, 0):
+            refuse(field, "log-probabilities are not returned by this server yet")
+    modalities = extra.get("modalities")
+    if extra.get("audio") is not None or (modalities is not None and list(modalities) != ["text"]):
+        refuse("audio" if extra.get("audio") is not None else "modalities", "only text is generated here")
+    if extra.get("web_search_options") is not None:
+        refuse("web_search_options", "this server does not search the web")
+    if extra.get("suffix"):
+        refuse("suffix", "insertion (text after the completion) is not supported")
+    best_of = extra.get("best_of")
+    if best_of not in (None, 1) and best_of != getattr(req, "n", 1):
+        refuse("best_of", "choosing the best of several completions is not supported; use n")
 
 
 def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any]:
@@ -119,10 +151,26 @@ def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any
         raise APIError(
             400, f"stop: up to {limits.max_stop} non-empty sequences of at most 200 characters", param="stop"
         )
+    _refuse_unsupported(req)
+    max_completion = (req.model_extra or {}).get("max_completion_tokens")
+    if max_completion is not None and req.max_tokens is None:  # OpenAI's newer name for max_tokens
+        if isinstance(max_completion, bool) or not isinstance(max_completion, int) or max_completion < 1:
+            raise APIError(400, "max_completion_tokens: a positive integer", param="max_completion_tokens")
+        if max_completion > limits.max_tokens:
+            raise APIError(
+                400,
+                f"max_completion_tokens is at most {limits.max_tokens} on this server",
+                param="max_completion_tokens",
+            )
+        req.max_tokens = max_completion
     opts: dict[str, Any] = {"max_length": req.max_tokens or None}
-    for key in ("temperature", "top_p", "seed"):
+    sampling = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "top_k", "min_p")
+    for key in (*sampling, "repetition_penalty"):
         if getattr(req, key) is not None:
             opts[key] = getattr(req, key)
+    if opts.get("top_p") == 0:  # only the most likely token is left: greedy
+        opts.pop("top_p")
+        opts["temperature"] = 0.0
     if stop:
         opts["stop"] = stop
     if req.logit_bias:
@@ -155,7 +203,7 @@ def _seed(seed: int | None) -> dict[str, Any]:
 
 
 def _companion(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: meta.get(k) for k in ("response_id", "emotion", "detected_emotion")}
+    return {k: meta.get(k) for k in ("response_id", "emotion", "detected_emotion", "prompt")}
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -212,7 +260,8 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
     def start(i: int) -> AsyncIterator[tuple[str, Any]]:
         """Choice i's generation (seed + i, as OpenAI's `n` with a seed)."""
         seed = None if req.seed is None else req.seed + i
-        job = chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization)
+        prompt = req.companion.prompt if req.companion is not None else "auto"
+        job = chat_job(user, req.user, messages, {**opts, **_seed(seed)}, state.settings.personalization, prompt)
         return state.runner.run(user, req.model, job)
 
     if req.stream:
@@ -220,14 +269,14 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
         state.open_stream(user, req.n)
         try:
             events = start(0)
-            await _first(events)
+            _, started = await _first(events)
         except BaseException:
             state.close_stream(user, req.n)
             raise
         return StreamingResponse(
             _chat_stream(state, user, events, cid, created, req.model, include_usage, req.n, start),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_prompt_header(started[2])},
         )
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
     state.open_request(user, req.n)
@@ -248,7 +297,7 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
         usage["prompt_tokens"] = meta["prompt_tokens"]
         usage["completion_tokens"] += meta["completion_tokens"]
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return {
+    body = {
         "id": cid,
         "object": "chat.completion",
         "created": created,
@@ -257,6 +306,19 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
         "choices": choices,
         "usage": usage,
     }
+    return JSONResponse(body, headers=_prompt_header(metas[0].get("prompt")))
+
+
+def _prompt_header(prompt: dict[str, Any] | None) -> dict[str, str]:
+    """`X-Companion-Prompt: client; dropped_messages=3; dropped_examples=1` (or `card`)."""
+    if not prompt:
+        return {}
+    value = str(prompt.get("used"))
+    fit = prompt.get("fit") or {}
+    if fit.get("changed"):
+        parts = [f"{k}={fit[k]}" for k in ("dropped_messages", "dropped_examples") if fit.get(k)]
+        value += "; " + "; ".join([*parts, *(["shortened_system=1"] if fit.get("shortened_system") else [])])
+    return {"X-Companion-Prompt": value}
 
 
 async def _chat_stream(

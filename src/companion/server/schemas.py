@@ -31,7 +31,14 @@ class _Sampling(BaseModel):
     model: str = Field(..., min_length=1, max_length=200, description="A model id from GET /v1/models.")
     max_tokens: int | None = Field(None, ge=1, description="Most new tokens (the server's limit applies).")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0, description="0 is greedy (as OpenAI takes it).")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="OpenAI's presence penalty.")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="OpenAI's frequency penalty.")
+    top_k: int | None = Field(None, ge=0, le=100_000, description="Sample among the k most likely tokens (0: all).")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="Drop tokens under this share of the best one.")
+    repetition_penalty: float | None = Field(
+        None, gt=0.0, le=10.0, description="Divide the logits of tokens already seen (1: off), as transformers does."
+    )
     stop: Stop = Field(None, description="Up to 4 sequences that end the reply.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     logit_bias: dict[str, float] | None = Field(
@@ -63,6 +70,11 @@ class CompanionOptions(BaseModel):
     )
     context: str | None = Field(
         None, max_length=64, description="A scenario key the character's card defines (e.g. romantic_conversation)."
+    )
+    prompt: Literal["auto", "card", "client"] = Field(
+        "auto",
+        description="Which prompt answers: the character's own (card; the client's system messages are left out), "
+        "the client's messages (client), or auto: card when the request has only user and assistant turns.",
     )
 
 

@@ -85,13 +85,14 @@ def _card_turn(
             text=r.text if r is not None else text.strip(),
             emotion=getattr(r, "emotion", None),
             detected_emotion=getattr(r, "detected_emotion", None),
+            prompt={"used": "card", "fit": None},
         )
         meta["response_id"] = log(
             "personality", name, getattr(model, "version", None), meta["text"], message, emotion=meta["emotion"]
         )
         return meta
 
-    return Turn(pieces, finish)
+    return Turn(pieces, finish, {"used": "card", "fit": None})
 
 
 def _can(target: Any, method: str, category: str, name: str, what: str) -> None:
@@ -117,15 +118,71 @@ def _target(model: Any, category: str, name: str, action: str) -> tuple[Any, Any
     return model.base, inside_checked_call()
 
 
+def _card_mode(messages: list[dict[str, str]], prompt: str) -> bool:
+    """Whether the character's own prompt answers (see the module docstring); `prompt` is the
+    request's choice: auto (the rule), card (always: the client's system messages are left out)
+    or client (never)."""
+    if prompt == "client":
+        return False
+    if prompt == "card":
+        turns = [m for m in messages if m["role"] in ("user", "assistant")]
+        if not turns or turns[-1]["role"] != "user":
+            from models.errors import DataError
+
+            raise DataError("companion.prompt 'card' needs a user message last (the one the character answers)")
+        return True
+    return all(m["role"] in ("user", "assistant") for m in messages) and messages[-1]["role"] == "user"
+
+
+def _speaker(name: str, persona: str | None) -> str:
+    """How a message's `name` is shown: SillyTavern's example speakers become the user's name
+    (or User) and Assistant; other names (group chats) as sent."""
+    return {"example_user": persona or "User", "example_assistant": "Assistant"}.get(name, name)
+
+
+def _client_prompt(target: Any, messages: list[dict[str, str]], max_length: int | None, persona: str | None
+                   ) -> tuple[list[dict[str, str]], dict[str, Any]]:  # fmt: skip
+    """The client's messages fitted to the model's context (`models.chat_fit`), names rendered."""
+    from models.chat_fit import fit_messages
+
+    engine = getattr(target, "engine", None)
+    context = int(getattr(engine, "context_length", 0) or 0)
+    count = getattr(engine, "count_tokens", None) or (lambda text: max(1, len(text) // 4))
+    report = None
+    if context:
+        new = max_length or getattr(getattr(target, "params", None), "max_length", 0) or 0
+        messages, report = fit_messages(messages, count, max(16, context - int(new) - 8))
+        if report.changed:
+            import logging
+
+            logging.getLogger("companion.server").warning(
+                "prompt over the context of %s (%d > %d tokens): dropped %d messages and %d examples%s",
+                getattr(target, "name", "model"), report.tokens_sent, report.budget, report.dropped_messages,
+                report.dropped_examples, ", shortened the system prompt" if report.shortened_system else "",
+            )  # fmt: skip
+    out = []
+    for m in messages:
+        name = m.get("name")
+        content = f"{_speaker(name, persona)}: {m['content']}" if name else m["content"]
+        out.append({"role": m["role"], "content": content})
+    return out, {"used": "client", "fit": report.to_dict() if report is not None else None}
+
+
 def chat_job(
     user: str,
     persona: str | None,
     messages: list[dict[str, str]],
     opts: dict[str, Any],
     personalization: str | None,
+    prompt: str = "auto",
 ) -> Job:
-    """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop."""
-    card_mode = all(m["role"] in ("user", "assistant") for m in messages) and messages[-1]["role"] == "user"
+    """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop.
+    `prompt`: auto, card or client (which prompt answers; the answer's meta says which did)."""
+    card_mode = _card_mode(messages, prompt)
+    if card_mode:
+        messages = [
+            {"role": m["role"], "content": m["content"]} for m in messages if m["role"] in ("user", "assistant")
+        ]
     kw = {k: v for k, v in opts.items() if v is not None}
     card_only = sorted(k for k in ("emotional_state", "context") if k in kw)
     if card_only and not card_mode:
@@ -140,6 +197,10 @@ def chat_job(
     def job(model: Any, category: str, name: str) -> Turn:
         if category == "personality" and card_mode and hasattr(model, "stream_response"):
             return _card_turn(model, name, user, persona, messages, kw, log)
+        if prompt == "card":
+            from models.errors import DataError
+
+            raise DataError(f"companion.prompt 'card' needs a personality; {name} is a {category} model")
         if card_only:
             from models.errors import DataError
 
@@ -147,16 +208,17 @@ def chat_job(
         target, scope = _target(model, category, name, "stream_chat")
         _can(target, "stream_chat", category, name, "chat")
         max_length = kw.get("max_length")
+        sent, used = _client_prompt(target, messages, max_length, persona)
         with scope:
-            pieces = target.stream_chat(messages, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
+            pieces = target.stream_chat(sent, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
 
         def finish(text: str) -> dict[str, Any]:
             meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": text}
-            meta.update(emotion=None, detected_emotion=None)
+            meta.update(emotion=None, detected_emotion=None, prompt=used)
             meta["response_id"] = log(category, name, getattr(model, "version", None), text, messages[-1]["content"])
             return meta
 
-        return Turn(pieces, finish)
+        return Turn(pieces, finish, used)
 
     return job
 

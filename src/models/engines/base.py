@@ -48,6 +48,12 @@ class SamplingParams:
     guide: LogitsGuide | None = None
     """Steers decoding token by token from what has been generated so far (local engines only;
     e.g. `models.personality.steering.EmotionGuide`). Remote engines ignore it."""
+    presence_penalty: float = 0.0
+    """OpenAI's: subtracted from the logit of every token already generated (-2..2)."""
+    frequency_penalty: float = 0.0
+    """OpenAI's: subtracted once per time a token has been generated (-2..2)."""
+    min_p: float = 0.0
+    """Keep only tokens at least this share of the most likely one's probability (0 = off)."""
     continue_final: bool = False
     """Chat only: when the last message is the assistant's, continue it (its text is the start
     of the answer, no new turn is opened), as transformers' `continue_final_message`."""
@@ -69,6 +75,11 @@ class SamplingParams:
             problems.append(f"top_k must be >= 0, not {self.top_k}")
         if self.repetition_penalty <= 0:
             problems.append(f"repetition_penalty must be > 0, not {self.repetition_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                problems.append(f"{name} must be in [-2, 2], not {getattr(self, name)}")
+        if not 0.0 <= self.min_p <= 1.0:
+            problems.append(f"min_p must be in [0, 1], not {self.min_p}")
         for tid, bias in (self.logit_bias or {}).items():
             if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
                 problems.append(f"logit_bias keys must be token ids (integers >= 0), not {tid!r}")

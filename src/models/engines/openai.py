@@ -11,9 +11,12 @@ one small client covers them. It talks to the server with `httpx` directly (no S
 * `score` asks `/completions` to echo the prompt with its log-probabilities (`echo`, `logprobs`,
   `max_tokens: 0`), which vLLM and llama.cpp's server support; other servers get a clear error.
 
-Sampling: `temperature`, `top_p`, `max_tokens`, `seed` and `stop` are sent; `top_k` and
-`repetition_penalty` have no standard field (and are not `frequency_penalty`/`presence_penalty`),
-so they reach the server only through `extra_body`, a dict merged into every request body.
+Sampling: `temperature`, `top_p`, `max_tokens`, `seed`, `stop`, `presence_penalty` and
+`frequency_penalty` are sent; `top_k`, `min_p` and `repetition_penalty` have no field in OpenAI's
+API and are sent under the names vLLM, llama.cpp's server and LM Studio take when they differ
+from "off" (Ollama's `/v1` ignores them), except to OpenAI's own API (`api.openai.com`, Azure
+OpenAI), which refuses unknown fields. `extra_body`, a dict merged into every request body, adds
+anything else a server takes.
 External models have no emotion tokens: `params.emotion` becomes a short system instruction.
 
 Errors become `EngineError`s that say what to do (start the server, set the key's environment
@@ -169,6 +172,10 @@ class OpenAIEngine(Engine):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        extras = () if openai_proper(self.base_url) else (("top_k", 0), ("min_p", 0.0), ("repetition_penalty", 1.0))
+        for name, off in (("presence_penalty", 0.0), ("frequency_penalty", 0.0), *extras):
+            if getattr(params, name) != off:
+                body[name] = getattr(params, name)
         if params.logit_bias:  # the server's own token ids (a guide needs local logits: ignored)
             body["logit_bias"] = {str(k): float(v) for k, v in params.logit_bias.items()}
         body.update(self.extra_body)
@@ -418,6 +425,13 @@ def _check_args(
         problems.append(f"retry_backoff_s must be >= 0, not {retry_backoff_s}")
     if problems:
         raise EngineError("openai engine: " + "; ".join(problems))
+
+
+def openai_proper(base_url: str) -> bool:
+    """Whether `base_url` is OpenAI's own API (or Azure OpenAI): those refuse fields OpenAI's API
+    does not define, where other OpenAI-compatible servers take or ignore them."""
+    host = (httpx.URL(base_url).host or "").lower()
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
 
 
 def _with_emotion(messages: list[dict[str, str]], emotion: str) -> list[dict[str, str]]:

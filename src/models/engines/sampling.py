@@ -1,8 +1,10 @@
-"""Seeded token sampling: logit bias, guide, repetition penalty, temperature, top-k, top-p.
+"""Seeded token sampling: logit bias, guide, penalties, temperature, top-k, top-p, min-p.
 
 The same `seed` and logits give the same tokens on every run and every engine. The order of
 operations follows `transformers`' logits processors (penalty, temperature, top-k, top-p), so a
-model decodes alike here and under `generate()`. Before them come OpenAI's `logit_bias` (a
+model decodes alike here and under `generate()`; OpenAI's presence and frequency penalties
+follow the repetition penalty (its formula: logit − count × frequency − [count > 0] × presence,
+counting generated tokens, as vLLM does) and min-p comes last. Before them come OpenAI's `logit_bias` (a
 fixed value per token id) and an optional `LogitsGuide`: a steering rule that sees each step's
 logits and every token picked, e.g. emotion steering (`models.personality.steering`).
 """
@@ -44,6 +46,7 @@ class Sampler:
         self._history = list(history)
         self._bias: torch.Tensor | None = None
         self.generated: list[int] = []
+        self._counts: torch.Tensor | None = None  # how often each token was generated (OpenAI's penalties)
 
     def _add_bias(self, logits: torch.Tensor) -> torch.Tensor:
         if self._bias is None:
@@ -68,6 +71,14 @@ class Sampler:
         penalized = torch.where(logits > 0, logits / rp, logits * rp)
         return torch.where(self._seen, penalized, logits)
 
+    def _openai_penalties(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._counts is None:
+            self._counts = torch.zeros(logits.shape[-1])
+            for t in self.generated:
+                self._counts[t] += 1
+        counts = self._counts
+        return logits - counts * self.p.frequency_penalty - (counts > 0).float() * self.p.presence_penalty
+
     def _draw(self, logits: torch.Tensor) -> int:
         """Top-k, then top-p, then a seeded draw. With top-k set, only the k best logits are
         sorted and sampled from (the distribution is the same as masking the full vocabulary,
@@ -83,6 +94,9 @@ class Sampler:
             probs = torch.softmax(vals, dim=-1)
             drop = probs.cumsum(-1) - probs > top_p
             vals = vals.masked_fill(drop, float("-inf"))
+        if self.p.min_p > 0.0:
+            probs = torch.softmax(vals, dim=-1)
+            vals = vals.masked_fill(probs < self.p.min_p * probs.max(), float("-inf"))
         choice = int(torch.multinomial(torch.softmax(vals, dim=-1), 1, generator=self.generator))
         return int(idx[choice]) if idx is not None else choice
 
@@ -93,6 +107,8 @@ class Sampler:
             logits = self._add_bias(logits)
         if self.p.repetition_penalty != 1.0:
             logits = self._penalize(logits)
+        if self.p.presence_penalty or self.p.frequency_penalty:
+            logits = self._openai_penalties(logits)
         if self.p.guide is not None:
             logits = self.p.guide.adjust(logits, self.generated)
         if self.p.temperature == 0:
@@ -104,4 +120,6 @@ class Sampler:
         else:
             self._history.append(token)
         self.generated.append(token)
+        if self._counts is not None:
+            self._counts[token] += 1
         return token
