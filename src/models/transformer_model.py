@@ -107,6 +107,7 @@ class TransformerModel:
             presence_penalty=float(overrides.pop("presence_penalty", 0.0)),
             frequency_penalty=float(overrides.pop("frequency_penalty", 0.0)),
             min_p=float(overrides.pop("min_p", 0.0)),
+            response_format=overrides.pop("response_format", None),
             continue_final=bool(overrides.pop("continue_final", False)),
         )
         if overrides:

@@ -71,7 +71,6 @@ def test_sampler_fields_are_honoured_and_unsupported_ones_refused(server: Runnin
     limited = httpx.post(url, json={**{k: v for k, v in body.items() if k != "max_tokens"}, "max_completion_tokens": 2})
     assert limited.status_code == 200 and limited.json()["usage"]["completion_tokens"] <= 2
     for extra, param in (
-        ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"logprobs": True}, "logprobs"),
         ({"modalities": ["text", "audio"]}, "modalities"),
@@ -79,6 +78,8 @@ def test_sampler_fields_are_honoured_and_unsupported_ones_refused(server: Runnin
         r = httpx.post(url, json={**body, **extra}, timeout=60)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (extra, r.text)
         assert r.json()["error"]["code"] == "unsupported_parameter"
+    r = httpx.post(url, json={**body, "response_format": {"type": "yaml"}}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
     ok = {"response_format": {"type": "text"}, "tools": [], "tool_choice": "none", "logprobs": False, "store": False,
           "metadata": {"a": "b"}, "modalities": ["text"]}  # fmt: skip
     assert httpx.post(url, json={**body, **ok}, timeout=60).status_code == 200

@@ -117,9 +117,11 @@ def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
         raise APIError(400, f"{field}: {why}", param=field, code="unsupported_parameter")
 
     fmt = extra.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
-        refuse("response_format", f"{kind!r} is not supported by this server yet; only {{'type': 'text'}}")
+    if fmt is not None:
+        from models.engines.structured import check_response_format
+
+        if (problem := check_response_format(fmt)) is not None:
+            raise APIError(400, f"response_format: {problem}", param="response_format")
     for field in ("tools", "functions"):
         if extra.get(field) and extra.get("tool_choice", extra.get("function_call")) != "none":
             refuse(field, f"model {req.model!r} cannot call tools (its chat template has no tool format)")
@@ -175,6 +177,9 @@ def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any
         opts["stop"] = stop
     if req.logit_bias:
         opts["logit_bias"] = _logit_bias(req.logit_bias)
+    fmt = (req.model_extra or {}).get("response_format")
+    if fmt is not None and fmt.get("type") != "text":
+        opts["response_format"] = fmt
     return opts
 
 

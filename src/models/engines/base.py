@@ -54,6 +54,9 @@ class SamplingParams:
     """OpenAI's: subtracted once per time a token has been generated (-2..2)."""
     min_p: float = 0.0
     """Keep only tokens at least this share of the most likely one's probability (0 = off)."""
+    response_format: Mapping[str, Any] | None = None
+    """OpenAI's `response_format` (json_object or json_schema): local engines mask every token
+    that would break it (`models.engines.structured`); the openai engine sends it on."""
     continue_final: bool = False
     """Chat only: when the last message is the assistant's, continue it (its text is the start
     of the answer, no new turn is opened), as transformers' `continue_final_message`."""
@@ -80,6 +83,11 @@ class SamplingParams:
                 problems.append(f"{name} must be in [-2, 2], not {getattr(self, name)}")
         if not 0.0 <= self.min_p <= 1.0:
             problems.append(f"min_p must be in [0, 1], not {self.min_p}")
+        if self.response_format is not None:
+            from models.engines.structured import check_response_format
+
+            if (problem := check_response_format(self.response_format)) is not None:
+                problems.append(f"response_format: {problem}")
         for tid, bias in (self.logit_bias or {}).items():
             if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
                 problems.append(f"logit_bias keys must be token ids (integers >= 0), not {tid!r}")
@@ -333,6 +341,12 @@ class DecodeRow:
         self.logprob = 0.0
         self.scored = 0
         self.sampler = Sampler(params, history=ids)
+        self.structure = None
+        if params.response_format is not None:
+            from models.engines.structured import Structure, needs_structure
+
+            if needs_structure(params.response_format):
+                self.structure = Structure(codec, params.response_format, max_new)
         self.detok = codec.stream_decoder()
         self.stop_ids = codec.stop_ids
         self.max_new = max_new
@@ -344,7 +358,11 @@ class DecodeRow:
 
     def take(self, logits: torch.Tensor) -> int:
         """Sample the next token from (vocab,) logits and record it (and any text it completes)."""
+        if self.structure is not None:
+            logits = self.structure.mask(logits.float())
         token = self.sampler.pick(logits)
+        if self.structure is not None and token not in self.stop_ids:
+            self.structure.consume(token)
         if self.logprobs:
             self.logprob += float(torch.log_softmax(logits.float(), -1)[token])
             self.scored += 1

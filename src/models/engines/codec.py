@@ -125,6 +125,23 @@ class TextCodec:
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
+    def guidance_tokenizer(self) -> Any:
+        """llguidance's view of this tokenizer (for structured output), built once; the end of
+        the turn (`stop_ids`) is its end-of-sequence."""
+        cached = getattr(self, "_guidance", None)
+        if cached is None:
+            from llguidance import LLTokenizer
+
+            if self._fast is not None:
+                spec = self._fast.to_str()
+            elif getattr(self._hf, "backend_tokenizer", None) is not None:
+                spec = self._hf.backend_tokenizer.to_str()  # type: ignore[union-attr]
+            else:
+                raise EngineError(f"{self.folder}: structured output needs a fast tokenizer (tokenizer.json)")
+            cached = LLTokenizer(spec, n_vocab=self.vocab_size, eos_token=sorted(self.stop_ids))
+            self._guidance = cached
+        return cached
+
     # --- chat ------------------------------------------------------------------------------
 
     def _load_template(self) -> str:

@@ -149,6 +149,38 @@ class GGUFCodec(TextCodec):
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
+    def guidance_tokenizer(self) -> Any:
+        """llguidance's tokenizer from the GGUF's token pieces (bytes) and llama.cpp's tokenizer."""
+        cached = getattr(self, "_guidance", None)
+        if cached is None:
+            import ctypes
+
+            from llguidance import LLTokenizer, TokenizerWrapper
+
+            buf = ctypes.create_string_buffer(256)
+            pieces = []
+            lib, vocab = self._lib, self._vocab
+            for i in range(self._n_vocab):
+                n = lib.llama_token_to_piece(vocab, i, buf, len(buf), 0, True)
+                piece = buf.raw[: max(0, n)]
+                # llguidance marks special tokens with a leading 0xFF byte: they are never text
+                special = lib.llama_vocab_is_control(vocab, i) or lib.llama_vocab_is_eog(vocab, i)
+                pieces.append(b"\xff" + piece if special else piece)
+            codec = self
+
+            class _Pieces:
+                eos_token_id = sorted(self.stop_ids)[0] if self.stop_ids else 0
+                bos_token_id = self.bos_id
+                tokens = pieces
+
+                def __call__(self, text: bytes | str) -> list[int]:
+                    raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+                    return codec.encode(raw)
+
+            cached = LLTokenizer(TokenizerWrapper(_Pieces()), n_vocab=self._n_vocab, eos_token=sorted(self.stop_ids))
+            self._guidance = cached
+        return cached
+
 
 class LlamaCppEngine(LocalEngine):
     """A GGUF model run by llama.cpp, decoded by the shared loop (see the module doc)."""

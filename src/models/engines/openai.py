@@ -176,6 +176,8 @@ class OpenAIEngine(Engine):
         for name, off in (("presence_penalty", 0.0), ("frequency_penalty", 0.0), *extras):
             if getattr(params, name) != off:
                 body[name] = getattr(params, name)
+        if params.response_format is not None:
+            body["response_format"] = dict(params.response_format)
         if params.logit_bias:  # the server's own token ids (a guide needs local logits: ignored)
             body["logit_bias"] = {str(k): float(v) for k, v in params.logit_bias.items()}
         body.update(self.extra_body)

@@ -456,7 +456,8 @@ class PersonalityModel:
         return clean_reply(text, (self.character, self.card.name))
 
     def _finish(self, turn: _Turn, raw: str) -> Response:
-        text = self._clean(raw)
+        structured = turn.options.get("response_format") not in (None, {"type": "text"})
+        text = raw.strip() if structured else self._clean(raw)  # JSON is kept exactly as decoded
         if turn.options.get("continue_final") and text:  # a continuation keeps the space it starts with
             text = raw[: len(raw) - len(raw.lstrip())] + text
         t_end = time.perf_counter()
