@@ -66,3 +66,25 @@ def test_the_same_on_llama_cpp(tmp_path: Path) -> None:
     for seed in range(5):
         params = SamplingParams(max_new_tokens=120, seed=seed, response_format=SCHEMA)
         jsonschema.validate(json.loads("".join(engine.stream_chat(ASK, params))), KEEPER)
+
+
+def test_logprobs_are_the_models_own_and_sum_to_the_sequence_likelihood(chat_model: TransformerModel) -> None:
+    """Temperature 1, nothing else: the sampler draws from the model's distribution, and the sum
+    of the chosen tokens' logprobs is the log-likelihood of the answer given the prompt."""
+    import torch
+
+    from models.gate import inside_checked_call
+
+    chat_model.chat(ASK, 24, seed=5, temperature=1.0, logprobs=3)
+    entries = chat_model.last_stats.extra["logprobs"]
+    assert len(entries) == chat_model.last_stats.completion_tokens
+    assert all(len(e["top_logprobs"]) == 3 and e["top_logprobs"][0]["logprob"] >= e["logprob"] - 1e-6
+               for e in entries)  # fmt: skip
+    with inside_checked_call():
+        engine = chat_model.engine
+    prompt = engine.codec.encode(engine.chat_text(ASK, SamplingParams()), add_bos=True)
+    ids = prompt + [e["id"] for e in entries]
+    with torch.inference_mode():
+        logp = torch.log_softmax(engine.forward_full(torch.tensor([ids]))[0].float(), -1)
+    likelihood = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(ids[len(prompt) :]))
+    assert abs(sum(e["logprob"] for e in entries) - likelihood) < 1e-4

@@ -108,6 +108,7 @@ class TransformerModel:
             frequency_penalty=float(overrides.pop("frequency_penalty", 0.0)),
             min_p=float(overrides.pop("min_p", 0.0)),
             response_format=overrides.pop("response_format", None),
+            logprobs=overrides.pop("logprobs", None),
             continue_final=bool(overrides.pop("continue_final", False)),
         )
         if overrides:

@@ -72,7 +72,6 @@ def test_sampler_fields_are_honoured_and_unsupported_ones_refused(server: Runnin
     assert limited.status_code == 200 and limited.json()["usage"]["completion_tokens"] <= 2
     for extra, param in (
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"logprobs": True}, "logprobs"),
         ({"modalities": ["text", "audio"]}, "modalities"),
     ):
         r = httpx.post(url, json={**body, **extra}, timeout=60)

@@ -125,9 +125,6 @@ def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
     for field in ("tools", "functions"):
         if extra.get(field) and extra.get("tool_choice", extra.get("function_call")) != "none":
             refuse(field, f"model {req.model!r} cannot call tools (its chat template has no tool format)")
-    for field in ("logprobs", "top_logprobs"):
-        if extra.get(field) not in (None, False, 0):
-            refuse(field, "log-probabilities are not returned by this server yet")
     modalities = extra.get("modalities")
     if extra.get("audio") is not None or (modalities is not None and list(modalities) != ["text"]):
         refuse("audio" if extra.get("audio") is not None else "modalities", "only text is generated here")
@@ -180,7 +177,58 @@ def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any
     fmt = (req.model_extra or {}).get("response_format")
     if fmt is not None and fmt.get("type") != "text":
         opts["response_format"] = fmt
+    top = _logprobs(req)
+    if top is not None:
+        opts["logprobs"] = top
     return opts
+
+
+def _logprobs(req: ChatRequest | CompletionRequest) -> int | None:
+    """How many top alternatives per token to return (None: no logprobs). Chat: `logprobs: true`
+    and `top_logprobs` 0..20; completions: `logprobs` 0..5, as OpenAI takes them."""
+    extra = req.model_extra or {}
+    value, top = extra.get("logprobs"), extra.get("top_logprobs")
+    if isinstance(req, ChatRequest):
+        if value not in (None, True, False):
+            raise APIError(400, "logprobs: true or false (top_logprobs says how many alternatives)", param="logprobs")
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+            raise APIError(400, "top_logprobs: an integer 0..20", param="top_logprobs")
+        if top is not None and not value:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        return int(top or 0) if value else None
+    if value is None or value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 5:
+        raise APIError(400, "logprobs: an integer 0..5 (alternatives per token)", param="logprobs")
+    return value
+
+
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """OpenAI's chat `logprobs` object from the engine's per-token records."""
+    if entries is None:
+        return None
+
+    def item(e: dict[str, Any]) -> dict[str, Any]:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": e["bytes"]}
+
+    content = [{**item(e), "top_logprobs": [item(t) for t in e["top_logprobs"]]} for e in entries]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+    """OpenAI's legacy completions `logprobs` object (tokens, token_logprobs, top_logprobs, text_offset)."""
+    if entries is None:
+        return None
+    offsets, at = [], offset
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        "text_offset": offsets,
+    }
 
 
 #: Most entries in one request's `logit_bias` (ours: it keeps a request's work bounded).
@@ -209,6 +257,11 @@ def _seed(seed: int | None) -> dict[str, Any]:
 
 def _companion(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta.get(k) for k in ("response_id", "emotion", "detected_emotion", "prompt")}
+
+
+def _lp(logprobs: dict[str, Any] | None) -> dict[str, Any]:
+    """A stream's last chunk of a choice carries all its tokens' logprobs (when asked for)."""
+    return {"logprobs": logprobs} if logprobs is not None else {}
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -294,7 +347,7 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
             {
                 "index": i,
                 "message": {"role": "assistant", "content": meta["text"]},
-                "logprobs": None,
+                "logprobs": chat_logprobs(meta.get("logprobs")),
                 "finish_reason": meta["finish_reason"],
                 "companion": _companion(meta),
             }
@@ -366,7 +419,8 @@ async def _chat_stream(
                 if kind == "piece":
                     yield chunk(index, {"content": value})
                 elif kind == "done":
-                    yield chunk(index, {}, value["finish_reason"], companion=_companion(value))
+                    lp = chat_logprobs(value.get("logprobs"))
+                    yield chunk(index, {}, value["finish_reason"], companion=_companion(value), **_lp(lp))
                     usage["prompt_tokens"] = value["prompt_tokens"]
                     usage["completion_tokens"] += value["completion_tokens"]
         if include_usage:
@@ -433,7 +487,9 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
                     if kind == "piece":
                         yield chunk(value)
                     elif kind == "done":
-                        yield chunk("", value["finish_reason"], companion={"response_id": value["response_id"]})
+                        lp = completion_logprobs(value.get("logprobs"), len(prompts[0]) if req.echo else 0)
+                        yield chunk("", value["finish_reason"], companion={"response_id": value["response_id"]},
+                                    **_lp(lp))  # fmt: skip
                 yield _sse("[DONE]")
             finally:
                 await events.aclose()
@@ -458,7 +514,7 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
             {
                 "index": k,
                 "text": (prompts[p_index] if req.echo else "") + meta["text"],
-                "logprobs": None,
+                "logprobs": completion_logprobs(meta.get("logprobs"), len(prompts[p_index]) if req.echo else 0),
                 "finish_reason": meta["finish_reason"],
                 "companion": {"response_id": meta["response_id"]},
             }

@@ -51,6 +51,21 @@ def _logger(personalization: str | None, user: str) -> Logger:
     return log
 
 
+def _check_logprobs(target: Any, kw: dict[str, Any], name: str) -> None:
+    """logprobs come from a local engine's own distribution; a remote model's are not relayed."""
+    if kw.get("logprobs") is not None and getattr(target, "codec", None) is None:  # no tokenizer here: remote
+        from models.errors import DataError
+
+        raise DataError(f"logprobs: {name} runs on a remote server; its log-probabilities are not relayed")
+
+
+def _logprobs(target: Any, kw: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The answer's per-token logprobs, when the request asked for them."""
+    if kw.get("logprobs") is None:
+        return None
+    return (getattr(target, "last_stats", None) and target.last_stats.extra.get("logprobs")) or []
+
+
 def _stats_meta(stats: Any) -> dict[str, Any]:
     return {
         "prompt_tokens": getattr(stats, "prompt_tokens", 0) or 0,
@@ -179,6 +194,13 @@ def chat_job(
     """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop.
     `prompt`: auto, card or client (which prompt answers; the answer's meta says which did)."""
     card_mode = _card_mode(messages, prompt)
+    if card_mode and opts.get("logprobs") is not None:
+        from models.errors import DataError
+
+        raise DataError(
+            "logprobs: the character's own prompt picks among several answers; ask with the client's prompt "
+            '(a system message, or "companion": {"prompt": "client"})'
+        )
     if card_mode:
         messages = [
             {"role": m["role"], "content": m["content"]} for m in messages if m["role"] in ("user", "assistant")
@@ -207,6 +229,7 @@ def chat_job(
             raise DataError(f"companion.emotion and companion.context need a personality; {name} is a {category} model")
         target, scope = _target(model, category, name, "stream_chat")
         _can(target, "stream_chat", category, name, "chat")
+        _check_logprobs(target, kw, name)
         max_length = kw.get("max_length")
         sent, used = _client_prompt(target, messages, max_length, persona)
         with scope:
@@ -214,7 +237,7 @@ def chat_job(
 
         def finish(text: str) -> dict[str, Any]:
             meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": text}
-            meta.update(emotion=None, detected_emotion=None, prompt=used)
+            meta.update(emotion=None, detected_emotion=None, prompt=used, logprobs=_logprobs(target, kw))
             meta["response_id"] = log(category, name, getattr(model, "version", None), text, messages[-1]["content"])
             return meta
 
@@ -231,12 +254,14 @@ def completion_job(user: str, prompt: str, opts: dict[str, Any], personalization
     def job(model: Any, category: str, name: str) -> Turn:
         target, scope = _target(model, category, name, "stream")
         _can(target, "stream", category, name, "complete text")
+        _check_logprobs(target, kw, name)
         with scope:
             pieces = target.stream(prompt, kw.get("max_length"), **{k: v for k, v in kw.items() if k != "max_length"})
 
         def finish(text: str) -> dict[str, Any]:
             meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": text}
             meta["response_id"] = log(category, name, getattr(model, "version", None), text, prompt)
+            meta["logprobs"] = _logprobs(target, kw)
             return meta
 
         return Turn(pieces, finish)

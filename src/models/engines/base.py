@@ -54,6 +54,9 @@ class SamplingParams:
     """OpenAI's: subtracted once per time a token has been generated (-2..2)."""
     min_p: float = 0.0
     """Keep only tokens at least this share of the most likely one's probability (0 = off)."""
+    logprobs: int | None = None
+    """Record each chosen token's log-probability and this many top alternatives (0..20; None:
+    off), from the model's own distribution (raw logits): `last_stats.extra["logprobs"]`."""
     response_format: Mapping[str, Any] | None = None
     """OpenAI's `response_format` (json_object or json_schema): local engines mask every token
     that would break it (`models.engines.structured`); the openai engine sends it on."""
@@ -83,6 +86,8 @@ class SamplingParams:
                 problems.append(f"{name} must be in [-2, 2], not {getattr(self, name)}")
         if not 0.0 <= self.min_p <= 1.0:
             problems.append(f"min_p must be in [0, 1], not {self.min_p}")
+        if self.logprobs is not None and (isinstance(self.logprobs, bool) or not 0 <= self.logprobs <= 20):
+            problems.append(f"logprobs (top alternatives) must be 0..20, not {self.logprobs!r}")
         if self.response_format is not None:
             from models.engines.structured import check_response_format
 
@@ -291,6 +296,8 @@ class LocalEngine(Engine):
         finally:
             stats.finish_reason = row.finish
             stats.total_s = time.perf_counter() - t0
+            if row.token_logprobs is not None:
+                stats.extra["logprobs"] = row.token_logprobs
 
     def fit_prompt(self, ids: list[int], params: SamplingParams, stats: GenerationStats) -> list[int]:
         """`ids`, or the end of an over-long prompt (BOS first if any) with room to generate."""
@@ -340,6 +347,8 @@ class DecodeRow:
         self.logprobs = logprobs
         self.logprob = 0.0
         self.scored = 0
+        self.codec = codec
+        self.token_logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
         self.sampler = Sampler(params, history=ids)
         self.structure = None
         if params.response_format is not None:
@@ -358,14 +367,18 @@ class DecodeRow:
 
     def take(self, logits: torch.Tensor) -> int:
         """Sample the next token from (vocab,) logits and record it (and any text it completes)."""
+        raw = logits
         if self.structure is not None:
             logits = self.structure.mask(logits.float())
         token = self.sampler.pick(logits)
         if self.structure is not None and token not in self.stop_ids:
             self.structure.consume(token)
-        if self.logprobs:
-            self.logprob += float(torch.log_softmax(logits.float(), -1)[token])
+        if self.logprobs or self.token_logprobs is not None:
+            logp = torch.log_softmax(raw.float(), -1)
+            self.logprob += float(logp[token])
             self.scored += 1
+            if self.token_logprobs is not None and token not in self.stop_ids:
+                self.token_logprobs.append(self._entry(token, logp))
         if token in self.stop_ids:
             self.finish, self.done = "stop", True
             return token
@@ -385,6 +398,19 @@ class DecodeRow:
         if self.tokens >= self.max_new:
             self.done = True
         return token
+
+    def _entry(self, token: int, logp: torch.Tensor) -> dict[str, Any]:
+        """OpenAI's per-token record: the token's text and bytes, its log-probability, the top ones."""
+
+        def item(tid: int, value: float) -> dict[str, Any]:
+            text = self.codec.decode([tid], skip_special_tokens=True)  # as the text shows it
+            return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8")), "id": tid}
+
+        entry = item(token, float(logp[token]))
+        k = int(self.params.logprobs or 0)
+        top = torch.topk(logp, k) if k else None
+        entry["top_logprobs"] = [item(int(i), float(v)) for v, i in zip(*top, strict=True)] if top else []
+        return entry
 
     def tail(self) -> str:
         """Text held back by the detokenizer (none after a stop: the stop ends the text)."""
