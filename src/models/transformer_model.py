@@ -109,6 +109,8 @@ class TransformerModel:
             min_p=float(overrides.pop("min_p", 0.0)),
             response_format=overrides.pop("response_format", None),
             logprobs=overrides.pop("logprobs", None),
+            tools=tuple(overrides.pop("tools", None) or ()) or None,
+            tool_choice=overrides.pop("tool_choice", None),
             continue_final=bool(overrides.pop("continue_final", False)),
         )
         if overrides:

@@ -99,12 +99,24 @@ def _encodable(text: str, param: str) -> str:
 def _messages(req: ChatRequest) -> list[dict[str, str]]:
     out = []
     for i, m in enumerate(req.messages):
-        if m.role == "tool":
-            raise APIError(400, "tool messages are not supported", param=f"messages.{i}.role")
         role = "system" if m.role == "developer" else m.role
-        msg = {"role": role, "content": _encodable(_text(m, i), f"messages.{i}.content")}
+        msg: dict[str, Any] = {"role": role, "content": _encodable(_text(m, i), f"messages.{i}.content")}
         if m.name:
             msg["name"] = _encodable(m.name, f"messages.{i}.name")
+        extra = m.model_extra or {}
+        if role == "tool":
+            if not isinstance(extra.get("tool_call_id"), str):
+                raise APIError(
+                    400, "a tool message needs the tool_call_id it answers", param=f"messages.{i}.tool_call_id"
+                )
+            msg["tool_call_id"] = extra["tool_call_id"]
+        if role == "assistant" and extra.get("tool_calls"):
+            calls = extra["tool_calls"]
+            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function"), dict)
+                                                      for c in calls):  # fmt: skip
+                raise APIError(400, "tool_calls: a list of {id, type, function: {name, arguments}}",
+                               param=f"messages.{i}.tool_calls")  # fmt: skip
+            msg["tool_calls"] = calls
         out.append(msg)
     return out
 
@@ -122,9 +134,8 @@ def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
 
         if (problem := check_response_format(fmt)) is not None:
             raise APIError(400, f"response_format: {problem}", param="response_format")
-    for field in ("tools", "functions"):
-        if extra.get(field) and extra.get("tool_choice", extra.get("function_call")) != "none":
-            refuse(field, f"model {req.model!r} cannot call tools (its chat template has no tool format)")
+    if extra.get("functions") or extra.get("function_call"):
+        refuse("functions", "the deprecated functions/function_call: send tools and tool_choice")
     modalities = extra.get("modalities")
     if extra.get("audio") is not None or (modalities is not None and list(modalities) != ["text"]):
         refuse("audio" if extra.get("audio") is not None else "modalities", "only text is generated here")
@@ -180,7 +191,31 @@ def _options(req: ChatRequest | CompletionRequest, limits: Any) -> dict[str, Any
     top = _logprobs(req)
     if top is not None:
         opts["logprobs"] = top
+    if isinstance(req, ChatRequest):
+        opts.update(_tools(req))
     return opts
+
+
+def _tools(req: ChatRequest) -> dict[str, Any]:
+    """`tools` and `tool_choice` as the library takes them (none, auto, required, or a name)."""
+    extra = req.model_extra or {}
+    tools, choice = extra.get("tools"), extra.get("tool_choice")
+    if not tools:
+        if choice not in (None, "none", "auto"):
+            raise APIError(400, "tool_choice needs tools", param="tool_choice")
+        return {}
+    if not isinstance(tools, list) or len(tools) > 128:
+        raise APIError(400, "tools: a list of up to 128 functions", param="tools")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+        if not isinstance(name, str):
+            raise APIError(400, "tool_choice: none, auto, required or {type: function, function: {name}}",
+                           param="tool_choice")  # fmt: skip
+        choice = name
+    elif choice not in (None, "none", "auto", "required"):
+        raise APIError(400, "tool_choice: none, auto, required or {type: function, function: {name}}",
+                       param="tool_choice")  # fmt: skip
+    return {"tools": tools, "tool_choice": choice or "auto"}
 
 
 def _logprobs(req: ChatRequest | CompletionRequest) -> int | None:
@@ -257,6 +292,13 @@ def _seed(seed: int | None) -> dict[str, Any]:
 
 def _companion(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta.get(k) for k in ("response_id", "emotion", "detected_emotion", "prompt")}
+
+
+def _message(meta: dict[str, Any]) -> dict[str, Any]:
+    """The assistant message of a finished answer: its text, or its tool calls."""
+    if meta.get("tool_calls"):
+        return {"role": "assistant", "content": meta["text"] or None, "tool_calls": meta["tool_calls"]}
+    return {"role": "assistant", "content": meta["text"]}
 
 
 def _lp(logprobs: dict[str, Any] | None) -> dict[str, Any]:
@@ -346,7 +388,7 @@ async def chat_completions(req: ChatRequest, request: Request, user: str = Depen
         choices.append(
             {
                 "index": i,
-                "message": {"role": "assistant", "content": meta["text"]},
+                "message": _message(meta),
                 "logprobs": chat_logprobs(meta.get("logprobs")),
                 "finish_reason": meta["finish_reason"],
                 "companion": _companion(meta),
@@ -419,6 +461,11 @@ async def _chat_stream(
                 if kind == "piece":
                     yield chunk(index, {"content": value})
                 elif kind == "done":
+                    if value.get("held"):  # tools: the answer was held back to see whether it is a call
+                        if value["text"]:
+                            yield chunk(index, {"content": value["text"]})
+                        for k, call in enumerate(value.get("tool_calls") or []):
+                            yield chunk(index, {"tool_calls": [{"index": k, **call}]})
                     lp = chat_logprobs(value.get("logprobs"))
                     yield chunk(index, {}, value["finish_reason"], companion=_companion(value), **_lp(lp))
                     usage["prompt_tokens"] = value["prompt_tokens"]

@@ -51,6 +51,26 @@ def _logger(personalization: str | None, user: str) -> Logger:
     return log
 
 
+def _hold(pieces: Any, held: list[str]) -> Any:
+    """Read the whole answer before anything is sent: it may be a tool call, not text."""
+    held.append("".join(pieces))
+    yield from ()
+
+
+def _check_tools(target: Any, kw: dict[str, Any], name: str) -> None:
+    """Tools need a local model whose chat template has a tool format (a 400 otherwise)."""
+    if not kw.get("tools"):
+        return
+    from models.engines.tools import supports_tools
+    from models.errors import DataError
+
+    codec = getattr(target, "codec", None)
+    if codec is None:
+        raise DataError(f"tools: {name} runs on a remote server; tool calls are not relayed to it")
+    if not supports_tools(codec):
+        raise DataError(f"tools: model {name!r} cannot call tools (its chat template has no tool format)")
+
+
 def _check_logprobs(target: Any, kw: dict[str, Any], name: str) -> None:
     """logprobs come from a local engine's own distribution; a remote model's are not relayed."""
     if kw.get("logprobs") is not None and getattr(target, "codec", None) is None:  # no tokenizer here: remote
@@ -193,7 +213,11 @@ def chat_job(
 ) -> Job:
     """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop.
     `prompt`: auto, card or client (which prompt answers; the answer's meta says which did)."""
-    card_mode = _card_mode(messages, prompt)
+    if opts.get("tools") and prompt == "card":
+        from models.errors import DataError
+
+        raise DataError("tools go with the client's prompt; companion.prompt 'card' cannot call them")
+    card_mode = not opts.get("tools") and _card_mode(messages, prompt)
     if card_mode and opts.get("logprobs") is not None:
         from models.errors import DataError
 
@@ -230,14 +254,26 @@ def chat_job(
         target, scope = _target(model, category, name, "stream_chat")
         _can(target, "stream_chat", category, name, "chat")
         _check_logprobs(target, kw, name)
+        _check_tools(target, kw, name)
         max_length = kw.get("max_length")
         sent, used = _client_prompt(target, messages, max_length, persona)
         with scope:
             pieces = target.stream_chat(sent, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
+        held: list[str] = []
+        if kw.get("tools") and kw.get("tool_choice") != "none":
+            pieces = _hold(pieces, held)
 
         def finish(text: str) -> dict[str, Any]:
-            meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": text}
+            meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": held[0] if held else text}
             meta.update(emotion=None, detected_emotion=None, prompt=used, logprobs=_logprobs(target, kw))
+            if held:
+                from models.engines.tools import parse_tool_calls
+
+                content, calls = parse_tool_calls(meta["text"])
+                meta.update(text=content or "", tool_calls=calls or None, held=True)
+                if calls:
+                    meta["finish_reason"] = "tool_calls"
+                text = meta["text"]
             meta["response_id"] = log(category, name, getattr(model, "version", None), text, messages[-1]["content"])
             return meta
 

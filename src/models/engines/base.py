@@ -57,6 +57,10 @@ class SamplingParams:
     logprobs: int | None = None
     """Record each chosen token's log-probability and this many top alternatives (0..20; None:
     off), from the model's own distribution (raw logits): `last_stats.extra["logprobs"]`."""
+    tools: tuple[Mapping[str, Any], ...] | None = None
+    """Chat only: OpenAI's `tools`, rendered by a chat template that has a tool format."""
+    tool_choice: str | None = None
+    """none, auto, required, or a function's name (the last two decode under a grammar)."""
     response_format: Mapping[str, Any] | None = None
     """OpenAI's `response_format` (json_object or json_schema): local engines mask every token
     that would break it (`models.engines.structured`); the openai engine sends it on."""
@@ -245,10 +249,20 @@ class LocalEngine(Engine):
     def chat_text(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> str:
         """The prompt text of a chat: the template with the answer's turn opened, or with
         `continue_final` and an assistant message last, that answer so far."""
+        extra: dict[str, Any] = {"emotion": params.emotion}
+        if params.tools:
+            from models.engines.tools import supports_tools, template_messages, tool_specs
+            from models.errors import GenerationInputError
+
+            if not supports_tools(self.codec):
+                raise GenerationInputError("tools: this model's chat template has no tool format")
+            tool_specs(params.tools)  # each tool checked before the template sees it
+            extra["tools"] = list(params.tools)
+            messages = template_messages(messages)
         if params.continue_final and messages and messages[-1].get("role") == "assistant":
-            head = self.codec.render_chat(messages[:-1], add_generation_prompt=True, emotion=params.emotion)
+            head = self.codec.render_chat(messages[:-1], add_generation_prompt=True, **extra)
             return head + str(messages[-1].get("content") or "")
-        return self.codec.render_chat(messages, add_generation_prompt=True, emotion=params.emotion)
+        return self.codec.render_chat(messages, add_generation_prompt=True, **extra)
 
     def stream_ids(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
         """The decode loop: prefill, then sample/step until a stop condition. Token ids in
@@ -351,11 +365,12 @@ class DecodeRow:
         self.token_logprobs: list[dict[str, Any]] | None = [] if params.logprobs is not None else None
         self.sampler = Sampler(params, history=ids)
         self.structure = None
-        if params.response_format is not None:
-            from models.engines.structured import Structure, needs_structure
+        if params.response_format is not None or params.tools:
+            from models.engines.structured import Structure, row_grammar
 
-            if needs_structure(params.response_format):
-                self.structure = Structure(codec, params.response_format, max_new)
+            grammar = row_grammar(params)
+            if grammar is not None:
+                self.structure = Structure(codec, grammar, max_new)
         self.detok = codec.stream_decoder()
         self.stop_ids = codec.stop_ids
         self.max_new = max_new

@@ -20,14 +20,14 @@ from __future__ import annotations
 import functools
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from models.errors import GenerationInputError
 
-__all__ = ["Structure", "check_response_format", "grammar_for", "needs_structure"]
+__all__ = ["Structure", "check_response_format", "grammar_for", "needs_structure", "row_grammar", "tool_grammar"]
 
 #: How the JSON compiler writes separators (no free whitespace: see the module docstring).
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -63,6 +63,51 @@ def grammar_for(response_format: Mapping[str, Any]) -> str:
     else:
         schema = response_format["json_schema"].get("schema") or {"type": "object"}
     return _compiled(json.dumps(schema, sort_keys=True))
+
+
+def tool_grammar(tools: Sequence[Mapping[str, Any]], name: str | None = None) -> str:
+    """A grammar that is one tool call in the Hermes / Qwen markup (`<tool_call>` + JSON with the
+    tool's `name` and `arguments` valid against its parameters + `</tool_call>`): what a forced
+    `tool_choice` (required, or one function by name) decodes. `models.engines.tools` parses it."""
+    from models.engines.tools import CLOSE, OPEN, tool_specs
+
+    choices = []
+    for spec in tool_specs(tools):
+        if name is not None and spec["name"] != name:
+            continue
+        params = spec.get("parameters") or {"type": "object"}
+        choices.append({
+            "type": "object",
+            "properties": {"name": {"const": spec["name"]}, "arguments": params},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        })  # fmt: skip
+    if not choices:
+        raise GenerationInputError(f"tool_choice: no tool named {name!r} among the request's tools")
+    schema = {"oneOf": choices, "x-guidance": dict(JSON_STYLE)}
+    return _lark(f"start: {json.dumps(OPEN)} call {json.dumps(CLOSE)}\ncall: %json {json.dumps(schema)}")
+
+
+def row_grammar(params: Any) -> str | None:
+    """The grammar a decoded row must follow for these `SamplingParams`, if any: a forced tool
+    call (it wins over `response_format`), else a JSON `response_format`."""
+    choice = getattr(params, "tool_choice", None)
+    if params.tools and choice not in (None, "auto", "none"):
+        return tool_grammar(params.tools, None if choice == "required" else str(choice))
+    if needs_structure(params.response_format):
+        return grammar_for(params.response_format)
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _lark(source: str) -> str:
+    from llguidance import LLMatcher
+
+    grammar = LLMatcher.grammar_from_lark(source)
+    error = LLMatcher.validate_grammar(grammar)
+    if error:
+        raise GenerationInputError(f"tools: a tool's parameters are not a usable JSON schema ({error})")
+    return grammar
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,14 +155,14 @@ class Structure:
     digits, and over the last `1 - BUDGET_SHARE` of the token budget the end of the string, then
     of the object or array. The value completes before `max_tokens` instead of being cut."""
 
-    def __init__(self, codec: Any, response_format: Mapping[str, Any], max_new: int = 0) -> None:
+    def __init__(self, codec: Any, grammar: str, max_new: int = 0) -> None:
         from llguidance import LLMatcher
 
         self.codec, self.max_new, self.done = codec, max_new, 0
         self.in_string = self.escape = False
         self.run = 0  # characters in the current string, or digits in the current number
         tokenizer = codec.guidance_tokenizer()
-        self.matcher = LLMatcher(tokenizer, grammar_for(response_format), log_level=0)
+        self.matcher = LLMatcher(tokenizer, grammar, log_level=0)
         if self.matcher.is_error():
             raise GenerationInputError(f"response_format: {self.matcher.get_error()}")
         self.vocab = int(tokenizer.vocab_size)
