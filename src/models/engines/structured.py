@@ -62,7 +62,7 @@ def grammar_for(response_format: Mapping[str, Any]) -> str:
         schema: Mapping[str, Any] = {"type": "object"}
     else:
         schema = response_format["json_schema"].get("schema") or {"type": "object"}
-    return _compiled(json.dumps(schema, sort_keys=True))
+    return _compiled(json.dumps(schema))  # key order kept: properties come out in the order defined
 
 
 def tool_grammar(tools: Sequence[Mapping[str, Any]], name: str | None = None) -> str:
