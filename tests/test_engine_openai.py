@@ -71,19 +71,22 @@ def test_stream_chat_yields_pieces_as_they_arrive(engine, server):
 
 def test_sampling_parameters_are_forwarded(engine, server):
     p = params(temperature=0.3, top_p=0.9, max_new_tokens=40, seed=7, stop=("\n", "User:"))
-    list(engine.stream_chat(HI, p.but(repetition_penalty=1.3, top_k=5)))
+    list(
+        engine.stream_chat(HI, p.but(repetition_penalty=1.3, top_k=5, asked=frozenset({"repetition_penalty", "top_k"})))
+    )
     body = server.requests[0].body
     assert body["model"] == "fake-model"
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.3, 0.9, 40)
     assert body["seed"] == 7
     assert body["stop"] == ["\n", "User:"]
-    # not OpenAI's own API: the fields vLLM and llama.cpp's server take beyond OpenAI's go too
+    # not OpenAI's own API: the fields vLLM and llama.cpp's server take beyond OpenAI's go too, when asked
     assert (body["repetition_penalty"], body["top_k"]) == (1.3, 5)
     for absent in ("frequency_penalty", "presence_penalty", "min_p"):  # at their "off" values: not sent
         assert absent not in body
-    list(engine.stream_chat(HI, p.but(presence_penalty=0.5, frequency_penalty=-0.5, min_p=0.05)))
-    body = server.requests[1].body
-    assert (body["presence_penalty"], body["frequency_penalty"], body["min_p"]) == (0.5, -0.5, 0.05)
+    list(engine.stream_chat(HI, p.but(presence_penalty=0.5, frequency_penalty=-0.5, min_p=0.05, top_k=9)))
+    body = server.requests[1].body  # top_k and min_p not asked for by the call: model defaults stay home
+    assert (body["presence_penalty"], body["frequency_penalty"]) == (0.5, -0.5)
+    assert "min_p" not in body and "top_k" not in body
 
 
 def test_openai_own_api_gets_only_its_own_fields() -> None:

@@ -93,6 +93,7 @@ class TransformerModel:
         # A fixed seed makes every call reproducible (as Ollama's `seed` option does).
         seed = overrides.pop("seed", p.seed)
         stop = overrides.pop("stop", ())
+        asked = frozenset(k for k in ("top_k", "min_p", "repetition_penalty") if k in overrides)
         params = SamplingParams(
             max_new_tokens=max_length if max_length is not None else p.max_length,
             temperature=overrides.pop("temperature", p.temperature),
@@ -112,6 +113,7 @@ class TransformerModel:
             tools=tuple(overrides.pop("tools", None) or ()) or None,
             tool_choice=overrides.pop("tool_choice", None),
             continue_final=bool(overrides.pop("continue_final", False)),
+            asked=asked,
         )
         if overrides:
             raise GenerationInputError(f"unknown generation option(s): {', '.join(sorted(overrides))}")

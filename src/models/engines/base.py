@@ -64,6 +64,9 @@ class SamplingParams:
     response_format: Mapping[str, Any] | None = None
     """OpenAI's `response_format` (json_object or json_schema): local engines mask every token
     that would break it (`models.engines.structured`); the openai engine sends it on."""
+    asked: frozenset[str] = frozenset()
+    """Which of top_k, min_p and repetition_penalty this call set itself (not model defaults):
+    the openai engine sends only those (`extra_body` sets them model-wide)."""
     continue_final: bool = False
     """Chat only: when the last message is the assistant's, continue it (its text is the start
     of the answer, no new turn is opened), as transformers' `continue_final_message`."""

@@ -13,10 +13,11 @@ one small client covers them. It talks to the server with `httpx` directly (no S
 
 Sampling: `temperature`, `top_p`, `max_tokens`, `seed`, `stop`, `presence_penalty` and
 `frequency_penalty` are sent; `top_k`, `min_p` and `repetition_penalty` have no field in OpenAI's
-API and are sent under the names vLLM, llama.cpp's server and LM Studio take when they differ
-from "off" (Ollama's `/v1` ignores them), except to OpenAI's own API (`api.openai.com`, Azure
-OpenAI), which refuses unknown fields. `extra_body`, a dict merged into every request body, adds
-anything else a server takes.
+API: when a call sets them itself (a client's request, not the model's defaults) they are sent
+under the names vLLM, llama.cpp's server and LM Studio take (Ollama's `/v1` ignores them),
+except to OpenAI's own API (`api.openai.com`, Azure OpenAI), which refuses unknown fields.
+`extra_body`, a dict merged into every request body, sets them (or anything else a server
+takes) for every call.
 External models have no emotion tokens: `params.emotion` becomes a short system instruction.
 
 Errors become `EngineError`s that say what to do (start the server, set the key's environment
@@ -172,9 +173,11 @@ class OpenAIEngine(Engine):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
-        extras = () if openai_proper(self.base_url) else (("top_k", 0), ("min_p", 0.0), ("repetition_penalty", 1.0))
-        for name, off in (("presence_penalty", 0.0), ("frequency_penalty", 0.0), *extras):
-            if getattr(params, name) != off:
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(params, name):
+                body[name] = getattr(params, name)
+        if not openai_proper(self.base_url):  # a request's own top_k, min_p, repetition_penalty
+            for name in sorted(params.asked):
                 body[name] = getattr(params, name)
         if params.response_format is not None:
             body["response_format"] = dict(params.response_format)
