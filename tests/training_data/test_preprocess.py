@@ -9,6 +9,7 @@ from datasets import Dataset
 
 from models.errors import DataError
 from models.training_data import DataPreprocessor
+from models.training_data.anonymize import PrivacyAnonymizer
 from models.training_data.chunking import window_spans
 from models.training_data.tokenization import load_tokenizer
 
@@ -60,7 +61,8 @@ def test_cleaning_applies_nfc_and_removes_boilerplate() -> None:
         "*** START OF THE PROJECT GUTENBERG EBOOK X ***\nCafe\u0301   at\ndawn,\n\n\n\nthe end.\n"
         "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence"
     )
-    out = DataPreprocessor().preprocess_writing_data([raw], max_length=64)
+    # regex-only anonymization: this is about cleaning ("Café" at a line start reads as a name to NER)
+    out = DataPreprocessor(anonymizer=PrivacyAnonymizer("medium", "none")).preprocess_writing_data([raw], max_length=64)
     assert out[0]["text"] == "Café   at\ndawn,\n\nthe end."
 
 
@@ -103,7 +105,7 @@ def convo(turns: list[dict], **extra) -> dict:
 def test_conversation_windows_imitate_each_speaker_with_assistant_mask() -> None:
     turns = [turn("Ada", "Have you read the draft?"), turn("Ben", "Yes, twice."), turn("Ben", "The ending works."),
              turn("Ada", "Thank you, that is a relief.", "joy")]  # fmt: skip
-    pre = DataPreprocessor()
+    pre = DataPreprocessor(anonymizer=PrivacyAnonymizer("medium", "none"))  # names kept: the test reads them
     out = pre.preprocess_conversation_data([convo(turns)], context_window=10)
     assert sorted(out["speaker"]) == ["Ada", "Ben"]
     ada = out.filter(lambda r: r["speaker"] == "Ada")[0]
@@ -127,7 +129,9 @@ def test_conversation_windows_imitate_each_speaker_with_assistant_mask() -> None
 def test_group_chats_name_the_other_speakers_and_windows_advance() -> None:
     names = ["Ada", "Ben", "Cy"]
     turns = [turn(names[i % 3], f"message number {i} about the plot") for i in range(12)]
-    out = DataPreprocessor().preprocess_conversation_data([convo(turns)], context_window=4, target_speakers="Cy")
+    out = DataPreprocessor(anonymizer=PrivacyAnonymizer("medium", "none")).preprocess_conversation_data(
+        [convo(turns)], context_window=4, target_speakers="Cy"
+    )
     assert set(out["speaker"]) == {"Cy"} and len(out) == 4
     first = out[0]["messages"]
     assert first[0] == {

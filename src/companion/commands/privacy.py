@@ -28,8 +28,11 @@ def anonymize(
 ) -> None:
     """Anonymize text, JSON records or JSONL conversations at LEVEL."""
     from models.errors import PrivacyError
+    from models.privacy.anonymizer import NO_NER, find_spacy_model
 
     opts = {"spacy_model": ner} if ner else {}
+    if level != "low" and ner != "none" and find_spacy_model(ner or "auto") is None:
+        err.print(f"[bold yellow]warning:[/] {NO_NER}", highlight=False)
     raw = sys.stdin.read() if source is None else source.read_text(encoding="utf-8")
     suffix = source.suffix.lower() if source else ".txt"
     pm = _pm()

