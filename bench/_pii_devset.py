@@ -65,7 +65,9 @@ def _values(fake: Any, locale: str, rng: random.Random) -> dict[str, tuple[str, 
     street = fake.street_address()
     zip_code = fake.postcode()
     card = fake.credit_card_number()
-    ssn = fake.ssn() if locale == "en_US" else f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"
+    ssn = (
+        fake.ssn() if locale == "en_US" else f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"
+    )
     return {
         "person": ("PERSON", f"{fake.first_name()} {fake.last_name()}"),
         "first": ("PERSON", first),
