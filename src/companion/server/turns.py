@@ -57,18 +57,23 @@ def _hold(pieces: Any, held: list[str]) -> Any:
     yield from ()
 
 
-def _check_tools(target: Any, kw: dict[str, Any], name: str) -> None:
-    """Tools need a local model whose chat template has a tool format (a 400 otherwise)."""
-    if not kw.get("tools"):
-        return
+def _check_tools(target: Any, kw: dict[str, Any], name: str, messages: list[dict[str, Any]]) -> None:
+    """Tools, and tool calls or results in the history, need a local model whose chat template
+    has a tool format (a 400 naming the field otherwise)."""
+    from companion.server.errors import APIError
     from models.engines.tools import supports_tools
-    from models.errors import DataError
 
+    tooled = [i for i, m in enumerate(messages) if m["role"] == "tool" or m.get("tool_calls")]
+    if not kw.get("tools") and not tooled:
+        return
+    param = "tools" if kw.get("tools") else f"messages.{tooled[0]}.role"
     codec = getattr(target, "codec", None)
     if codec is None:
-        raise DataError(f"tools: {name} runs on a remote server; tool calls are not relayed to it")
+        raise APIError(400, f"tools: {name} runs on a remote server; tool calls are not relayed to it", param=param)
     if not supports_tools(codec):
-        raise DataError(f"tools: model {name!r} cannot call tools (its chat template has no tool format)")
+        raise APIError(
+            400, f"tools: model {name!r} cannot call tools (its chat template has no tool format)", param=param
+        )
 
 
 def _check_logprobs(target: Any, kw: dict[str, Any], name: str) -> None:
@@ -254,7 +259,7 @@ def chat_job(
         target, scope = _target(model, category, name, "stream_chat")
         _can(target, "stream_chat", category, name, "chat")
         _check_logprobs(target, kw, name)
-        _check_tools(target, kw, name)
+        _check_tools(target, kw, name, messages)
         max_length = kw.get("max_length")
         sent, used = _client_prompt(target, messages, max_length, persona)
         with scope:
