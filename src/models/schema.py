@@ -465,6 +465,27 @@ def _m8_chats(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _session_table(md: MetaData) -> Table:
+    """Frozen DDL of migration 9: a personality's conversation state with one user (emotional
+    state, scenario, turn count; `state` sealed at rest), shared by every server replica."""
+    return Table(
+        "personality_sessions",
+        md,
+        Column("user_id", String(200), nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("state", JSON, nullable=False),
+        Column("updated_at", String(_TS), nullable=False),
+        PrimaryKeyConstraint("user_id", "model"),
+    )
+
+
+def _m9_personality_sessions(conn: Connection) -> None:
+    """Personality sessions in the database, for replicas (frozen)."""
+    md = _migration_metadata()
+    _session_table(md)
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "version_tags_and_update_sources", _m2_versions),
@@ -474,6 +495,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "api_keys", _m6_api_keys),
     Migration(7, "audit_subject_bindings", _m7_audit_bindings),
     Migration(8, "chats", _m8_chats),
+    Migration(9, "personality_sessions", _m9_personality_sessions),
 ]
 
 # The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
@@ -489,3 +511,5 @@ user_preferences, user_memory, personalized_responses, feedback = _personalizati
 api_keys = _api_keys_table(metadata)
 # The current schema of migration 8's tables.
 chats, chat_messages = _chat_tables(metadata)
+# The current schema of migration 9's table.
+personality_sessions = _session_table(metadata)

@@ -178,6 +178,31 @@ async def personality(name: str, request: Request, user: str = Depends(caller)) 
     return await _as(user, read)
 
 
+@router.get("/api/personalities/{name}/state", summary="The character's emotional state with the caller")
+async def personality_state(name: str, request: Request, user: str = Depends(caller)) -> dict[str, Any]:
+    from models.personality.sessions import restore
+    from models.security import require
+
+    ref = _model_ref("personality", name)
+
+    def read() -> dict[str, Any]:
+        require(user, ref, "read", action="state")
+        model = request.app.state.companion.runner.get_manager().load_model("personality", name)
+        if not hasattr(model, "session"):
+            raise APIError(404, f"{ref} is not a card-driven personality", code="model_not_found")
+        session = model.session(user)
+        restore(session, ref, user, model.ext.scenarios)  # as the last turn left it, on any replica
+        return {
+            "model": ref,
+            "emotion": session.state.emotion,
+            "values": session.state.to_dict(),
+            "context": session.context,
+            "turn": session.turn,
+        }
+
+    return await _as(user, read)
+
+
 # ----------------------------------------------------------------------------- versions, updates
 
 

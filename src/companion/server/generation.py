@@ -155,6 +155,8 @@ class Runner:
             with acting_as(user):
                 category, name = self.resolve(model_id)
                 model = self.get_manager().load_model(category, name)
+                if hasattr(model, "shared_sessions"):  # replicas share each user's session (issue 21)
+                    model.shared_sessions = True
                 lock = self.lock_for(model)
                 # The job's own reads (the user's preferences and memory, the prompt) happen before
                 # the engine's lock: they need the database, not the engine, and another user's

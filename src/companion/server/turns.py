@@ -112,7 +112,8 @@ def _card_turn(
     message = messages[-1]["content"]
     history = messages[:-1]
     history = personal_note(user, message).before_message(history)
-    pieces = model.stream_response(message=message, history=history, user=persona, **kw)
+    # the caller's own state with the character (`session`); `user` is the name it calls them
+    pieces = model.stream_response(message=message, history=history, user=persona, session=user, **kw)
 
     def finish(text: str) -> dict[str, Any]:
         r = model.last_response  # this turn's: the engine's lock is held until the turn ends

@@ -21,7 +21,16 @@ from typing import Any
 
 from models.personality.extension import BehaviorTraits
 
-__all__ = ["BehaviorMeasures", "GenerationPlan", "behavior_score", "boundary_hits", "measure", "plan_generation"]
+__all__ = [
+    "BehaviorMeasures",
+    "GenerationPlan",
+    "behavior_score",
+    "boundary_hits",
+    "measure",
+    "plan_generation",
+    "plan_turn",
+    "token_label",
+]
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _CONTRACTION = re.compile(r"\b\w+'(s|re|ve|ll|d|m|t)\b", re.IGNORECASE)
@@ -127,3 +136,29 @@ def behavior_score(text: str, plan: GenerationPlan) -> float:
     has_q = 1.0 if "?" in text else 0.0
     question_fit = 1.0 - abs(has_q - plan.wants_question)
     return 0.5 * length_fit + 0.5 * question_fit
+
+
+def plan_turn(
+    ext: Any, message: str | None, scenario: Any, max_length: int, temperature: float, repetition_penalty: float
+) -> tuple[GenerationPlan, list[str]]:
+    """A turn's generation settings and instructions, from the card's traits (`ext`, its
+    `CompanionExtension`), the scenario and the user's message (boundaries it touches)."""
+    plan = plan_generation(
+        ext.behavior, max_length=max_length, temperature=temperature, repetition_penalty=repetition_penalty
+    )
+    instructions = list(plan.instructions) + ([scenario.instructions] if scenario and scenario.instructions else [])
+    if ext.interaction.address_user_as:
+        instructions.append(f'Address {{{{user}}}} as "{ext.interaction.address_user_as}".')
+    if message and (hits := boundary_hits(message, ext.behavior)):
+        instructions.append(f"{{{{user}}}} asked about {', '.join(hits)}: kindly decline and change the subject.")
+    return plan, instructions
+
+
+def token_label(emotion_settings: Any, emotion: str | None) -> str | None:
+    """The control token's label for a character's emotion label (custom labels via `label_map`)."""
+    from models.tokens import EMOTIONS
+
+    if emotion in EMOTIONS:
+        return emotion
+    mapped = emotion_settings.label_map.get(emotion or "", [])
+    return mapped[0] if mapped and mapped[0] in EMOTIONS else None

@@ -21,12 +21,12 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from models.errors import DataError, UnknownContextError
 from models.gate import checked_attribute, generating
-from models.personality.behavior import GenerationPlan, behavior_score, boundary_hits, plan_generation
+from models.personality.behavior import GenerationPlan, behavior_score, plan_turn, token_label
 from models.personality.card import CharacterCard
 from models.personality.choice import (
     DEFAULT_CARD_FOCUS,
@@ -44,20 +44,11 @@ from models.personality.macros import expand_macros
 from models.personality.params import PersonalityParams
 from models.personality.prompt import AssembledPrompt, assemble_prompt, emotion_sentence
 from models.personality.response import Response
+from models.personality.sessions import Session
 
 __all__ = ["PersonalityModel", "Response", "load_personality_model"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Session:
-    """One user's conversation with the character."""
-
-    state: EmotionalState
-    history: list[dict[str, str]] = field(default_factory=list)
-    context: str | None = None
-    turn: int = 0
 
 
 @dataclass
@@ -73,10 +64,15 @@ class _Turn:
     t0: float
     prompt_s: float
     candidates: int = 1
+    user: str | None = None
 
 
 class PersonalityModel:
     """A character card + emotional model + behaviour over a base `TransformerModel`."""
+
+    #: Keep each named user's session (emotional state, scenario, turn) in the database, read at
+    #: the start of a turn and written at its end, so server replicas share it (`companion serve`).
+    shared_sessions: bool = False
 
     def __init__(
         self,
@@ -208,6 +204,10 @@ class PersonalityModel:
         """Forget the conversation (history, emotional state, context) with `user`."""
         with self._lock:
             self._sessions.pop(user or "", None)
+        if self.shared_sessions and user:
+            from models.personality.sessions import save_session
+
+            save_session(f"personality/{self.name}", user, None)
 
     def user_name(self, user: str | None = None) -> str:
         return user or self.params.user_name or self.ext.interaction.user_name
@@ -334,7 +334,12 @@ class PersonalityModel:
         if partial is not None and (not isinstance(partial, str) or message is None):
             raise DataError("partial: the answer so far (a string) continues a reply to a message; give message= too")
         override = self._check_emotion(emotional_state)
-        session = self.session(user)
+        owner = options.pop("session", None) or user  # whose state this is (a server's caller), beside the name
+        session = self.session(owner)
+        if self.shared_sessions and owner:
+            from models.personality.sessions import restore
+
+            restore(session, f"personality/{self.name}", owner, self.ext.scenarios)
         key, scenario = self._scenario(context if context is not None else session.context)
         if key != session.context and scenario is not None and scenario.emotion:
             session.state.set(scenario.emotion, 0.5)
@@ -351,7 +356,7 @@ class PersonalityModel:
             [m["content"] for m in past] + ([message] if message else []), count_tokens=count, turn=session.turn
         )
         plan, instructions = self._plan(message, scenario, options)
-        token = self._token_label(emotion) if self.control == "token" else None
+        token = token_label(self.ext.emotion, emotion) if self.control == "token" else None
         in_words = None
         if emotion and (self.control == "prompt" or (self.control == "token" and token is None)):
             in_words = emotion_sentence(emotion, self.ext.emotion.expressions.get(emotion, ""))
@@ -393,7 +398,7 @@ class PersonalityModel:
             sampling["continue_final"] = True
             candidates = 1
         prompt_s = time.perf_counter() - t0
-        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates)
+        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates, owner)
 
     def _candidate_count(self, engine: Any, streaming: bool) -> int:
         batched = hasattr(self._base, "chat_candidates")
@@ -405,32 +410,14 @@ class PersonalityModel:
             focus = DEFAULT_CARD_FOCUS if is_small_local(engine) else 0.0
         return self._card_guides.get(self.card, scenario, user, self.character, self._base_codec(), focus)
 
-    def _token_label(self, emotion: str | None) -> str | None:
-        """The control token's label for a character label (custom labels via `label_map`)."""
-        from models.tokens import EMOTIONS
-
-        if emotion in EMOTIONS:
-            return emotion
-        mapped = self.ext.emotion.label_map.get(emotion or "", [])
-        return mapped[0] if mapped and mapped[0] in EMOTIONS else None
-
     def _plan(
         self, message: str | None, scenario: Scenario | None, options: dict[str, Any]
     ) -> tuple[GenerationPlan, list[str]]:
         """Generation settings and instructions from traits, context and the message."""
         p = self.params
-        plan = plan_generation(
-            self.ext.behavior,
-            max_length=int(options.pop("max_length", None) or p.max_length),
-            temperature=float(options.pop("temperature", p.temperature)),
-            repetition_penalty=p.repetition_penalty,
-        )
-        instructions = list(plan.instructions) + ([scenario.instructions] if scenario and scenario.instructions else [])
-        if self.ext.interaction.address_user_as:
-            instructions.append(f'Address {{{{user}}}} as "{self.ext.interaction.address_user_as}".')
-        if message and (hits := boundary_hits(message, self.ext.behavior)):
-            instructions.append(f"{{{{user}}}} asked about {', '.join(hits)}: kindly decline and change the subject.")
-        return plan, instructions
+        max_length = int(options.pop("max_length", None) or p.max_length)
+        temperature = float(options.pop("temperature", p.temperature))
+        return plan_turn(self.ext, message, scenario, max_length, temperature, p.repetition_penalty)
 
     def _count_tokens(self, text: str) -> int:
         engine = getattr(self._base, "engine", None)
@@ -467,6 +454,10 @@ class PersonalityModel:
                 session.history.append({"role": "user", "content": turn.message})
             session.history.append({"role": "assistant", "content": text})
         session.turn += 1
+        if self.shared_sessions and turn.user:
+            from models.personality.sessions import store
+
+            store(session, f"personality/{self.name}", turn.user)
         stats = getattr(self._base, "last_stats", None)
         clf = self.classifier
         detected = clf.detect(text).label if clf is not None and text else None

@@ -1,0 +1,75 @@
+"""A personality's conversation state with a user, kept in the database so that every server
+replica sees the same one (issue 21): the emotional state's values, the scenario and the turn
+count. `PersonalityModel` reads it at the start of a turn and writes it at the end when
+`shared_sessions` is on (`companion serve` turns it on); the value is sealed at rest like the
+rest of a user's data, and exported and erased with them (its `user_id` column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from models import db
+
+__all__ = ["Session", "load_session", "restore", "save_session", "store"]
+
+
+@dataclass
+class Session:
+    """One user's conversation with the character (`state` is an `EmotionalState`)."""
+
+    state: Any
+    history: list[dict[str, str]] = field(default_factory=list)
+    context: str | None = None
+    turn: int = 0
+
+
+def _engine() -> Any:
+    return db.connect()
+
+
+def load_session(model: str, user: str) -> dict[str, Any] | None:
+    """The stored state of `model` (CATEGORY/NAME) with `user`, or None."""
+    from models.privacy.crypto import unseal
+
+    t = db.personality_sessions
+    with _engine().connect() as conn:
+        found = conn.scalar(select(t.c.state).where(t.c.user_id == user, t.c.model == model))
+    return unseal(found, as_json=True) if found is not None else None
+
+
+def save_session(model: str, user: str, state: dict[str, Any] | None) -> None:
+    """Store (or, with None, forget) the state of `model` with `user`, in one transaction."""
+    from models.privacy.crypto import seal
+
+    t = db.personality_sessions
+    where = (t.c.user_id == user, t.c.model == model)
+    with db.write_transaction(_engine()) as conn:
+        if state is None:
+            conn.execute(delete(t).where(*where))
+            return
+        sealed = seal(state, as_json=True)
+        if conn.scalar(select(t.c.user_id).where(*where)) is None:
+            conn.execute(insert(t).values(user_id=user, model=model, state=sealed, updated_at=db.utc_now()))
+        else:
+            conn.execute(update(t).where(*where).values(state=sealed, updated_at=db.utc_now()))
+
+
+def restore(session: Any, model: str, user: str, scenarios: Any) -> None:
+    """Put the stored state of `model` with `user` into `session` (as another replica left it)."""
+    data = load_session(model, user)
+    if not data:
+        return
+    values = data.get("values") or {}
+    session.state.values = {k: float(values.get(k, v)) for k, v in session.state.values.items()}
+    context = data.get("context")
+    session.context = context if context is None or context in scenarios else session.context
+    session.turn = int(data.get("turn", session.turn))
+
+
+def store(session: Any, model: str, user: str) -> None:
+    """Store `session`'s state (emotional values, scenario, turn count)."""
+    save_session(model, user, {"values": session.state.to_dict(), "context": session.context, "turn": session.turn})
