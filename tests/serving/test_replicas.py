@@ -1,7 +1,8 @@
 """Two `companion serve` processes on one database behave as one service (issue 21): a user's
 requests alternate between them and the character's state with that user carries over, as do
-chats, memory and preferences. Here both servers share a home's SQLite database; CI runs the
-same against PostgreSQL through COMPANION_TEST_DATABASE_URL where it is set."""
+chats, memory and preferences. Each server has its own model manager (its own loaded models and
+their in-memory sessions), so what carries over goes through the database: the home's SQLite
+file here, a fresh PostgreSQL schema where COMPANION_TEST_DATABASE_URL is set (CI)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.serving.conftest import RunningServer, start_server
+from tests.lifecycle.conftest import database  # noqa: F401 - the PostgreSQL schema in CI, else SQLite
+from tests.serving.conftest import RunningServer, serve_app
 
 
 @pytest.fixture
 def replicas(tiny_personality: str) -> Iterator[tuple[RunningServer, RunningServer]]:
-    from companion.server import ServerSettings
+    from companion.server import ServerSettings, create_app
+    from models.context import current
+    from models.model_manager import ModelManager
 
-    a = start_server(ServerSettings(host="127.0.0.1", port=0))
-    b = start_server(ServerSettings(host="127.0.0.1", port=0))
+    def replica() -> RunningServer:  # like a second process: its own manager and loaded models
+        return serve_app(create_app(ServerSettings(host="127.0.0.1", port=0), manager=ModelManager(context=current())))
+
+    a, b = replica(), replica()
     yield a, b
     a.stop()
     b.stop()
