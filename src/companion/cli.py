@@ -421,6 +421,7 @@ COMMAND_MODULES: list[str] = [
     "companion.commands.run",
     "companion.commands.export",
     "companion.commands.chat",
+    "companion.commands.tune",
 ]
 
 

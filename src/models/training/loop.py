@@ -213,8 +213,11 @@ def train(
     progress: bool = True,
     description: str = "training",
     on_checkpoint: Callable[[Path], None] | None = None,
+    on_eval: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> TrainResult:
-    """Train `model` in place; returns what happened. The best weights are loaded at the end."""
+    """Train `model` in place; returns what happened. The best weights are loaded at the end.
+    `on_eval(step, metrics)` sees each evaluation; returning True stops the run there (a tuner
+    pruning a bad trial)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -342,6 +345,8 @@ def train(
                             f"early stop: no improvement in {bad_evals} evaluations (best at step {best_step})",
                             True,
                         )
+                if on_eval is not None and on_eval(step, ev) and not stopped_early:
+                    stop_reason, stopped_early = "stopped by the caller after an evaluation (pruned)", True
             out_of_time = settings.max_minutes is not None and (now - t0) > settings.max_minutes * 60
             if out_of_time and not stopped_early:
                 stop_reason, stopped_early = f"time budget of {settings.max_minutes} min reached", True

@@ -29,7 +29,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,8 +308,16 @@ def _settings(plan: PersonalityPlan, per_epoch: int, batch: int) -> TrainSetting
     )
 
 
-def fit_personality(plan: PersonalityPlan, run_dir: Path, *, resume: bool, progress: bool) -> PersonalityFit:
-    """Train in `run_dir` (checkpoints, exact resume, early stopping) and measure on held-out lines."""
+def fit_personality(
+    plan: PersonalityPlan,
+    run_dir: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    on_eval: Callable[[int, dict[str, float], float], bool] | None = None,
+) -> PersonalityFit:
+    """Train in `run_dir` (checkpoints, exact resume, early stopping) and measure on held-out lines.
+    `on_eval(step, metrics, base_perplexity)` sees each evaluation; True stops the run (pruning)."""
 
     t0 = time.time()
     run, method, epochs = plan.run, plan.method, plan.epochs
@@ -333,7 +341,10 @@ def fit_personality(plan: PersonalityPlan, run_dir: Path, *, resume: bool, progr
             f"parameters, at most {epochs} epochs of {per_epoch} steps; base perplexity on held-out lines "
             f"{baseline['eval_perplexity']:.1f}"
         )
-    result = train(model, source, settings, run_dir, resume=resume, progress=progress, description=plan.card.name)
+    hook = (lambda step, ev: on_eval(step, ev, baseline["eval_perplexity"])) if on_eval is not None else None
+    result = train(
+        model, source, settings, run_dir, resume=resume, progress=progress, description=plan.card.name, on_eval=hook
+    )
     after = evaluate(model, source.eval_batches(), torch.device("cpu"))
     epochs_run = math.ceil(result.steps / per_epoch)
     stop = (
