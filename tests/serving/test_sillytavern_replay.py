@@ -59,6 +59,7 @@ def st_server(
     user_config(
         GRANT_ALL + "models:\n  base:\n"
         f"    remote: {{type: transformer, path: 'openai:fake-model', parameters: {{base_url: '{recorder.url}'}}}}\n"
+        "    tiny: {type: transformer, path: '{tiny}'}\n"
         "  personality:\n"
         f"    ada-remote: {{type: personality, path: '{folder}', parameters: {{max_length: 16}}}}\n"
     )
@@ -124,3 +125,25 @@ def test_post_processing_that_folds_the_system_prompt_is_visible_and_selectable(
     r = httpx.post(url, json={**folded, "messages": chat, "companion": {"prompt": "client"}}, timeout=60)
     assert r.json()["choices"][0]["companion"]["prompt"]["used"] == "client"
     assert sent(recorder)[-1]["messages"][0]["content"].startswith(MAIN)
+
+
+def test_images_reach_a_vision_model_and_a_text_model_says_no(
+    st_server: RunningServer, recorder: FakeOpenAIServer
+) -> None:
+    """OpenAI image parts pass through to a remote model (an Ollama or vLLM vision model) as sent;
+    the same request to a local text model is a 400 naming the message."""
+    picture = "data:image/png;base64,iVBORw0KGgo="
+    message = {"role": "user", "content": [{"type": "text", "text": "What is in this sketch?"},
+                                          {"type": "image_url", "image_url": {"url": picture}}]}  # fmt: skip
+    body = {"model": "remote", "messages": [{"role": "system", "content": "Describe images."}, message]}
+    r = httpx.post(st_server.base_url + "/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    sent_content = sent(recorder)[-1]["messages"][-1]["content"]
+    assert sent_content == [{"type": "text", "text": "What is in this sketch?"},
+                            {"type": "image_url", "image_url": {"url": picture}}]  # fmt: skip
+    r = httpx.post(st_server.base_url + "/chat/completions", json={**body, "model": "tiny"}, timeout=60)
+    assert r.status_code == 400 and "reads text only" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "messages.1.content"
+    bad = {**message, "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}
+    r = httpx.post(st_server.base_url + "/chat/completions", json={**body, "messages": [bad]}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.content.0.image_url"

@@ -70,18 +70,45 @@ def list_models(request: Request, user: str = Depends(caller)) -> dict[str, Any]
 # ----------------------------------------------------------------------------- helpers
 
 
+#: Largest image a request may carry inline (a data: URL), in characters of its base64.
+MAX_IMAGE_CHARS = 8_000_000
+
+
 def _text(message: ChatMessage, index: int) -> str:
+    """The message's text (its text parts joined; image parts are taken by `_images`)."""
     content = message.content
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     parts = []
-    for part in content:
-        if part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise APIError(400, "only text content parts are supported", param=f"messages.{index}.content")
-        parts.append(part["text"])
+    for k, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append(part["text"])
+        elif kind != "image_url":
+            raise APIError(400, f"content part {kind!r}: text and image_url parts are supported",
+                           param=f"messages.{index}.content.{k}")  # fmt: skip
     return "".join(parts)
+
+
+def _images(message: ChatMessage, index: int) -> list[dict[str, Any]]:
+    """The message's image parts (OpenAI's `image_url`), checked: an http(s) URL or a data: image."""
+    if not isinstance(message.content, list):
+        return []
+    out = []
+    for k, part in enumerate(message.content):
+        if part.get("type") != "image_url":
+            continue
+        spec = part.get("image_url")
+        url = spec.get("url") if isinstance(spec, dict) else None
+        where = f"messages.{index}.content.{k}.image_url"
+        if not isinstance(url, str) or not re.match(r"(?:https?://|data:image/[a-z+.-]+;base64,)", url):
+            raise APIError(400, "image_url.url: an http(s) URL or a data:image/...;base64, URL", param=where)
+        if len(url) > MAX_IMAGE_CHARS:
+            raise APIError(400, f"image_url.url: at most {MAX_IMAGE_CHARS:,} characters inline", param=where)
+        out.append({"type": "image_url", "image_url": dict(spec)})
+    return out
 
 
 def _encodable(text: str, param: str) -> str:
@@ -101,6 +128,8 @@ def _messages(req: ChatRequest) -> list[dict[str, str]]:
     for i, m in enumerate(req.messages):
         role = "system" if m.role == "developer" else m.role
         msg: dict[str, Any] = {"role": role, "content": _encodable(_text(m, i), f"messages.{i}.content")}
+        if images := _images(m, i):
+            msg["images"] = images
         if m.name:
             msg["name"] = _encodable(m.name, f"messages.{i}.name")
         extra = m.model_extra or {}

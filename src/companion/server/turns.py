@@ -51,6 +51,28 @@ def _logger(personalization: str | None, user: str) -> Logger:
     return log
 
 
+def _with_images(target: Any, sent: list[dict[str, Any]], messages: list[dict[str, Any]], name: str
+                 ) -> list[dict[str, Any]]:  # fmt: skip
+    """Image parts go to a remote model as OpenAI content parts (a vision model on Ollama, vLLM);
+    a local model reads only text: a 400 naming the message."""
+    with_images = [i for i, m in enumerate(messages) if m.get("images")]
+    if not with_images:
+        return sent
+    if getattr(target, "codec", None) is not None:  # a local engine: text only
+        from companion.server.errors import APIError
+
+        problem = f"model {name!r} reads text only; images need a vision model on an OpenAI-compatible server"
+        raise APIError(400, problem, param=f"messages.{with_images[0]}.content")
+    images = {m["content"]: m["images"] for m in messages if m.get("images")}
+    out = []
+    for m in sent:  # after fitting: a kept message keeps its images
+        parts = images.get(m["content"])
+        if parts:
+            m = {**m, "content": [{"type": "text", "text": m["content"]}, *parts]}
+        out.append(m)
+    return out
+
+
 def _hold(pieces: Any, held: list[str]) -> Any:
     """Read the whole answer before anything is sent: it may be a tool call, not text."""
     held.append("".join(pieces))
@@ -223,7 +245,12 @@ def chat_job(
         from models.errors import DataError
 
         raise DataError("tools go with the client's prompt; companion.prompt 'card' cannot call them")
-    card_mode = not opts.get("tools") and _card_mode(messages, prompt)
+    pictures = any(m.get("images") for m in messages)
+    if pictures and prompt == "card":
+        from models.errors import DataError
+
+        raise DataError("images go with the client's prompt; companion.prompt 'card' cannot show them")
+    card_mode = not opts.get("tools") and not pictures and _card_mode(messages, prompt)
     if card_mode and opts.get("logprobs") is not None:
         from models.errors import DataError
 
@@ -263,6 +290,7 @@ def chat_job(
         _check_tools(target, kw, name, messages)
         max_length = kw.get("max_length")
         sent, used = _client_prompt(target, messages, max_length, persona)
+        sent = _with_images(target, sent, messages, name)
         with scope:
             pieces = target.stream_chat(sent, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
         held: list[str] = []
