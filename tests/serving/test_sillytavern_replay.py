@@ -147,3 +147,22 @@ def test_images_reach_a_vision_model_and_a_text_model_says_no(
     bad = {**message, "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}
     r = httpx.post(st_server.base_url + "/chat/completions", json={**body, "messages": [bad]}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.content.0.image_url"
+
+
+def test_an_image_attached_in_a_saved_chat(st_server: RunningServer, recorder: FakeOpenAIServer) -> None:
+    """The page's image attachment: sent to a vision model with the message, kept with it in the
+    chat; a text model refuses before anything is stored."""
+    picture = "data:image/png;base64,iVBORw0KGgo="
+    api = st_server.url + "/api/chats"
+    chat = httpx.post(api, json={"model": "remote"}, timeout=30).json()
+    r = httpx.post(f"{api}/{chat['id']}/messages", json={"content": "What is this?", "images": [picture]}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert sent(recorder)[-1]["messages"][-1]["content"][1] == {"type": "image_url", "image_url": {"url": picture}}
+    stored = httpx.get(f"{api}/{chat['id']}", timeout=30).json()["messages"]
+    assert stored[0]["details"]["images"] == [picture] and stored[1]["role"] == "assistant"
+    text_only = httpx.post(api, json={"model": "tiny"}, timeout=30).json()
+    r = httpx.post(f"{api}/{text_only['id']}/messages", json={"content": "Look", "images": [picture]}, timeout=60)
+    assert r.status_code == 400 and "reads text only" in r.json()["error"]["message"]
+    assert httpx.get(f"{api}/{text_only['id']}", timeout=30).json()["messages"] == []  # nothing was stored
+    r = httpx.post(f"{api}/{chat['id']}/messages", json={"content": "x", "images": ["http://a/b.png"]}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "images.0"

@@ -61,6 +61,9 @@ class Reply(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content: str | None = Field(None, max_length=20000, description="/messages: the user's message.")
+    images: list[str] | None = Field(
+        None, max_length=4, description="/messages: images sent with it (data:image/...;base64, URLs; vision models)."
+    )
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -201,16 +204,21 @@ def _reply_job(user: str, chat_id: str, action: str, body: Reply, personalizatio
 
         store = _store(user)
         conv = Conversation(store, store.get(chat_id), model)
-        plan = conv.plan(action, body.content)
-        messages = [*plan.history, {"role": "user", "content": plan.message}]
         kw = dict(opts)
-        if plan.partial is not None:
-            if category == "personality" and all(m["role"] != "system" for m in messages):
-                kw["partial"] = plan.partial
-            else:
-                messages.append({"role": "assistant", "content": plan.partial})
-                kw["continue_final"] = True
-        inner = chat_job(user, None, messages, kw, personalization)(model, category, name)
+        if action == "send":  # the job checks the message (images on a text model: 400) before it is stored
+            message = {"role": "user", "content": body.content or "", **_image_parts(body.images)}
+            inner = chat_job(user, None, [*conv.chat.history(), message], kw, personalization)(model, category, name)
+            plan = conv.plan("send", body.content, images=body.images)
+        else:
+            plan = conv.plan(action, body.content)
+            messages = [*plan.history, {"role": "user", "content": plan.message}]
+            if plan.partial is not None:
+                if category == "personality" and all(m["role"] != "system" for m in messages):
+                    kw["partial"] = plan.partial
+                else:
+                    messages.append({"role": "assistant", "content": plan.partial})
+                    kw["continue_final"] = True
+            inner = chat_job(user, None, messages, kw, personalization)(model, category, name)
 
         def finish(text: str) -> dict[str, Any]:
             meta = inner.finish(text)
@@ -222,6 +230,16 @@ def _reply_job(user: str, chat_id: str, action: str, body: Reply, personalizatio
         return Turn(inner.pieces, finish)
 
     return job
+
+
+def _image_parts(images: list[str] | None) -> dict[str, Any]:
+    """A message's `images` key as the server's chat path takes it (OpenAI image_url parts)."""
+    if not images:
+        return {}
+    for i, url in enumerate(images):
+        if not url.startswith("data:image/") or ";base64," not in url or len(url) > 8_000_000:
+            raise APIError(400, "images: data:image/...;base64, URLs of at most 8 MB", param=f"images.{i}")
+    return {"images": [{"type": "image_url", "image_url": {"url": url}} for url in images]}
 
 
 def _sse(data: dict[str, Any]) -> bytes:

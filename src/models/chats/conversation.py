@@ -122,8 +122,9 @@ class Conversation:
 
     # --- planning and recording -------------------------------------------------------------
 
-    def plan(self, action: str, text: str | None = None) -> ReplyPlan:
-        """What to generate for `action`; `send` stores the user's `text` first."""
+    def plan(self, action: str, text: str | None = None, images: list[str] | None = None) -> ReplyPlan:
+        """What to generate for `action`; `send` stores the user's `text` (and `images`, data
+        URLs a vision model reads) first."""
         if action not in ACTIONS:
             raise ChatError(f"action: expected one of {', '.join(ACTIONS)}, got {action!r}")
         msgs = self.chat.messages
@@ -131,7 +132,7 @@ class Conversation:
             if not isinstance(text, str) or not text.strip():
                 raise ChatError("message: expected the text to send")
             self._record_kept()
-            self.store.append(self.chat.id, "user", text)
+            self.store.append(self.chat.id, "user", text, details={"images": list(images)} if images else None)
             self.reload()
             return ReplyPlan("send", text, self.chat.history(len(self.chat.messages) - 1))
         last_user = max((m.position for m in msgs if m.role == "user"), default=None)

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { models: [], chats: [], chat: null, me: null, busy: false };
+const state = { models: [], chats: [], chat: null, me: null, busy: false, images: [] };
 
 // ----------------------------------------------------------------------------- HTTP
 
@@ -167,6 +167,7 @@ function renderChat() {
 function renderMessage(m, isLast) {
   const node = el("div", { class: "msg " + m.role + (m.details && m.details.greeting ? " greeting" : "") }, el("div", { class: "text" }, m.text));
   node.dataset.position = String(m.position);
+  for (const url of (m.details && m.details.images) || []) node.append(el("img", { class: "thumb", src: url, alt: "attached image" }));
   if (m.role !== "assistant") return node;
   const swipe = m.swipes[m.swipe_id] || {};
   node.dataset.responseId = swipe.response_id || "";
@@ -233,8 +234,11 @@ async function reply(action, content) {
   setBusy(true);
   const chatId = state.chat.id;
   let node;
+  const images = action === "send" ? state.images.splice(0) : [];
+  $("#attached").textContent = "";
   if (action === "send") {
-    addMessage("user", content);
+    const mine = addMessage("user", content);
+    for (const url of images) mine.append(el("img", { class: "thumb", src: url, alt: "attached image" }));
     node = addMessage("assistant", "");
   } else {
     const nodes = document.querySelectorAll("#messages .msg.assistant");
@@ -246,6 +250,7 @@ async function reply(action, content) {
   const start = action === "continue" ? textNode.textContent : "";
   const body = { stream: true, ...steering() };
   if (content !== undefined) body.content = content;
+  if (images.length) body.images = images;
   try {
     const r = await fetch(`/api/chats/${chatId}/${action === "send" ? "messages" : action}`, {
       method: "POST", headers: headers(true), body: JSON.stringify(body),
@@ -530,6 +535,14 @@ $("#export-json").addEventListener("click", (e) => { e.preventDefault(); downloa
 $("#export-st").addEventListener("click", (e) => { e.preventDefault(); download("sillytavern"); });
 $("#card-file").addEventListener("change", (e) => { if (e.target.files[0]) importCard(e.target.files[0]); e.target.value = ""; });
 $("#chat-file").addEventListener("change", (e) => { if (e.target.files[0]) importChat(e.target.files[0]); e.target.value = ""; });
+$("#image-file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => { state.images.push(reader.result); $("#attached").textContent = `${state.images.length} image(s) attached`; };
+  reader.readAsDataURL(file);
+});
 let dragDepth = 0;
 document.addEventListener("dragenter", (e) => { if (e.dataTransfer.types.includes("Files")) { dragDepth++; $("#drop").hidden = false; } });
 document.addEventListener("dragleave", () => { if (--dragDepth <= 0) { dragDepth = 0; $("#drop").hidden = true; } });
