@@ -166,3 +166,25 @@ def test_an_image_attached_in_a_saved_chat(st_server: RunningServer, recorder: F
     assert httpx.get(f"{api}/{text_only['id']}", timeout=30).json()["messages"] == []  # nothing was stored
     r = httpx.post(f"{api}/{chat['id']}/messages", json={"content": "x", "images": ["http://a/b.png"]}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "images.0"
+
+
+def test_past_one_machine_the_card_prompt_and_the_emotion_reach_the_remote_engine(
+    st_server: RunningServer, recorder: FakeOpenAIServer
+) -> None:
+    """The vLLM/SGLang path (docs/serving.md): with only user turns the character's own prompt is
+    built here and sent to the remote server, the emotion in words, the sampler fields as asked."""
+    body = {
+        "model": "ada-remote", "messages": [{"role": "user", "content": "The storm is back."}],
+        "companion": {"emotion": "romantic"}, "temperature": 0.7, "top_k": 20, "seed": 3, "max_tokens": 16,
+    }  # fmt: skip
+    r = httpx.post(st_server.base_url + "/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["companion"]["emotion"] == "romantic"
+    sent_body = sent(recorder)[-1]
+    system = sent_body["messages"][0]
+    assert system["role"] == "system" and "Ada" in system["content"]  # the card, rendered here
+    assert "romantic" in system["content"]  # the emotion, in words (no emotion tokens remotely)
+    users = [m for m in sent_body["messages"] if m["role"] == "user"]
+    assert users[-1] == {"role": "user", "content": "The storm is back."}  # post-history instructions may follow
+    assert (sent_body["top_k"], sent_body["seed"]) == (20, 3)  # temperature: the card's traits shape it
+    assert 0 < sent_body["temperature"] <= 0.7
