@@ -263,6 +263,10 @@ def test_chats_cli_lists_shows_renames_exports_imports_and_deletes(tmp_path: Pat
     assert r.exit_code == 0 and "4 messages" in r.output and "with personality/luna" in r.output, r.output
     r = runner.invoke(app, ["chats", "list", "--json"])
     assert len(json.loads(r.output)) == 2
+    ours = tmp_path / "ours.json"  # our own export (indented JSON) imports back
+    runner.invoke(app, ["chats", "export", chat.id[:6], "-o", str(ours)])
+    r = runner.invoke(app, ["chats", "import", str(ours)])
+    assert r.exit_code == 0 and "2 messages" in r.output, r.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"user_name": "a", "character_name": "b"}\n{oops\n')
     r = runner.invoke(app, ["chats", "import", str(bad), "-m", "luna"])

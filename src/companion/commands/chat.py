@@ -403,11 +403,11 @@ def chats_import(
 ) -> None:
     """Import a chat (SillyTavern's JSONL keeps its swipes and its own fields, to export back unchanged)."""
     from companion.cli import _manager, out
-    from models.chats import from_json, from_sillytavern
+    from models.chats.formats import read_chat
     from models.errors import ChatError, ModelNotFoundError
 
     text = file.read_text(encoding="utf-8")
-    draft = from_json(json.loads(text)) if text.lstrip().startswith('{"format"') else from_sillytavern(text)
+    draft = read_chat(text)
     ref = model or draft.model
     if ref is None:
         character = str(draft.meta.get("character") or "").lower()

@@ -335,16 +335,11 @@ async def export_chat(
 
 @router.post("/api/chats/import", summary="Import a chat (our JSON or SillyTavern JSONL)")
 async def import_chat(body: ImportChat, request: Request, user: str = Depends(caller)) -> dict[str, Any]:
-    from models.chats import from_json, from_sillytavern
+    from models.chats.formats import read_chat
     from models.errors import ChatError
 
     def load() -> dict[str, Any]:
-        text = body.text
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-        draft = from_json(data) if isinstance(data, dict) and "format" in data else from_sillytavern(text)
+        draft = read_chat(body.text)
         ref = body.model or draft.model or str(draft.meta.get("character") or "").lower()
         if not ref:
             raise ChatError("which model continues this chat? give model")

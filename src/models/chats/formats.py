@@ -18,7 +18,7 @@ from typing import Any
 from models.chats.store import Chat, Message, new_swipe
 from models.errors import ChatError
 
-__all__ = ["FORMAT", "ChatDraft", "from_json", "from_sillytavern", "to_json", "to_sillytavern"]
+__all__ = ["FORMAT", "ChatDraft", "from_json", "from_sillytavern", "read_chat", "to_json", "to_sillytavern"]
 
 FORMAT = "companion-chat/1"
 MAX_LINES = 100_000
@@ -170,3 +170,16 @@ def from_sillytavern(text: str, model: str | None = None) -> ChatDraft:
     character = header.get("character_name") if isinstance(header.get("character_name"), str) else None
     meta = {"sillytavern": {"header": header}, "character": character, "user_name": header.get("user_name")}
     return ChatDraft(model, None, {k: v for k, v in meta.items() if v is not None}, messages)
+
+
+def read_chat(text: str, model: str | None = None) -> ChatDraft:
+    """A chat file's text, either format: our JSON (one object with `format`) or SillyTavern JSONL."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and "format" in data:
+        draft = from_json(data)
+        draft.model = model or draft.model
+        return draft
+    return from_sillytavern(text, model)
