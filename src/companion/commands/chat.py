@@ -8,7 +8,8 @@ enough), `companion chats list|show|rename|delete|export|import` manage them. Th
 Slash commands in the loop, for every model: `/regen` (another answer; the earlier ones stay
 as swipes), `/swipe [N|<|>]` (show answer N, or the previous/next one), `/edit TEXT` (replace
 the last answer), `/continue` (more of the last answer), `/history`, `/title TEXT`, `/new`
-(a fresh chat; `/reset` too), `/save [FILE]` (the chat as JSON), `/quit`. With a personality:
+(a fresh chat; `/reset` too), `/save [FILE]` (the chat as JSON), `/speak` (say the last answer:
+needs `--speak`, which speaks every answer with Piper), `/quit`. With a personality:
 `/emotion LABEL|off`, `/scenario [KEY]`, `/state`; with `--user` (personalized), `/good` and
 `/bad` rate the last answer, and regenerating, swiping and editing are recorded as feedback.
 """
@@ -27,16 +28,19 @@ __all__ = ["ChatLoop", "chat_loop", "register"]
 
 chats_app = typer.Typer(help="Saved chats: list, show, rename, delete, export and import (JSON, SillyTavern JSONL).")
 
-HELP = "/regen, /swipe [N|<|>], /edit TEXT, /continue, /history, /title TEXT, /new, /save [FILE], /quit"
+HELP = "/regen, /swipe [N|<|>], /edit TEXT, /continue, /history, /speak, /title TEXT, /new, /save [FILE], /quit"
 SHOWN_ON_RESUME = 6  # messages printed when a chat is resumed
 
 
 class ChatLoop:
     """The terminal side of one `Conversation`."""
 
-    def __init__(self, conv: Any, out: Console, err: Console, *, max_tokens: int | None, seed: int | None) -> None:
+    def __init__(
+        self, conv: Any, out: Console, err: Console, *, max_tokens: int | None, seed: int | None, speaker: Any = None
+    ) -> None:
         self.conv, self.out, self.err = conv, out, err
         self.max_tokens, self.seed = max_tokens, seed
+        self.voice = speaker
         self.emotion: str | None = None
         self.personality = hasattr(conv.model, "generate_response")
 
@@ -84,6 +88,26 @@ class ChatLoop:
         swipes = f" [dim]({last.swipe_id + 1}/{len(last.swipes)})[/]" if len(last.swipes) > 1 else ""
         self.out.print(swipes)
         self.status()
+        if self.voice is not None:
+            self.speak()
+
+    def speak(self) -> None:
+        """Say the last answer aloud (saved as a WAV; played where a player is installed)."""
+        from models.speech import VoiceNotFoundError
+
+        last = next((m for m in reversed(self.conv.chat.messages) if m.role == "assistant"), None)
+        if last is None:
+            self.err.print("[dim]nothing to speak yet[/]")
+            return
+        if self.voice is None:
+            self.err.print("[red]/speak needs a voice[/]: start the chat with --speak (and --voice NAME)")
+            return
+        try:
+            path = self.voice.say(last.text, last.emotion)
+        except VoiceNotFoundError as exc:
+            self.err.print(f"[red]{exc}[/]")
+            return
+        self.err.print(f"[dim]spoken: {path}[/]")
 
     def status(self) -> None:
         r = self.conv.last_response
@@ -125,6 +149,8 @@ class ChatLoop:
             self._edit(arg)
         elif cmd == "history":
             self.history()
+        elif cmd == "speak":
+            self.speak()
         elif cmd == "title":
             if arg:
                 conv.chat = conv.store.rename(conv.chat.id, arg)
@@ -262,8 +288,11 @@ def chat_loop(
     system: str | None = None,
     max_tokens: int | None = None,
     seed: int | None = None,
+    speak: bool = False,
+    voice: str | None = None,
 ) -> None:
-    """Chat with `model` in the terminal, in a saved chat (resumed with `chat_id` or `latest`)."""
+    """Chat with `model` in the terminal, in a saved chat (resumed with `chat_id` or `latest`);
+    with `speak`, each reply is also spoken (`companion.commands.voices.ChatSpeaker`)."""
     from companion.cli import err, out
     from models.chats import Conversation
     from models.security.identity import current_user
@@ -280,7 +309,14 @@ def chat_loop(
         err.print(
             f"[dim]chatting with {conv.chat.model} ({getattr(model, 'engine_name', 'model')}); /help for commands[/]"
         )
-    ChatLoop(conv, out, err, max_tokens=max_tokens, seed=seed).run(resumed and (chat_id is not None or latest))
+    speaker = None
+    if speak:
+        from companion.commands.voices import ChatSpeaker
+        from models.home import companion_home
+
+        speaker = ChatSpeaker(model, voice, companion_home() / "audio" / conv.chat.id)
+    loop = ChatLoop(conv, out, err, max_tokens=max_tokens, seed=seed, speaker=speaker)
+    loop.run(resumed and (chat_id is not None or latest))
 
 
 # ----------------------------------------------------------------------------- companion chats

@@ -275,7 +275,7 @@ def _static(name: str) -> Any:
 def create_app(settings: ServerSettings | None = None, *, manager: Any = None, context: Any = None) -> FastAPI:
     """The server application (see the module docstring). Start-up is an edge: the server runs
     on `context` (default: the active one, e.g. `companion --home X serve`) and its manager."""
-    from companion.server import chats_api, companion_api, openai_api
+    from companion.server import chats_api, companion_api, openai_api, speech_api
     from models.context import current
 
     settings = (settings or ServerSettings()).check()
@@ -309,6 +309,7 @@ def create_app(settings: ServerSettings | None = None, *, manager: Any = None, c
     app.include_router(openai_api.router)
     app.include_router(companion_api.router)
     app.include_router(chats_api.router)
+    app.include_router(speech_api.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, Any]:

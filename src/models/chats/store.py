@@ -69,6 +69,11 @@ class Message:
     def response_id(self) -> str | None:
         return self.swipes[self.swipe_id].get("response_id")
 
+    @property
+    def emotion(self) -> str | None:
+        """The emotion the shown answer was given in (a swipe's own, else the message's)."""
+        return self.swipes[self.swipe_id].get("emotion") or self.details.get("emotion")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "position": self.position,

@@ -6,6 +6,7 @@
                         "boundaries": ["medical advice"]},
         "interaction": {"user_name": "friend", "address_user_as": "dear writer", "history_turns": 8},
         "scenarios":   {"romantic_conversation": {"scenario": "...", "emotion": "romantic"}},
+        "voice":       {"model": "en_US-lessac-medium", "speed": 1.05, "emotion_speed": true},
         "default_context": null
     }}
 
@@ -29,6 +30,7 @@ __all__ = [
     "EmotionSettings",
     "InteractionSettings",
     "Scenario",
+    "VoiceSettings",
 ]
 
 
@@ -112,6 +114,17 @@ class Scenario(_Model):
     first_mes: str | None = Field(None, description="A greeting for this context.")
 
 
+class VoiceSettings(_Model):
+    """How the character sounds when a reply is spoken (`models.speech`, Piper)."""
+
+    model: str | None = Field(
+        None, description="An installed Piper voice (`companion voices list`); none: the caller's or the only one."
+    )
+    speaker: int | None = Field(None, ge=0, description="Speaker of a multi-speaker voice.")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="1 is the voice's own pace; 1.2 is 20% faster.")
+    emotion_speed: bool = Field(True, description="Speak faster when glad or afraid, slower when sad or tender.")
+
+
 class CompanionExtension(_Model):
     """`data.extensions.companion`."""
 
@@ -119,6 +132,7 @@ class CompanionExtension(_Model):
     behavior: BehaviorTraits = Field(default_factory=BehaviorTraits)
     interaction: InteractionSettings = Field(default_factory=InteractionSettings)
     scenarios: dict[str, Scenario] = Field(default_factory=dict)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
     default_context: str | None = None
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { models: [], chats: [], chat: null, me: null, busy: false, images: [] };
+const state = { models: [], chats: [], chat: null, me: null, busy: false, images: [], voices: [] };
 
 // ----------------------------------------------------------------------------- HTTP
 
@@ -197,6 +197,9 @@ function renderMessage(m, isLast) {
     meta.append(up, down);
   }
   meta.append(el("button", { class: "edit", title: "Edit this answer", onclick: () => editMessage(node, m) }, "✎ edit"));
+  if (state.voices.length && state.chat) {
+    meta.append(el("button", { class: "speak", title: "Read this answer aloud", onclick: () => speakMessage(node, m) }, "🔊"));
+  }
   if (isLast && !(m.details && m.details.greeting)) {
     meta.append(el("button", { class: "regenerate", title: "Another answer (the others stay: swipe back)", onclick: () => reply("regenerate") }, "↻ again"));
     meta.append(el("button", { class: "continue", title: "Continue this answer", onclick: () => reply("continue") }, "→ continue"));
@@ -204,6 +207,22 @@ function renderMessage(m, isLast) {
   meta.append(el("span", { class: "note" }));
   node.append(meta);
   return node;
+}
+
+async function speakMessage(node, m) {
+  const note = node.querySelector(".meta .note");
+  note.textContent = "…";
+  try {
+    const r = await fetch(`/api/chats/${state.chat.id}/messages/${m.position}/speech`, { headers: headers(false) });
+    if (!r.ok) {
+      const data = await r.json().catch(() => null);
+      throw new Error((data && data.error && data.error.message) || r.statusText);
+    }
+    const audio = new Audio(URL.createObjectURL(await r.blob()));
+    node.dataset.spoken = r.headers.get("X-Voice") || "yes";
+    note.textContent = "";
+    await audio.play().catch(() => {});  // a browser may refuse to play without a gesture: the audio is fetched
+  } catch (e) { note.textContent = e.message; }
 }
 
 async function chooseSwipe(m, index) {
@@ -494,6 +513,7 @@ async function start(chosenModel) {
     const models = (await api("GET", "/v1/models")).data;
     models.sort((a, b) => (a.category === "personality" ? 0 : 1) - (b.category === "personality" ? 0 : 1));
     state.models = models;
+    try { state.voices = (await api("GET", "/api/voices")).voices; } catch (e) { state.voices = []; }
     const select = $("#model");
     const chosen = chosenModel || select.value || new URLSearchParams(location.search).get("model") || localStorage.getItem("companion-model");
     select.replaceChildren(...models.map((m) => el("option", { value: m.id }, m.category === "personality" ? m.id : m.id + " (base)")));
