@@ -12,6 +12,11 @@ A third run repeats the concurrent one while another client (its own key) writes
 and memory in a loop, as fast as the server takes them; its throughput is reported against the
 concurrent run without the writer (issue 15: a chat read the database while holding the
 engine's lock, and chat throughput fell to about 0.37x while someone wrote; target >= 0.8x).
+
+A fourth run sends the 32 concurrent requests to a second server in the same process with
+continuous batching on (`Limits.batch_rows`, `companion serve --batch-rows 64`: the fast
+engine's `Scheduler` steps every live stream at once); its throughput is reported against the
+one-at-a-time peer (issue 21's target: >= 4x, p50 time to first token <= 300 ms).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ CLIENTS = 32
 MAX_TOKENS = 48
 MODEL = "luna"
 TARGET = 0.90  # concurrent throughput at least 90% of one-at-a-time (queueing must cost little)
+BATCH_ROWS = 64  # the batching server's rows (`companion serve --batch-rows`)
+BATCH_TARGET = 4.0  # issue 21: 32 concurrent streams with batching at 4x the one-at-a-time throughput
 WRITER_TARGET = 0.80  # chat throughput with a preference/memory writer at least 80% of without
 PROMPTS = [
     "Tell me about the sea at night.",
@@ -41,12 +48,13 @@ PROMPTS = [
 ]
 
 
-def _start_server() -> tuple[str, Any, threading.Thread]:
+def _start_server(batch_rows: int = 0) -> tuple[str, Any, threading.Thread]:
     import uvicorn
 
     from companion.server import ServerSettings, create_app
+    from companion.server.settings import Limits
 
-    app = create_app(ServerSettings(host="127.0.0.1", port=0, auth="keys"))
+    app = create_app(ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=Limits(batch_rows=batch_rows)))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -142,22 +150,25 @@ def main() -> None:
         keys = [create_key(f"writer{i}", name="bench")[0] for i in range(CLIENTS)]  # one key (user) per client
         editor = create_key("editor", name="bench")[0]
         url, server, thread = _start_server()
+        batch_url, batch_server, batch_thread = _start_server(BATCH_ROWS)
         counts = {"writes": 0, "errors": 0}
         try:
             asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
+            asyncio.run(_run(batch_url, False, keys[:2]))
             rows = {}
             modes = (
-                ("one at a time (peer)", False, False),
-                (f"{CLIENTS} concurrent (ours)", True, False),
-                (f"{CLIENTS} concurrent + a writer", True, True),
+                ("one at a time (peer)", url, False, False),
+                (f"{CLIENTS} concurrent (ours)", url, True, False),
+                (f"{CLIENTS} concurrent + a writer", url, True, True),
+                (f"{CLIENTS} concurrent, continuous batching", batch_url, True, False),
             )
-            for label, concurrent, writing in modes:
+            for label, target, concurrent, writing in modes:
                 stop = threading.Event()
                 writer = threading.Thread(target=_writer, args=(url, editor, stop, counts), daemon=True)
                 if writing:
                     writer.start()
                 try:
-                    results, wall = asyncio.run(_run(url, concurrent, keys))
+                    results, wall = asyncio.run(_run(target, concurrent, keys))
                 finally:
                     stop.set()
                     if writing:
@@ -172,11 +183,13 @@ def main() -> None:
                     "ttft": [r["ttft"] for r in ok],
                 }
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-    peer, ours, written = rows.values()
+            for s, t in ((server, thread), (batch_server, batch_thread)):
+                s.should_exit = True
+                t.join(timeout=10)
+    peer, ours, written, batched = rows.values()
     ratio = (ours["pieces"] / ours["wall"]) / (peer["pieces"] / peer["wall"])
     writer_ratio = (written["pieces"] / written["wall"]) / (ours["pieces"] / ours["wall"])
+    batch_ratio = (batched["pieces"] / batched["wall"]) / (peer["pieces"] / peer["wall"])
     table = Table(title=f"{CLIENTS} streaming chats with {MODEL} (embedded model), max_tokens {MAX_TOKENS}, loopback")
     for col in (
         "mode",
@@ -201,12 +214,24 @@ def main() -> None:
             f"{_pct(r['ttft'], 50):.0f}",
             f"{_pct(r['ttft'], 99):.0f}",
             f"{rate:.1f}",
-            "1.00" if r is peer else f"{ratio:.3f}" if r is ours else f"{writer_ratio:.3f} of ours",
+            "1.00"
+            if r is peer
+            else f"{ratio:.3f}"
+            if r is ours
+            else f"{batch_ratio:.3f}"
+            if r is batched
+            else f"{writer_ratio:.3f} of ours",
         )
     console.print(table)
     verdict = "met" if ratio >= TARGET and ours["dropped"] == 0 else "MISSED"
     console.print(
         f"throughput concurrent / one at a time: {ratio:.3f} (target ≥ {TARGET:.2f}, none dropped): {verdict}"
+    )
+    b_ttft = _pct(batched["ttft"], 50)
+    b_verdict = "met" if batch_ratio >= BATCH_TARGET and b_ttft <= 300 and batched["dropped"] == 0 else "MISSED"
+    console.print(
+        f"continuous batching / one at a time: {batch_ratio:.3f}, p50 TTFT {b_ttft:.0f} ms (issue 21 target: "
+        f"≥ {BATCH_TARGET:.0f}x and ≤ 300 ms, none dropped): {b_verdict}"
     )
     w_verdict = "met" if writer_ratio >= WRITER_TARGET and written["dropped"] == 0 else "MISSED"
     console.print(

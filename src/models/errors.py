@@ -190,6 +190,10 @@ class AuditError(CompanionError):
     """The audit log could not be written or read."""
 
 
+class QueueFullError(EngineError):
+    """Too many requests are already waiting for this model: try again shortly (HTTP 429)."""
+
+
 class ChatError(CompanionError, ValueError):
     """A saved conversation refused an operation (names the chat, the position or the line)."""
 

@@ -22,6 +22,10 @@ def serve(
     max_requests: Annotated[
         int, typer.Option(help="Generations in flight per user, streamed or not (n choices count n).")
     ] = 8,
+    batch_rows: Annotated[
+        int,
+        typer.Option(help="Continuous batching: streams a local fast-engine model decodes at once (0: queue them)."),
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve personalities over an OpenAI-compatible API (SSE streaming) and a web page at /."""
@@ -32,7 +36,12 @@ def serve(
         host=host,
         port=port,
         auth="keys" if require_keys else None,
-        limits=Limits(max_tokens=max_tokens, max_streams_per_key=max_streams, max_requests_per_key=max_requests),
+        limits=Limits(
+            max_tokens=max_tokens,
+            max_streams_per_key=max_streams,
+            max_requests_per_key=max_requests,
+            batch_rows=batch_rows,
+        ),
     ).check()
     where = f"http://{host}:{port}"
     err.print(f"[bold]companion serve[/] on {where} (web page {where}/, API {where}/v1, mode {settings.mode})")

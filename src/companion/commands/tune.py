@@ -19,7 +19,7 @@ def tune_personality(
     epochs_max: Annotated[int, typer.Option("--epochs-max", help="Epochs are sampled from 1 to this.")] = 4,
     emotion_samples: Annotated[int, typer.Option(help="Replies per trial for emotion agreement.")] = 8,
     study: Annotated[str | None, typer.Option(help="Study name (default: tune-personality-NAME).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Training lines (default: the card's own).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training lines (default: the shipped character data).")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the chosen trial.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:

@@ -280,7 +280,8 @@ def create_app(settings: ServerSettings | None = None, *, manager: Any = None, c
 
     settings = (settings or ServerSettings()).check()
     context = context or current()
-    runner = Runner(workers=settings.limits.workers, manager=manager or context.manager)
+    runner = Runner(workers=settings.limits.workers, manager=manager or context.manager,
+                    batch_rows=settings.limits.batch_rows)  # fmt: skip
     state = ServerState(settings=settings, runner=runner, context=context)
 
     @contextlib.asynccontextmanager

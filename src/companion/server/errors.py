@@ -7,6 +7,7 @@ Library errors (`models.errors`) are translated here, at the edge, and nowhere e
     ChatNotFoundError                  404 invalid_request_error, code chat_not_found
     bad input (ValueError family)      400 invalid_request_error
     VersionError, UpdateError          409 invalid_request_error
+    QueueFullError                     429 rate_limit_error, code queue_full (Retry-After: 1)
     anything else from the library     500 server_error (message kept: it names the problem)
 """
 
@@ -25,6 +26,7 @@ from models.errors import (
     ChatNotFoundError,
     CompanionError,
     ModelNotFoundError,
+    QueueFullError,
     UnknownModelError,
     UpdateError,
     VersionError,
@@ -71,13 +73,15 @@ def status_of(exc: CompanionError) -> tuple[int, str | None]:
         return 404, "chat_not_found"
     if isinstance(exc, VersionError | UpdateError):
         return 409, None
+    if isinstance(exc, QueueFullError):
+        return 429, "queue_full"
     if isinstance(exc, ValueError):  # DataError, UnknownContextError, FeedbackError, PreferenceError, ...
         return 400, None
     return 500, None
 
 
 def _json(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 429 else None
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 

@@ -1,4 +1,5 @@
-"""Generation off the event loop: one worker thread per request, a fair queue per engine.
+"""Generation off the event loop: one worker thread per request, a fair queue per engine, or
+continuous batching on a local `fast` engine (`models.engines.llama.scheduler`).
 
 Engines are not re-entrant (one generation at a time per instance, `models.engines.base`), and a
 model's `last_stats` / a personality's `last_response` describe *its* last call. So every
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.engines.llama.scheduler import requested_by
 from models.security import acting_as
 
 __all__ = ["FairLock", "Job", "Runner", "Turn"]
@@ -101,12 +103,30 @@ class Turn:
 Job = Callable[[Any, str, str], Turn]
 
 
+class Batched:
+    """The "lock" of an engine that batches (`FastEngine.enable_batching`): turns run at once and
+    its scheduler shares every decoding step between them, admitting users round-robin."""
+
+    def acquire(self, cancel: threading.Event | None = None, user: str = "") -> bool:
+        return not (cancel is not None and cancel.is_set())
+
+    def release(self) -> None:
+        return None
+
+    waiting = 0
+
+
+BATCHED = Batched()
+
+
 @dataclass
 class Runner:
-    """Runs jobs in worker threads as `user`, one at a time per engine, in arrival order."""
+    """Runs jobs in worker threads as `user`: one at a time per engine in arrival order, or all
+    at once on an engine that batches (`batch_rows` > 0 turns it on for local `fast` engines)."""
 
     workers: int = 64
     manager: Any = None
+    batch_rows: int = 0
     _locks: dict[int, FairLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _executor: ThreadPoolExecutor | None = None
@@ -138,13 +158,19 @@ class Runner:
             raise DataError(f"{model_id!r} is a {category} model; chat with a personality or a base model")
         return category, name
 
-    def lock_for(self, model: Any) -> FairLock:
-        """The lock of the engine a model generates with (personalities share their base's)."""
+    def lock_for(self, model: Any) -> FairLock | Batched:
+        """The lock of the engine a model generates with (personalities share their base's); an
+        engine that can batch gets its scheduler started instead."""
         from models.gate import inside_checked_call
 
         with inside_checked_call():  # bookkeeping, not a generation: the engine's identity only
             base = getattr(model, "base", model)
-            key = id(getattr(base, "engine", base))
+            engine = getattr(base, "engine", base)
+            key = id(engine)
+        if self.batch_rows > 0 and hasattr(engine, "enable_batching"):
+            with self._guard:
+                engine.enable_batching(max_rows=self.batch_rows)
+            return BATCHED
         with self._guard:
             if key not in self._locks:
                 self._locks[key] = FairLock()
@@ -152,7 +178,7 @@ class Runner:
 
     def _work(self, user: str, model_id: str, job: Job, put: Callable[[tuple[str, Any]], None], cancel: Any) -> None:
         try:
-            with acting_as(user):
+            with acting_as(user), requested_by(user):
                 category, name = self.resolve(model_id)
                 model = self.get_manager().load_model(category, name)
                 if hasattr(model, "shared_sessions"):  # replicas share each user's session (issue 21)

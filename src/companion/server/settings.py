@@ -35,6 +35,10 @@ class Limits:
     )
     max_stop: int = field(default=4, metadata={"help": "Most stop sequences."})
     workers: int = field(default=64, metadata={"help": "Threads that run generations (queued beyond)."})
+    batch_rows: int = field(
+        default=0,
+        metadata={"help": "Streams a local model decodes together, continuous batching (0: one at a time)."},
+    )
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,9 @@ class ServerSettings:
             )
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, not {self.port}")
-        for limit in fields(self.limits):  # every limit is a count or a size
-            if getattr(self.limits, limit.name) < 1:
-                problems.append(f"limits.{limit.name} must be >= 1")
+        for limit in fields(self.limits):  # every limit is a count or a size (batch_rows 0: off)
+            if getattr(self.limits, limit.name) < (0 if limit.name == "batch_rows" else 1):
+                problems.append(f"limits.{limit.name} must be >= {0 if limit.name == 'batch_rows' else 1}")
         if problems:
             raise ConfigError("serve", problems)
         return self

@@ -26,7 +26,16 @@ import torch
 from models.engines.codec import TextCodec
 from models.engines.sampling import LogitsGuide, Sampler
 
-__all__ = ["Candidate", "DecodeRow", "Engine", "GenerationStats", "LocalEngine", "SamplingParams", "row_seeds"]
+__all__ = [
+    "Candidate",
+    "DecodeRow",
+    "Engine",
+    "GenerationStats",
+    "LocalEngine",
+    "PerThread",
+    "SamplingParams",
+    "row_seeds",
+]
 
 
 @dataclass(frozen=True)
@@ -159,10 +168,39 @@ def check_rows(n: int) -> None:
         raise GenerationInputError(f"n (the number of candidates) must be an integer >= 1, not {n!r}")
 
 
+class PerThread:
+    """An attribute each thread sees as it last set it (a thread that set none sees the value
+    any thread set last, so single-threaded code reads what it wrote): what a call leaves behind
+    (`last_stats`, `last_response`) stays the caller's when calls overlap in a server."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        local = obj.__dict__.get("_per_thread")
+        if local is not None and hasattr(local, self.name):
+            return getattr(local, self.name)
+        try:
+            return obj.__dict__[f"_last_{self.name}"]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        local = obj.__dict__.get("_per_thread")
+        if local is None:
+            local = obj.__dict__.setdefault("_per_thread", threading.local())
+        setattr(local, self.name, value)
+        obj.__dict__[f"_last_{self.name}"] = value
+
+
 class Engine(ABC):
-    """A text generator. Engines are not re-entrant: one generation at a time per instance."""
+    """A text generator. One generation at a time per instance, except where a local engine
+    batches (`FastEngine.enable_batching`); `last_stats` is per thread."""
 
     name: str = "engine"
+    last_stats = PerThread()
 
     def __init__(self) -> None:
         self.last_stats = GenerationStats()
@@ -337,6 +375,10 @@ class LocalEngine(Engine):
 
     @torch.inference_mode()
     def score(self, texts: Sequence[str]) -> list[float]:
+        with self.lock:  # forward_full may grow the engine's own tables
+            return self._score(texts)
+
+    def _score(self, texts: Sequence[str]) -> list[float]:
         out = []
         for text in texts:
             ids = self.codec.encode(text, add_bos=True)[: self.max_positions]

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.engines.base import PerThread
 from models.errors import DataError, UnknownContextError
 from models.gate import checked_attribute, generating
 from models.personality.behavior import GenerationPlan, behavior_score, plan_turn, token_label
@@ -73,6 +74,8 @@ class PersonalityModel:
     #: Keep each named user's session (emotional state, scenario, turn) in the database, read at
     #: the start of a turn and written at its end, so server replicas share it (`companion serve`).
     shared_sessions: bool = False
+    #: The `Response` of this thread's last call (calls overlap in a server that batches).
+    last_response = PerThread()
 
     def __init__(
         self,

@@ -41,6 +41,10 @@ SPACE: dict[str, Any] = {
 }
 
 
+#: The data the shipped adapters were trained on (`tools/ship_personality_adapters.py`).
+SHIPPED_DATA = "models/training_data/personality_data"
+
+
 @dataclass
 class TuneSettings:
     trials: int = 8
@@ -158,6 +162,7 @@ def tune_personality(
     )
 
     settings = settings or TuneSettings()
+    training_data = training_data or SHIPPED_DATA  # the characters' own lines, as the shipped adapters use
     t0 = time.time()
     study_name = settings.study or f"tune-personality-{name}"
     root = Path(output_dir) if output_dir else companion_home() / "runs" / study_name
@@ -226,7 +231,7 @@ def _publish(
     else:  # a trial of an earlier run of the study: its folder and recorded metrics
         from models.training.personality import PersonalityRun
 
-        plan = plan_personality(name, None, 1, "lora", PersonalityRun(), manager, user)
+        plan = plan_personality(name, SHIPPED_DATA, 1, "lora", PersonalityRun(), manager, user)
         vc, model, lineage, metrics = plan.vc, plan.model, {"recipe": "personality", "method": "lora"}, {}
     lineage["tuning"] = {
         "library": "optuna",

@@ -16,7 +16,7 @@ plus one layer, and bfloat16 weights stay bfloat16 with `dtype=None` (`dtype: au
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,35 @@ class FastEngine(LocalEngine):
         with self.scope():
             self.ensure_capacity(capacity)
             return self.cache.expand(rows, self._pos, capacity)
+
+    # --- continuous batching ---------------------------------------------------------------
+
+    scheduler: Any = None
+    """A `Scheduler` once `enable_batching` ran: single decodes then share its batched steps."""
+
+    def enable_batching(self, **settings: Any) -> Any:
+        """Decode every streamed generation through one continuous-batching `Scheduler` (a
+        server does this): concurrent callers share each step instead of queueing."""
+        from models.engines.llama.scheduler import Scheduler
+
+        if self.scheduler is None:
+            self.scheduler = Scheduler(self, **settings)
+        return self.scheduler
+
+    def stream_ids(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
+        scheduler = self.scheduler
+        if scheduler is None:
+            yield from super().stream_ids(ids, params, suppress)
+            return
+        params.check()
+        ticket = scheduler.submit(ids, params, suppress=suppress)
+        self.last_stats = ticket.stats
+        yield from ticket
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+            self.scheduler = None
 
     def sample_many(self, prompt: str | Sequence[dict[str, str]], params: SamplingParams, n: int) -> list[Candidate]:
         """`Engine.sample_many` with the n rows decoded together in batched steps."""

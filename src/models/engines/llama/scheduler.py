@@ -1,0 +1,400 @@
+"""Continuous batching for the `fast` engine: every decoding step runs all live requests at once.
+
+A `Scheduler` owns one thread and one batch KV cache. Callers `submit` a prompt (token ids and
+`SamplingParams`) and read text pieces from the returned `Ticket` as they decode. At every
+step the thread
+
+1. **admits** waiting requests into free rows, round-robin across users (one user's twenty
+   requests cannot starve another's one), first come first served within a user. A prompt is
+   prefilled from the longest prefix it shares with a recently seen prompt (a character's card
+   is the same for every request, so only the new turns are computed: automatic prefix
+   caching, as vLLM and llama.cpp's server do), in chunks of at most `prefill_chunk` tokens per
+   step, so a long prompt does not stall the rows already decoding;
+2. **steps** every live row by one token in one forward pass (`step_rows`: each row at its own
+   position in the cache, attention masked per row), and hands each row's logits to its own
+   `DecodeRow` (sampler with its seed, `logit_bias`, penalties, the steering guide, stop ids and
+   strings, length limit), exactly the per-token code of the one-request loop;
+3. **retires** finished and cancelled rows at once (their cache rows are dropped).
+
+Greedy decoding gives the same tokens batched and alone (up to float rounding between batch
+shapes; the tests compare them); a seeded sampled row is reproducible because each row samples
+with its own generator. The waiting queue is bounded: `submit` raises `QueueFullError` beyond
+`max_waiting` (a server answers 429).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from models.engines.base import DecodeRow, GenerationStats, SamplingParams
+from models.engines.llama.block import forward
+from models.engines.llama.cache import KVCache, RopeTable
+from models.errors import EngineError, QueueFullError
+
+if TYPE_CHECKING:
+    from models.engines.llama.engine import FastEngine
+
+__all__ = ["REQUESTER", "QueueFullError", "Scheduler", "Ticket", "requested_by", "step_rows"]
+
+#: Who the current generation is for (fair admission is round-robin over these); a server sets it.
+REQUESTER: contextvars.ContextVar[str] = contextvars.ContextVar("companion_requester", default="")
+
+
+@contextlib.contextmanager
+def requested_by(user: str) -> Iterator[None]:
+    """Generations started inside count as `user`'s for the scheduler's fairness."""
+    token = REQUESTER.set(user)
+    try:
+        yield
+    finally:
+        REQUESTER.reset(token)
+
+
+def step_rows(w: Any, spec: Any, rope: RopeTable, tokens: torch.Tensor, cache: KVCache,
+              positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """One token per row, each at its own position: writes the rows' K/V there and attends over
+    each row's own prefix. Logits (rows, vocab). The weights are the engine's (`block.forward`
+    conventions: norms folded, Q pre-scaled)."""
+    b = tokens.shape[0]
+    h, d, inter, mm, eps = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm, spec.rms_norm_eps
+    heads, kvh = spec.num_heads, spec.num_kv_heads
+    nq, nkv, group = heads * d, kvh * d, heads // kvh
+    hidden = (h,)
+    rows = torch.arange(b)
+    cos, sin = rope.cos[positions][:, None], rope.sin[positions][:, None]  # (b, 1, 2, d/2)
+    span = int(positions.max()) + 1
+    masked = (torch.arange(span)[None, :] > positions[:, None])[:, None, None, :]  # (b, 1, 1, span)
+    x = F.embedding(tokens, w.embed)
+    for i, lw in enumerate(w.layers):
+        qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv)
+        if lw.qkv_bias is not None:
+            qkv.add_(lw.qkv_bias)
+        if lw.q_norm is not None:
+            from models.engines.llama.block import _head_norms
+
+            _head_norms(qkv, lw, nq, nkv, d, eps)
+        qk = qkv[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
+        swapped = qk.flip(2)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        layer = cache.data[i]  # (2, rows, kvh, capacity, d)
+        layer[:, rows, :, positions] = qkv[:, nq:].view(b, 2, kvh, d)
+        k, v = layer[0, :, :, :span], layer[1, :, :, :span]
+        scores = torch.matmul(qkv[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
+        scores.masked_fill_(masked, float("-inf"))
+        att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        x = mm(att, lw.o).add_(x)
+        if lw.o_bias is not None:
+            x.add_(lw.o_bias)
+        gate_up = mm(F.rms_norm(x, hidden, None, eps), lw.gate_up)
+        x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), lw.down).add_(x)
+    return mm(F.rms_norm(x, hidden, w.head_norm, eps), w.head)
+
+
+_DONE = object()
+
+
+@dataclass
+class Ticket:
+    """One submitted request: iterate it for text pieces; `stats` and `result` when it ends."""
+
+    ids: list[int]
+    params: SamplingParams
+    user: str
+    row: DecodeRow
+    stats: GenerationStats
+    suppress: torch.Tensor | None = None
+    submitted: float = field(default_factory=time.perf_counter)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    # the scheduler's own state of this request
+    prefilled: int = 0
+    cache: KVCache | None = None
+    pos: int = 0
+    last: int = 0
+
+    def cancel(self) -> None:
+        """The client left: the row is dropped at the next step."""
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while True:
+                item = self.outbox.get()
+                if item is _DONE:
+                    break
+                yield item
+        finally:
+            if not self.row.done:
+                self.cancel()
+        if self.error is not None:
+            raise self.error
+
+
+class Scheduler:
+    """Continuous batching over one `FastEngine` (see the module docstring)."""
+
+    def __init__(self, engine: FastEngine, *, max_rows: int = 64, max_waiting: int = 256,
+                 prefill_chunk: int = 256, prefix_cache: int = 16) -> None:  # fmt: skip
+        self.engine = engine
+        self.max_rows, self.max_waiting, self.prefill_chunk = max_rows, max_waiting, prefill_chunk
+        self.prefix_entries = prefix_cache
+        self._cond = threading.Condition()
+        self._waiting: dict[str, deque[Ticket]] = {}
+        self._order: deque[str] = deque()
+        self._admitting: list[Ticket] = []
+        self._running: list[Ticket] = []
+        self._prefixes: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._cache: KVCache | None = None
+        self._rope: RopeTable | None = None
+        self._closed = False
+        self.steps = 0
+        self.prefix_hits = 0
+        self.admitted: deque[str] = deque(maxlen=1000)  # users in admission order (for tests and stats)
+        self._thread = threading.Thread(target=self._loop, name="companion-batch", daemon=True)
+        self._thread.start()
+
+    # --- the caller's side -------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._waiting.values())
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return len(self._running) + len(self._admitting)
+
+    def submit(self, ids: list[int], params: SamplingParams, *, user: str | None = None,
+               suppress: torch.Tensor | None = None) -> Ticket:  # fmt: skip
+        """Queue a generation (for `user`, else `REQUESTER`'s); its pieces arrive on the ticket."""
+        user = REQUESTER.get() if user is None else user
+        stats, ids, max_new, _t0 = self.engine.begin(ids, params)
+        row = DecodeRow(self.engine.codec, ids, params, max(1, max_new))
+        ticket = Ticket(ids, params, user, row, stats, suppress)
+        if max_new <= 0:
+            row.done = True
+            ticket.outbox.put(_DONE)
+            return ticket
+        with self._cond:
+            if self._closed:
+                raise EngineError("the scheduler is closed")
+            if sum(len(q) for q in self._waiting.values()) >= self.max_waiting:
+                raise QueueFullError(f"{self.max_waiting} requests are already waiting for this model")
+            if user not in self._waiting:
+                self._waiting[user] = deque()
+                self._order.append(user)
+            self._waiting[user].append(ticket)
+            self._cond.notify()
+        return ticket
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _next_waiting(self) -> Ticket | None:
+        while self._order:
+            user = self._order.popleft()
+            q = self._waiting[user]
+            ticket = q.popleft()
+            if q:
+                self._order.append(user)  # this user's next request waits for the others' turn
+            else:
+                del self._waiting[user]
+            if not ticket.cancelled.is_set():
+                return ticket
+            ticket.outbox.put(_DONE)
+        return None
+
+    def _loop(self) -> None:
+        engine = self.engine
+        while True:
+            with self._cond:
+                while not self._closed and not self._order and not self._running and not self._admitting:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                while len(self._running) + len(self._admitting) < self.max_rows:
+                    ticket = self._next_waiting()
+                    if ticket is None:
+                        break
+                    self._admitting.append(ticket)
+                    self.admitted.append(ticket.user)
+            try:
+                with engine.scope():
+                    self._prefill_some()
+                    if self._running:
+                        self._step()
+            except BaseException as exc:  # the batch itself failed: every caller must hear of it
+                self._fail_all(exc)
+
+    def _tables(self, capacity: int) -> tuple[KVCache, RopeTable]:
+        engine = self.engine
+        dtype = engine.weights.dtype
+        if self._rope is None or self._rope.capacity < capacity or self._rope.cos.dtype != dtype:
+            self._rope = RopeTable(engine.spec, min(engine.spec.max_positions, max(capacity, 256)), dtype)
+        if self._cache is None or self._cache.dtype != dtype:
+            self._cache = KVCache(engine.spec, 0, self._rope.capacity, dtype)
+        if self._cache.capacity < capacity:
+            self._cache.grow(capacity)
+            self._rope = RopeTable(engine.spec, self._cache.capacity, dtype)
+        return self._cache, self._rope
+
+    def _prefill_some(self) -> None:
+        """Prefill admitted prompts, `prefill_chunk` tokens in all per loop; finished ones take
+        their first token and join the running batch."""
+        budget = self.prefill_chunk
+        engine = self.engine
+        for ticket in list(self._admitting):
+            if ticket.cancelled.is_set():
+                self._admitting.remove(ticket)
+                self._finish(ticket)
+                continue
+            if budget <= 0:
+                break
+            need = len(ticket.ids) + ticket.row.max_new
+            _cache, rope = self._tables(need)
+            if ticket.cache is None:
+                ticket.cache = KVCache(engine.spec, 1, need, engine.weights.dtype)
+                ticket.prefilled = self._from_prefix(ticket)
+            take = min(budget, len(ticket.ids) - ticket.prefilled)
+            start = ticket.prefilled
+            chunk = torch.tensor([ticket.ids[start : start + take]])
+            try:
+                logits = forward(engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, last_only=True)
+            except Exception as exc:  # this prompt's problem (a bad token id): this request fails alone
+                ticket.error = exc
+                self._admitting.remove(ticket)
+                self._finish(ticket)
+                continue
+            ticket.prefilled += take
+            budget -= take
+            if ticket.prefilled < len(ticket.ids):
+                continue
+            self._remember(ticket)
+            self._admitting.remove(ticket)
+            ticket.pos = len(ticket.ids)
+            if self._take(ticket, logits[0, -1]):
+                self._join(ticket)
+            else:
+                self._finish(ticket)
+
+    def _from_prefix(self, ticket: Ticket) -> int:
+        """Copy the longest cached prefix of the prompt into its cache; how many tokens it covers
+        (at least one token is left to compute, for the logits)."""
+        best, best_kv = 0, None
+        ids = ticket.ids
+        for key, kv in self._prefixes.items():
+            n = min(len(key), len(ids) - 1)
+            common = 0
+            while common < n and key[common] == ids[common]:
+                common += 1
+            if common > best:
+                best, best_kv, best_key = common, kv, key
+        if best_kv is None or best < 16:
+            return 0
+        self._prefixes.move_to_end(best_key)
+        ticket.cache.data[..., :best, :] = best_kv[..., :best, :]
+        self.prefix_hits += 1
+        return best
+
+    def _remember(self, ticket: Ticket) -> None:
+        key = tuple(ticket.ids)
+        if len(key) < 16 or self.prefix_entries <= 0:
+            return
+        self._prefixes[key] = ticket.cache.data[..., : len(key), :].clone()
+        self._prefixes.move_to_end(key)
+        while len(self._prefixes) > self.prefix_entries:
+            self._prefixes.popitem(last=False)
+
+    def _join(self, ticket: Ticket) -> None:
+        """Add a prefilled request's cache as a new row of the batch cache."""
+        cache, _rope = self._tables(len(ticket.ids) + ticket.row.max_new)
+        row = ticket.cache.data
+        if row.shape[4] < cache.capacity:
+            pad = row.new_zeros((*row.shape[:4], cache.capacity - row.shape[4], row.shape[5]))
+            row = torch.cat((row, pad), dim=4)
+        cache.data = torch.cat((cache.data, row[..., : cache.capacity, :]), dim=2)
+        ticket.cache = None
+        self._running.append(ticket)
+
+    def _take(self, ticket: Ticket, logits: torch.Tensor) -> bool:
+        """Sample the row's next token and hand over its text; whether it goes on. A request's
+        own error (its sampling parameters, its grammar) ends that request only."""
+        if ticket.cancelled.is_set():
+            return False
+        try:
+            return self._sample(ticket, logits)
+        except Exception as exc:
+            ticket.error = exc
+            return False
+
+    def _sample(self, ticket: Ticket, logits: torch.Tensor) -> bool:
+        if ticket.suppress is not None and len(ticket.suppress):
+            logits = logits.index_fill(0, ticket.suppress, float("-inf"))
+        row, stats = ticket.row, ticket.stats
+        seen = len(row.pieces)
+        ticket.last = row.take(logits)
+        stats.completion_tokens = row.tokens
+        for piece in row.pieces[seen:]:
+            if stats.time_to_first_token_s is None:
+                stats.time_to_first_token_s = time.perf_counter() - ticket.submitted
+            ticket.outbox.put(piece)
+        return not row.done
+
+    def _step(self) -> None:
+        engine, cache = self.engine, self._cache
+        assert cache is not None and self._rope is not None
+        tokens = torch.tensor([t.last for t in self._running], dtype=torch.long)
+        positions = torch.tensor([t.pos for t in self._running], dtype=torch.long)
+        logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions)
+        self.steps += 1
+        keep = []
+        for i, ticket in enumerate(self._running):
+            ticket.pos += 1
+            if self._take(ticket, logits[i]) and ticket.pos < cache.capacity:
+                keep.append(i)
+            else:
+                self._finish(ticket)
+        if len(keep) != len(self._running):
+            self._running = [self._running[i] for i in keep]
+            cache.select(keep)
+
+    def _finish(self, ticket: Ticket) -> None:
+        row, stats = ticket.row, ticket.stats
+        tail = row.tail() if not ticket.cancelled.is_set() and ticket.error is None else ""
+        if tail:
+            ticket.outbox.put(tail)
+        stats.finish_reason = row.finish
+        stats.total_s = time.perf_counter() - ticket.submitted
+        if row.token_logprobs is not None:
+            stats.extra["logprobs"] = row.token_logprobs
+        stats.extra["batched"] = True
+        row.done = True
+        ticket.outbox.put(_DONE)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._cond:
+            everyone = self._admitting + self._running + [t for q in self._waiting.values() for t in q]
+            self._admitting, self._running, self._waiting, self._order = [], [], {}, deque()
+            self._cache = None
+        for ticket in everyone:
+            ticket.error = exc
+            ticket.row.done = True
+            ticket.outbox.put(_DONE)
