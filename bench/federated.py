@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.personalization import HIDDEN, MESSAGES, _home, _hybrid
+from bench.personalization import HIDDEN, MESSAGES, SimulatedUser, _home, _hybrid
 
 CLIENTS = int(os.environ.get("BENCH_FL_CLIENTS", "12"))
 USERS = int(os.environ.get("BENCH_FL_USERS", "5"))
@@ -49,8 +49,9 @@ SHARE = 0.7
 TASTE = {"length": 0.15, "formality": 0.1, "emoji": 0.5, "questions": 0.9, "exclamation": 0.4}
 
 
-class PopulationUser:
-    """A simulated user whose hidden ideals follow the population with probability `share`."""
+class PopulationUser(SimulatedUser):
+    """A simulated user whose hidden ideals follow the population with probability `share`
+    (utility and stars as `bench.personalization.SimulatedUser`)."""
 
     def __init__(self, rng: random.Random, lean: dict[str, float], share: float) -> None:
         self.ideal = {}
@@ -61,17 +62,6 @@ class PopulationUser:
                 self.ideal[k] = rng.uniform(0.05, 0.6) if k == "length" else rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
         self.weight = {k: rng.uniform(0.2, 1.0) for k in HIDDEN}
         self.rng = rng
-
-    def utility(self, text: str) -> float:
-        from models.personalization.features import measure
-
-        m = measure(text)
-        span = {"length": 0.6}
-        loss = sum(self.weight[k] * min(1.0, abs(m[k] - self.ideal[k]) / span.get(k, 1.0)) for k in HIDDEN)
-        return 1.0 - loss / sum(self.weight.values())
-
-    def stars(self, text: str) -> int:
-        return max(1, min(5, 1 + round(4 * (self.utility(text) + self.rng.gauss(0.0, 0.05)))))
 
 
 def candidate_pools(hybrid: Any, messages: list[str], seeds: int) -> list[tuple[str, list[str]]]:

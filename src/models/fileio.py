@@ -54,6 +54,19 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def optional_version(distribution: str, module: str) -> str | None:
+    """The installed version of an optional dependency (an extra), or None when it is absent."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -68,14 +68,9 @@ class VoiceNotFoundError(DataError, LookupError):
 
 def piper_version() -> str | None:
     """piper-tts's version, or None when the `voice` extra is not installed."""
-    try:
-        from importlib.metadata import version
+    from models.fileio import optional_version
 
-        import piper  # noqa: F401
-
-        return version("piper-tts")
-    except ImportError:
-        return None
+    return optional_version("piper-tts", "piper")
 
 
 def voices_dir() -> Path:

@@ -142,15 +142,12 @@ def instance_users(model: str | None = None, limit: int = 100_000) -> dict[str, 
 
 
 def flower_version() -> str | None:
-    """Flower's version, or None when the `federated` extra is not installed."""
-    try:
-        from importlib.metadata import version
+    """Flower's version, or None without the `federated` extra (Flower and dp-accounting)."""
+    from models.fileio import optional_version
 
-        import flwr  # noqa: F401
-
-        return version("flwr")
-    except ImportError:
+    if optional_version("dp-accounting", "dp_accounting") is None:
         return None
+    return optional_version("flwr", "flwr")
 
 
 def require_flower() -> None:
