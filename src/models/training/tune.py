@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.errors import TrainingError
+
 __all__ = ["SPACE", "TuneResult", "TuneSettings", "tune_personality"]
 
 #: The search space (each trial samples one value of each).
@@ -96,13 +98,23 @@ def _row(trial: Any) -> dict[str, Any]:
     }
 
 
-def _emotion_agreement(folder: Path, samples: int, seed: int, manager: Any) -> float:
+def _emotion_agreement(folder: Path, name: str, samples: int, seed: int, manager: Any) -> float:
+    """Emotion agreement of the trial's personality version (its card, its adapter)."""
+    from models.config import ModelEntry
     from models.evaluation import _emotion_agreement as agreement
-    from models.runner import resolve_run_model
+    from models.model_manager import ModelManager
+    from models.paths import PathRef
+    from models.personality.loader import load_personality
+    from models.registry import LoadRequest
 
-    model = resolve_run_model(str(folder), manager=manager, confirm=lambda _q: False)
+    entry = ModelEntry(type="personality", path=str(folder))
+    ref = PathRef("folder", str(folder), folder=folder, category="personality", name=name)
+    model = load_personality(manager or ModelManager(), LoadRequest("personality", name, entry, ref,
+                                                                    entry.typed_parameters()))  # fmt: skip
     found = agreement(model, samples, seed)
-    return float(found[0]) if found else 0.0
+    if found is None:
+        raise TrainingError(f"{folder}: the trial's personality has no emotion classifier to measure agreement")
+    return float(found[0])
 
 
 def _pruner(study: Any, trial: Any) -> Any:
@@ -193,7 +205,7 @@ def tune_personality(
         stage = folder / "version"
         stage.mkdir(parents=True)
         write_personality_version(stage, plan, fit)
-        agreement = _emotion_agreement(stage, settings.emotion_samples, settings.seed, manager)
+        agreement = _emotion_agreement(stage, name, settings.emotion_samples, settings.seed, manager)
         trial.set_user_attr("folder", str(stage))
         trial.set_user_attr("metrics", json.loads(json.dumps(fit.metrics, default=str)))
         plans[trial.number] = (plan, fit)
