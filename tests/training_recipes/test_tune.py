@@ -36,6 +36,11 @@ def test_tune_publishes_the_chosen_trial_and_the_study_resumes(ada: Path, ada_li
     again = tune_personality("ada", str(ada_lines), TuneSettings(trials=2, epochs_max=2, emotion_samples=2),
                              progress=False, publish=False)  # fmt: skip
     assert len(again.trials) == 5 and again.version is None
+    # each trial's agreement is measured on the trial as a personality (card + adapter)
+    from models.training.tune import trial_personality
+
+    trial = trial_personality(Path(done[0]["folder"]), "ada")
+    assert trial.labels and hasattr(trial, "generate_response") and trial.classifier is not None
 
 
 def test_a_bad_trial_is_pruned_by_the_median_rule() -> None:

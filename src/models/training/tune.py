@@ -98,10 +98,9 @@ def _row(trial: Any) -> dict[str, Any]:
     }
 
 
-def _emotion_agreement(folder: Path, name: str, samples: int, seed: int, manager: Any) -> float:
-    """Emotion agreement of the trial's personality version (its card, its adapter)."""
+def trial_personality(folder: Path, name: str, manager: Any = None) -> Any:
+    """A trial's version folder loaded as the personality it is (its card, its adapter)."""
     from models.config import ModelEntry
-    from models.evaluation import _emotion_agreement as agreement
     from models.model_manager import ModelManager
     from models.paths import PathRef
     from models.personality.loader import load_personality
@@ -109,9 +108,15 @@ def _emotion_agreement(folder: Path, name: str, samples: int, seed: int, manager
 
     entry = ModelEntry(type="personality", path=str(folder))
     ref = PathRef("folder", str(folder), folder=folder, category="personality", name=name)
-    model = load_personality(manager or ModelManager(), LoadRequest("personality", name, entry, ref,
-                                                                    entry.typed_parameters()))  # fmt: skip
-    found = agreement(model, samples, seed)
+    return load_personality(manager or ModelManager(), LoadRequest("personality", name, entry, ref,
+                                                                   entry.typed_parameters()))  # fmt: skip
+
+
+def _emotion_agreement(folder: Path, name: str, samples: int, seed: int, manager: Any) -> float:
+    """Emotion agreement of the trial's personality version."""
+    from models.evaluation import _emotion_agreement as agreement
+
+    found = agreement(trial_personality(folder, name, manager), samples, seed)
     if found is None:
         raise TrainingError(f"{folder}: the trial's personality has no emotion classifier to measure agreement")
     return float(found[0])
