@@ -53,8 +53,11 @@ def _start_server(batch_rows: int = 0) -> tuple[str, Any, threading.Thread]:
 
     from companion.server import ServerSettings, create_app
     from companion.server.settings import Limits
+    from models.model_manager import ModelManager
 
-    app = create_app(ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=Limits(batch_rows=batch_rows)))
+    settings = ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=Limits(batch_rows=batch_rows))
+    # each server its own manager, so each its own copy of the model (one batches, one queues)
+    app = create_app(settings, manager=ModelManager() if batch_rows else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -154,7 +157,7 @@ def main() -> None:
         counts = {"writes": 0, "errors": 0}
         try:
             asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
-            asyncio.run(_run(batch_url, False, keys[:2]))
+            asyncio.run(_run(batch_url, False, keys))
             rows = {}
             modes = (
                 ("one at a time (peer)", url, False, False),
