@@ -107,3 +107,17 @@ def test_the_queue_is_bounded_and_a_cancelled_row_is_freed(engine: FastEngine) -
         assert "".join(accepted[1]) != "" and sched.running == 0
     finally:
         sched.close()
+
+
+@pytest.mark.parametrize("case", ["qwen2", "qwen3"])
+def test_biases_and_head_norms_decode_the_same_batched(case: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tests.test_engine_architectures import CASES, _build
+
+    engine = FastEngine(_build(tiny_model_dir, tmp_path / case, CASES[case]), threads=1)
+    params = [SamplingParams(max_new_tokens=n, temperature=0.0) for n in (9, 5)]
+    alone = [_alone(engine, p, q) for p, q in zip(PROMPTS[:2], params, strict=True)]
+    engine.enable_batching()
+    try:
+        assert _batched(engine, PROMPTS[:2], params) == alone
+    finally:
+        engine.close()

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from models.engines.base import DecodeRow, GenerationStats, SamplingParams
-from models.engines.llama.block import forward
+from models.engines.llama.block import _head_norms, forward
 from models.engines.llama.cache import KVCache, RopeTable
 from models.errors import EngineError, QueueFullError
 
@@ -81,8 +81,6 @@ def step_rows(w: Any, spec: Any, rope: RopeTable, tokens: torch.Tensor, cache: K
         if lw.qkv_bias is not None:
             qkv.add_(lw.qkv_bias)
         if lw.q_norm is not None:
-            from models.engines.llama.block import _head_norms
-
             _head_norms(qkv, lw, nq, nkv, d, eps)
         qk = qkv[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
         swapped = qk.flip(2)
