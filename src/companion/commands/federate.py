@@ -32,6 +32,12 @@ def serve(
     delta: Annotated[float, typer.Option("--delta", help="δ of the (ε, δ) privacy budget reported.")] = 1e-5,
     model: Annotated[str, typer.Option("--model", help="The personalization model to publish to.")] = "user_prefs",
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the prior as a version.")] = True,
+    style: Annotated[
+        bool, typer.Option("--style/--no-style", help="Also federate the users' LoRA style adapters.")
+    ] = False,
+    style_base: Annotated[
+        str | None, typer.Option("--style-base", help="The base the style adapters are on (default: the model's).")
+    ] = None,
     certificates: Annotated[
         list[Path] | None, typer.Option("--certificate", help="TLS: CA certificate, server certificate, key (3x).")
     ] = None,
@@ -43,7 +49,8 @@ def serve(
     from models.training.federated import serve as run
 
     result = run(address, rounds=rounds, clients=clients, noise_multiplier=noise, clipping_norm=clip, delta=delta,
-                 model=model, publish=publish, certificates=_read(certificates, 3, "--certificate"))  # fmt: skip
+                 model=model, publish=publish, certificates=_read(certificates, 3, "--certificate"),
+                 style=style, style_base=style_base)  # fmt: skip
     info = result.to_json()
     if as_json:
         out.print_json(data=info)
@@ -51,6 +58,10 @@ def serve(
     eps = "∞ (no noise)" if info["epsilon"] is None else f"{info['epsilon']:.2f} at δ={delta:g}"
     out.print(f"{result.rounds} rounds over {result.clients} instances in {info['seconds']} s; ε = {eps}")
     out.print("prior profile: " + ", ".join(f"{k} {v:.2f}" for k, v in info["profile"].items()))
+    if info["style_adapter"] is not None:
+        users = info["style_adapter"]["users"]
+        took = "users' adapters: not counted (noise on)" if users is None else f"{users} users' adapters averaged"
+        out.print(f"style adapter on {info['style_adapter']['base_model']}: {took}")
     if result.version:
         out.print(f"published {result.model} {result.version}: new users start from it")
 
@@ -63,8 +74,9 @@ def join(
         Path | None, typer.Option("--root-certificate", help="TLS: the CA certificate.")
     ] = None,
 ) -> None:
-    """Take part with this instance's users' feedback: each round trains their learners here
-    and sends only the clipped average update."""
+    """Take part with this instance's users' feedback (and, when the server federates style,
+    their style adapters): each round trains their learners here and sends only the clipped
+    average update."""
     from companion.cli import out
     from models.training.federated import instance_users
     from models.training.federated import join as run

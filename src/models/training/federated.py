@@ -20,6 +20,13 @@ its lineage. New users of every instance that installs that version start from i
 Only the profile over measurable features is shared (`SHARED`: the ideal values `p`, their
 weights `w_quad`, the linear weights and the bias); the hashed word-embedding weights stay at
 the prior's value, since they are word-level and personal.
+
+With `style=True` the server also federates the users' LoRA style adapters where instances have
+them (`models.training.federated_style`): the arrays after `SHARED` are the population style
+adapter's A and B matrices, averaged by how many users' adapters each instance holds. One
+instance's update (learner and style together) is clipped as one vector, so the privacy
+analysis covers both; the published version carries the population adapter, and a user's first
+style adapter starts from it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +44,7 @@ import numpy as np
 from models.errors import DataError, TrainingError
 from models.personalization.events import FeedbackEvent
 from models.personalization.learner import PreferenceLearner
+from models.training.federated_style import StyleShape, initial_style, local_style_adapters, style_update
 
 __all__ = [
     "SHARED",
@@ -163,15 +170,24 @@ except ImportError:  # the `federated` extra is not installed: require_flower() 
     _Base = object
 
 
+#: The style adapters of an instance's users trained on the base with this weights hash.
+Adapters = Callable[[str], Sequence[Mapping[str, np.ndarray]]]
+
+
 class PersonalizationClient(_Base):  # type: ignore[misc,valid-type]
-    """One instance in a federation: `users()` gives its users' feedback events each round."""
+    """One instance in a federation: `users()` gives its users' feedback events each round,
+    `adapters(base_sha256)` their style adapters (when the server federates style)."""
 
     def __init__(
-        self, users: Callable[[], Mapping[str, Sequence[FeedbackEvent]]], min_events: int = MIN_EVENTS
+        self,
+        users: Callable[[], Mapping[str, Sequence[FeedbackEvent]]],
+        min_events: int = MIN_EVENTS,
+        adapters: Adapters | None = None,
     ) -> None:
         require_flower()
         self.users = users
         self.min_events = min_events
+        self.adapters = adapters
         self.rounds = 0
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
@@ -180,17 +196,27 @@ class PersonalizationClient(_Base):  # type: ignore[misc,valid-type]
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
         from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
 
-        prior = learner_from_arrays(parameters)
+        k = len(SHARED)
+        prior = learner_from_arrays(parameters[:k])
         arrays, n = local_update(prior, self.users(), self.min_events)
+        shape, styled = StyleShape.from_fit_config(config), 0
+        if shape is not None and len(parameters) == k + len(shape.names):
+            adapters = self.adapters(shape.base_sha256) if self.adapters else []
+            style, styled = style_update(shape, parameters[k:], adapters)
+            arrays += style
+        elif len(parameters) != k:
+            raise DataError(f"federated round: {len(parameters)} arrays and no style adapter shape in the config")
         private = KEY_CLIPPING_NORM in config
         if private:
             compute_clip_model_update(arrays, [np.asarray(a, np.float64) for a in parameters],
                                       float(config[KEY_CLIPPING_NORM]))  # fmt: skip
         self.rounds += 1
         # With noise every instance weighs the same (and says nothing about its size); without,
-        # FedAvg weighs instances by how many users took part. An instance with no users yet
-        # sends the prior back unchanged.
-        return arrays, 1 if private else max(1, n), {}
+        # FedAvg weighs instances by how many users took part, and their style adapters by how
+        # many users' adapters they hold. An instance with none sends the prior back unchanged.
+        if private:
+            return arrays, 1, {}
+        return arrays, max(1, n), {"style_users": styled} if shape is not None else {}
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict]:
         return 0.0, 1, {}
@@ -228,22 +254,75 @@ class _Keep:
         return None
 
 
-def strategy(
-    initial: PreferenceLearner, clients: int, noise_multiplier: float, clipping_norm: float, keep: _Keep
-) -> Any:
-    """Flower's FedAvg over every connected client, with client-side clipping and central
-    Gaussian noise when `noise_multiplier > 0`."""
-    from flwr.common import ndarrays_to_parameters
-    from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+def _weighted_mean(arrays: Sequence[Sequence[np.ndarray]], weights: Sequence[float]) -> list[np.ndarray]:
+    total = float(sum(weights))
+    return [sum(w * np.asarray(a[i], np.float64) for a, w in zip(arrays, weights, strict=True)) / total
+            for i in range(len(arrays[0]))]  # fmt: skip
 
-    fedavg = FedAvg(
+
+def _fedavg_class() -> type:
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvg
+
+    class PersonalizationFedAvg(FedAvg):
+        """FedAvg whose learner arrays are weighed by users with feedback (the clients'
+        example counts) and whose style arrays by users with a style adapter (the clients'
+        `style_users`; equal weights when noise is on). A round where no instance holds an
+        adapter keeps the population adapter the server sent."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.sent: list[np.ndarray] = []
+            self.style_users = 0
+
+        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+            self.sent = parameters_to_ndarrays(parameters)  # the global model as it stands, noise included
+            return super().configure_fit(server_round, parameters, client_manager)
+
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> tuple[Any, dict[str, Any]]:
+            if not results or (failures and not self.accept_failures):
+                return None, {}
+            k = len(SHARED)
+            decoded = [(parameters_to_ndarrays(r.parameters), r.num_examples, r.metrics) for _, r in results]
+            out = _weighted_mean([a[:k] for a, _, _ in decoded], [n for _, n, _ in decoded])
+            if len(self.sent) > k:
+                weights = [float(m.get("style_users", n)) for _, n, m in decoded]
+                styled = sum(weights) > 0
+                out += _weighted_mean([a[k:] for a, _, _ in decoded], weights) if styled else self.sent[k:]
+                self.style_users = max(self.style_users, int(sum(m.get("style_users", 0) for *_, m in decoded)))
+            return ndarrays_to_parameters(out), {}
+
+    return PersonalizationFedAvg
+
+
+def strategy(
+    initial: PreferenceLearner,
+    clients: int,
+    noise_multiplier: float,
+    clipping_norm: float,
+    keep: _Keep,
+    style: tuple[StyleShape, list[np.ndarray]] | None = None,
+) -> Any:
+    """FedAvg (learner and, with `style`, style adapter arrays) over every connected client,
+    with client-side clipping and central Gaussian noise when `noise_multiplier > 0`."""
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
+
+    arrays = prior_arrays(initial) + (list(style[1]) if style else [])
+    config = style[0].to_fit_config() if style else {}
+    fedavg = _fedavg_class()(
         fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=clients, min_evaluate_clients=0,
-        min_available_clients=clients, initial_parameters=ndarrays_to_parameters(prior_arrays(initial)),
-        evaluate_fn=keep, fit_metrics_aggregation_fn=lambda _results: {},
+        min_available_clients=clients, initial_parameters=ndarrays_to_parameters(arrays),
+        evaluate_fn=keep, on_fit_config_fn=lambda _round: dict(config),
     )  # fmt: skip
     if noise_multiplier <= 0:
         return fedavg
     return DifferentialPrivacyClientSideFixedClipping(fedavg, noise_multiplier, clipping_norm, clients)
+
+
+def _style_users(strat: Any) -> int:
+    inner = getattr(strat, "strategy", strat)  # the DP wrapper keeps FedAvg as `.strategy`
+    return int(getattr(inner, "style_users", 0))
 
 
 @dataclass
@@ -261,13 +340,21 @@ class FederatedResult:
     version: str | None = None
     model: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    style_shape: StyleShape | None = None
+    style: list[np.ndarray] | None = None
+    #: The most users' style adapters any round averaged (unknown, so 0, with noise on).
+    style_users: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        style = None
+        if self.style_shape is not None:
+            style = {"base_model": self.style_shape.base_model, "tensors": len(self.style_shape.names),
+                     "users": self.style_users if not self.noise_multiplier else None}  # fmt: skip
         return {
             "model": self.model, "version": self.version, "rounds": self.rounds, "clients": self.clients,
             "noise_multiplier": self.noise_multiplier, "clipping_norm": self.clipping_norm, "delta": self.delta,
             "epsilon": None if self.epsilon == float("inf") else round(self.epsilon, 3),
-            "seconds": round(self.seconds, 1), "profile": self.learner.profile(),
+            "seconds": round(self.seconds, 1), "profile": self.learner.profile(), "style_adapter": style,
         }  # fmt: skip
 
 
@@ -301,64 +388,59 @@ def serve(
     user: str | None = None,
     certificates: tuple[bytes, bytes, bytes] | None = None,
     round_timeout: float | None = 600.0,
+    style: bool = False,
+    style_base: str | None = None,
 ) -> FederatedResult:
     """Run the Flower server until `rounds` rounds with `clients` instances are done, and
-    publish the prior as a new version of personalization model `model` (see the module doc)."""
+    publish the prior as a new version of personalization model `model` (see the module doc).
+    With `style`, the users' style adapters on `style_base` (default: the model's, else the
+    embedded base) are federated too."""
+    from models.training.federated_publish import publish_federated, read_target
+
     _check(rounds, clients, noise_multiplier, clipping_norm, delta)
     require_flower()
-    vc, name, initial, prefs, meta = _target(model, user) if publish else (None, model, PreferenceLearner(), None, {})
+    if publish:
+        vc, name, initial, prefs, meta, folder = read_target(model, user)
+    else:
+        vc, name, initial, prefs, meta, folder = None, model, PreferenceLearner(), None, {}, None
+    styled = None
+    if style:
+        from models.training.personalization import DEFAULT_STYLE_BASE
+
+        styled = initial_style(style_base or str(meta.get("style_base") or DEFAULT_STYLE_BASE), folder)
     keep = _Keep()
+    strat = strategy(initial, clients, noise_multiplier, clipping_norm, keep, styled)
     t0 = time.time()
     with flower_log():
-        _run_server(address, rounds, strategy(initial, clients, noise_multiplier, clipping_norm, keep),
-                    round_timeout, certificates)  # fmt: skip
+        _run_server(address, rounds, strat, round_timeout, certificates)
     if keep.arrays is None:
         raise TrainingError(f"the federation at {address} finished no round (did {clients} clients join?)")
-    result = FederatedResult(
-        learner_from_arrays(keep.arrays, initial), keep.rounds, clients, noise_multiplier, clipping_norm, delta,
-        epsilon(noise_multiplier, keep.rounds, delta), time.time() - t0, model=f"personalization/{name}",
-    )  # fmt: skip
+    result = _result(keep, initial, clients, noise_multiplier, clipping_norm, delta, t0, styled, strat)
+    result.model = f"personalization/{name}"
     if publish:
-        result.version = _publish(vc, name, result, prefs, meta)
+        result.version = publish_federated(vc, name, result, prefs, meta, folder)
     return result
 
 
-def _target(model: str, user: str | None) -> tuple[Any, str, PreferenceLearner, Any, dict[str, Any]]:
-    from models.model_manager import ModelManager
-    from models.personalization.model import read_personalization_folder
-    from models.training.publish import resolve_target
-
-    vc, name = resolve_target(model, "personalization", user, "federate")
-    served = ModelManager().resolve("personalization", name)
-    if served.folder is None:
-        raise TrainingError(f"personalization/{name} has no folder to read its prior from")
-    prefs, prior, meta = read_personalization_folder(served.folder)
-    return vc, name, prior, prefs, meta
-
-
-def _publish(vc: Any, name: str, result: FederatedResult, prefs: Any, meta: dict[str, Any]) -> str:
-    from models.personalization.model import write_personalization_folder
-    from models.training.publish import publish_version, run_folder
-
-    info = result.to_json()
-    lineage = {
-        "recipe": "federated",
-        "framework": "flwr",
-        "strategy": "FedAvg" + (" + client-side clipping, central Gaussian noise" if result.noise_multiplier else ""),
-        "rounds": result.rounds, "clients": result.clients, "shared": list(SHARED),
-        "differential_privacy": {k: info[k] for k in ("noise_multiplier", "clipping_norm", "delta", "epsilon")},
-        "previous": meta.get("version"),
-        "data_subjects": [],
-    }  # fmt: skip
-    metrics = {"epsilon": info["epsilon"], "rounds": result.rounds, "clients": result.clients}
-    extra = {k: meta[k] for k in ("description",) if k in meta}
-
-    def write(stage: Path) -> None:
-        write_personalization_folder(stage, prefs, result.learner, extra, manifest=False)
-
-    run_dir = run_folder(None, f"federated-{name}", resume=False)
-    why = f"federated prior: {result.rounds} rounds over {result.clients} instances, ε={info['epsilon']}"
-    return publish_version(vc, f"personalization/{name}", run_dir, write, why, lineage, metrics)
+def _result(
+    keep: _Keep,
+    initial: PreferenceLearner,
+    clients: int,
+    noise_multiplier: float,
+    clipping_norm: float,
+    delta: float,
+    t0: float,
+    styled: tuple[StyleShape, list[np.ndarray]] | None,
+    strat: Any,
+) -> FederatedResult:
+    assert keep.arrays is not None
+    k = len(SHARED)
+    return FederatedResult(
+        learner_from_arrays(keep.arrays[:k], initial), keep.rounds, clients, noise_multiplier, clipping_norm, delta,
+        epsilon(noise_multiplier, keep.rounds, delta), time.time() - t0,
+        style_shape=styled[0] if styled else None, style=keep.arrays[k:] if styled else None,
+        style_users=_style_users(strat),
+    )  # fmt: skip
 
 
 def join(
@@ -368,13 +450,16 @@ def join(
     min_events: int = MIN_EVENTS,
     root_certificates: bytes | None = None,
     users: Callable[[], Mapping[str, Sequence[FeedbackEvent]]] | None = None,
+    adapters: Adapters | None = local_style_adapters,
 ) -> int:
     """Take part in the federation at `address` with this instance's users' feedback (for
-    responses of `model`, or all); returns the rounds taken part in."""
+    responses of `model`, or all) and, when the server asks, their style adapters (`adapters`;
+    by default every user's personalization adapter in the store); returns the rounds taken
+    part in."""
     require_flower()
     from flwr.compat.client.app import start_client
 
-    client = PersonalizationClient(users or (lambda: instance_users(model)), min_events)
+    client = PersonalizationClient(users or (lambda: instance_users(model)), min_events, adapters)
     with flower_log():
         start_client(server_address=address, client=client.to_client(), insecure=root_certificates is None,
                      root_certificates=root_certificates, max_retries=30, max_wait_time=120.0)  # fmt: skip
@@ -405,6 +490,7 @@ def simulate(
     initial: PreferenceLearner | None = None,
     wrap: Callable[[Any], Any] | None = None,
     log_level: int = logging.WARNING,
+    style: tuple[StyleShape, list[np.ndarray]] | None = None,
 ) -> FederatedResult:
     """A federation on loopback: a Flower server here and each client in its own thread, over
     gRPC as in real use. `wrap` may wrap each client's `Client` (tests record what it sends)."""
@@ -433,16 +519,14 @@ def simulate(
     for t in threads:
         t.start()
     t0 = time.time()
+    strat = strategy(initial, len(clients), noise_multiplier, clipping_norm, keep, style)
     # The server runs here: Flower installs signal handlers, which only the main thread may.
     with flower_log(log_level):
-        _run_server(address, rounds, strategy(initial, len(clients), noise_multiplier, clipping_norm, keep), 60.0)
+        _run_server(address, rounds, strat, 60.0)
         for t in threads:
             t.join(timeout=30)
     if errors:
         raise TrainingError(f"a simulated client failed: {errors[0]}") from errors[0]
     if keep.arrays is None:
         raise TrainingError("the simulated federation finished no round")
-    return FederatedResult(
-        learner_from_arrays(keep.arrays, initial), keep.rounds, len(clients), noise_multiplier, clipping_norm, delta,
-        epsilon(noise_multiplier, keep.rounds, delta), time.time() - t0,
-    )  # fmt: skip
+    return _result(keep, initial, len(clients), noise_multiplier, clipping_norm, delta, t0, style, strat)

@@ -74,6 +74,11 @@ __all__ = [
 
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 DEFAULT_STYLE_BASE = "builtin:companion-base"
+#: A user's style adapter; a federation's population adapter has the same shape.
+STYLE_LORA = LoraSettings(r=8, alpha=16.0, dropout=0.05)
+#: The model whose population style adapter (from `companion federate serve`) a user's first
+#: style adapter starts from.
+POPULATION_MODEL = "user_prefs"
 
 
 class UserData:
@@ -194,6 +199,7 @@ def _train_style(
     seed: int,
     lora: LoraSettings,
     seq_len: int = 128,
+    start: tuple[str, Path] | None = None,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
 
     ref = resolve_path(base_ref)
@@ -212,6 +218,10 @@ def _train_style(
     model = load_for_training(Path(ref.folder))
     baseline = evaluate(model, source.eval_batches(), torch.device("cpu"))
     model = attach_lora(model, lora, base_ref)
+    started = None
+    if start is not None and _load_start(model, lora, start[1]):
+        started = start[0]
+        metrics_start = evaluate(model, source.eval_batches(), torch.device("cpu"))["eval_perplexity"]
     batch = min(8, len(source.train))
     per_epoch = source.steps_per_epoch(batch)
     settings = TrainSettings(
@@ -229,9 +239,60 @@ def _train_style(
         "style_epochs_run": math.ceil(result.steps / per_epoch),
         "style_stopped_early": result.stopped_early,
     }
-
-    lineage = {"base_model": base_ref, "base_weights_sha256": weights_sha256(Path(ref.folder)), "lora": lora.to_json()}
+    if started is not None:
+        metrics["style_heldout_perplexity_start"] = metrics_start
+    lineage = {
+        "base_model": base_ref, "base_weights_sha256": weights_sha256(Path(ref.folder)), "lora": lora.to_json(),
+        "started_from": started,
+    }  # fmt: skip
     return model, metrics, lineage
+
+
+def _load_start(model: Any, lora: LoraSettings, folder: Path) -> bool:
+    """Load the adapter in `folder` into `model`'s fresh LoRA weights when it has the same
+    rank, alpha and targets; False (and `model` untouched) when it does not."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from models.adapters import ADAPTER_WEIGHTS, read_adapter_config
+
+    cfg = read_adapter_config(folder)
+    same = (
+        cfg.get("r") == lora.r
+        and float(cfg.get("lora_alpha", 0)) == lora.alpha
+        and sorted(cfg.get("target_modules") or []) == sorted(lora.target_modules)
+    )
+    if not same:
+        return False
+    state = {k: v.float() for k, v in load_file(str(folder / ADAPTER_WEIGHTS)).items()}
+    set_peft_model_state_dict(model, state)
+    return True
+
+
+def _style_start(plan: PersonalizationPlan, base_ref: str) -> tuple[str, Path] | None:
+    """Where a new style adapter starts: the model's current adapter, else the population
+    model's (a federation's average of users' adapters), when trained on `base_ref`'s weights."""
+    ref = resolve_path(base_ref)
+    if ref.folder is None:
+        return None
+    sha = weights_sha256(Path(ref.folder))
+    candidates: list[tuple[str, Path | None]] = [(f"{plan.model}@{plan.meta.get('version')}", plan.folder)]
+    if plan.name != POPULATION_MODEL:
+        try:
+            served = (plan.manager or default_manager()).resolve("personalization", POPULATION_MODEL)
+            candidates.append((f"personalization/{POPULATION_MODEL}@{served.version or served.raw}", served.folder))
+        except Exception:
+            pass
+    for label, folder in candidates:
+        if folder is None or not (folder / "adapter" / "adapter_config.json").exists():
+            continue
+        try:
+            meta = json.loads((folder / "companion.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (meta.get("adapter") or {}).get("base_sha256") == sha:
+            return label, folder / "adapter"
+    return None
 
 
 @dataclass
@@ -243,6 +304,8 @@ class PersonalizationPlan:
     prior: Any
     meta: dict[str, Any]
     data: UserData
+    folder: Path | None = None
+    manager: Any = None
 
     @property
     def model(self) -> str:
@@ -270,14 +333,15 @@ def plan_personalization(
     check_epochs(epochs)
     manager = manager or default_manager()
     vc, name = resolve_target(model_name, "personalization", user, "train_personalization_model")
-    prior, meta = None, {}
+    prior, meta, folder = None, {}, None
     try:
         served = manager.resolve("personalization", name)
         if served.folder is not None and (served.folder / "companion.json").exists():
             _prefs, prior, meta = read_personalization_folder(served.folder)
+            folder = Path(served.folder)
     except Exception:
         prior = None
-    return PersonalizationPlan(vc, name, prior, meta, read_user_data(training_data))
+    return PersonalizationPlan(vc, name, prior, meta, read_user_data(training_data), folder, manager)
 
 
 def fit_personalization(
@@ -315,7 +379,7 @@ def fit_personalization(
         data.writing, anonymization = _anonymize_writing(data.writing, anonymizer)
         style_model, style_metrics, style_lineage = _train_style(
             data.writing, base_ref, style_epochs, run_dir / "style", resume=resume, progress=progress, seed=seed,
-            lora=LoraSettings(r=8, alpha=16.0, dropout=0.05),
+            lora=STYLE_LORA, start=_style_start(plan, base_ref),
         )  # fmt: skip
         metrics.update(style_metrics)
         style_note = f"style adapter trained on {data.words} words"
