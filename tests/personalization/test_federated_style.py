@@ -183,3 +183,26 @@ def test_serve_publishes_the_population_adapter_and_a_new_user_starts_from_it(
     new = _train(tmp_path, "dan", 9, tiny_model_dir)
     assert new.lineage["style_adapter"]["started_from"] == f"personalization/user_prefs@{result.version}"
     assert new.metrics["style_heldout_perplexity_start"] < new.metrics["style_heldout_perplexity_base"]
+
+
+def test_the_cli_federates_style_when_asked(writers: dict, tiny_model_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    cmd = [str(Path(sys.executable).with_name("companion")), "federate", "serve", "--address", address,
+           "--clients", "1", "--rounds", "1", "--noise", "0", "--json",
+           "--style", "--style-base", str(tiny_model_dir)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        _wait_for_port(address)
+        assert join(address, users=lambda: {}) == 1
+        out, errs = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, errs
+    info = json.loads(out)
+    assert info["style_adapter"]["users"] == 3 and info["style_adapter"]["tensors"] == len(writers["ann"])
