@@ -37,11 +37,15 @@ def _batched(engine: FastEngine, prompts: list[str], params: list[SamplingParams
 
 
 def test_greedy_tokens_are_the_same_batched_and_alone(engine: FastEngine) -> None:
-    params = [SamplingParams(max_new_tokens=n, temperature=0.0) for n in (20, 7, 33, 12)]
-    alone = [_alone(engine, p, q) for p, q in zip(PROMPTS, params, strict=True)]
+    # Rows end in a different order than they started (the last one first, then one in the
+    # middle): each finished row's slot is taken by the last live row's cache.
+    lengths = (20, 7, 33, 12, 16, 2)
+    prompts = PROMPTS + PROMPTS[:2]
+    params = [SamplingParams(max_new_tokens=n, temperature=0.0) for n in lengths]
+    alone = [_alone(engine, p, q) for p, q in zip(prompts, params, strict=True)]
     engine.enable_batching(max_rows=8)
     try:
-        assert _batched(engine, PROMPTS, params) == alone
+        assert _batched(engine, prompts, params) == alone
         assert engine.scheduler.steps < sum(q.max_new_tokens for q in params)  # rows shared steps
     finally:
         engine.close()

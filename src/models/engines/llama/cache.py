@@ -87,6 +87,21 @@ class KVCache:
         self.data = data
         return True
 
+    def reserve_rows(self, n: int) -> None:
+        """Room for at least `n` rows (doubling; rows kept). The continuous-batching scheduler
+        keeps its live rows in the first slots and moves rows in and out one at a time."""
+        if n <= self.rows:
+            return
+        rows = max(n, 2 * self.rows, 4)
+        data = self.data.new_zeros((*self.data.shape[:2], rows, *self.data.shape[3:]))
+        data[:, :, : self.rows] = self.data
+        self.data = data
+
+    def move_row(self, src: int, dst: int, filled: int) -> None:
+        """Copy row `src`'s first `filled` positions into row `dst` (the rest of `dst` is stale
+        and masked by its position)."""
+        self.data[:, :, dst, :, :filled] = self.data[:, :, src, :, :filled]
+
     def select(self, rows: Sequence[int]) -> None:
         """Keep only these rows (by their current index), in this order."""
         if list(rows) != list(range(self.rows)):

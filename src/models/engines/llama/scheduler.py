@@ -64,7 +64,8 @@ def requested_by(user: str) -> Iterator[None]:
 def step_rows(w: Any, spec: Any, rope: RopeTable, tokens: torch.Tensor, cache: KVCache,
               positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """One token per row, each at its own position: writes the rows' K/V there and attends over
-    each row's own prefix. Logits (rows, vocab). The weights are the engine's (`block.forward`
+    each row's own prefix. The rows are the cache's first `len(tokens)`; it may hold more (free
+    slots). Logits (rows, vocab). The weights are the engine's (`block.forward`
     conventions: norms folded, Q pre-scaled)."""
     b = tokens.shape[0]
     h, d, inter, mm, eps = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm, spec.rms_norm_eps
@@ -87,7 +88,7 @@ def step_rows(w: Any, spec: Any, rope: RopeTable, tokens: torch.Tensor, cache: K
         qk.mul_(cos).addcmul_(swapped, sin)
         layer = cache.data[i]  # (2, rows, kvh, capacity, d)
         layer[:, rows, :, positions] = qkv[:, nq:].view(b, 2, kvh, d)
-        k, v = layer[0, :, :, :span], layer[1, :, :, :span]
+        k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
         scores = torch.matmul(qkv[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
         scores.masked_fill_(masked, float("-inf"))
         att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
@@ -322,13 +323,13 @@ class Scheduler:
             self._prefixes.popitem(last=False)
 
     def _join(self, ticket: Ticket) -> None:
-        """Add a prefilled request's cache as a new row of the batch cache."""
+        """Copy a prefilled request's cache into the next free row of the batch cache (the live
+        rows are always the first ones: no concatenation, one row's copy)."""
         cache, _rope = self._tables(len(ticket.ids) + ticket.row.max_new)
-        row = ticket.cache.data
-        if row.shape[4] < cache.capacity:
-            pad = row.new_zeros((*row.shape[:4], cache.capacity - row.shape[4], row.shape[5]))
-            row = torch.cat((row, pad), dim=4)
-        cache.data = torch.cat((cache.data, row[..., : cache.capacity, :]), dim=2)
+        slot = len(self._running)
+        cache.reserve_rows(slot + 1)
+        filled = len(ticket.ids)
+        cache.data[:, :, slot, :, :filled] = ticket.cache.data[:, :, 0, :, :filled]
         ticket.cache = None
         self._running.append(ticket)
 
@@ -363,16 +364,17 @@ class Scheduler:
         positions = torch.tensor([t.pos for t in self._running], dtype=torch.long)
         logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions)
         self.steps += 1
-        keep = []
+        done = []
         for i, ticket in enumerate(self._running):
             ticket.pos += 1
-            if self._take(ticket, logits[i]) and ticket.pos < cache.capacity:
-                keep.append(i)
-            else:
+            if not (self._take(ticket, logits[i]) and ticket.pos < cache.capacity):
                 self._finish(ticket)
-        if len(keep) != len(self._running):
-            self._running = [self._running[i] for i in keep]
-            cache.select(keep)
+                done.append(i)
+        for i in reversed(done):  # the last live row takes each finished row's slot
+            last = self._running.pop()
+            if i < len(self._running):
+                cache.move_row(len(self._running), i, last.pos)
+                self._running[i] = last
 
     def _finish(self, ticket: Ticket) -> None:
         row, stats = ticket.row, ticket.stats
