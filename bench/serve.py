@@ -17,6 +17,10 @@ A fourth run sends the 32 concurrent requests to a second server in the same pro
 continuous batching on (`Limits.batch_rows`, `companion serve --batch-rows 64`: the fast
 engine's `Scheduler` steps every live stream at once); its throughput is reported against the
 one-at-a-time peer (issue 21's target: >= 4x, p50 time to first token <= 300 ms).
+
+Fairness, on both servers: user B sends one short request (`max_tokens` 16) while user A has 20
+streaming requests in flight on the same model; B's latency against B's alone (its peer, the
+same request on the idle server, median of 3). Issue 21's target: <= 2x.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ TARGET = 0.90  # concurrent throughput at least 90% of one-at-a-time (queueing m
 BATCH_ROWS = 64  # the batching server's rows (`companion serve --batch-rows`)
 BATCH_TARGET = 4.0  # issue 21: 32 concurrent streams with batching at 4x the one-at-a-time throughput
 WRITER_TARGET = 0.80  # chat throughput with a preference/memory writer at least 80% of without
+FAIR_TARGET = 2.0  # issue 21: B's one short request while A has 20 in flight, at most 2x B alone
+A_REQUESTS, B_TOKENS = 20, 16
 PROMPTS = [
     "Tell me about the sea at night.",
     "I finished my first chapter today!",
@@ -55,7 +61,9 @@ def _start_server(batch_rows: int = 0) -> tuple[str, Any, threading.Thread]:
     from companion.server.settings import Limits
     from models.model_manager import ModelManager
 
-    settings = ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=Limits(batch_rows=batch_rows))
+    # user A of the fairness run keeps 20 streams open: above the default 8 per key
+    limits = Limits(batch_rows=batch_rows, max_streams_per_key=32, max_requests_per_key=32)
+    settings = ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=limits)
     # each server its own manager, so each its own copy of the model (one batches, one queues)
     app = create_app(settings, manager=ModelManager() if batch_rows else None)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -68,12 +76,14 @@ def _start_server(batch_rows: int = 0) -> tuple[str, Any, threading.Thread]:
     return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
 
 
-async def _one(client: Any, url: str, i: int, keys: list[str]) -> dict[str, Any]:
+async def _one(
+    client: Any, url: str, i: int, keys: list[str], max_tokens: int = MAX_TOKENS, key: str | None = None
+) -> dict[str, Any]:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
         "stream": True,
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": max_tokens,
         "seed": i,
         "user": f"Writer {i}",
     }
@@ -82,7 +92,7 @@ async def _one(client: Any, url: str, i: int, keys: list[str]) -> dict[str, Any]
     pieces = 0
     done = False
     response_id = None
-    headers = {"Authorization": f"Bearer {keys[i]}"}
+    headers = {"Authorization": f"Bearer {key or keys[i]}"}
     async with client.stream("POST", url + "/v1/chat/completions", json=body, headers=headers) as r:
         if r.status_code != 200:
             return {"ok": False, "status": r.status_code}
@@ -120,6 +130,23 @@ async def _run(url: str, concurrent: bool, keys: list[str]) -> tuple[list[dict[s
         return list(results), time.perf_counter() - t0
 
 
+async def _fairness(url: str, a_key: str, b_key: str) -> dict[str, float]:
+    """B's short request alone (median of 3), then while A has `A_REQUESTS` in flight."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=A_REQUESTS + 8)) as client:
+        alone = []
+        for _ in range(3):
+            r = await _one(client, url, 1, [], B_TOKENS, key=b_key)
+            alone.append(r["latency"])
+        a_tasks = [asyncio.create_task(_one(client, url, i, [], MAX_TOKENS, key=a_key)) for i in range(A_REQUESTS)]
+        await asyncio.sleep(0.3)  # A's requests are in flight (queued or decoding)
+        b = await _one(client, url, 1, [], B_TOKENS, key=b_key)
+        a = await asyncio.gather(*a_tasks)
+    base = sorted(alone)[1]
+    return {"alone": base, "loaded": b["latency"], "ratio": b["latency"] / base, "a_ok": sum(x["ok"] for x in a)}
+
+
 def _writer(url: str, key: str, stop: threading.Event, counts: dict[str, int]) -> None:
     """Write preferences and memory in a loop until `stop` (another user of the same server)."""
     import httpx
@@ -152,6 +179,7 @@ def main() -> None:
 
         keys = [create_key(f"writer{i}", name="bench")[0] for i in range(CLIENTS)]  # one key (user) per client
         editor = create_key("editor", name="bench")[0]
+        a_key, b_key = create_key("user-a", name="bench")[0], create_key("user-b", name="bench")[0]
         url, server, thread = _start_server()
         batch_url, batch_server, batch_thread = _start_server(BATCH_ROWS)
         counts = {"writes": 0, "errors": 0}
@@ -185,6 +213,8 @@ def main() -> None:
                     "lat": [r["latency"] for r in ok],
                     "ttft": [r["ttft"] for r in ok],
                 }
+            fair = {"fair queue": asyncio.run(_fairness(url, a_key, b_key)),
+                    "continuous batching": asyncio.run(_fairness(batch_url, a_key, b_key))}  # fmt: skip
         finally:
             for s, t in ((server, thread), (batch_server, batch_thread)):
                 s.should_exit = True
@@ -236,6 +266,13 @@ def main() -> None:
         f"continuous batching / one at a time: {batch_ratio:.3f}, p50 TTFT {b_ttft:.0f} ms (issue 21 target: "
         f"≥ {BATCH_TARGET:.0f}x and ≤ 300 ms, none dropped): {b_verdict}"
     )
+    for mode, f in fair.items():
+        f_verdict = "met" if f["ratio"] <= FAIR_TARGET and f["a_ok"] == A_REQUESTS else "MISSED"
+        console.print(
+            f"fairness, {mode}: B's request ({B_TOKENS} tokens) while A has {A_REQUESTS} in flight "
+            f"{f['loaded'] * 1000:.0f} ms vs {f['alone'] * 1000:.0f} ms alone: {f['ratio']:.2f}x "
+            f"(target ≤ {FAIR_TARGET:.0f}x; A's {f['a_ok']}/{A_REQUESTS} done): {f_verdict}"
+        )
     w_verdict = "met" if writer_ratio >= WRITER_TARGET and written["dropped"] == 0 else "MISSED"
     console.print(
         f"throughput with a writer / without: {writer_ratio:.3f} (target ≥ {WRITER_TARGET:.2f}; "

@@ -94,6 +94,25 @@ def test_admission_is_round_robin_between_users(engine: FastEngine) -> None:
         sched.close()
 
 
+def test_while_another_user_waits_one_user_holds_at_most_user_rows(engine: FastEngine) -> None:
+    sched = Scheduler(engine, max_rows=8, user_rows=2)
+    try:
+        params = SamplingParams(max_new_tokens=24, temperature=0.0)
+        ids = engine.codec.encode(PROMPTS[1], add_bos=True)
+        with sched._cond:
+            anns = [sched.submit(ids, params, user="ann") for _ in range(6)]
+            bob = sched.submit(ids, params, user="bob")
+        seen = []
+        for _piece in bob:  # while bob's request decodes, ann has at most two rows
+            with sched._cond:
+                seen.append(sched._live.get("ann", 0))
+        assert seen and max(seen) <= 2, seen
+        assert all("".join(t) for t in anns)  # ann's other requests ran after, none lost
+        assert sched._live == {}
+    finally:
+        sched.close()
+
+
 def test_the_queue_is_bounded_and_a_cancelled_row_is_freed(engine: FastEngine) -> None:
     sched = Scheduler(engine, max_rows=1, max_waiting=2)
     try:

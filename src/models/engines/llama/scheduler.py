@@ -5,7 +5,11 @@ A `Scheduler` owns one thread and one batch KV cache. Callers `submit` a prompt 
 step the thread
 
 1. **admits** waiting requests into free rows, round-robin across users (one user's twenty
-   requests cannot starve another's one), first come first served within a user. A prompt is
+   requests cannot starve another's one), first come first served within a user. While more
+   than one user has work, no user holds more than `user_rows` rows (their other requests
+   wait their turn), so a step stays short for everyone; a user alone may fill the batch. At
+   most `admit_ahead` admitted prompts wait for their prefill, so a request that arrives later
+   from another user is admitted next rather than behind a long line of one user's. A prompt is
    prefilled from the longest prefix it shares with a recently seen prompt (a character's card
    is the same for every request, so only the new turns are computed: automatic prefix
    caching, as vLLM and llama.cpp's server do), in chunks of at most `prefill_chunk` tokens per
@@ -145,9 +149,12 @@ class Scheduler:
     """Continuous batching over one `FastEngine` (see the module docstring)."""
 
     def __init__(self, engine: FastEngine, *, max_rows: int = 64, max_waiting: int = 256,
-                 prefill_chunk: int = 256, prefix_cache: int = 16) -> None:  # fmt: skip
+                 prefill_chunk: int = 512, prefix_cache: int = 16, user_rows: int = 2,
+                 admit_ahead: int = 2) -> None:  # fmt: skip
         self.engine = engine
         self.max_rows, self.max_waiting, self.prefill_chunk = max_rows, max_waiting, prefill_chunk
+        self.user_rows, self.admit_ahead = max(1, user_rows), max(1, admit_ahead)
+        self._live: dict[str, int] = {}  # rows (admitted or decoding) per user
         self.prefix_entries = prefix_cache
         self._cond = threading.Condition()
         self._waiting: dict[str, deque[Ticket]] = {}
@@ -208,8 +215,15 @@ class Scheduler:
     # --- the loop ----------------------------------------------------------------------------
 
     def _next_waiting(self) -> Ticket | None:
-        while self._order:
+        """The next request to admit: round-robin over the users who wait, skipping a user at
+        `user_rows` live rows while anyone else has work."""
+        users = set(self._waiting) | {u for u, n in self._live.items() if n}
+        contended = len(users) > 1
+        for _ in range(len(self._order)):
             user = self._order.popleft()
+            if contended and self._live.get(user, 0) >= self.user_rows:
+                self._order.append(user)
+                continue
             q = self._waiting[user]
             ticket = q.popleft()
             if q:
@@ -217,6 +231,7 @@ class Scheduler:
             else:
                 del self._waiting[user]
             if not ticket.cancelled.is_set():
+                self._live[user] = self._live.get(user, 0) + 1
                 return ticket
             ticket.outbox.put(_DONE)
         return None
@@ -229,7 +244,8 @@ class Scheduler:
                     self._cond.wait()
                 if self._closed:
                     return
-                while len(self._running) + len(self._admitting) < self.max_rows:
+                while (len(self._running) + len(self._admitting) < self.max_rows
+                       and len(self._admitting) < self.admit_ahead):  # fmt: skip
                     ticket = self._next_waiting()
                     if ticket is None:
                         break
@@ -377,6 +393,12 @@ class Scheduler:
                 self._running[i] = last
 
     def _finish(self, ticket: Ticket) -> None:
+        with self._cond:
+            left = self._live.get(ticket.user, 0) - 1
+            if left > 0:
+                self._live[ticket.user] = left
+            else:
+                self._live.pop(ticket.user, None)
         row, stats = ticket.row, ticket.stats
         tail = row.tail() if not ticket.cancelled.is_set() and ticket.error is None else ""
         if tail:
@@ -393,6 +415,7 @@ class Scheduler:
         with self._cond:
             everyone = self._admitting + self._running + [t for q in self._waiting.values() for t in q]
             self._admitting, self._running, self._waiting, self._order = [], [], {}, deque()
+            self._live = {}
             self._cache = None
         for ticket in everyone:
             ticket.error = exc
