@@ -74,3 +74,47 @@ def test_penalties_and_min_p_out_of_range_are_refused() -> None:
     for bad in ({"presence_penalty": 2.5}, {"frequency_penalty": -3.0}, {"min_p": 1.5}):
         with pytest.raises(GenerationInputError, match=next(iter(bad))):
             SamplingParams(**bad).check()  # type: ignore[arg-type]
+
+
+class _RowGuide:
+    """A guide with no `batch_key`: it is applied one row at a time."""
+
+    def adjust(self, logits: torch.Tensor, generated: list[int]) -> torch.Tensor:
+        out = logits.clone()
+        out[len(generated) % logits.shape[-1]] += 5.0
+        return out
+
+
+def _rows() -> list[SamplingParams]:
+    from models.personality.grounding import CardGuide, GuideChain
+
+    card = GuideChain([CardGuide([3, 7, 11], focus=2.0, margin=3.0)])
+    return [
+        SamplingParams(temperature=0.0, repetition_penalty=1.1, guide=card),
+        SamplingParams(temperature=0.0, guide=CardGuide([5, 9], focus=1.5)),
+        SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.1, seed=1, guide=card),
+        SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.1, seed=2, guide=card),
+        SamplingParams(temperature=1.0, min_p=0.05, seed=3, guide=_RowGuide()),
+        SamplingParams(temperature=0.0, logit_bias={4: 3.0}, presence_penalty=0.5),  # picked alone
+        SamplingParams(temperature=0.0, repetition_penalty=1.3),
+    ]
+
+
+def test_rows_picked_together_match_their_own_picks() -> None:
+    from models.engines.sampling import pick_rows
+
+    gen = torch.Generator().manual_seed(0)
+    alone = [Sampler(p, history=[1, 2, 3]) for p in _rows()]
+    together = [Sampler(p, history=[1, 2, 3]) for p in _rows()]
+    again = [Sampler(p, history=[1, 2, 3]) for p in _rows()]
+    for _ in range(12):
+        logits = torch.randn(len(alone), 64, generator=gen) * 3
+        own = [s.pick(logits[i].clone()) for i, s in enumerate(alone)]
+        batch = pick_rows(together, logits.clone())
+        assert pick_rows(again, logits.clone()) == batch  # a seeded batch reproduces
+        greedy = [i for i, p in enumerate(_rows()) if p.temperature == 0]
+        assert [batch[i] for i in greedy] == [own[i] for i in greedy]  # greedy rows: the same tokens
+        for i in (2, 3):  # sampled rows stay within their top-k
+            assert batch[i] in torch.topk(logits[i], 20).indices.tolist()
+    assert [s.generated for s in together] == [s.generated for s in again]
+    assert [together[i].generated for i in (0, 1, 5, 6)] == [alone[i].generated for i in (0, 1, 5, 6)]

@@ -59,6 +59,21 @@ def test_mapped_labels_sum_their_sources(shipped: EmotionClassifier, chat_codec:
 # --- the guide ------------------------------------------------------------------------------
 
 
+def test_guides_adjust_a_batch_row_by_row_the_same(shipped: EmotionClassifier, chat_codec: TextCodec) -> None:
+    from models.personality.grounding import CardGuide, GuideChain
+
+    steering = EmotionSteering(shipped, chat_codec, shipped.labels)
+    labels = ["joy", "sadness", "fear", "joy"]
+    chains = [GuideChain([steering.guide(lab), CardGuide([10, 20, 30 + i], 2.0)]) for i, lab in enumerate(labels)]
+    assert len({c.batch_key() for c in chains}) == 1
+    logits = torch.randn(len(chains), chat_codec.vocab_size, generator=torch.Generator().manual_seed(1)) * 4
+    generated = [[], [10], [20, 5], []]
+    together = GuideChain.adjust_rows(chains, logits.clone(), generated)
+    for i, chain in enumerate(chains):
+        assert torch.equal(together[i], chain.adjust(logits[i].clone(), generated[i]))
+    assert not torch.equal(together[0], together[1])  # each row toward its own label
+
+
 def test_guide_nudges_only_plausible_tokens(shipped: EmotionClassifier, chat_codec: TextCodec) -> None:
     steering = EmotionSteering(shipped, chat_codec, shipped.labels, strength=1.0, margin=2.0)
     guide = steering.guide("sadness")

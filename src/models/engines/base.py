@@ -430,7 +430,11 @@ class DecodeRow:
         raw = logits
         if self.structure is not None:
             logits = self.structure.mask(logits.float())
-        token = self.sampler.pick(logits)
+        return self.record(self.sampler.pick(logits), raw)
+
+    def record(self, token: int, raw: torch.Tensor) -> int:
+        """Record `token`, sampled from the row's (vocab,) logits `raw` (a batched decode picks
+        many rows' tokens at once with `sampling.pick_rows`, then records each)."""
         if self.structure is not None and token not in self.stop_ids:
             self.structure.consume(token)
         if self.logprobs or self.token_logprobs is not None:

@@ -19,7 +19,7 @@ import torch
 if TYPE_CHECKING:
     from models.engines.base import SamplingParams
 
-__all__ = ["LogitsGuide", "Sampler"]
+__all__ = ["LogitsGuide", "Sampler", "pick_rows"]
 
 
 class LogitsGuide(Protocol):
@@ -61,12 +61,16 @@ class Sampler:
             self._bias = bias
         return logits + self._bias
 
-    def _penalize(self, logits: torch.Tensor) -> torch.Tensor:
+    def _seen_mask(self, vocab: int) -> torch.Tensor:
         if self._seen is None:
-            self._seen = torch.zeros(logits.shape[-1], dtype=torch.bool)
+            self._seen = torch.zeros(vocab, dtype=torch.bool)
             if self._history:
-                idx = torch.tensor([t for t in self._history if 0 <= t < logits.shape[-1]], dtype=torch.long)
+                idx = torch.tensor([t for t in self._history if 0 <= t < vocab], dtype=torch.long)
                 self._seen[idx] = True
+        return self._seen
+
+    def _penalize(self, logits: torch.Tensor) -> torch.Tensor:
+        self._seen_mask(logits.shape[-1])
         rp = self.p.repetition_penalty
         penalized = torch.where(logits > 0, logits / rp, logits * rp)
         return torch.where(self._seen, penalized, logits)
@@ -115,6 +119,10 @@ class Sampler:
             token = int(torch.argmax(logits))
         else:
             token = self._draw(logits / self.p.temperature)
+        self._taken(token)
+        return token
+
+    def _taken(self, token: int) -> None:
         if self._seen is not None:
             self._seen[token] = True
         else:
@@ -122,4 +130,80 @@ class Sampler:
         self.generated.append(token)
         if self._counts is not None:
             self._counts[token] += 1
-        return token
+
+
+def _batch_key(guide: object) -> object:
+    """A guide's `batch_key()` (rows with equal keys are adjusted together by the guide class's
+    `adjust_rows`), or None for a guide that only adjusts one row at a time."""
+    key = getattr(guide, "batch_key", None)
+    return key() if key is not None else None
+
+
+def _groups(rows: Sequence[int], key: object) -> dict[object, list[int]]:
+    out: dict[object, list[int]] = {}
+    for i in rows:
+        out.setdefault(key(i), []).append(i)  # type: ignore[operator]
+    return out
+
+
+def pick_rows(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int]:
+    """`[s.pick(logits[i]) for i, s in enumerate(samplers)]` for a (rows, vocab) batch, with
+    the steps rows share done once per group of rows with the same settings: the repetition
+    penalty, temperature, top-k, top-p and min-p (each group with the same scalar operations
+    as `pick`, so greedy rows pick exactly what they would alone). A row's guide and seeded
+    draw stay its own. Rows with `logit_bias` or OpenAI's penalties go through `pick`."""
+    x = logits.float()
+    if x.data_ptr() == logits.data_ptr():
+        x = x.clone()
+    vocab = x.shape[-1]
+    tokens: list[int | None] = [None] * len(samplers)
+    simple = []
+    for i, s in enumerate(samplers):
+        p = s.p
+        if p.logit_bias or p.presence_penalty or p.frequency_penalty:
+            tokens[i] = s.pick(x[i])
+        else:
+            simple.append(i)
+    penalized = [i for i in simple if samplers[i].p.repetition_penalty != 1.0]
+    for rp, rows in _groups(penalized, lambda i: samplers[i].p.repetition_penalty).items():
+        idx = torch.tensor(rows, dtype=torch.long)
+        seen = torch.stack([samplers[i]._seen_mask(vocab) for i in rows])  # noqa: SLF001
+        sub = x[idx]
+        x[idx] = torch.where(seen, torch.where(sub > 0, sub / rp, sub * rp), sub)  # type: ignore[operator]
+    guided = [i for i in simple if samplers[i].p.guide is not None]
+    for key, rows in _groups(guided, lambda i: _batch_key(samplers[i].p.guide)).items():
+        if key is None:  # a guide that adjusts one row at a time
+            for i in rows:
+                x[i] = samplers[i].p.guide.adjust(x[i], samplers[i].generated)  # type: ignore[union-attr]
+            continue
+        idx = torch.tensor(rows, dtype=torch.long)
+        guides = [samplers[i].p.guide for i in rows]
+        x[idx] = type(guides[0]).adjust_rows(guides, x[idx], [samplers[i].generated for i in rows])
+    settings = _groups(simple, lambda i: (samplers[i].p.temperature, samplers[i].p.top_k, samplers[i].p.top_p,
+                                          samplers[i].p.min_p))  # fmt: skip
+    for (temp, k, top_p, min_p), rows in settings.items():  # type: ignore[misc]
+        idx = torch.tensor(rows, dtype=torch.long)
+        if temp == 0:
+            for i, t in zip(rows, torch.argmax(x[idx], dim=-1).tolist(), strict=True):
+                tokens[i] = int(t)
+            continue
+        z = x[idx] / temp
+        if k and k < vocab:
+            vals, top = torch.topk(z, k)
+        elif top_p < 1.0:
+            vals, top = torch.sort(z, descending=True)
+        else:
+            vals, top = z, None
+        if top_p < 1.0:
+            probs = torch.softmax(vals, dim=-1)
+            vals = vals.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
+        if min_p > 0.0:
+            probs = torch.softmax(vals, dim=-1)
+            vals = vals.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+        probs = torch.softmax(vals, dim=-1)
+        for j, i in enumerate(rows):
+            choice = int(torch.multinomial(probs[j], 1, generator=samplers[i].generator))
+            tokens[i] = int(top[j, choice]) if top is not None else choice
+    for i in simple:
+        samplers[i]._taken(int(tokens[i]))  # type: ignore[arg-type]  # noqa: SLF001
+    return [int(t) for t in tokens]  # type: ignore[arg-type]

@@ -76,6 +76,36 @@ class CardGuide:
         self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
         self.focus = float(focus)
         self.margin = float(margin)
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def batch_key(self) -> tuple[str]:
+        """Rows whose guides share this key are adjusted together (`adjust_rows`)."""
+        return ("card",)
+
+    def vocab_mask(self, vocab: int) -> torch.Tensor:
+        """The card's word tokens as a (vocab,) mask."""
+        mask = self._masks.get(vocab)
+        if mask is None:
+            mask = torch.zeros(vocab, dtype=torch.bool)
+            mask[self.ids[self.ids < vocab]] = True
+            self._masks[vocab] = mask
+        return mask
+
+    @staticmethod
+    def adjust_rows(
+        guides: Sequence[CardGuide], logits: torch.Tensor, generated: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """`adjust` for each row of (rows, vocab) `logits` with its own guide and reply so far,
+        in a few whole-batch operations (the same additions, so the same numbers)."""
+        vocab = logits.shape[-1]
+        allowed = torch.stack([g.vocab_mask(vocab) for g in guides])
+        for j, done in enumerate(generated):
+            if done:
+                allowed[j, torch.tensor([t for t in done if 0 <= t < vocab], dtype=torch.long)] = False
+        margin = torch.tensor([g.margin for g in guides], dtype=logits.dtype)[:, None]
+        focus = torch.tensor([g.focus for g in guides], dtype=logits.dtype)[:, None]
+        near = logits >= logits.max(dim=-1, keepdim=True).values - margin
+        return torch.where(allowed & near & (focus != 0), logits + focus, logits)
 
     def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
         ids = self.ids[self.ids < logits.shape[-1]]
@@ -100,6 +130,20 @@ class GuideChain:
 
     def __init__(self, guides: Sequence[Any]) -> None:
         self.guides = [g for g in guides if g is not None]
+
+    def batch_key(self) -> tuple[Any, ...] | None:
+        keys = tuple(g.batch_key() if hasattr(g, "batch_key") else None for g in self.guides)
+        return None if None in keys else ("chain", keys)
+
+    @staticmethod
+    def adjust_rows(
+        chains: Sequence[GuideChain], logits: torch.Tensor, generated: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """Each chain's guides in order over the rows, a position's guides together (chains
+        with one `batch_key` have guides of the same kinds in the same order)."""
+        for at, first in enumerate(chains[0].guides):
+            logits = type(first).adjust_rows([c.guides[at] for c in chains], logits, generated)
+        return logits
 
     def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
         for guide in self.guides:

@@ -173,25 +173,47 @@ class EmotionGuide:
         self.steering = steering
         self.label = label
         self.bias = steering.bias(label)
-        self._zero = torch.zeros((), dtype=self.bias.dtype)
         self._heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
         """`logits` plus the label's bias on the tokens within `margin` of the best one; the
         end-of-turn tokens move with the steered mass, so the odds of ending stay the same."""
-        vocab = logits.shape[-1]
+        return EmotionGuide.adjust_rows([self], logits[None], [generated])[0]
+
+    def batch_key(self) -> tuple[str, int, float]:
+        """Rows whose guides share this key (one steering) are adjusted together."""
+        return ("emotion", id(self.steering), self.steering.margin)
+
+    def head(self, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bias and the end-of-turn ids for a head of `vocab` logits."""
         head = self._heads.get(vocab)
         if head is None:  # once per head size, not per step
             stops = self.steering.stop_ids
             head = self._heads[vocab] = (self._fit(vocab), stops[stops < vocab])
-        bias, stops = head
-        near = logits >= logits.max() - self.steering.margin
-        out = logits + torch.where(near, bias, self._zero)
+        return head
+
+    @staticmethod
+    def adjust_rows(
+        guides: Sequence[EmotionGuide], logits: torch.Tensor, generated: Sequence[Sequence[int]] = ()
+    ) -> torch.Tensor:
+        """`adjust` over (rows, vocab) `logits`, each row toward its own guide's label (the
+        guides share one steering): whole-batch operations, so a row comes out the same alone
+        or in a batch (`adjust` is this on one row)."""
+        vocab = logits.shape[-1]
+        heads = [g.head(vocab) for g in guides]
+        bias = heads[0][0][None] if len(guides) == 1 else torch.stack([h[0] for h in heads])
+        stops = heads[0][1]
+        near = logits >= logits.max(dim=-1, keepdim=True).values - guides[0].steering.margin
+        out = logits + torch.where(near, bias, torch.zeros((), dtype=bias.dtype))
         if len(stops):
-            go_on = near.index_fill(0, stops, False)
-            if bool(go_on.any()):
-                lift = torch.logsumexp(out[go_on], 0) - torch.logsumexp(logits[go_on], 0)
-                out[stops] = logits[stops] + lift
+            go_on = near.index_fill(1, stops, False)
+            moving = go_on.any(dim=-1, keepdim=True)
+            if bool(moving.any()):
+                skip = ~go_on
+                lift = torch.logsumexp(out.masked_fill(skip, float("-inf")), -1, keepdim=True) - torch.logsumexp(
+                    logits.masked_fill(skip, float("-inf")), -1, keepdim=True
+                )
+                out[:, stops] = torch.where(moving, logits[:, stops] + lift, out[:, stops])
         return out
 
     def _fit(self, vocab: int) -> torch.Tensor:

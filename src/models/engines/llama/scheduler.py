@@ -17,7 +17,9 @@ step the thread
 2. **steps** every live row by one token in one forward pass (`step_rows`: each row at its own
    position in the cache, attention masked per row), and hands each row's logits to its own
    `DecodeRow` (sampler with its seed, `logit_bias`, penalties, the steering guide, stop ids and
-   strings, length limit), exactly the per-token code of the one-request loop;
+   strings, length limit), exactly the per-token code of the one-request loop, except that the
+   steps rows share (penalty, temperature, top-k/top-p/min-p) run once per group of rows with
+   the same settings (`sampling.pick_rows`; greedy rows pick the same tokens either way);
 3. **retires** finished and cancelled rows at once (their cache rows are dropped).
 
 Greedy decoding gives the same tokens batched and alone (up to float rounding between batch
@@ -44,6 +46,7 @@ import torch.nn.functional as F
 from models.engines.base import DecodeRow, GenerationStats, SamplingParams
 from models.engines.llama.block import _head_norms, forward
 from models.engines.llama.cache import KVCache, RopeTable
+from models.engines.sampling import pick_rows
 from models.errors import EngineError, QueueFullError
 
 if TYPE_CHECKING:
@@ -349,23 +352,27 @@ class Scheduler:
         ticket.cache = None
         self._running.append(ticket)
 
-    def _take(self, ticket: Ticket, logits: torch.Tensor) -> bool:
-        """Sample the row's next token and hand over its text; whether it goes on. A request's
-        own error (its sampling parameters, its grammar) ends that request only."""
+    def _take(self, ticket: Ticket, logits: torch.Tensor, token: int | None = None) -> bool:
+        """Sample the row's next token (or record `token`, picked with the batch) and hand over
+        its text; whether it goes on. A request's own error (its sampling parameters, its
+        grammar) ends that request only."""
         if ticket.cancelled.is_set():
             return False
         try:
-            return self._sample(ticket, logits)
+            return self._sample(ticket, logits, token)
         except Exception as exc:
             ticket.error = exc
             return False
 
-    def _sample(self, ticket: Ticket, logits: torch.Tensor) -> bool:
-        if ticket.suppress is not None and len(ticket.suppress):
-            logits = logits.index_fill(0, ticket.suppress, float("-inf"))
+    def _sample(self, ticket: Ticket, logits: torch.Tensor, token: int | None = None) -> bool:
         row, stats = ticket.row, ticket.stats
         seen = len(row.pieces)
-        ticket.last = row.take(logits)
+        if token is not None:
+            ticket.last = row.record(token, logits)
+        else:
+            if ticket.suppress is not None and len(ticket.suppress):
+                logits = logits.index_fill(0, ticket.suppress, float("-inf"))
+            ticket.last = row.take(logits)
         stats.completion_tokens = row.tokens
         for piece in row.pieces[seen:]:
             if stats.time_to_first_token_s is None:
@@ -380,10 +387,11 @@ class Scheduler:
         positions = torch.tensor([t.pos for t in self._running], dtype=torch.long)
         logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions)
         self.steps += 1
+        picked = self._pick(logits)
         done = []
         for i, ticket in enumerate(self._running):
             ticket.pos += 1
-            if not (self._take(ticket, logits[i]) and ticket.pos < cache.capacity):
+            if not (self._take(ticket, logits[i], picked.get(i)) and ticket.pos < cache.capacity):
                 self._finish(ticket)
                 done.append(i)
         for i in reversed(done):  # the last live row takes each finished row's slot
@@ -391,6 +399,23 @@ class Scheduler:
             if i < len(self._running):
                 cache.move_row(len(self._running), i, last.pos)
                 self._running[i] = last
+
+    def _pick(self, logits: torch.Tensor) -> dict[int, int]:
+        """The next token of every live row without a grammar, picked together
+        (`sampling.pick_rows`); a row whose picking fails is left to pick alone (and to fail
+        alone, with its own error)."""
+        rows = self._running
+        for i, ticket in enumerate(rows):
+            if ticket.suppress is not None and len(ticket.suppress):
+                logits[i].index_fill_(0, ticket.suppress, float("-inf"))
+        plain = [i for i, t in enumerate(rows) if t.row.structure is None and not t.cancelled.is_set()]
+        if not plain:
+            return {}
+        try:
+            tokens = pick_rows([rows[i].row.sampler for i in plain], logits[plain])
+        except Exception:
+            return {}
+        return dict(zip(plain, tokens, strict=True))
 
     def _finish(self, ticket: Ticket) -> None:
         with self._cond:
