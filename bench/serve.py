@@ -16,7 +16,9 @@ engine's lock, and chat throughput fell to about 0.37x while someone wrote; targ
 A fourth run sends the 32 concurrent requests to a second server in the same process with
 continuous batching on (`Limits.batch_rows`, `companion serve --batch-rows 64`: the fast
 engine's `Scheduler` steps every live stream at once); its throughput is reported against the
-one-at-a-time peer (issue 21's target: >= 4x, p50 time to first token <= 300 ms).
+one-at-a-time peer (issue 21's target: >= 4x, p50 time to first token <= 300 ms). The same
+pair again on a third server whose luna runs with int8 weights (`runtime.json`'s
+`int8-dynamic`): one at a time and 32 at once, both through the batching scheduler.
 
 Fairness, on both servers: user B sends one short request (`max_tokens` 16) while user A has 20
 streaming requests in flight on the same model; B's latency against B's alone (its peer, the
@@ -54,7 +56,7 @@ PROMPTS = [
 ]
 
 
-def _start_server(batch_rows: int = 0) -> tuple[str, Any, threading.Thread]:
+def _start_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, Any, threading.Thread]:
     import uvicorn
 
     from companion.server import ServerSettings, create_app
@@ -65,7 +67,12 @@ def _start_server(batch_rows: int = 0) -> tuple[str, Any, threading.Thread]:
     limits = Limits(batch_rows=batch_rows, max_streams_per_key=32, max_requests_per_key=32)
     settings = ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=limits)
     # each server its own manager, so each its own copy of the model (one batches, one queues)
-    app = create_app(settings, manager=ModelManager() if batch_rows else None)
+    manager = ModelManager() if batch_rows else None
+    if int8 and manager is not None:  # luna's base with int8 weights (`runtime.json`'s int8-dynamic)
+        from models.engines.llama.runtime import apply_runtime
+
+        apply_runtime(manager.load_model("personality", MODEL).base.engine, {"quantization": "int8-dynamic"})
+    app = create_app(settings, manager=manager)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -182,16 +189,20 @@ def main() -> None:
         a_key, b_key = create_key("user-a", name="bench")[0], create_key("user-b", name="bench")[0]
         url, server, thread = _start_server()
         batch_url, batch_server, batch_thread = _start_server(BATCH_ROWS)
+        int8_url, int8_server, int8_thread = _start_server(BATCH_ROWS, int8=True)
         counts = {"writes": 0, "errors": 0}
         try:
             asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
             asyncio.run(_run(batch_url, False, keys))
+            asyncio.run(_run(int8_url, False, keys))
             rows = {}
             modes = (
                 ("one at a time (peer)", url, False, False),
                 (f"{CLIENTS} concurrent (ours)", url, True, False),
                 (f"{CLIENTS} concurrent + a writer", url, True, True),
                 (f"{CLIENTS} concurrent, continuous batching", batch_url, True, False),
+                ("int8: one at a time (peer)", int8_url, False, False),
+                (f"int8: {CLIENTS} concurrent, continuous batching", int8_url, True, False),
             )
             for label, target, concurrent, writing in modes:
                 stop = threading.Event()
@@ -216,10 +227,11 @@ def main() -> None:
             fair = {"fair queue": asyncio.run(_fairness(url, a_key, b_key)),
                     "continuous batching": asyncio.run(_fairness(batch_url, a_key, b_key))}  # fmt: skip
         finally:
-            for s, t in ((server, thread), (batch_server, batch_thread)):
+            for s, t in ((server, thread), (batch_server, batch_thread), (int8_server, int8_thread)):
                 s.should_exit = True
                 t.join(timeout=10)
-    peer, ours, written, batched = rows.values()
+    peer, ours, written, batched, int8_peer, int8_batched = rows.values()
+    int8_ratio = (int8_batched["pieces"] / int8_batched["wall"]) / (int8_peer["pieces"] / int8_peer["wall"])
     ratio = (ours["pieces"] / ours["wall"]) / (peer["pieces"] / peer["wall"])
     writer_ratio = (written["pieces"] / written["wall"]) / (ours["pieces"] / ours["wall"])
     batch_ratio = (batched["pieces"] / batched["wall"]) / (peer["pieces"] / peer["wall"])
@@ -248,7 +260,9 @@ def main() -> None:
             f"{_pct(r['ttft'], 99):.0f}",
             f"{rate:.1f}",
             "1.00"
-            if r is peer
+            if r is peer or r is int8_peer
+            else f"{int8_ratio:.3f}"
+            if r is int8_batched
             else f"{ratio:.3f}"
             if r is ours
             else f"{batch_ratio:.3f}"
@@ -265,6 +279,11 @@ def main() -> None:
     console.print(
         f"continuous batching / one at a time: {batch_ratio:.3f}, p50 TTFT {b_ttft:.0f} ms (issue 21 target: "
         f"≥ {BATCH_TARGET:.0f}x and ≤ 300 ms, none dropped): {b_verdict}"
+    )
+    i_ttft = _pct(int8_batched["ttft"], 50)
+    i_verdict = "met" if int8_ratio >= BATCH_TARGET and i_ttft <= 300 and int8_batched["dropped"] == 0 else "MISSED"
+    console.print(
+        f"int8 weights, continuous batching / one at a time: {int8_ratio:.3f}, p50 TTFT {i_ttft:.0f} ms: {i_verdict}"
     )
     for mode, f in fair.items():
         f_verdict = "met" if f["ratio"] <= FAIR_TARGET and f["a_ok"] == A_REQUESTS else "MISSED"
