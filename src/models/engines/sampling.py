@@ -87,20 +87,7 @@ class Sampler:
         """Top-k, then top-p, then a seeded draw. With top-k set, only the k best logits are
         sorted and sampled from (the distribution is the same as masking the full vocabulary,
         at a fraction of the cost: no 8 k-entry sort or softmax per token)."""
-        k, top_p = self.p.top_k, self.p.top_p
-        if k and k < logits.shape[-1]:
-            vals, idx = torch.topk(logits, k)  # sorted, largest first
-        elif top_p < 1.0:
-            vals, idx = torch.sort(logits, descending=True)
-        else:
-            vals, idx = logits, None
-        if top_p < 1.0:
-            probs = torch.softmax(vals, dim=-1)
-            drop = probs.cumsum(-1) - probs > top_p
-            vals = vals.masked_fill(drop, float("-inf"))
-        if self.p.min_p > 0.0:
-            probs = torch.softmax(vals, dim=-1)
-            vals = vals.masked_fill(probs < self.p.min_p * probs.max(), float("-inf"))
+        vals, idx = _filtered(logits, self.p.top_k, self.p.top_p, self.p.min_p)
         choice = int(torch.multinomial(torch.softmax(vals, dim=-1), 1, generator=self.generator))
         return int(idx[choice]) if idx is not None else choice
 
@@ -130,6 +117,24 @@ class Sampler:
         self.generated.append(token)
         if self._counts is not None:
             self._counts[token] += 1
+
+
+def _filtered(logits: torch.Tensor, k: int, top_p: float, min_p: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Top-k, then top-p, then min-p over the last dimension of (vocab,) or (rows, vocab)
+    logits: the kept logits (the rest -inf) and their token ids (None: the whole vocabulary)."""
+    if k and k < logits.shape[-1]:
+        vals, idx = torch.topk(logits, k)  # sorted, largest first
+    elif top_p < 1.0:
+        vals, idx = torch.sort(logits, descending=True)
+    else:
+        vals, idx = logits, None
+    if top_p < 1.0:
+        probs = torch.softmax(vals, dim=-1)
+        vals = vals.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
+    if min_p > 0.0:
+        probs = torch.softmax(vals, dim=-1)
+        vals = vals.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+    return vals, idx
 
 
 def _batch_key(guide: object) -> object:
@@ -187,19 +192,7 @@ def pick_rows(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int]:
             for i, t in zip(rows, torch.argmax(x[idx], dim=-1).tolist(), strict=True):
                 tokens[i] = int(t)
             continue
-        z = x[idx] / temp
-        if k and k < vocab:
-            vals, top = torch.topk(z, k)
-        elif top_p < 1.0:
-            vals, top = torch.sort(z, descending=True)
-        else:
-            vals, top = z, None
-        if top_p < 1.0:
-            probs = torch.softmax(vals, dim=-1)
-            vals = vals.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
-        if min_p > 0.0:
-            probs = torch.softmax(vals, dim=-1)
-            vals = vals.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+        vals, top = _filtered(x[idx] / temp, k, top_p, min_p)
         probs = torch.softmax(vals, dim=-1)
         for j, i in enumerate(rows):
             choice = int(torch.multinomial(probs[j], 1, generator=samplers[i].generator))
