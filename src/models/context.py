@@ -74,7 +74,8 @@ class Context:
         return str(self.home), self._database_url or ""
 
     def ensure_home(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.home.is_dir():  # one stat on the hot path, not a mkdir that fails
+            self.home.mkdir(parents=True, exist_ok=True)
         return self.home
 
     # --- parts ---------------------------------------------------------------------------

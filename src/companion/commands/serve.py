@@ -22,6 +22,10 @@ def serve(
     max_requests: Annotated[
         int, typer.Option(help="Generations in flight per user, streamed or not (n choices count n).")
     ] = 8,
+    max_writes: Annotated[
+        float,
+        typer.Option(help="Writes (preferences, memory, feedback, chats) per user per second; bursts of twice that."),
+    ] = 10.0,
     batch_rows: Annotated[
         int,
         typer.Option(help="Continuous batching: streams a local fast-engine model decodes at once (0: queue them)."),
@@ -40,6 +44,7 @@ def serve(
             max_tokens=max_tokens,
             max_streams_per_key=max_streams,
             max_requests_per_key=max_requests,
+            writes_per_second=max_writes,
             batch_rows=batch_rows,
         ),
     ).check()

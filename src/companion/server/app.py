@@ -12,6 +12,7 @@ policy decides what each user may read, generate or administer.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -44,7 +45,30 @@ class ServerState:
     _streams: dict[str, int] = field(default_factory=dict)
     _inflight: dict[str, int] = field(default_factory=dict)
     _keys: dict[str, tuple[str | None, float]] = field(default_factory=dict)
+    _writes: dict[str, tuple[float, float]] = field(default_factory=dict)  # user: (tokens, at)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_write(self, user: str) -> None:
+        """Count one write for `user` against `Limits.writes_per_second` (a token bucket that
+        holds twice the rate), or refuse with 429: one client writing as fast as it is answered
+        took the server's time from everyone's chats (`python -m bench serve`'s writer row)."""
+        rate = self.settings.limits.writes_per_second
+        if rate <= 0:
+            return
+        burst = max(1.0, 2.0 * rate)
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._writes.get(user, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
+            if tokens < 1.0:
+                self._writes[user] = (tokens, now)
+                raise APIError(
+                    429,
+                    f"too many writes for this key (limit {rate:g} a second, in bursts of {burst:g}): "
+                    f"retry in {(1.0 - tokens) / rate:.2f} s",
+                    code="too_many_writes",
+                )
+            self._writes[user] = (tokens - 1.0, now)
 
     def open_request(self, user: str, weight: int = 1, *, stream: bool = False) -> None:
         """Count `weight` more generations in flight for `user` (a request with n choices weighs
@@ -149,9 +173,17 @@ _BEARER = HTTPBearer(
 )
 
 
+#: Writes that generate: limited by the generations in flight (`open_request`), not as writes.
+_GENERATING = re.compile(r"^/(v1/)?(chat/)?completions$|^/api/chats/[^/]+/(messages|regenerate|continue)$")
+
+
 def caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> str:
-    """The dependency routes use: the acting user (documents the bearer scheme in OpenAPI)."""
-    return authenticate(request)
+    """The dependency routes use: the acting user (documents the bearer scheme in OpenAPI).
+    Every write that does not generate counts against the user's write rate here."""
+    user = authenticate(request)
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not _GENERATING.match(request.url.path):
+        request.app.state.companion.take_write(user)
+    return user
 
 
 class BodyLimit:

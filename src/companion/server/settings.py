@@ -35,6 +35,13 @@ class Limits:
     )
     max_stop: int = field(default=4, metadata={"help": "Most stop sequences."})
     workers: int = field(default=64, metadata={"help": "Threads that run generations (queued beyond)."})
+    writes_per_second: float = field(
+        default=10.0,
+        metadata={
+            "help": "Writes (preferences, memory, feedback, chats, cards) per user per second, in bursts of up to "
+            "twice that (429 above; 0: no limit). Generations have their own limits."
+        },
+    )
     batch_rows: int = field(
         default=0,
         metadata={"help": "Streams a local model decodes together, continuous batching (0: one at a time)."},
@@ -68,9 +75,11 @@ class ServerSettings:
             )
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, not {self.port}")
-        for limit in fields(self.limits):  # every limit is a count or a size (batch_rows 0: off)
-            if getattr(self.limits, limit.name) < (0 if limit.name == "batch_rows" else 1):
-                problems.append(f"limits.{limit.name} must be >= {0 if limit.name == 'batch_rows' else 1}")
+        off = ("batch_rows", "writes_per_second")  # 0 turns these off
+        for limit in fields(self.limits):  # every limit is a count, a size or a rate
+            least = 0 if limit.name in off else 1
+            if getattr(self.limits, limit.name) < least:
+                problems.append(f"limits.{limit.name} must be >= {least}")
         if problems:
             raise ConfigError("serve", problems)
         return self

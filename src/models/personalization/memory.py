@@ -119,10 +119,21 @@ class UserMemory:
         clean = self._check(kind, text)
         t = self._table
         now = db.utc_now()
-        self._changed()
+        # Texts are sealed at rest (a token per write), so equal texts are found by reading them.
+        # The user's facts as this process last read them (decrypted, cached) are compared
+        # before the write lock is taken; inside it only a match is confirmed and the facts
+        # added since that read are unsealed, so a writer does not hold the database while it
+        # decrypts every fact (a busy server's chats waited on exactly that).
+        known = self.list()
+        hit = next((f.id for f in known if f.text == clean), None)
+        last = max((f.id for f in known), default=0)
         with db.write_transaction(self._engine()) as conn:
-            # texts are sealed at rest (a token per write): compare them after reading
-            rows = conn.execute(select(t.c.id, t.c.text).where(t.c.user_id == self.user)).all()
+            if hit is not None:
+                stored = conn.scalar(select(t.c.text).where(t.c.id == hit, t.c.user_id == self.user))
+                if stored is not None and unseal(stored) == clean:
+                    return hit
+                last = 0  # the cached read was stale: compare every fact
+            rows = conn.execute(select(t.c.id, t.c.text).where(t.c.user_id == self.user, t.c.id > last)).all()
             for fact_id, stored in rows:
                 if unseal(stored) == clean:
                     return int(fact_id)

@@ -48,16 +48,38 @@ def data_key_path(home: Path | None = None) -> Path:
     return (home or companion_home()) / "keys" / "data.key"
 
 
+#: Fernet objects by key file identity (path, inode, mtime, size): sealing and unsealing every
+#: row read the key file and created the home folder each time, which a busy server paid per
+#: memory fact. A replaced or rotated key file has a new identity, so it is read again.
+_FERNETS: dict[tuple[str, int, int, int], object] = {}
+
+
+def _key_identity(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return str(path), st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _fernet(home: Path | None = None) -> object:
     from cryptography.fernet import Fernet
 
     from models.home import home_secret
 
-    key = home_secret(data_key_path(home).name, Fernet.generate_key, home)
+    path = data_key_path(home)
+    known = _key_identity(path)
+    if known is not None and known in _FERNETS:
+        return _FERNETS[known]
+    key = home_secret(path.name, Fernet.generate_key, home)
     try:
-        return Fernet(key.strip())
+        fernet = Fernet(key.strip())
     except ValueError as exc:
-        raise PrivacyError(f"{data_key_path(home)} is not a Fernet key ({exc}); restore it from a backup") from exc
+        raise PrivacyError(f"{path} is not a Fernet key ({exc}); restore it from a backup") from exc
+    made = _key_identity(path)
+    if made is not None:
+        _FERNETS[made] = fernet
+    return fernet
 
 
 def encrypt(data: bytes, home: Path | None = None) -> bytes:
