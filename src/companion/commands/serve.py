@@ -29,7 +29,7 @@ def serve(
     batch_rows: Annotated[
         int,
         typer.Option(help="Continuous batching: streams a local fast-engine model decodes at once (0: queue them)."),
-    ] = 0,
+    ] = 64,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve personalities over an OpenAI-compatible API (SSE streaming) and a web page at /."""

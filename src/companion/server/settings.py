@@ -43,7 +43,7 @@ class Limits:
         },
     )
     batch_rows: int = field(
-        default=0,
+        default=64,
         metadata={"help": "Streams a local model decodes together, continuous batching (0: one at a time)."},
     )
 
