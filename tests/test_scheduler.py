@@ -99,13 +99,19 @@ def test_while_another_user_waits_one_user_holds_at_most_user_rows(engine: FastE
     try:
         params = SamplingParams(max_new_tokens=24, temperature=0.0)
         ids = engine.codec.encode(PROMPTS[1], add_bos=True)
+        seen: list[int] = []
+        step = sched._step
+
+        def watched() -> None:  # at every step while bob's request is live: ann's rows
+            if sched._live.get("bob"):
+                seen.append(sched._live.get("ann", 0))
+            step()
+
+        sched._step = watched  # type: ignore[method-assign]
         with sched._cond:
             anns = [sched.submit(ids, params, user="ann") for _ in range(6)]
             bob = sched.submit(ids, params, user="bob")
-        seen = []
-        for _piece in bob:  # while bob's request decodes, ann has at most two rows
-            with sched._cond:
-                seen.append(sched._live.get("ann", 0))
+        assert "".join(bob)
         assert seen and max(seen) <= 2, seen
         assert all("".join(t) for t in anns)  # ann's other requests ran after, none lost
         assert sched._live == {}
