@@ -3,7 +3,10 @@ tokens match decoding alone; seeded rows reproduce; fair admission; a bounded qu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,15 @@ PROMPTS = [
 @pytest.fixture
 def engine(tiny_model_dir: Path) -> FastEngine:
     return FastEngine(tiny_model_dir, threads=1)
+
+
+@contextlib.contextmanager
+def _scheduler(engine: FastEngine, **settings: Any) -> Iterator[Scheduler]:
+    sched = Scheduler(engine, **settings)
+    try:
+        yield sched
+    finally:
+        sched.close()
 
 
 def _alone(engine: FastEngine, prompt: str, params: SamplingParams) -> str:
@@ -78,8 +90,7 @@ def test_a_shared_prompt_start_is_computed_once(engine: FastEngine) -> None:
 
 
 def test_admission_is_round_robin_between_users(engine: FastEngine) -> None:
-    sched = Scheduler(engine, max_rows=1)
-    try:
+    with _scheduler(engine, max_rows=1) as sched:
         params = SamplingParams(max_new_tokens=6, temperature=0.0)
         ids = engine.codec.encode(PROMPTS[1], add_bos=True)
         with sched._cond:  # hold the loop while the queue fills, so arrival order is known
@@ -90,13 +101,10 @@ def test_admission_is_round_robin_between_users(engine: FastEngine) -> None:
             "".join(t)
         order = list(sched.admitted)
         assert order.index("bob") <= 1, order  # bob's one request does not wait for ann's five
-    finally:
-        sched.close()
 
 
 def test_while_another_user_waits_one_user_holds_at_most_user_rows(engine: FastEngine) -> None:
-    sched = Scheduler(engine, max_rows=8, user_rows=2)
-    try:
+    with _scheduler(engine, max_rows=8, user_rows=2) as sched:
         params = SamplingParams(max_new_tokens=24, temperature=0.0)
         ids = engine.codec.encode(PROMPTS[1], add_bos=True)
         seen: list[int] = []
@@ -115,13 +123,10 @@ def test_while_another_user_waits_one_user_holds_at_most_user_rows(engine: FastE
         assert seen and max(seen) <= 2, seen
         assert all("".join(t) for t in anns)  # ann's other requests ran after, none lost
         assert sched._live == {}
-    finally:
-        sched.close()
 
 
 def test_the_queue_is_bounded_and_a_cancelled_row_is_freed(engine: FastEngine) -> None:
-    sched = Scheduler(engine, max_rows=1, max_waiting=2)
-    try:
+    with _scheduler(engine, max_rows=1, max_waiting=2) as sched:
         params = SamplingParams(max_new_tokens=60, temperature=0.0)
         ids = engine.codec.encode(PROMPTS[0], add_bos=True)
         with sched._cond:
@@ -134,8 +139,6 @@ def test_the_queue_is_bounded_and_a_cancelled_row_is_freed(engine: FastEngine) -
         rest = "".join(first)
         assert accepted[0].row.tokens < 60 or rest == ""
         assert "".join(accepted[1]) != "" and sched.running == 0
-    finally:
-        sched.close()
 
 
 @pytest.mark.parametrize("case", ["qwen2", "qwen3"])

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.engines.llama.scheduler import requested_by
+from models.engines.user_queues import UserQueues
 from models.security import acting_as
 
 __all__ = ["FairLock", "Job", "Runner", "Turn"]
@@ -40,28 +40,19 @@ class FairLock:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._held = False
-        self._queues: dict[str, deque[threading.Event]] = {}
-        self._order: deque[str] = deque()  # users with waiters, next to be served first
+        self._waiters: UserQueues[threading.Event] = UserQueues()
 
     def acquire(self, cancel: threading.Event | None = None, user: str = "") -> bool:
         with self._mutex:
-            if not self._held and not self._order:
+            if not self._held and not self._waiters:
                 self._held = True
                 return True
             turn = threading.Event()
-            if user not in self._queues:
-                self._queues[user] = deque()
-                self._order.append(user)
-            self._queues[user].append(turn)
+            self._waiters.put(user, turn)
         while not turn.wait(CANCEL_POLL_S):
             if cancel is not None and cancel.is_set():
                 with self._mutex:
-                    queue = self._queues.get(user)
-                    if queue is not None and turn in queue:
-                        queue.remove(turn)
-                        if not queue:
-                            del self._queues[user]
-                            self._order.remove(user)
+                    if self._waiters.remove(user, turn):
                         return False
                 break  # handed over meanwhile: we hold it, give it on
         if cancel is not None and cancel.is_set():
@@ -71,22 +62,16 @@ class FairLock:
 
     def release(self) -> None:
         with self._mutex:
-            if not self._order:
+            nxt = self._waiters.pop()
+            if nxt is None:
                 self._held = False
                 return
-            user = self._order.popleft()
-            queue = self._queues[user]
-            nxt = queue.popleft()
-            if queue:
-                self._order.append(user)  # this user's next request waits for the others' turn
-            else:
-                del self._queues[user]
             nxt.set()  # ownership passes straight to the next waiter
 
     @property
     def waiting(self) -> int:
         with self._mutex:
-            return sum(len(q) for q in self._queues.values())
+            return len(self._waiters)
 
 
 @dataclass

@@ -47,6 +47,7 @@ from models.engines.base import DecodeRow, GenerationStats, SamplingParams
 from models.engines.llama.block import _head_norms, forward
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.sampling import pick_rows
+from models.engines.user_queues import UserQueues
 from models.errors import EngineError, QueueFullError
 
 if TYPE_CHECKING:
@@ -160,8 +161,7 @@ class Scheduler:
         self._live: dict[str, int] = {}  # rows (admitted or decoding) per user
         self.prefix_entries = prefix_cache
         self._cond = threading.Condition()
-        self._waiting: dict[str, deque[Ticket]] = {}
-        self._order: deque[str] = deque()
+        self._waiting: UserQueues[Ticket] = UserQueues()
         self._admitting: list[Ticket] = []
         self._running: list[Ticket] = []
         self._prefixes: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
@@ -179,7 +179,7 @@ class Scheduler:
     @property
     def waiting(self) -> int:
         with self._cond:
-            return sum(len(q) for q in self._waiting.values())
+            return len(self._waiting)
 
     @property
     def running(self) -> int:
@@ -200,12 +200,9 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise EngineError("the scheduler is closed")
-            if sum(len(q) for q in self._waiting.values()) >= self.max_waiting:
+            if len(self._waiting) >= self.max_waiting:
                 raise QueueFullError(f"{self.max_waiting} requests are already waiting for this model")
-            if user not in self._waiting:
-                self._waiting[user] = deque()
-                self._order.append(user)
-            self._waiting[user].append(ticket)
+            self._waiting.put(user, ticket)
             self._cond.notify()
         return ticket
 
@@ -220,21 +217,11 @@ class Scheduler:
     def _next_waiting(self) -> Ticket | None:
         """The next request to admit: round-robin over the users who wait, skipping a user at
         `user_rows` live rows while anyone else has work."""
-        users = set(self._waiting) | {u for u, n in self._live.items() if n}
-        contended = len(users) > 1
-        for _ in range(len(self._order)):
-            user = self._order.popleft()
-            if contended and self._live.get(user, 0) >= self.user_rows:
-                self._order.append(user)
-                continue
-            q = self._waiting[user]
-            ticket = q.popleft()
-            if q:
-                self._order.append(user)  # this user's next request waits for the others' turn
-            else:
-                del self._waiting[user]
+        contended = len(self._waiting.users() | {u for u, n in self._live.items() if n}) > 1
+        full = (lambda user: self._live.get(user, 0) >= self.user_rows) if contended else None
+        while (ticket := self._waiting.pop(full)) is not None:
             if not ticket.cancelled.is_set():
-                self._live[user] = self._live.get(user, 0) + 1
+                self._live[ticket.user] = self._live.get(ticket.user, 0) + 1
                 return ticket
             ticket.outbox.put(_DONE)
         return None
@@ -243,7 +230,7 @@ class Scheduler:
         engine = self.engine
         while True:
             with self._cond:
-                while not self._closed and not self._order and not self._running and not self._admitting:
+                while not self._closed and not self._waiting and not self._running and not self._admitting:
                     self._cond.wait()
                 if self._closed:
                     return
@@ -438,8 +425,8 @@ class Scheduler:
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._cond:
-            everyone = self._admitting + self._running + [t for q in self._waiting.values() for t in q]
-            self._admitting, self._running, self._waiting, self._order = [], [], {}, deque()
+            everyone = self._admitting + self._running + self._waiting.clear()
+            self._admitting, self._running = [], []
             self._live = {}
             self._cache = None
         for ticket in everyone:
