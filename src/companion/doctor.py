@@ -174,7 +174,7 @@ def _engines() -> CheckResult:
 
 def _federated() -> CheckResult:
     """Federated personalization (`companion federate`) needs the optional Flower extra."""
-    from models.training.federated import flower_version
+    from models.training.flower import flower_version
 
     version = flower_version()
     if version is None:

@@ -167,7 +167,7 @@ def test_serve_publishes_the_prior_and_new_users_start_from_it(context: Any) -> 
     import socket
 
     from models.personalization import load_personalization_model
-    from models.training.federated import _wait_for_port
+    from models.training.flower import wait_for_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,7 +175,7 @@ def test_serve_publishes_the_prior_and_new_users_start_from_it(context: Any) -> 
     rounds: list[int] = []
 
     def member(i: int) -> None:
-        _wait_for_port(address)
+        wait_for_port(address)
         rounds.append(join(address, users=lambda: _users(i)))
 
     threads = [threading.Thread(target=member, args=(i,), daemon=True) for i in range(2)]
@@ -214,7 +214,7 @@ def test_the_cli_serves_a_federation_and_publishes(companion_home: Any) -> None:
     import subprocess
     import sys
 
-    from models.training.federated import _wait_for_port
+    from models.training.flower import wait_for_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -223,7 +223,7 @@ def test_the_cli_serves_a_federation_and_publishes(companion_home: Any) -> None:
            "--clients", "1", "--rounds", "1", "--noise", "0", "--json"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
-        _wait_for_port(address)
+        wait_for_port(address)
         assert join(address, users=lambda: _users(5)) == 1
         out, errs = proc.communicate(timeout=120)
     finally:

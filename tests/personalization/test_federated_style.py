@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from models.training import ModelTrainer
-from models.training.federated import SHARED, PersonalizationClient, _wait_for_port, join, serve, simulate
+from models.training.federated import SHARED, PersonalizationClient, join, serve, simulate
 from models.training.federated_style import initial_style, local_style_adapters, style_update
+from models.training.flower import wait_for_port
 
 pytest.importorskip("flwr")
 
@@ -161,7 +162,7 @@ def test_serve_publishes_the_population_adapter_and_a_new_user_starts_from_it(
     rounds: list[int] = []
 
     def member() -> None:
-        _wait_for_port(address)
+        wait_for_port(address)
         rounds.append(join(address, users=lambda: {}))  # the adapters come from this instance's store
 
     thread = threading.Thread(target=member, daemon=True)
@@ -198,7 +199,7 @@ def test_the_cli_federates_style_when_asked(writers: dict, tiny_model_dir: Path)
            "--style", "--style-base", str(tiny_model_dir)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
-        _wait_for_port(address)
+        wait_for_port(address)
         assert join(address, users=lambda: {}) == 1
         out, errs = proc.communicate(timeout=120)
     finally:

@@ -31,11 +31,10 @@ style adapter starts from it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,19 +44,18 @@ from models.errors import DataError, TrainingError
 from models.personalization.events import FeedbackEvent
 from models.personalization.learner import PreferenceLearner
 from models.training.federated_style import StyleShape, initial_style, local_style_adapters, style_update
+from models.training.flower import flower_log, require_flower, run_server, wait_for_port
 
 __all__ = [
     "SHARED",
     "FederatedResult",
     "PersonalizationClient",
     "epsilon",
-    "flower_version",
     "instance_users",
     "join",
     "learner_from_arrays",
     "local_update",
     "prior_arrays",
-    "require_flower",
     "serve",
     "simulate",
     "strategy",
@@ -70,33 +68,6 @@ MIN_EVENTS = 3
 DEFAULT_DELTA = 1e-5
 DEFAULT_NOISE = 2.0
 DEFAULT_CLIP = 0.5
-
-
-class _FlowerLog(logging.Filter):
-    """Drops Flower's notices that its `start_server`/`start_client` are deprecated (we use
-    them on purpose: one address, no app bundle), and below `level` what a quiet run hides."""
-
-    def __init__(self, level: int = logging.INFO) -> None:
-        super().__init__()
-        self.level = level
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.level:
-            return False
-        text = record.getMessage()
-        return "deprecated" not in text and "flower-super" not in text
-
-
-@contextlib.contextmanager
-def flower_log(level: int = logging.INFO) -> Iterator[None]:
-    """Flower's log, without its deprecation notices (and below `level`) while inside."""
-    logger = logging.getLogger("flwr")
-    f = _FlowerLog(level)
-    logger.addFilter(f)
-    try:
-        yield
-    finally:
-        logger.removeFilter(f)
 
 
 def prior_arrays(learner: PreferenceLearner) -> list[np.ndarray]:
@@ -146,22 +117,6 @@ def instance_users(model: str | None = None, limit: int = 100_000) -> dict[str, 
         if row.get("user_id"):
             users.setdefault(str(row["user_id"]), []).append(FeedbackEvent.parse(row["event"], f"feedback {row['id']}"))
     return users
-
-
-def flower_version() -> str | None:
-    """Flower's version, or None without the `federated` extra (Flower and dp-accounting)."""
-    from models.fileio import optional_version
-
-    if optional_version("dp-accounting", "dp_accounting") is None:
-        return None
-    return optional_version("flwr", "flwr")
-
-
-def require_flower() -> None:
-    if flower_version() is None:
-        raise TrainingError(
-            "federated learning needs Flower and dp-accounting: pip install 'companion-models[federated]'"
-        )
 
 
 try:
@@ -367,14 +322,6 @@ def _check(rounds: int, clients: int, noise_multiplier: float, clipping_norm: fl
         raise TrainingError(f"delta must be between 0 and 1, got {delta}")
 
 
-def _run_server(address: str, rounds: int, strat: Any, timeout: float | None, certificates: Any = None) -> None:
-    from flwr.compat.server.app import start_server
-    from flwr.server import ServerConfig
-
-    start_server(server_address=address, config=ServerConfig(num_rounds=rounds, round_timeout=timeout),
-                 strategy=strat, certificates=certificates)  # fmt: skip
-
-
 def serve(
     address: str = "0.0.0.0:8080",
     *,
@@ -412,7 +359,7 @@ def serve(
     strat = strategy(initial, clients, noise_multiplier, clipping_norm, keep, styled)
     t0 = time.time()
     with flower_log():
-        _run_server(address, rounds, strat, round_timeout, certificates)
+        run_server(address, rounds, strat, round_timeout, certificates)
     if keep.arrays is None:
         raise TrainingError(f"the federation at {address} finished no round (did {clients} clients join?)")
     result = _result(keep, initial, clients, noise_multiplier, clipping_norm, delta, t0, styled, strat)
@@ -466,20 +413,6 @@ def join(
     return client.rounds
 
 
-def _wait_for_port(address: str, timeout: float = 60.0) -> None:
-    """Until the server at `address` accepts connections (Flower's clients give up on a refused one)."""
-    import socket
-
-    host, port = address.rsplit(":", 1)
-    end = time.time() + timeout
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex((host, int(port))) == 0:
-                return
-        time.sleep(0.05)
-    raise TrainingError(f"the Flower server at {address} did not start")
-
-
 def simulate(
     clients: Sequence[PersonalizationClient],
     *,
@@ -508,7 +441,7 @@ def simulate(
 
     def run_client(c: PersonalizationClient) -> None:
         try:
-            _wait_for_port(address)
+            wait_for_port(address)
             client = c.to_client()
             start_client(server_address=address, client=wrap(client) if wrap else client, insecure=True,
                          max_retries=100, max_wait_time=60.0)  # fmt: skip
@@ -522,7 +455,7 @@ def simulate(
     strat = strategy(initial, len(clients), noise_multiplier, clipping_norm, keep, style)
     # The server runs here: Flower installs signal handlers, which only the main thread may.
     with flower_log(log_level):
-        _run_server(address, rounds, strat, 60.0)
+        run_server(address, rounds, strat, 60.0)
         for t in threads:
             t.join(timeout=30)
     if errors:
