@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -160,6 +161,39 @@ def test_write_transaction_takes_the_write_lock(engine: sa.Engine, home: Path) -
                 other.execute("BEGIN IMMEDIATE")
         finally:
             other.close()
+
+
+def test_threads_of_one_process_queue_for_the_write_lock_in_python(engine: sa.Engine) -> None:
+    """Another thread waits on the engine's Python lock (woken as soon as it is free), not in
+    SQLite's busy handler, which polls with sleeps of up to 100 ms."""
+    order: list[str] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with db.write_transaction(engine):
+            order.append("first in")
+            inside.set()
+            release.wait(5)
+            order.append("first out")
+
+    def second() -> None:
+        inside.wait(5)
+        with db.write_transaction(engine):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait(5)
+    time.sleep(0.05)
+    lock = db._sqlite_write_lock(engine)
+    assert not lock.acquire(blocking=False)  # held by the first thread's transaction
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert order == ["first in", "first out", "second in"]
+    assert lock.acquire(blocking=False)  # free again once both transactions ended
+    lock.release()
 
 
 MIGRATE = """

@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--chat-warmup", type=int, default=40)
     ap.add_argument("--chat-from", type=Path, help="continue this chat model instead of RUNS/context/model")
     ap.add_argument("--grounded-weight", type=float, default=ChatDataSettings.grounded_weight)
+    ap.add_argument("--emotion-examples", type=int, default=ChatDataSettings.goemotions_per_label,
+                    help="GoEmotions comments per rarely seen label, as replies to chat turns")  # fmt: skip
     ap.add_argument("--ship", action="store_true", help="copy the finished models into src/models/builtin")
     a = ap.parse_args()
     if a.ship:
@@ -96,7 +98,8 @@ def main() -> None:
                 max_steps=a.chat_steps, batch_size=16, micro_batch_size=16, lr=a.chat_lr, warmup_steps=a.chat_warmup,
                 eval_every=100, checkpoint_every=25, max_minutes=a.chat_minutes, seed=7, log_every=10,
             ),
-            data_settings=ChatDataSettings(grounded_weight=a.grounded_weight), threads=a.threads,
+            data_settings=ChatDataSettings(grounded_weight=a.grounded_weight, goemotions_per_label=a.emotion_examples),
+            threads=a.threads,
             resume=(chat_run / "checkpoint" / "state.json").exists(), progress=False,
         )  # fmt: skip
         print(json.dumps(report["result"], indent=1))

@@ -121,11 +121,31 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
     On SQLite this is `BEGIN IMMEDIATE`, so a read-then-write transaction cannot fail half-way
     with "database is locked"; other backends get an ordinary transaction.
+
+    On SQLite the threads of one process also queue for the write lock on a Python lock first:
+    SQLite's busy handler polls with sleeps that grow to 100 ms, so 32 threads writing at once
+    (an audit row per request under load) waited for each other's sleeps, not each other's
+    work (issue 21: most of a loaded server's time to first token). Other processes still meet
+    at SQLite's own lock.
     """
-    with engine.connect() as conn:
+    lock = _sqlite_write_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+    with lock, engine.connect() as conn:
         conn.execution_options(**{_IMMEDIATE: True})
         with conn.begin():
             yield conn
+
+
+_write_locks: dict[int, threading.RLock] = {}
+
+
+def _sqlite_write_lock(engine: Engine) -> threading.RLock:
+    """The in-process write lock of one SQLite engine (re-entrant: a nested write transaction
+    still meets SQLite's lock, as before, rather than deadlocking here)."""
+    lock = _write_locks.get(id(engine))
+    if lock is None:
+        with _engines_lock:
+            lock = _write_locks.setdefault(id(engine), threading.RLock())
+    return lock
 
 
 def migrate(engine: Engine) -> list[int]:

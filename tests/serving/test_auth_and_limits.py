@@ -40,6 +40,26 @@ def test_keys_are_stored_hashed_and_can_be_revoked() -> None:
     assert user_for_key("ck-not-a-key") is None
 
 
+def test_a_keys_last_use_is_written_once_a_minute_not_on_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from companion.server import keys
+
+    key = _key("ada")
+    assert keys.list_keys("ada")[0].last_used_at is None
+    assert keys.user_for_key(key) == "ada"
+    first = keys.list_keys("ada")[0].last_used_at
+    assert first is not None
+    writes: list[Any] = []
+    real = keys.db.write_transaction
+    monkeypatch.setattr(keys.db, "write_transaction", lambda engine: writes.append(1) or real(engine))
+    for _ in range(5):  # within the minute: reads only
+        assert keys.user_for_key(key) == "ada"
+    assert writes == [] and keys.list_keys("ada")[0].last_used_at == first
+    monkeypatch.setattr(keys, "TOUCH_EVERY_S", 0.0)  # a minute later
+    assert keys.user_for_key(key) == "ada"
+    assert writes == [1] and keys.list_keys("ada")[0].last_used_at > first
+    assert keys.user_for_key(key, touch=False) == "ada" and writes == [1]
+
+
 def test_keyed_server_needs_a_valid_key(keyed_server: RunningServer) -> None:
     no_key = httpx.get(keyed_server.url + "/v1/models")
     assert no_key.status_code == 401

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -84,13 +85,30 @@ def user_for_key(key: str, *, url: str | None = None, touch: bool = True) -> str
     digest = hash_key(key)
     engine = _engine(url)
     with engine.connect() as conn:
-        row = conn.execute(select(t.c.id, t.c.user_id, t.c.revoked_at).where(t.c.key_hash == digest)).first()
+        row = conn.execute(
+            select(t.c.id, t.c.user_id, t.c.revoked_at, t.c.last_used_at).where(t.c.key_hash == digest)
+        ).first()
     if row is None or row.revoked_at is not None:
         return None
-    if touch:
-        with engine.begin() as conn:
+    if touch and _stale(row.last_used_at):
+        with db.write_transaction(engine) as conn:
             conn.execute(update(t).where(t.c.id == row.id).values(last_used_at=db.utc_now()))
     return str(row.user_id)
+
+
+#: `last_used_at` is kept to this many seconds: a busy key would otherwise cost a database write
+#: on every request (GitHub and cloud consoles show a key's last use as coarsely).
+TOUCH_EVERY_S = 60.0
+
+
+def _stale(last_used: str | None) -> bool:
+    if not last_used:
+        return True
+    try:
+        age = datetime.now(UTC) - datetime.fromisoformat(last_used)
+    except ValueError:
+        return True
+    return age.total_seconds() >= TOUCH_EVERY_S
 
 
 def list_keys(user: str | None = None, *, url: str | None = None) -> list[ApiKey]:
