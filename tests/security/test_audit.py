@@ -222,3 +222,67 @@ def test_show_for_a_user_includes_what_was_done_to_them(log: AuditLog) -> None:
     assert [(r.user, r.action) for r in rows] == [("admin", "grant:generate"), ("ada", "generate")]
     assert rows[0].detail == {"for_user": "ada"}
     assert [r.detail for r in log.show(user="ad_")] == [{"for_user": "ad_"}]
+
+
+def _append_from_threads(log: AuditLog, n: int) -> tuple[dict[int, int], dict[int, BaseException]]:
+    import threading
+
+    seqs: dict[int, int] = {}
+    errors: dict[int, BaseException] = {}
+
+    def one(i: int) -> None:
+        try:
+            seqs[i] = log.append(f"user{i % 3}", "personality/luna", "generate", detail={"i": i})
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return seqs, errors
+
+
+def test_concurrent_appends_are_group_committed_in_order(database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows queued while a transaction is written go into the next one; each caller gets its own
+    row's seq, the chain has no gaps and verifies."""
+    log = AuditLog(checkpoint_every=5)
+    batches: list[int] = []
+    real = AuditLog._write
+
+    def slow(self: AuditLog, batch: list) -> list[int]:
+        batches.append(len(batch))
+        import time
+
+        time.sleep(0.05)  # the others queue meanwhile
+        return real(self, batch)
+
+    monkeypatch.setattr(AuditLog, "_write", slow)
+    seqs, errors = _append_from_threads(log, 20)
+    assert not errors
+    assert sorted(seqs.values()) == list(range(1, 21))
+    assert sum(batches) == 20 and len(batches) < 20  # fewer transactions than rows
+    by_seq = {r.seq: r.detail["i"] for r in log.show()}
+    assert all(by_seq[seq] == i for i, seq in seqs.items())  # each caller's seq is its own row
+    assert log.verify().ok
+
+
+def test_a_failed_group_commit_fails_every_caller_in_it_and_writes_nothing(
+    database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog()
+    log.append("user0", "personality/luna", "generate")
+
+    def broken(self: AuditLog, batch: list) -> list[int]:
+        import time
+
+        time.sleep(0.05)
+        raise AuditError("disk full")
+
+    monkeypatch.setattr(AuditLog, "_write", broken)
+    seqs, errors = _append_from_threads(log, 8)
+    assert not seqs and len(errors) == 8 and all("disk full" in str(e) for e in errors.values())
+    monkeypatch.undo()
+    assert log.count() == 1 and log.verify().ok
+    assert log.append("user1", "personality/luna", "generate") == 2
