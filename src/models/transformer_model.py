@@ -168,6 +168,16 @@ class TransformerModel:
         return self._engine.sample_many(list(messages), params, n)
 
     @generating(monitored=False)
+    def reply_logprobs(
+        self, messages: Sequence[dict[str, Any]], replies: Sequence[tuple[str, bool]], **overrides: Any
+    ) -> list[float | None]:
+        """Mean log-probability per token of each `(text, ended)` reply as the answer to
+        `messages` (local engines, `LocalEngine.reply_logprobs`; None each elsewhere)."""
+        if not hasattr(self._engine, "reply_logprobs"):
+            return [None] * len(replies)
+        return self._engine.reply_logprobs(list(messages), self.sampling(None, **overrides), replies)
+
+    @generating(monitored=False)
     def score(self, texts: str | Sequence[str]) -> list[float]:
         """Total log-likelihood (nats) of each text under the model."""
         return self._engine.score([texts] if isinstance(texts, str) else list(texts))

@@ -99,7 +99,7 @@ def test_batched_candidates_carry_their_likelihood(chat_base: TransformerModel) 
         assert c.scored_tokens == c.completion_tokens + (c.finish_reason == "stop")
 
 
-def test_small_local_models_rank_four_candidates_unless_streaming(chat_base: TransformerModel) -> None:
+def test_small_local_models_rank_several_candidates_unless_streaming(chat_base: TransformerModel) -> None:
     model = PersonalityModel(_card(CARDS[0][0]), chat_base, params=PersonalityParams(max_length=16, seed=2))
     calls: list[int] = []
     original = chat_base.chat_candidates
@@ -157,3 +157,51 @@ def test_card_focus_reaches_the_engine_with_the_cards_words(chat_base: Transform
 def test_runs_of_marks_are_cut_to_three(chat_base: TransformerModel) -> None:
     model = PersonalityModel(_card("I like tea."), chat_base)
     assert model._clean("Sam: Same!!!!!!!!! Really?????? ok...") == "Same!!! Really??? ok..."
+
+
+def test_reply_logprobs_are_the_sampled_candidates_own_scores(chat_base: TransformerModel) -> None:
+    """Teacher-forced in one padded batch, each reply scores what sampling measured for it
+    (where its text re-encodes to the same tokens), and the same as scored alone."""
+    messages = [{"role": "user", "content": "Hello! How are you?"}]
+    found = chat_base.chat_candidates(messages, 3, 20, seed=1)
+    replies = [(c.text, c.finish_reason == "stop") for c in found]
+    together = chat_base.reply_logprobs(messages, replies)
+    alone = [chat_base.reply_logprobs(messages, [r])[0] for r in replies]
+    assert together == pytest.approx(alone, abs=1e-4)
+    codec = chat_base.engine.codec
+    checked = 0
+    for c, score in zip(found, together, strict=True):
+        if len(codec.encode(c.text)) == c.completion_tokens:
+            assert score == pytest.approx(c.mean_logprob, abs=1e-3)
+            checked += 1
+    assert checked >= 1
+    assert chat_base.reply_logprobs(messages, [("", False)]) == [None]
+
+
+def test_specificity_prefers_the_reply_that_owes_most_to_the_conversation(chat_base: TransformerModel) -> None:
+    from models.personality import choice
+    from models.personality import model as model_module
+
+    def score(text: str, generic_logprob: float, specificity: float) -> float:  # equally likely here, equally apt
+        return choice.rank(text, -1.0, 0.5, 0.0, 1.0, generic_logprob, specificity)
+
+    # the stock reply is as likely after an empty message (-1.0) as after this one; the other is not (-3.0)
+    assert score("I agree!!!", -1.0, 0.0) == score("Bees need a quiet roof.", -3.0, 0.0)
+    assert score("Bees need a quiet roof.", -3.0, 1.0) > score("I agree!!!", -1.0, 1.0)
+    seen: list[int] = []
+    real = model_module.generic_logprobs
+
+    def spy(base: Any, candidates: Any, options: Any) -> Any:
+        seen.append(len(candidates))
+        return real(base, candidates, options)
+
+    model_module.generic_logprobs = spy  # type: ignore[assignment]
+    try:
+        model = PersonalityModel(_card(CARDS[0][0]), chat_base, params=PersonalityParams(max_length=16, seed=2))
+        model.generate_response(message="What do you do for fun?", history=[])
+        assert seen == [DEFAULT_CANDIDATES]  # on by default for a small local model
+        model.params = PersonalityParams(max_length=16, seed=2, specificity=0)
+        model.generate_response(message="What do you do for fun?", history=[])
+        assert seen == [DEFAULT_CANDIDATES]
+    finally:
+        model_module.generic_logprobs = real  # type: ignore[assignment]

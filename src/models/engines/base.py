@@ -378,6 +378,39 @@ class LocalEngine(Engine):
         with self.lock:  # forward_full may grow the engine's own tables
             return self._score(texts)
 
+    @torch.inference_mode()
+    def reply_logprobs(
+        self, messages: Sequence[dict[str, Any]], params: SamplingParams, replies: Sequence[tuple[str, bool]]
+    ) -> list[float | None]:
+        """Mean raw log-probability per token of each `(text, ended)` reply as the answer to
+        `messages` (its end-of-turn token counted where it ended): what `Candidate.mean_logprob`
+        measures while sampling, here teacher-forced, all replies in one batch. None for a reply
+        with no tokens."""
+        head = self.codec.encode(self.chat_text(messages, params), add_bos=True)
+        end = self.codec.token_id("<|end|>")
+        end = self.codec.eos_id if end is None else end
+        rows = [self.codec.encode(text) + ([end] if ended and end is not None else []) for text, ended in replies]
+        width = min(self.max_positions, len(head) + max((len(r) for r in rows), default=0))
+        head = head[-max(1, width - max((len(r) for r in rows), default=0)) :]
+        rows = [r[: width - len(head)] for r in rows]
+        if not any(rows):
+            return [None] * len(rows)
+        pad = self.codec.pad_id or 0
+        batch = torch.full((len(rows), width), pad, dtype=torch.long)
+        for i, r in enumerate(rows):
+            batch[i, : len(head) + len(r)] = torch.tensor(head + r)
+        with self.lock:
+            logits = self.forward_full(batch)
+        logp = torch.log_softmax(logits[:, len(head) - 1 : -1].float(), dim=-1)
+        out: list[float | None] = []
+        for i, r in enumerate(rows):
+            if not r:
+                out.append(None)
+                continue
+            picked = logp[i, torch.arange(len(r)), torch.tensor(r)]
+            out.append(float(picked.mean()))
+        return out
+
     def _score(self, texts: Sequence[str]) -> list[float]:
         out = []
         for text in texts:

@@ -31,9 +31,11 @@ from models.personality.behavior import GenerationPlan, behavior_score, plan_tur
 from models.personality.card import CharacterCard
 from models.personality.choice import (
     DEFAULT_CARD_FOCUS,
+    DEFAULT_SPECIFICITY,
     CardGuides,
     candidate_count,
     clean_reply,
+    generic_logprobs,
     is_small_local,
     rank,
     sample_candidates,
@@ -432,15 +434,23 @@ class PersonalityModel:
         if n <= 1:
             return self._base.chat(messages, max_new, **turn.options)
         candidates = sample_candidates(self._base, messages, n, max_new, turn.options)
-        return max(candidates, key=lambda c: self._fit(c[0], c[1], turn))[0]
+        specificity = self.params.specificity
+        if specificity is None:
+            specificity = DEFAULT_SPECIFICITY if is_small_local(getattr(self._base, "engine", None)) else 0.0
+        generic = generic_logprobs(self._base, candidates, turn.options) if specificity else [None] * n
+        scored = zip(candidates, generic, strict=True)
+        return max(scored, key=lambda c: self._fit(c[0][0], c[0][1], turn, c[1], specificity))[0][0]
 
-    def _fit(self, text: str, mean_logprob: float | None, turn: _Turn) -> float:
+    def _fit(
+        self, text: str, mean_logprob: float | None, turn: _Turn, generic: float | None = None, specificity: float = 0.0
+    ) -> float:
         clf = self.classifier
         agree = 0.0
         if clf is not None and turn.emotion and text.strip():
             emo = self.ext.emotion
             agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
-        return rank(text, mean_logprob, agree, behavior_score(text, turn.plan), self.params.fluency_weight)
+        behaviour = behavior_score(text, turn.plan)
+        return rank(text, mean_logprob, agree, behaviour, self.params.fluency_weight, generic, specificity)
 
     def _clean(self, text: str) -> str:
         return clean_reply(text, (self.character, self.card.name))

@@ -15,8 +15,11 @@
                                          # logit a token may be and still be nudged
             emotion_rerank: null         # candidates per reply (best-of-N), ranked by emotion
                                          # fit, behaviour and the model's own likelihood;
-                                         # null = 4 on small local models, else 1
+                                         # null = 8 on small local models, else 1
             fluency_weight: 1.0          # weight of that likelihood (mean nats per token)
+            specificity: null            # weight of how much likelier a candidate is after
+                                         # this conversation than after an empty message
+                                         # (null = 1.0 on small local models, else 0)
             card_focus: null             # lean word choice toward the card's facts (nats;
                                          # null = 2.0 on small local models, else 0)
 
@@ -53,11 +56,18 @@ class PersonalityParams(TransformerParams):
         None,
         ge=1,
         le=16,
-        description="Candidates per reply, ranked by emotion fit, behaviour and likelihood (null: 4 on small "
+        description="Candidates per reply, ranked by emotion fit, behaviour and likelihood (null: 8 on small "
         "local models, else 1).",
     )
     fluency_weight: float = Field(
         1.0, ge=0, le=20, description="Weight of a candidate's mean log-likelihood per token in the ranking."
+    )
+    specificity: float | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Weight, in the best-of-N ranking, of how much likelier a candidate is after this conversation "
+        "than after an empty message (null: 1.0 on small local models, else 0).",
     )
     card_focus: float | None = Field(
         None,
