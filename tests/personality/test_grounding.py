@@ -188,6 +188,11 @@ def test_specificity_prefers_the_reply_that_owes_most_to_the_conversation(chat_b
     # the stock reply is as likely after an empty message (-1.0) as after this one; the other is not (-3.0)
     assert score("I agree!!!", -1.0, 0.0) == score("Bees need a quiet roof.", -3.0, 0.0)
     assert score("Bees need a quiet roof.", -3.0, 1.0) > score("I agree!!!", -1.0, 1.0)
+    # a goodbye the user did not ask for loses to any other reply; after the user's own, it may win
+    bye = choice.rank("That's great! Good night!", -0.5, 0.9, 0.0, 1.0, -4.0, 1.0, "I finished my chapter!")
+    assert bye < choice.rank("Wow, the chapter!", -3.0, 0.1, 0.0, 1.0, -3.0, 1.0, "I finished my chapter!")
+    farewell = choice.rank("Good night!", -0.5, 0.9, 0.0, 1.0, -4.0, 1.0, "Good night, Luna!")
+    assert farewell > choice.rank("Wow, the chapter!", -3.0, 0.1, 0.0, 1.0, -3.0, 1.0, "Good night, Luna!")
     seen: list[int] = []
     real = model_module.generic_logprobs
 

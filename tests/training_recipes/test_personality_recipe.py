@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -279,3 +280,43 @@ def test_attaching_lora_prints_no_deprecation_warning(tiny_model_dir: Path) -> N
         warnings.simplefilter("always")
         attach_lora(base, LoraSettings(r=4, alpha=16.0, dropout=0.0), "tiny")
     assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]
+
+
+def test_rehearsal_leaves_out_farewells_and_safety_nags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base's own replies are rehearsed, but not its conversation closings: a character
+    rehearsing its chat base's "Goodbye!" said goodbye in answer to anything (issue 18)."""
+    from models.engines.codec import TextCodec
+    from models.paths import builtin_dir
+    from models.tokens import EMOTIONS
+    from models.training import personality_data
+    from models.training.examples import ChatExample
+
+    lines = ["That is great! Goodbye!", "Well, it was nice chatting with you!", "Please take care of yourself.",
+             "The moon is bright over the harbour tonight.", "I wrote three pages about the lighthouse."]  # fmt: skip
+
+    class Base:
+        def __init__(self, *a: Any, **k: Any) -> None:
+            self.n = 0
+
+        def chat(self, messages: Any, max_length: int, **options: Any) -> str:
+            self.n += 1
+            return lines[self.n % len(lines)]
+
+        def close(self) -> None:
+            pass
+
+    class Judge:
+        labels = EMOTIONS
+
+        def classify(self, texts: list[str]) -> list[str]:
+            return ["joy" for _ in texts]
+
+    monkeypatch.setattr(personality_data, "TransformerModel", Base)
+    monkeypatch.setattr(personality_data, "default_classifier", lambda: Judge())
+    folder = builtin_dir("companion-chat")
+    example = ChatExample([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}], None, "x")
+    kept = personality_data.rehearsal_examples(
+        TextCodec(folder), [example], 4, 1, folder, {"role": "system", "content": ""}
+    )
+    replies = [ex.messages[-1]["content"] for ex in kept]
+    assert replies and set(replies) <= set(lines[3:])

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "DEFAULT_CARD_FOCUS",
     "DEFAULT_SPECIFICITY",
+    "FAREWELL",
     "SMALL_MODEL",
     "CardGuides",
     "candidate_count",
@@ -31,6 +32,15 @@ SMALL_MODEL = 1_000_000_000
 DEFAULT_CANDIDATES = 8  # issue 18: the chat model of session 10 reaches 85% emotion agreement with 8 (83% with 4)
 DEFAULT_CARD_FOCUS = 2.0
 DEFAULT_SPECIFICITY = 1.0
+
+#: A conversation's closing line. Topical-Chat's chats end with one, and the small chat model
+#: says one to anything; a candidate that closes a conversation the user did not close ranks
+#: below every other (`rank`), and the characters' rehearsal leaves such lines out.
+FAREWELL = re.compile(
+    r"\b(good ?bye|bye|good night|nice (chatting|talking)|talk (to you )?(later|soon)|"
+    r"have a (good|great|nice) (day|night|one))\b",
+    re.I,
+)
 _MARK_RUN = re.compile(r"([!?.,~*])\1{3,}")
 
 
@@ -90,6 +100,7 @@ def rank(
     fluency_weight: float,
     generic_logprob: float | None = None,
     specificity: float = 0.0,
+    message: str | None = None,
 ) -> float:
     """A candidate's rank: agreement with the intended emotion (the classifier's probability),
     a quarter of its fit to the behaviour plan, `fluency_weight` times the model's own mean
@@ -97,7 +108,9 @@ def rank(
     times how much likelier the reply is after this conversation than after an empty message
     (pointwise mutual information per token, the anti-generic objective of Li et al. 2016,
     "A Diversity-Promoting Objective Function for Neural Conversation Models": a stock "Ha!!!"
-    that fits any message scores low); empty text never wins."""
+    that fits any message scores low); empty text never wins, and a farewell in answer to a
+    `message` that was not one loses to any other reply (the mutual-information term alone
+    favours "Good night!", which is unlikely after an empty message)."""
     fluency = fluency_weight * mean_logprob if mean_logprob is not None else 0.0
     specific = (
         specificity * (mean_logprob - generic_logprob)
@@ -105,7 +118,8 @@ def rank(
         else 0.0
     )
     empty = -100.0 if not text.strip() else 0.0
-    return agree + 0.25 * behaviour + fluency + specific + empty
+    closing = message is not None and bool(FAREWELL.search(text)) and not FAREWELL.search(message)
+    return agree + 0.25 * behaviour + fluency + specific + empty - (10.0 if closing else 0.0)
 
 
 class CardGuides:

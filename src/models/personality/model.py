@@ -450,7 +450,8 @@ class PersonalityModel:
             emo = self.ext.emotion
             agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
         behaviour = behavior_score(text, turn.plan)
-        return rank(text, mean_logprob, agree, behaviour, self.params.fluency_weight, generic, specificity)
+        message = turn.message or ""
+        return rank(text, mean_logprob, agree, behaviour, self.params.fluency_weight, generic, specificity, message)
 
     def _clean(self, text: str) -> str:
         return clean_reply(text, (self.character, self.card.name))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import DataError
+from models.personality.choice import FAREWELL
 from models.personality.emotion import default_classifier
 from models.tokens import EMOTIONS, emotion_token
 from models.training.chat_data import NAG
@@ -92,7 +93,8 @@ def rehearsal_examples(
     """Replies the base model itself writes in every emotion it has a control token for, to the
     character's own prompts, kept only where the emotion classifier agrees (self-rehearsal; see
     `PersonalityRun.rehearsal`). The base's own varied phrasings, not composed sentences (issue
-    18: rehearsing a phrasebook taught canned lines); safety nags ("take care") are left out."""
+    18: rehearsing a phrasebook taught canned lines); safety nags ("take care") and farewells
+    ("Goodbye!", "nice chatting with you") are left out."""
     import random
 
     prompts = [ex.messages[:-1] for ex in examples if ex.messages[:-1]] or [[{"role": "user", "content": "Hi."}]]
@@ -110,7 +112,8 @@ def rehearsal_examples(
                     break
                 prompt = rng.choice(prompts)
                 reply = base.chat([system, *prompt], 40, emotion=label, seed=seed * 1000 + attempt).strip()
-                if len(reply.split()) < 3 or NAG.search(reply) or clf.classify([reply])[0] != label:
+                unwanted = NAG.search(reply) or FAREWELL.search(reply)
+                if len(reply.split()) < 3 or unwanted or clf.classify([reply])[0] != label:
                     continue
                 out.append(ChatExample([*prompt, {"role": "assistant", "content": reply}], label, "rehearsal"))
                 kept += 1
