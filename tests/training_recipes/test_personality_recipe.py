@@ -320,3 +320,19 @@ def test_rehearsal_leaves_out_farewells_and_safety_nags(monkeypatch: pytest.Monk
     )
     replies = [ex.messages[-1]["content"] for ex in kept]
     assert replies and set(replies) <= set(lines[3:])
+
+
+def test_a_line_that_changes_between_runs_moves_only_itself_in_the_held_out_split() -> None:
+    """The anonymizer gives names fresh pseudonyms each run: the other lines' sides must not move."""
+    from models.training.examples import split_heldout
+
+    keys = [f"line {i}" for i in range(400)]
+    held = split_heldout(keys, 0.15, 1234)
+    assert 0.1 < len(held) / len(keys) < 0.2
+    changed = split_heldout([*keys[:-1], "line 399 with Person_3fa2c1"], 0.15, 1234)
+    assert held - {"line 399"} == changed - {"line 399 with Person_3fa2c1"}
+    assert split_heldout(keys, 0.15, 1234) == held  # deterministic
+    assert split_heldout(keys, 0.15, 7) != held  # the seed picks the split
+    two = split_heldout(["a", "b"], 0.15, 1234)
+    assert len(two) == 1  # at least one held out, never all
+    assert len(split_heldout(["a", "b"], 0.99, 1234)) == 1
