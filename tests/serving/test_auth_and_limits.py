@@ -110,11 +110,15 @@ def test_body_over_the_limit_is_413(server: RunningServer) -> None:
 def test_open_streams_per_key_are_limited(tiny_personality: str) -> None:
     from companion.server import Limits, ServerSettings
 
-    running = start_server(ServerSettings(host="127.0.0.1", port=0, limits=Limits(max_streams_per_key=1)))
+    # the fair queue (no batching), so holding the engine's lock keeps the first stream open:
+    # with batching on (the default) the lock is a no-op and the first stream could end first
+    limits = Limits(max_streams_per_key=1, batch_rows=0)
+    running = start_server(ServerSettings(host="127.0.0.1", port=0, limits=limits))
     try:
         state = running.app.state.companion
         model = state.runner.get_manager().load_model("personality", "ada")
         lock = state.runner.lock_for(model)
+        assert isinstance(lock, FairLock)
         assert lock.acquire()  # the engine is busy: the first stream waits in the queue
         body = {"model": "ada", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": 4}
         first: dict[str, Any] = {}
