@@ -37,10 +37,7 @@ the salt). Keep personal data out of `detail`.
 
 Appends take the database write lock (SQLite `BEGIN IMMEDIATE`; PostgreSQL an advisory lock),
 so concurrent writers from several processes extend one chain. Within a process, appends are
-group-committed: rows queued while one transaction is being written go into the next one, in
-order, with one head signature (a server starting 32 generations at once wrote 64 rows one
-transaction at a time, and each waited for all the others: issue 21). `append` still returns
-only once its own row is committed, and fails if that transaction failed.
+group-committed (`models.group_commit`): `append` returns once its own row is committed.
 """
 
 from __future__ import annotations
@@ -62,6 +59,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, te
 
 from models import db
 from models.errors import AuditError
+from models.group_commit import GroupCommit
 
 __all__ = ["AuditLog", "AuditRow", "VerifyReport", "canonical", "installation_key"]
 
@@ -145,26 +143,16 @@ class _Pending:
     level: str | None
     allowed: bool | None
     detail: dict[str, Any]
-    seq: int | None = None
-    error: BaseException | None = None
 
 
-@dataclass
-class _Group:
-    """The rows of one audit chain queued in this process, and who writes them."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    leader: threading.Lock = field(default_factory=threading.Lock)
-    queue: list[_Pending] = field(default_factory=list)
-
-
-_groups: dict[tuple[str, str], _Group] = {}
+_groups: dict[tuple[str, str], GroupCommit[_Pending, int]] = {}
 _groups_lock = threading.Lock()
 
 
-def _group(url: str, home: Path) -> _Group:
+def _group(url: str, home: Path) -> GroupCommit[_Pending, int]:
+    """The group commit of one audit chain in this process."""
     with _groups_lock:
-        return _groups.setdefault((url, str(home)), _Group())
+        return _groups.setdefault((url, str(home)), GroupCommit())
 
 
 class AuditLog:
@@ -242,25 +230,7 @@ class AuditLog:
         if BINDING in (detail or {}):
             raise AuditError(f"audit detail may not use the reserved key {BINDING!r}")
         entry = _Pending(user_id, model, action, level, allowed, dict(detail or {}))
-        group = _group(self.url, self.home)
-        with group.lock:
-            group.queue.append(entry)
-        with group.leader:  # whoever holds it writes every row queued so far: a group commit
-            if entry.seq is None and entry.error is None:
-                with group.lock:
-                    batch, group.queue = group.queue, []
-                try:
-                    seqs = self._write(batch)
-                except BaseException as exc:
-                    for e in batch:
-                        e.error = exc
-                else:
-                    for e, seq in zip(batch, seqs, strict=True):
-                        e.seq = seq
-        if entry.error is not None:
-            raise entry.error
-        assert entry.seq is not None
-        return entry.seq
+        return _group(self.url, self.home).submit(entry, self._write)
 
     def _write(self, batch: list[_Pending]) -> list[int]:
         """Append `batch` in order in one transaction; their seqs."""
