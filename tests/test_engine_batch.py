@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from models.engines.base import Candidate, Engine, LocalEngine, SamplingParams, row_seeds
+from models.engines.base import Candidate, Engine, LocalEngine, SamplingParams, derived_seed, row_seeds
 from models.engines.llama import FastEngine
 from models.engines.llama.batch import BatchDecoder
 from models.errors import EngineError
@@ -87,6 +87,20 @@ def test_sampled_rows_equal_single_decodes_with_row_seeds(engine: FastEngine, pr
     assert len({c.text for c in got}) > 1  # independent streams
 
 
+def test_neighbouring_seeds_share_no_rows(engine: FastEngine) -> None:
+    """Best of 8 under seed 1 is not best of 8 under seed 0 shifted by one row (with `seed + i`
+    rows they shared 7 of 8 samples, so a swipe or OpenAI's `n` with a seed repeated the reply)."""
+    rows = [row_seeds(SamplingParams(seed=s), 8) for s in range(50)]
+    assert all(r[0] == s for s, r in enumerate(rows))  # row 0 is the single decode
+    flat = [x for r in rows for x in r]
+    assert len(set(flat)) == len(flat)
+    assert all(0 <= x < 2**31 for x in flat)
+    params = SamplingParams(max_new_tokens=12, temperature=0.9, top_k=40)
+    a = {c.text for c in engine.sample_many(MESSAGES, params.but(seed=0), 4)}
+    b = {c.text for c in engine.sample_many(MESSAGES, params.but(seed=1), 4)}
+    assert len(a & b) <= 1  # at most the same text by chance, not three shared rows
+
+
 def test_rows_stop_on_their_own(engine: FastEngine) -> None:
     """Different lengths per row: stop strings, stop ids and the length limit, each row alone."""
     base = SamplingParams(max_new_tokens=30, temperature=1.2, seed=1)
@@ -105,7 +119,7 @@ def test_generic_fallback_and_model_front(tiny_model_dir: Path) -> None:
 
     model = TransformerModel(tiny_model_dir, engine="fast", max_length=12, seed=5)
     batched = model.chat_many(MESSAGES, 3)
-    assert batched == [model.chat(MESSAGES, seed=5 + i) for i in range(3)]
+    assert batched == [model.chat(MESSAGES, seed=derived_seed(5, i)) for i in range(3)]
     assert model.generate_many(PROMPT, 2, temperature=0.0) == [model.generate(PROMPT, temperature=0.0)] * 2
     looped = Engine.sample_many(model.engine, MESSAGES, model.sampling(seed=5), 3)
     assert [c.text for c in looped] == batched

@@ -147,7 +147,7 @@ class TransformerModel:
     @generating
     def generate_many(self, prompt: str, n: int, max_length: int | None = None, **overrides: Any) -> list[str]:
         """n sampled continuations of `prompt` (the `fast` engine decodes them together);
-        with a `seed`, continuation i uses `seed + i`."""
+        with a `seed`, continuation i uses `derived_seed(seed, i)` (continuation 0 uses `seed`)."""
         params = self.sampling(max_length, **overrides)
         return [c.text for c in self._engine.sample_many(prompt, params, n)]
 

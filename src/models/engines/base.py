@@ -14,6 +14,7 @@ swappable behind it:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -34,6 +35,7 @@ __all__ = [
     "LocalEngine",
     "PerThread",
     "SamplingParams",
+    "derived_seed",
     "row_seeds",
 ]
 
@@ -155,10 +157,22 @@ class Candidate:
         return None if self.logprob is None or not self.scored_tokens else self.logprob / self.scored_tokens
 
 
+def derived_seed(seed: int, i: int) -> int:
+    """Row i's seed under `seed`: `seed` itself for row 0 (one row is the single decode), else a
+    hash of both in [0, 2**31) (a range every sampler takes, llama.cpp's 32-bit seeds included).
+    Not `seed + i`: that way seed 1's candidates would be seed 0's shifted by one, so best-of-8
+    with seeds 0 and 1 (a swipe, or OpenAI's `n` with a seed) shared 7 of 8 samples and
+    usually picked the same reply."""
+    if i == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/{i}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+
+
 def row_seeds(params: SamplingParams, n: int) -> list[int | None]:
-    """The seed of each of `sample_many`'s n rows: `seed + i` (row 0 is the single decode with
-    `params`), or all None (independent random streams) when `params.seed` is None."""
-    return [None if params.seed is None else params.seed + i for i in range(n)]
+    """The seed of each of `sample_many`'s n rows (`derived_seed(seed, i)`; row 0 is the single
+    decode with `params`), or all None (independent random streams) when `params.seed` is None."""
+    return [None if params.seed is None else derived_seed(params.seed, i) for i in range(n)]
 
 
 def check_rows(n: int) -> None:

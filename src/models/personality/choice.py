@@ -62,16 +62,19 @@ def sample_candidates(
     base: Any, messages: Sequence[dict[str, Any]], n: int, max_new: int, options: dict[str, Any]
 ) -> list[tuple[str, float | None, bool]]:
     """n `(text, mean log-probability per token or None, ended at its turn's end)` replies: one
-    batched decode where the base has `chat_candidates`, else n decodes (seed + i each)."""
+    batched decode where the base has `chat_candidates`, else n decodes (row i with
+    `derived_seed(seed, i)`, as `sample_many` seeds its rows)."""
     seed = options.get("seed")
     if hasattr(base, "chat_candidates"):
         return [
             (c.text, c.mean_logprob, c.finish_reason == "stop")
             for c in base.chat_candidates(messages, n, max_new, **options)
         ]
+    from models.engines.base import derived_seed
+
     out: list[tuple[str, float | None, bool]] = []
     for i in range(n):
-        text = base.chat(messages, max_new, **{**options, "seed": None if seed is None else seed + i})
+        text = base.chat(messages, max_new, **{**options, "seed": None if seed is None else derived_seed(seed, i)})
         out.append((text, None, True))
     return out
 
