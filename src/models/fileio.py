@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "package_version"]
+__all__ = ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_json", "package_version"]
 
 _SLUG = re.compile(r"[^a-z0-9_.-]+")
 
@@ -48,6 +48,32 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """An empty staging folder beside `path` for a writer of several files (a trained model and
+    its manifest): put in place of `path` when the block ends without an error (the old folder
+    is moved aside first and removed after), else removed, so a crash or a failed check midway
+    leaves the previous folder as it was."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(staging, 0o755)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_sets",
     "fit_linear_classifier",
     "fit_ngram_classifier",
+    "nb_scale",
     "read_goemotions",
     "train_emotion_classifier",
 ]
@@ -65,6 +66,11 @@ class EmotionTrainSettings:
     """Dropout on the pooled embedding (embedding kind)."""
     heldout_fraction: float = 0.1
     """Share of train used to choose the multi-label thresholds."""
+    nb_power: float = 0.5
+    """Naive-Bayes feature scaling (linear kind): each label's weights are learned on the
+    features scaled by |log-count ratio|**nb_power, the feature's evidence for that label
+    (Wang & Manning 2012, "Baselines and Bigrams", NBSVM); 0 turns it off. The scale is folded
+    into the shipped table, so inference is unchanged."""
     seed: int = 0
     threads: int = 1
 
@@ -183,32 +189,59 @@ def fit_linear_classifier(
     feats: list[list[int]], targets: list[list[int]], n_labels: int, s: EmotionTrainSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-vs-rest logistic regression on TF-IDF weighted hashed features, trained with Adam on
-    the summed binary cross-entropy; the (buckets, labels) table, the bias and the idf."""
+    the summed binary cross-entropy, each label's features scaled by `nb_scale`; the (buckets,
+    labels) table (scale folded in), the bias and the idf."""
     import torch
 
     df = np.zeros(s.buckets, dtype=np.float64)
-    for f in feats:
-        df[np.unique(np.asarray(f))] += 1
+    present = np.zeros((s.buckets, n_labels), dtype=np.float64)
+    for f, t in zip(feats, targets, strict=True):
+        ids = np.unique(np.asarray(f))
+        df[ids] += 1
+        for j in t:
+            present[ids, j] += 1
     idf = (np.log((1 + len(feats)) / (1 + df)) + 1).astype(np.float32)
     rows = [tfidf_weights(f, idf) for f in feats]
     y = torch.zeros(len(feats), n_labels)
     for i, t in enumerate(targets):
         y[i, t] = 1.0
+    scale = torch.from_numpy(nb_scale(present, df, s.nb_power))
     torch.manual_seed(s.seed)
-    table = torch.nn.EmbeddingBag(s.buckets, n_labels, mode="sum")
-    torch.nn.init.zeros_(table.weight)
+    weight = torch.nn.Parameter(torch.zeros(s.buckets, n_labels))
     bias = torch.nn.Parameter(torch.zeros(n_labels))
 
     def loss_of(idx: list[int]) -> Any:
         ids = torch.from_numpy(np.concatenate([rows[i][0] for i in idx]).astype(np.int64))
         weights = torch.from_numpy(np.concatenate([rows[i][1] for i in idx]).astype(np.float32))
         offsets = torch.tensor(np.cumsum([0] + [len(rows[i][0]) for i in idx[:-1]]), dtype=torch.long)
-        z = table(ids, offsets, per_sample_weights=weights) + bias
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx])
-        return loss + s.weight_decay * table.weight.pow(2).sum()
+        z = _scaled_bag(ids, offsets, weights, weight, scale)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z + bias, y[idx])
+        return loss + s.weight_decay * weight.pow(2).sum()
 
-    _one_cycle([table.weight, bias], len(feats), s, loss_of)
-    return table.weight.detach().numpy().copy(), bias.detach().numpy().copy(), idf
+    _one_cycle([weight, bias], len(feats), s, loss_of)
+    table = (weight.detach() * scale).numpy().copy()
+    return table, bias.detach().numpy().copy(), idf
+
+
+def nb_scale(present: np.ndarray, df: np.ndarray, power: float) -> np.ndarray:
+    """(buckets, labels) float32: |log-count ratio| ** power of each feature for each label, from
+    `present[f, j]` (training texts of label j with feature f) and `df[f]` (all texts with f),
+    add-one smoothed and normalized by each side's total (NBSVM's r); all ones at power 0."""
+    if power == 0:
+        return np.ones(present.shape, dtype=np.float32)
+    pos = present + 1.0
+    neg = np.maximum(df[:, None] - present, 0.0) + 1.0
+    r = np.log((pos / pos.sum(axis=0)) / (neg / neg.sum(axis=0)))
+    return (np.abs(r) ** power).astype(np.float32)
+
+
+def _scaled_bag(ids: Any, offsets: Any, weights: Any, weight: Any, scale: Any) -> Any:
+    """sum over each text's features of tf-idf weight x (learned row x NB scale row)."""
+    import torch
+
+    rows = weight[ids] * scale[ids] * weights[:, None]
+    seg = torch.repeat_interleave(torch.arange(len(offsets)), torch.diff(offsets, append=torch.tensor([len(ids)])))
+    return torch.zeros(len(offsets), weight.shape[1]).index_add_(0, seg, rows)
 
 
 def choose_thresholds(scores: np.ndarray, gold: np.ndarray, passes: int = 2) -> np.ndarray:
@@ -307,17 +340,20 @@ def train_emotion_classifier(
     if dev.exists():
         report["dev"] = evaluate_classifier(clf, dev)
         report["dev_file_sha256"] = _sha256(dev)
-    out.mkdir(parents=True, exist_ok=True)
-    # Save in float16 and evaluate what ships (the rounding must not move the score).
-    clf.save(out, extra={"recipe": "companion train emotion", "data": "GoEmotions"})
-    if dev.exists():
-        shipped = EmotionClassifier.load(out)
-        report["dev"] = evaluate_classifier(shipped, dev)
-    report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    from models.fileio import atomic_folder
     from models.store import write_manifest
 
-    write_manifest(out)
+    # Written beside `out` and swapped in whole: retraining the shipped folder in place must not
+    # leave new weights under the old manifest if anything fails before the end.
+    with atomic_folder(out) as staging:
+        # Save in float16 and evaluate what ships (the rounding must not move the score).
+        clf.save(staging, extra={"recipe": "companion train emotion", "data": "GoEmotions"})
+        if dev.exists():
+            shipped = EmotionClassifier.load(staging)
+            report["dev"] = evaluate_classifier(shipped, dev)
+        report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+        (staging / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_manifest(staging)
     return report
 
 
@@ -348,9 +384,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=EmotionTrainSettings.epochs)
     parser.add_argument("--kind", choices=("linear", "embedding"), default=EmotionTrainSettings.kind)
     parser.add_argument("--dim", type=int, default=EmotionTrainSettings.dim)
+    parser.add_argument("--nb-power", type=float, default=EmotionTrainSettings.nb_power)
+    parser.add_argument("--weight-decay", type=float, default=EmotionTrainSettings.weight_decay)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    settings = EmotionTrainSettings(kind=args.kind, epochs=args.epochs, dim=args.dim, threads=args.threads)
+    settings = EmotionTrainSettings(
+        kind=args.kind,
+        epochs=args.epochs,
+        dim=args.dim,
+        threads=args.threads,
+        nb_power=args.nb_power,
+        weight_decay=args.weight_decay,
+    )
     report = train_emotion_classifier(args.data, args.output, settings)
     dev = report.get("dev", {})
     print(json.dumps({"macro_f1": dev.get("macro_f1"), "per_label": dev.get("per_label_top_label")}, indent=1))
