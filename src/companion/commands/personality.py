@@ -116,11 +116,15 @@ def train_emotion(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("runs/emotion"),
     epochs: Annotated[int, typer.Option()] = 4,
     threads: Annotated[int, typer.Option()] = 1,
+    nb_power: Annotated[
+        float, typer.Option(help="Naive-Bayes feature scaling (0 = off, as shipped; 0.5 detects better).")
+    ] = 0.0,
 ) -> None:
     """Train the emotion classifier (text → the 10 companion emotions) on GoEmotions."""
     from models.personality.emotion_training import EmotionTrainSettings, train_emotion_classifier
 
-    report = train_emotion_classifier(data, output, EmotionTrainSettings(epochs=epochs, threads=threads))
+    settings = EmotionTrainSettings(epochs=epochs, threads=threads, nb_power=nb_power)
+    report = train_emotion_classifier(data, output, settings)
     dev = report.get("dev", {})
     _out().print(f"macro-F1 on dev: {dev.get('macro_f1')} (top label: {dev.get('macro_f1_top_label')}); {output}")
 
