@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-import models.engines.base as base_module
 import models.engines.llama.engine as fast_module
+import models.engines.rows as rows_module
 from models.engines.base import LocalEngine, SamplingParams
 from models.engines.hf import HFEngine
 from models.engines.llama import FastEngine
@@ -99,7 +99,7 @@ def _decode(
             picked.append(token)
             return token
 
-    monkeypatch.setattr(base_module, "Sampler", Recording)
+    monkeypatch.setattr(rows_module, "Sampler", Recording)  # each row builds its sampler
     text = "".join(engine.stream(prompt, params))
     return text, picked
 
