@@ -52,24 +52,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_folder(path: Path) -> Iterator[Path]:
-    """An empty staging folder beside `path` for a writer of several files (a trained model and
-    its manifest): put in place of `path` when the block ends without an error (the old folder
-    is moved aside first and removed after), else removed, so a crash or a failed check midway
-    leaves the previous folder as it was."""
+    """An empty staging folder beside `path` (`.NAME.partial`) for a writer of several files (a
+    trained model and its manifest, a training checkpoint): put in place of `path` when the
+    block ends without an error (the old folder moved aside to `.NAME.old` first, removed
+    after), else removed, so a crash or a failed check midway leaves the previous folder as it
+    was. A staging folder left by a killed process is cleared by the next write."""
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    os.chmod(staging, 0o755)
+    staging, old = path.with_name(f".{path.name}.partial"), path.with_name(f".{path.name}.old")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = path.with_name(f".{path.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
+    shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         os.replace(path, old)
     os.replace(staging, path)

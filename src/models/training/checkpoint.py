@@ -4,14 +4,12 @@ A checkpoint folder holds `model.safetensors` (trainable tensors, tied weights o
 `optimizer.safetensors` (AdamW moments, one tensor per parameter and moment), `rng.safetensors`
 (the torch random generators' states, so dropout after a resume draws what it would have) and
 `state.json` (step, scheduler state, learning rates, scalars and the run's bookkeeping). Writes go to a
-`.tmp` sibling that replaces the old folder by `os.replace`.
+staging sibling swapped in whole (`models.fileio.atomic_folder`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.errors import TrainingError
+from models.fileio import atomic_folder
 
 __all__ = ["load_checkpoint", "load_weights", "save_checkpoint"]
 
@@ -41,47 +40,36 @@ def save_checkpoint(
     sched: torch.optim.lr_scheduler.LambdaLR,
     state: dict[str, Any],
 ) -> None:
-    """Write a checkpoint atomically: a temp folder, then `os.replace` over the old one."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        _rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), str(tmp / "model.safetensors"))
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            st = opt.state.get(p)
-            if not st:
-                continue
-            key = names[id(p)]
-            for k, v in st.items():
-                if torch.is_tensor(v):
-                    tensors[f"{key}::{k}"] = v.detach().contiguous().cpu().clone()
-                else:
-                    scalars[f"{key}::{k}"] = v
-    if tensors:
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng |= {f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
-    save_file(rng, str(tmp / "rng.safetensors"))
-    meta = {
-        "optimizer_scalars": scalars,
-        "scheduler": sched.state_dict(),
-        "lrs": [g["lr"] for g in opt.param_groups],
-        **state,
-    }
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        if old.exists():
-            _rmtree(old)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        _rmtree(old)
+    """Write a checkpoint atomically (`fileio.atomic_folder`: a staging folder swapped in whole)."""
+    with atomic_folder(folder) as tmp:
+        save_file(_trainable_state(model), str(tmp / "model.safetensors"))
+        names = {id(p): n for n, p in model.named_parameters()}
+        tensors: dict[str, torch.Tensor] = {}
+        scalars: dict[str, Any] = {}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if not st:
+                    continue
+                key = names[id(p)]
+                for k, v in st.items():
+                    if torch.is_tensor(v):
+                        tensors[f"{key}::{k}"] = v.detach().contiguous().cpu().clone()
+                    else:
+                        scalars[f"{key}::{k}"] = v
+        if tensors:
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng |= {f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+        save_file(rng, str(tmp / "rng.safetensors"))
+        meta = {
+            "optimizer_scalars": scalars,
+            "scheduler": sched.state_dict(),
+            "lrs": [g["lr"] for g in opt.param_groups],
+            **state,
+        }
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
 
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
@@ -123,7 +111,3 @@ def load_checkpoint(
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
     return meta
-
-
-def _rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
