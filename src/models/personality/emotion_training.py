@@ -196,18 +196,19 @@ def fit_linear_classifier(
     import torch
 
     df = np.zeros(s.buckets, dtype=np.float64)
-    present = np.zeros((s.buckets, n_labels), dtype=np.float64)
+    present = np.zeros((s.buckets, n_labels), dtype=np.float64) if s.nb_power else None
     for f, t in zip(feats, targets, strict=True):
         ids = np.unique(np.asarray(f))
         df[ids] += 1
-        for j in t:
-            present[ids, j] += 1
+        if present is not None:
+            for j in t:
+                present[ids, j] += 1
     idf = (np.log((1 + len(feats)) / (1 + df)) + 1).astype(np.float32)
     rows = [tfidf_weights(f, idf) for f in feats]
     y = torch.zeros(len(feats), n_labels)
     for i, t in enumerate(targets):
         y[i, t] = 1.0
-    scale = torch.from_numpy(nb_scale(present, df, s.nb_power))
+    scale = torch.from_numpy(nb_scale(present, df, s.nb_power)) if present is not None else None
     torch.manual_seed(s.seed)
     weight = torch.nn.Parameter(torch.zeros(s.buckets, n_labels))
     bias = torch.nn.Parameter(torch.zeros(n_labels))
@@ -216,13 +217,14 @@ def fit_linear_classifier(
         ids = torch.from_numpy(np.concatenate([rows[i][0] for i in idx]).astype(np.int64))
         weights = torch.from_numpy(np.concatenate([rows[i][1] for i in idx]).astype(np.float32))
         offsets = torch.tensor(np.cumsum([0] + [len(rows[i][0]) for i in idx[:-1]]), dtype=torch.long)
-        z = _scaled_bag(ids, offsets, weights, weight, scale)
+        table = weight if scale is None else weight * scale
+        z = torch.nn.functional.embedding_bag(ids, table, offsets, mode="sum", per_sample_weights=weights)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(z + bias, y[idx])
         return loss + s.weight_decay * weight.pow(2).sum()
 
     _one_cycle([weight, bias], len(feats), s, loss_of)
-    table = (weight.detach() * scale).numpy().copy()
-    return table, bias.detach().numpy().copy(), idf
+    table = weight.detach() if scale is None else weight.detach() * scale
+    return table.numpy().copy(), bias.detach().numpy().copy(), idf
 
 
 def nb_scale(present: np.ndarray, df: np.ndarray, power: float) -> np.ndarray:
@@ -235,15 +237,6 @@ def nb_scale(present: np.ndarray, df: np.ndarray, power: float) -> np.ndarray:
     neg = np.maximum(df[:, None] - present, 0.0) + 1.0
     r = np.log((pos / pos.sum(axis=0)) / (neg / neg.sum(axis=0)))
     return (np.abs(r) ** power).astype(np.float32)
-
-
-def _scaled_bag(ids: Any, offsets: Any, weights: Any, weight: Any, scale: Any) -> Any:
-    """sum over each text's features of tf-idf weight x (learned row x NB scale row)."""
-    import torch
-
-    rows = weight[ids] * scale[ids] * weights[:, None]
-    seg = torch.repeat_interleave(torch.arange(len(offsets)), torch.diff(offsets, append=torch.tensor([len(ids)])))
-    return torch.zeros(len(offsets), weight.shape[1]).index_add_(0, seg, rows)
 
 
 def choose_thresholds(scores: np.ndarray, gold: np.ndarray, passes: int = 2) -> np.ndarray:
