@@ -180,7 +180,6 @@ def test_reply_logprobs_are_the_sampled_candidates_own_scores(chat_base: Transfo
 
 def test_specificity_prefers_the_reply_that_owes_most_to_the_conversation(chat_base: TransformerModel) -> None:
     from models.personality import choice
-    from models.personality import model as model_module
 
     def score(text: str, generic_logprob: float, specificity: float) -> float:  # equally likely here, equally apt
         return choice.rank(text, -1.0, 0.5, 0.0, 1.0, generic_logprob, specificity)
@@ -194,13 +193,13 @@ def test_specificity_prefers_the_reply_that_owes_most_to_the_conversation(chat_b
     farewell = choice.rank("Good night!", -0.5, 0.9, 0.0, 1.0, -4.0, 1.0, "Good night, Luna!")
     assert farewell > choice.rank("Wow, the chapter!", -3.0, 0.1, 0.0, 1.0, -3.0, 1.0, "Good night, Luna!")
     seen: list[int] = []
-    real = model_module.generic_logprobs
+    real = choice.generic_logprobs  # best_of's second scoring pass
 
     def spy(base: Any, candidates: Any, options: Any) -> Any:
         seen.append(len(candidates))
         return real(base, candidates, options)
 
-    model_module.generic_logprobs = spy  # type: ignore[assignment]
+    choice.generic_logprobs = spy  # type: ignore[assignment]
     try:
         model = PersonalityModel(_card(CARDS[0][0]), chat_base, params=PersonalityParams(max_length=16, seed=2))
         model.generate_response(message="What do you do for fun?", history=[])
@@ -209,4 +208,4 @@ def test_specificity_prefers_the_reply_that_owes_most_to_the_conversation(chat_b
         model.generate_response(message="What do you do for fun?", history=[])
         assert seen == [DEFAULT_CANDIDATES]
     finally:
-        model_module.generic_logprobs = real  # type: ignore[assignment]
+        choice.generic_logprobs = real  # type: ignore[assignment]

@@ -9,7 +9,7 @@ one sample and no focus unless their parameters ask. Measurements: docs/personal
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -19,12 +19,14 @@ __all__ = [
     "FAREWELL",
     "SMALL_MODEL",
     "CardGuides",
+    "best_of",
     "candidate_count",
     "clean_reply",
     "generic_logprobs",
     "is_small_local",
     "rank",
     "sample_candidates",
+    "small_model_weight",
 ]
 
 #: Parameters below which a local base model gets the settings that help small models by default.
@@ -51,11 +53,44 @@ def is_small_local(engine: Any) -> bool:
 
 
 def candidate_count(configured: int | None, engine: Any, batched: bool, streaming: bool) -> int:
-    """`emotion_rerank` as configured, or by default best-of-4 for small local models that
-    decode candidates together, except when streaming (a stream shows one sample as it comes)."""
+    """`emotion_rerank` as configured, or by default best of `DEFAULT_CANDIDATES` for small local
+    models that decode candidates together, except when streaming (a stream shows one sample as
+    it comes)."""
     if configured is not None:
         return configured
     return DEFAULT_CANDIDATES if batched and is_small_local(engine) and not streaming else 1
+
+
+def small_model_weight(configured: float | None, engine: Any, default: float) -> float:
+    """A weight that helps small models (`specificity`, `card_focus`): as configured, else
+    `default` for small local models and 0 (off, no extra work) for everything else."""
+    if configured is not None:
+        return configured
+    return default if is_small_local(engine) else 0.0
+
+
+def best_of(
+    base: Any,
+    messages: Sequence[dict[str, Any]],
+    n: int,
+    max_new: int,
+    options: dict[str, Any],
+    judge: Callable[[str], tuple[float, float]],
+    fluency_weight: float,
+    specificity: float,
+    message: str | None,
+) -> str:
+    """The best of n sampled replies by `rank`; `judge(text)` gives a candidate's agreement with
+    the intended emotion and its fit to the behaviour plan."""
+    candidates = sample_candidates(base, messages, n, max_new, options)
+    generic = generic_logprobs(base, candidates, options) if specificity else [None] * len(candidates)
+
+    def score(candidate: tuple[str, float | None, bool], generic_logprob: float | None) -> float:
+        text, mean_logprob, _ = candidate
+        agree, behaviour = judge(text)
+        return rank(text, mean_logprob, agree, behaviour, fluency_weight, generic_logprob, specificity, message)
+
+    return max(zip(candidates, generic, strict=True), key=lambda pair: score(*pair))[0][0]
 
 
 def sample_candidates(

@@ -131,6 +131,14 @@ class GuideChain:
     def __init__(self, guides: Sequence[Any]) -> None:
         self.guides = [g for g in guides if g is not None]
 
+    @classmethod
+    def of(cls, guides: Sequence[Any]) -> Any:
+        """The guide that applies `guides` (Nones skipped): None, the one guide, or a chain."""
+        present = [g for g in guides if g is not None]
+        if len(present) <= 1:
+            return present[0] if present else None
+        return cls(present)
+
     def batch_key(self) -> tuple[Any, ...] | None:
         keys = tuple(g.batch_key() if hasattr(g, "batch_key") else None for g in self.guides)
         return None if None in keys else ("chain", keys)

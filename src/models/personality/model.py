@@ -16,6 +16,7 @@ Conversation state (history, emotional state, context) is kept per `user=`; pass
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -33,12 +34,10 @@ from models.personality.choice import (
     DEFAULT_CARD_FOCUS,
     DEFAULT_SPECIFICITY,
     CardGuides,
+    best_of,
     candidate_count,
     clean_reply,
-    generic_logprobs,
-    is_small_local,
-    rank,
-    sample_candidates,
+    small_model_weight,
 )
 from models.personality.emotion import EmotionalState, default_classifier, project
 from models.personality.extension import CompanionExtension, Scenario
@@ -158,17 +157,13 @@ class PersonalityModel:
         clf = self.classifier
         if codec is None or clf is None or not hasattr(codec, "id_to_token"):
             return None
-        s = self._steering
-        wanted = (clf, codec, p.emotion_steering, p.steering_margin)
-        if s is None or (s.classifier, s.codec, s.strength, s.margin) != wanted:
-            from models.personality.steering import EmotionSteering
+        from models.personality.steering import EmotionSteering
 
-            emo = self.ext.emotion
-            s = EmotionSteering(
-                clf, codec, emo.labels, emo.label_map, strength=p.emotion_steering, margin=p.steering_margin
-            )
-            self._steering = s
-        return s
+        emo = self.ext.emotion
+        self._steering = EmotionSteering.reuse_or_build(
+            self._steering, clf, codec, emo.labels, emo.label_map, p.emotion_steering, p.steering_margin
+        )
+        return self._steering
 
     def _control_mode(self, trained: bool | None) -> str:
         mode = self.params.emotion_control
@@ -386,17 +381,13 @@ class PersonalityModel:
         if prompt.emotion:
             sampling["emotion"] = prompt.emotion
         if "guide" not in sampling:
-            steering = self.steering if emotion else None
-            guides = [steering.guide(emotion) if steering is not None else None]
-            guides.append(self._card_guide(scenario.scenario if scenario else None, name, engine))
-            guides = [g for g in guides if g is not None]
-            if guides:
-                if len(guides) == 1:
-                    sampling["guide"] = guides[0]
-                else:
-                    from models.personality.grounding import GuideChain
+            from models.personality.grounding import GuideChain
 
-                    sampling["guide"] = GuideChain(guides)
+            steering = self.steering if emotion else None
+            card = self._card_guide(scenario.scenario if scenario else None, name, engine)
+            guide = GuideChain.of([steering.guide(emotion) if steering is not None else None, card])
+            if guide is not None:
+                sampling["guide"] = guide
         candidates = self._candidate_count(engine, streaming)
         if partial is not None:  # continue the shown answer: it opens the answer's turn
             prompt.messages.append({"role": "assistant", "content": partial})
@@ -410,9 +401,7 @@ class PersonalityModel:
         return candidate_count(self.params.emotion_rerank, engine, batched, streaming)
 
     def _card_guide(self, scenario: str | None, user: str, engine: Any) -> Any:
-        focus = self.params.card_focus
-        if focus is None:
-            focus = DEFAULT_CARD_FOCUS if is_small_local(engine) else 0.0
+        focus = small_model_weight(self.params.card_focus, engine, DEFAULT_CARD_FOCUS)
         return self._card_guides.get(self.card, scenario, user, self.character, self._base_codec(), focus)
 
     def _plan(
@@ -433,25 +422,22 @@ class PersonalityModel:
         messages, max_new = turn.prompt.messages, turn.plan.max_new_tokens
         if n <= 1:
             return self._base.chat(messages, max_new, **turn.options)
-        candidates = sample_candidates(self._base, messages, n, max_new, turn.options)
-        specificity = self.params.specificity
-        if specificity is None:
-            specificity = DEFAULT_SPECIFICITY if is_small_local(getattr(self._base, "engine", None)) else 0.0
-        generic = generic_logprobs(self._base, candidates, turn.options) if specificity else [None] * n
-        scored = zip(candidates, generic, strict=True)
-        return max(scored, key=lambda c: self._fit(c[0][0], c[0][1], turn, c[1], specificity))[0][0]
+        specificity = small_model_weight(
+            self.params.specificity, getattr(self._base, "engine", None), DEFAULT_SPECIFICITY
+        )
+        judge = functools.partial(self._judge, turn=turn)
+        fluency = self.params.fluency_weight
+        return best_of(self._base, messages, n, max_new, turn.options, judge, fluency, specificity, turn.message or "")
 
-    def _fit(
-        self, text: str, mean_logprob: float | None, turn: _Turn, generic: float | None = None, specificity: float = 0.0
-    ) -> float:
+    def _judge(self, text: str, turn: _Turn) -> tuple[float, float]:
+        """A candidate's agreement with the turn's emotion (the classifier's probability of it)
+        and its fit to the behaviour plan, for `choice.rank`."""
         clf = self.classifier
         agree = 0.0
         if clf is not None and turn.emotion and text.strip():
             emo = self.ext.emotion
             agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
-        behaviour = behavior_score(text, turn.plan)
-        message = turn.message or ""
-        return rank(text, mean_logprob, agree, behaviour, self.params.fluency_weight, generic, specificity, message)
+        return agree, behavior_score(text, turn.plan)
 
     def _clean(self, text: str) -> str:
         return clean_reply(text, (self.character, self.card.name))

@@ -131,6 +131,24 @@ class EmotionSteering:
         )
 
     @classmethod
+    def reuse_or_build(
+        cls,
+        current: EmotionSteering | None,
+        classifier: Any,
+        codec: Any,
+        labels: Sequence[str],
+        label_map: dict[str, list[str]] | None,
+        strength: float,
+        margin: float,
+    ) -> EmotionSteering:
+        """`current` when it was built for this classifier, tokenizer, strength and margin, else
+        a new one (a character's settings may change between turns)."""
+        wanted = (classifier, codec, strength, margin)
+        if current is not None and (current.classifier, current.codec, current.strength, current.margin) == wanted:
+            return current
+        return cls(classifier, codec, labels, label_map, strength=strength, margin=margin)
+
+    @classmethod
     def _scores(cls, classifier: Any, codec: Any, temperature: float) -> tuple[np.ndarray, np.ndarray]:
         key = (id(classifier), id(codec), temperature)
         with cls._lock:
