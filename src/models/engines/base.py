@@ -362,8 +362,9 @@ class LocalEngine(Engine):
         end = self.codec.token_id("<|end|>")
         end = self.codec.eos_id if end is None else end
         rows = [self.codec.encode(text) + ([end] if ended and end is not None else []) for text, ended in replies]
-        width = min(self.max_positions, len(head) + max((len(r) for r in rows), default=0))
-        head = head[-max(1, width - max((len(r) for r in rows), default=0)) :]
+        longest = max((len(r) for r in rows), default=0)
+        width = min(self.max_positions, len(head) + longest)
+        head = head[-max(1, width - longest) :]
         rows = [r[: width - len(head)] for r in rows]
         if not any(rows):
             return [None] * len(rows)
