@@ -202,6 +202,31 @@ def test_batched_candidates_share_one_stateless_guide(personality_config) -> Non
     assert r.text == again.text  # seeded rows under one guide: reproducible
 
 
+def test_concurrent_first_turns_share_one_steering(personality_config, monkeypatch) -> None:
+    # a server's first burst asks every turn's steering at once: one table is built, so the
+    # batching scheduler adjusts all those rows as one group (`batch_key` is the steering's id)
+    import threading
+    import time
+
+    ada = load_personality_model("ada")
+    built = []
+    original = EmotionSteering.__init__
+
+    def slow_init(self, *args, **kwargs):
+        built.append(self)
+        time.sleep(0.05)  # a wide window for a second thread to start its own
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmotionSteering, "__init__", slow_init)
+    got: list[EmotionSteering] = []
+    threads = [threading.Thread(target=lambda: got.append(ada.steering)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and len({id(s) for s in got}) == 1
+
+
 def test_invalid_steering_parameters_are_rejected() -> None:
     with pytest.raises(ValueError):
         PersonalityParams(emotion_steering=-1)

@@ -160,10 +160,11 @@ class PersonalityModel:
         from models.personality.steering import EmotionSteering
 
         emo = self.ext.emotion
-        self._steering = EmotionSteering.reuse_or_build(
-            self._steering, clf, codec, emo.labels, emo.label_map, p.emotion_steering, p.steering_margin
-        )
-        return self._steering
+        with self._lock:  # concurrent first turns share one table (and one batch group)
+            self._steering = EmotionSteering.reuse_or_build(
+                self._steering, clf, codec, emo.labels, emo.label_map, p.emotion_steering, p.steering_margin
+            )
+            return self._steering
 
     def _control_mode(self, trained: bool | None) -> str:
         mode = self.params.emotion_control
