@@ -4,11 +4,13 @@ tokens match decoding alone; seeded rows reproduce; fair admission; a bounded qu
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from models.engines.base import SamplingParams
 from models.engines.llama.engine import FastEngine
@@ -79,7 +81,7 @@ def test_sampled_rows_reproduce_for_a_seed_and_streams_use_the_scheduler(engine:
 
 def test_a_shared_prompt_start_is_computed_once(engine: FastEngine) -> None:
     card = "You are Luna, a warm and literary companion who helps writers. " * 3
-    engine.enable_batching(prefix_cache=4)
+    engine.enable_batching(prefix_cache_mb=4)
     try:
         params = SamplingParams(max_new_tokens=6, temperature=0.0)
         with_cache = _batched(engine, [card + "Hello!"], [params]) + _batched(engine, [card + "Goodbye!"], [params])
@@ -87,6 +89,60 @@ def test_a_shared_prompt_start_is_computed_once(engine: FastEngine) -> None:
     finally:
         engine.close()
     assert with_cache == [_alone(engine, card + "Hello!", params), _alone(engine, card + "Goodbye!", params)]
+
+
+def test_the_prefix_cache_keeps_recent_prompts_within_its_byte_budget(engine: FastEngine) -> None:
+    params = SamplingParams(max_new_tokens=2, temperature=0.0)
+    prompts = [f"{name} walked along the harbour wall at dawn and counted the boats" for name in ("Ann", "Bob", "Cy")]
+    with _scheduler(engine) as sched:
+        "".join(sched.submit(engine.codec.encode(prompts[0], add_bos=True), params))
+        one = sched.prefixes.held
+    assert one > 0
+    with _scheduler(engine, prefix_cache_mb=2.5 * one / 2**20) as sched:
+        for p in prompts:
+            "".join(sched.submit(engine.codec.encode(p, add_bos=True), params))
+        kept = sched.prefixes.keys()
+        assert sched.prefixes.held <= sched.prefixes.max_bytes and len(kept) == 2
+        assert kept[-1] == tuple(engine.codec.encode(prompts[-1], add_bos=True))  # the oldest went first
+
+
+def test_the_compiled_step_computes_what_step_rows_does(engine: FastEngine) -> None:
+    from models.engines.llama.cache import KVCache, RopeTable
+    from models.engines.llama.compiled import PlainStep
+    from models.engines.llama.scheduler import step_rows
+
+    spec, w = engine.spec, engine.weights
+    plain = PlainStep.for_weights(w, spec)
+    assert plain is not None  # plain float Llama weights: compiled
+    rope = RopeTable(spec, 64, w.dtype)
+    eager, compiled = KVCache(spec, 4, 64, w.dtype), KVCache(spec, 4, 64, w.dtype)
+    eager.data.normal_()
+    compiled.data.copy_(eager.data)
+    tokens, positions = torch.tensor([5, 17, 3]), torch.tensor([9, 40, 0])
+    with torch.inference_mode():
+        want = step_rows(w, spec, rope, tokens, eager, positions)
+        got = plain(rope, tokens, compiled, positions)
+    assert torch.equal(want, got) and torch.equal(eager.data, compiled.data)  # the rows' K/V written alike
+
+
+@pytest.mark.parametrize(("start", "t"), [(0, 20), (20, 7), (27, 1)])
+def test_the_compiled_prefill_computes_what_forward_does(engine: FastEngine, start: int, t: int) -> None:
+    from models.engines.llama.block import forward
+    from models.engines.llama.cache import KVCache, RopeTable
+    from models.engines.llama.compiled import PlainStep
+
+    spec, w = engine.spec, engine.weights
+    plain = PlainStep.for_weights(w, spec)
+    assert plain is not None
+    rope = RopeTable(spec, 64, w.dtype)
+    eager, compiled = KVCache(spec, 1, 64, w.dtype), KVCache(spec, 1, 64, w.dtype)
+    eager.data.normal_()  # positions before `start` as an earlier chunk left them
+    compiled.data.copy_(eager.data)
+    ids = torch.randint(0, spec.vocab_size, (1, t))
+    with torch.inference_mode():
+        want = forward(w, spec, rope, ids, eager, start=start, last_only=True)
+        got = plain.prefill(rope, ids, compiled, start)
+    assert torch.equal(want, got) and torch.equal(eager.data, compiled.data)
 
 
 def test_admission_is_round_robin_between_users(engine: FastEngine) -> None:
@@ -122,6 +178,39 @@ def test_while_another_user_waits_one_user_holds_at_most_user_rows(engine: FastE
         assert "".join(bob)
         assert seen and max(seen) <= 2, seen
         assert all("".join(t) for t in anns)  # ann's other requests ran after, none lost
+        assert sched._live == {}
+
+
+def test_a_light_users_request_steps_beside_an_equal_share_of_a_heavy_users_rows(engine: FastEngine) -> None:
+    # ann's six rows are decoding when bob's one request arrives: while bob's row is live, only
+    # ann's oldest row steps beside it (her others keep their cache and wait), and every answer
+    # is still the same greedy text as alone
+    params = SamplingParams(max_new_tokens=60, temperature=0.0)
+    prompts = PROMPTS + PROMPTS[:2]
+    alone = [_alone(engine, p, params) for p in prompts]
+    with _scheduler(engine, max_rows=8, user_rows=2) as sched:
+        stepping = sched._stepping
+        seen: list[tuple[int, int]] = []
+
+        def watched() -> list[int] | None:
+            chosen = stepping()
+            rows = range(len(sched._running)) if chosen is None else chosen
+            users = [sched._running[i].user for i in rows]
+            if "bob" in users:
+                seen.append((users.count("ann"), sum(t.user == "ann" for t in sched._running)))
+            return chosen
+
+        sched._stepping = watched  # type: ignore[method-assign]
+        anns = [sched.submit(engine.codec.encode(p, add_bos=True), params, user="ann") for p in prompts]
+        deadline = time.monotonic() + 30
+        while len(sched._running) < len(prompts):  # all six admitted and decoding
+            assert time.monotonic() < deadline, "ann's rows were never all decoding at once"
+            time.sleep(0.0005)
+        bob = sched.submit(engine.codec.encode(PROMPTS[2], add_bos=True), params, user="bob")
+        assert "".join(bob) == alone[2]
+        assert ["".join(t) for t in anns] == alone
+        assert seen and max(stepped for stepped, _ in seen) <= 1, seen
+        assert any(held > 1 for _, held in seen), seen  # ann did hold more rows than she stepped
         assert sched._live == {}
 
 

@@ -1,4 +1,5 @@
-"""The Llama decoder block, once, for any number of rows and tokens; and the batch-1 step.
+"""The Llama decoder block, once, for any number of rows and tokens; the batched step; and the
+batch-1 step.
 
 `forward` runs `t` tokens of `b` rows from position `start` through every block: prefill
 (`start=0`, one row), scoring (many rows, no cache), a batched decode step (`t=1`, many rows)
@@ -26,7 +27,7 @@ from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.spec import LlamaSpec
 from models.engines.llama.weights import LayerWeights, Weights
 
-__all__ = ["OneRowStep", "forward"]
+__all__ = ["OneRowStep", "forward", "step_rows"]
 
 
 def _causal_mask(t: int, start: int) -> torch.Tensor:
@@ -96,6 +97,45 @@ def forward(
         x = x[:, -1:]
     tt = x.shape[1]
     return mm(F.rms_norm(x, hidden, w.head_norm, eps).reshape(b * tt, h), w.head).view(b, tt, -1)
+
+
+def step_rows(w: Weights, spec: LlamaSpec, rope: RopeTable, tokens: torch.Tensor, cache: KVCache,
+              positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """One token per row, each at its own position: writes the rows' K/V there and attends over
+    each row's own prefix. The rows are the cache's first `len(tokens)`; it may hold more (free
+    slots, rows that wait this step). Logits (rows, vocab). The weights are the engine's
+    (`block.forward` conventions: norms folded, Q pre-scaled)."""
+    b = tokens.shape[0]
+    h, d, inter, mm, eps = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm, spec.rms_norm_eps
+    heads, kvh = spec.num_heads, spec.num_kv_heads
+    nq, nkv, group = heads * d, kvh * d, heads // kvh
+    hidden = (h,)
+    rows = torch.arange(b)
+    cos, sin = rope.cos[positions][:, None], rope.sin[positions][:, None]  # (b, 1, 2, d/2)
+    span = int(positions.max()) + 1
+    masked = (torch.arange(span)[None, :] > positions[:, None])[:, None, None, :]  # (b, 1, 1, span)
+    x = F.embedding(tokens, w.embed)
+    for i, lw in enumerate(w.layers):
+        qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv)
+        if lw.qkv_bias is not None:
+            qkv.add_(lw.qkv_bias)
+        if lw.q_norm is not None:
+            _head_norms(qkv, lw, nq, nkv, d, eps)
+        qk = qkv[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
+        swapped = qk.flip(2)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        layer = cache.data[i]  # (2, rows, kvh, capacity, d)
+        layer[:, rows, :, positions] = qkv[:, nq:].view(b, 2, kvh, d)
+        k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
+        scores = torch.matmul(qkv[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
+        scores.masked_fill_(masked, float("-inf"))
+        att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        x = mm(att, lw.o).add_(x)
+        if lw.o_bias is not None:
+            x.add_(lw.o_bias)
+        gate_up = mm(F.rms_norm(x, hidden, None, eps), lw.gate_up)
+        x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), lw.down).add_(x)
+    return mm(F.rms_norm(x, hidden, w.head_norm, eps), w.head)
 
 
 class OneRowStep:

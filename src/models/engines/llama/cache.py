@@ -102,6 +102,12 @@ class KVCache:
         and masked by its position)."""
         self.data[:, :, dst, :, :filled] = self.data[:, :, src, :, :filled]
 
+    def swap_rows(self, a: int, b: int, filled_a: int, filled_b: int) -> None:
+        """Exchange rows `a` and `b` (their first `filled_a` / `filled_b` positions)."""
+        keep = self.data[:, :, a, :, :filled_a].clone()
+        self.data[:, :, a, :, :filled_b] = self.data[:, :, b, :, :filled_b]
+        self.data[:, :, b, :, :filled_a] = keep
+
     def select(self, rows: Sequence[int]) -> None:
         """Keep only these rows (by their current index), in this order."""
         if list(rows) != list(range(self.rows)):

@@ -10,12 +10,17 @@ step the thread
    wait their turn), so a step stays short for everyone; a user alone may fill the batch. At
    most `admit_ahead` admitted prompts wait for their prefill, so a request that arrives later
    from another user is admitted next rather than behind a long line of one user's. A prompt is
-   prefilled from the longest prefix it shares with a recently seen prompt (a character's card
-   is the same for every request, so only the new turns are computed: automatic prefix
-   caching, as vLLM and llama.cpp's server do), in chunks of at most `prefill_chunk` tokens per
-   step, so a long prompt does not stall the rows already decoding;
+   prefilled from the longest prefix it shares with a recently seen prompt (kept least
+   recently used first out of `prefix_cache_mb`; a character's card is the same for every
+   request, so only the new turns are computed: automatic prefix caching, as vLLM and
+   llama.cpp's server do), in chunks of at most `prefill_chunk` tokens per step, so a long
+   prompt does not stall the rows already decoding;
 2. **steps** every live row by one token in one forward pass (`step_rows`: each row at its own
-   position in the cache, attention masked per row), and hands each row's logits to its own
+   position in the cache, attention masked per row; for plain float weights the same ops
+   compiled by TorchScript, `compiled.py`, so the step takes the GIL back once, not per op).
+   While a light user (at most `user_rows` rows, nothing waiting) shares the batch with
+   heavier users, each user steps and prefills only an equal share of rows, its oldest; the
+   others keep their cache and wait (`_stepping`). It hands each row's logits to its own
    `DecodeRow` (sampler with its seed, `logit_bias`, penalties, the steering guide, stop ids and
    strings, length limit), exactly the per-token code of the one-request loop, except that the
    steps rows share (penalty, temperature, top-k/top-p/min-p) run once per group of rows with
@@ -35,17 +40,18 @@ import contextvars
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from models.engines.base import DecodeRow, GenerationStats, SamplingParams
-from models.engines.llama.block import _head_norms, forward
+from models.engines.llama.block import forward, step_rows
 from models.engines.llama.cache import KVCache, RopeTable
+from models.engines.llama.compiled import PlainStep
+from models.engines.llama.prefix_cache import PrefixCache
 from models.engines.sampling import pick_rows
 from models.engines.user_queues import UserQueues
 from models.errors import EngineError, QueueFullError
@@ -67,45 +73,6 @@ def requested_by(user: str) -> Iterator[None]:
         yield
     finally:
         REQUESTER.reset(token)
-
-
-def step_rows(w: Any, spec: Any, rope: RopeTable, tokens: torch.Tensor, cache: KVCache,
-              positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """One token per row, each at its own position: writes the rows' K/V there and attends over
-    each row's own prefix. The rows are the cache's first `len(tokens)`; it may hold more (free
-    slots). Logits (rows, vocab). The weights are the engine's (`block.forward`
-    conventions: norms folded, Q pre-scaled)."""
-    b = tokens.shape[0]
-    h, d, inter, mm, eps = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm, spec.rms_norm_eps
-    heads, kvh = spec.num_heads, spec.num_kv_heads
-    nq, nkv, group = heads * d, kvh * d, heads // kvh
-    hidden = (h,)
-    rows = torch.arange(b)
-    cos, sin = rope.cos[positions][:, None], rope.sin[positions][:, None]  # (b, 1, 2, d/2)
-    span = int(positions.max()) + 1
-    masked = (torch.arange(span)[None, :] > positions[:, None])[:, None, None, :]  # (b, 1, 1, span)
-    x = F.embedding(tokens, w.embed)
-    for i, lw in enumerate(w.layers):
-        qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv)
-        if lw.qkv_bias is not None:
-            qkv.add_(lw.qkv_bias)
-        if lw.q_norm is not None:
-            _head_norms(qkv, lw, nq, nkv, d, eps)
-        qk = qkv[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
-        swapped = qk.flip(2)
-        qk.mul_(cos).addcmul_(swapped, sin)
-        layer = cache.data[i]  # (2, rows, kvh, capacity, d)
-        layer[:, rows, :, positions] = qkv[:, nq:].view(b, 2, kvh, d)
-        k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
-        scores = torch.matmul(qkv[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
-        scores.masked_fill_(masked, float("-inf"))
-        att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
-        x = mm(att, lw.o).add_(x)
-        if lw.o_bias is not None:
-            x.add_(lw.o_bias)
-        gate_up = mm(F.rms_norm(x, hidden, None, eps), lw.gate_up)
-        x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), lw.down).add_(x)
-    return mm(F.rms_norm(x, hidden, w.head_norm, eps), w.head)
 
 
 _DONE = object()
@@ -153,23 +120,24 @@ class Scheduler:
     """Continuous batching over one `FastEngine` (see the module docstring)."""
 
     def __init__(self, engine: FastEngine, *, max_rows: int = 64, max_waiting: int = 256,
-                 prefill_chunk: int = 512, prefix_cache: int = 16, user_rows: int = 2,
+                 prefill_chunk: int = 512, prefix_cache_mb: float = 128, user_rows: int = 2,
                  admit_ahead: int = 2) -> None:  # fmt: skip
         self.engine = engine
         self.max_rows, self.max_waiting, self.prefill_chunk = max_rows, max_waiting, prefill_chunk
         self.user_rows, self.admit_ahead = max(1, user_rows), max(1, admit_ahead)
         self._live: dict[str, int] = {}  # rows (admitted or decoding) per user
-        self.prefix_entries = prefix_cache
+        self._light: set[str] = set()  # users with work, all of it live and at most user_rows rows
+        self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20))
         self._cond = threading.Condition()
         self._waiting: UserQueues[Ticket] = UserQueues()
         self._admitting: list[Ticket] = []
         self._running: list[Ticket] = []
-        self._prefixes: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
         self._cache: KVCache | None = None
         self._rope: RopeTable | None = None
+        self._plain: tuple[Any, PlainStep | None] | None = None  # (weights, their compiled step)
         self._closed = False
         self.steps = 0
-        self.prefix_hits = 0
+        self.row_steps = 0  # rows stepped, over all steps
         self.admitted: deque[str] = deque(maxlen=1000)  # users in admission order (for tests and stats)
         self._thread = threading.Thread(target=self._loop, name="companion-batch", daemon=True)
         self._thread.start()
@@ -235,16 +203,18 @@ class Scheduler:
                 if self._closed:
                     return
                 while (len(self._running) + len(self._admitting) < self.max_rows
-                       and len(self._admitting) < self.admit_ahead):  # fmt: skip
+                       and self._ahead() < self.admit_ahead):  # fmt: skip
                     ticket = self._next_waiting()
                     if ticket is None:
                         break
                     self._admitting.append(ticket)
                     self.admitted.append(ticket.user)
+                waiting = self._waiting.users()
+                self._light = {u for u, n in self._live.items() if n and n <= self.user_rows and u not in waiting}
             try:
                 with engine.scope():
-                    self._prefill_some()
-                    if self._running:
+                    yielded = self._prefill_some()
+                    if self._running and not yielded:
                         self._step()
             except BaseException as exc:  # the batch itself failed: every caller must hear of it
                 self._fail_all(exc)
@@ -261,35 +231,62 @@ class Scheduler:
             self._rope = RopeTable(engine.spec, self._cache.capacity, dtype)
         return self._cache, self._rope
 
-    def _prefill_some(self) -> None:
+    def _prefill_some(self) -> bool:
         """Prefill admitted prompts, `prefill_chunk` tokens in all per loop; finished ones take
-        their first token and join the running batch."""
+        their first token and join the running batch. Light users' prompts (see `_stepping`)
+        go first. While one shares the batch with other users, each of those gets prefill only
+        while it has fewer rows running than its share of the step (`_stepping`), a piece per
+        loop, so the light user's rows step about as often as alone. A prompt is computed in
+        pieces of an eighth of the chunk; before and between a heavy user's pieces, a request
+        from a user with nothing running yet ends the loop's prefill and skips its step (True):
+        it is admitted and prefilled next."""
         budget = self.prefill_chunk
+        piece = max(16, self.prefill_chunk // 8)
         engine = self.engine
-        for ticket in list(self._admitting):
+        contended = bool(self._light) and len(self._live) > 1
+        running: dict[str, int] = {}
+        for t in self._running:
+            running[t.user] = running.get(t.user, 0) + 1
+        share = max([running.get(user, 0) for user in self._light] + [1])  # as `_stepping`'s
+        for ticket in sorted(self._admitting, key=lambda t: t.user not in self._light):  # light users' first
             if ticket.cancelled.is_set():
                 self._admitting.remove(ticket)
                 self._finish(ticket)
                 continue
+            if contended and ticket.user not in self._light:  # the light users' rows step as if alone
+                if running.get(ticket.user, 0) >= share:  # this user already steps its share
+                    continue
+                budget = min(budget, piece)
             if budget <= 0:
                 break
+            if self._heavy(ticket.user) and self._newcomer_waits():
+                return True  # admit the newcomer first
             need = len(ticket.ids) + ticket.row.max_new
             _cache, rope = self._tables(need)
             if ticket.cache is None:
                 ticket.cache = KVCache(engine.spec, 1, need, engine.weights.dtype)
                 ticket.prefilled = self._from_prefix(ticket)
-            take = min(budget, len(ticket.ids) - ticket.prefilled)
-            start = ticket.prefilled
-            chunk = torch.tensor([ticket.ids[start : start + take]])
             try:
-                logits = forward(engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, last_only=True)
+                while budget > 0 and ticket.prefilled < len(ticket.ids):
+                    take = min(budget, piece, len(ticket.ids) - ticket.prefilled)
+                    start = ticket.prefilled
+                    chunk = torch.tensor([ticket.ids[start : start + take]])
+                    plain = self._plain_for(engine.weights)
+                    if plain is not None:
+                        logits = plain.prefill(rope, chunk, ticket.cache, start)
+                    else:
+                        logits = forward(
+                            engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, last_only=True
+                        )
+                    ticket.prefilled += take
+                    budget -= take
+                    if ticket.prefilled < len(ticket.ids) and self._heavy(ticket.user) and self._newcomer_waits():
+                        return True
             except Exception as exc:  # this prompt's problem (a bad token id): this request fails alone
                 ticket.error = exc
                 self._admitting.remove(ticket)
                 self._finish(ticket)
                 continue
-            ticket.prefilled += take
-            budget -= take
             if ticket.prefilled < len(ticket.ids):
                 continue
             self._remember(ticket)
@@ -299,34 +296,37 @@ class Scheduler:
                 self._join(ticket)
             else:
                 self._finish(ticket)
+        return False
+
+    def _heavy(self, user: str) -> bool:
+        return self._live.get(user, 0) > self.user_rows
+
+    def _ahead(self) -> int:
+        """Admitted prompts that a new request would wait behind: a heavy user's (more than
+        `user_rows` live) are prefilled after a light user's, so they do not count."""
+        return sum(1 for t in self._admitting if not self._heavy(t.user))
+
+    def _newcomer_waits(self) -> bool:
+        """Whether a user with nothing admitted or running has a request waiting, and the batch
+        has a row for it (so yielding to it admits it)."""
+        if len(self._running) + len(self._admitting) >= self.max_rows:
+            return False
+        with self._cond:
+            return any(user not in self._live for user in self._waiting.users())
 
     def _from_prefix(self, ticket: Ticket) -> int:
-        """Copy the longest cached prefix of the prompt into its cache; how many tokens it covers
-        (at least one token is left to compute, for the logits)."""
-        best, best_kv = 0, None
-        ids = ticket.ids
-        for key, kv in self._prefixes.items():
-            n = min(len(key), len(ids) - 1)
-            common = 0
-            while common < n and key[common] == ids[common]:
-                common += 1
-            if common > best:
-                best, best_kv, best_key = common, kv, key
-        if best_kv is None or best < 16:
-            return 0
-        self._prefixes.move_to_end(best_key)
-        ticket.cache.data[..., :best, :] = best_kv[..., :best, :]
-        self.prefix_hits += 1
-        return best
+        """Copy the longest cached prefix of the prompt into its cache; how many tokens it covers."""
+        n, kv = self.prefixes.longest(ticket.ids)
+        if kv is not None:
+            ticket.cache.data[..., :n, :] = kv[..., :n, :]
+        return n
 
     def _remember(self, ticket: Ticket) -> None:
-        key = tuple(ticket.ids)
-        if len(key) < 16 or self.prefix_entries <= 0:
-            return
-        self._prefixes[key] = ticket.cache.data[..., : len(key), :].clone()
-        self._prefixes.move_to_end(key)
-        while len(self._prefixes) > self.prefix_entries:
-            self._prefixes.popitem(last=False)
+        self.prefixes.remember(ticket.ids, ticket.cache.data[..., : len(ticket.ids), :])
+
+    @property
+    def prefix_hits(self) -> int:
+        return self.prefixes.hits
 
     def _join(self, ticket: Ticket) -> None:
         """Copy a prefilled request's cache into the next free row of the batch cache (the live
@@ -367,16 +367,59 @@ class Scheduler:
             ticket.outbox.put(piece)
         return not row.done
 
+    def _stepping(self) -> list[int] | None:
+        """Which running rows step now (indexes into `_running`, ascending), or None for all.
+
+        All of them, unless a light user (at most `user_rows` rows live, none waiting) shares
+        the batch with users holding more rows: then every user steps at most as many rows as
+        the largest light user holds (an equal share), its oldest, and the others keep their
+        cache and wait (vLLM's scheduler preempts for priority in the same spirit, though it
+        drops the cache). A step's cost grows with its rows, so one user's twenty streams
+        admitted before another user's one request would otherwise make every token of that
+        request wait for twenty rows. When every user with work holds many rows, or a user is
+        alone, every row steps."""
+        if not self._light:
+            return None
+        per_user: dict[str, list[int]] = {}
+        for i, ticket in enumerate(self._running):
+            per_user.setdefault(ticket.user, []).append(i)
+        share = max([len(per_user.get(user, ())) for user in self._light] + [1])
+        if all(len(rows) <= share for rows in per_user.values()):
+            return None
+        chosen: list[int] = []
+        for rows in per_user.values():
+            oldest = sorted(rows, key=lambda i: self._running[i].submitted)
+            chosen += oldest[:share]
+            chosen += [i for i in oldest[share:] if self._running[i].cancelled.is_set()]
+        return sorted(chosen)
+
+    def _to_front(self, chosen: list[int]) -> None:
+        """Swap the chosen rows (and their caches) into the first slots, so a step reads the
+        cache's first rows as views (gathering scattered rows costs more than the step)."""
+        cache = self._cache
+        assert cache is not None
+        rows = self._running
+        later = [i for i in chosen if i >= len(chosen)]
+        for front in (j for j in range(len(chosen)) if j not in chosen):
+            back = later.pop()
+            cache.swap_rows(front, back, rows[front].pos, rows[back].pos)
+            rows[front], rows[back] = rows[back], rows[front]
+
     def _step(self) -> None:
         engine, cache = self.engine, self._cache
         assert cache is not None and self._rope is not None
-        tokens = torch.tensor([t.last for t in self._running], dtype=torch.long)
-        positions = torch.tensor([t.pos for t in self._running], dtype=torch.long)
-        logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions)
+        chosen = self._stepping()
+        if chosen is not None:
+            self._to_front(chosen)
+        rows = self._running if chosen is None else self._running[: len(chosen)]
+        tokens = torch.tensor([t.last for t in rows], dtype=torch.long)
+        positions = torch.tensor([t.pos for t in rows], dtype=torch.long)
+        logits = self._step_fn()(engine.weights, engine.spec, self._rope, tokens, cache, positions)
         self.steps += 1
-        picked = self._pick(logits)
+        self.row_steps += len(rows)
+        picked = self._pick(logits, rows)
         done = []
-        for i, ticket in enumerate(self._running):
+        for i, ticket in enumerate(rows):
             ticket.pos += 1
             if not (self._take(ticket, logits[i], picked.get(i)) and ticket.pos < cache.capacity):
                 self._finish(ticket)
@@ -387,11 +430,24 @@ class Scheduler:
                 cache.move_row(len(self._running), i, last.pos)
                 self._running[i] = last
 
-    def _pick(self, logits: torch.Tensor) -> dict[int, int]:
-        """The next token of every live row without a grammar, picked together
+    def _plain_for(self, w: Any) -> PlainStep | None:
+        """The compiled step and prefill for these weights, or None: eager (`compiled.py`)."""
+        if self._plain is None or self._plain[0] is not w:
+            self._plain = (w, PlainStep.for_weights(w, self.engine.spec))
+        return self._plain[1]
+
+    def _step_fn(self) -> Any:
+        """`step_rows`, or the compiled step where the engine's weights are plain floats (the
+        same numbers: `tests/test_scheduler.py`)."""
+        plain = self._plain_for(self.engine.weights)
+        if plain is None:
+            return step_rows
+        return lambda _w, _spec, rope, tokens, cache, positions: plain(rope, tokens, cache, positions)
+
+    def _pick(self, logits: torch.Tensor, rows: list[Ticket]) -> dict[int, int]:
+        """The next token of every stepped row without a grammar, picked together
         (`sampling.pick_rows`); a row whose picking fails is left to pick alone (and to fail
         alone, with its own error)."""
-        rows = self._running
         for i, ticket in enumerate(rows):
             if ticket.suppress is not None and len(ticket.suppress):
                 logits[i].index_fill_(0, ticket.suppress, float("-inf"))

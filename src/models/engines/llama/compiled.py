@@ -1,0 +1,146 @@
+"""The continuous-batching scheduler's hot paths for plain float weights, compiled by TorchScript.
+
+Eager PyTorch gives the GIL up and takes it back around each op; a decoding step is ~300 ops
+and a prefill piece ~150. In a server, other threads hold the GIL in between (the event loop
+writing every stream's pieces, requests being prepared), and the scheduler's thread waits on
+them after each op. A TorchScript function runs all its ops in C++ and takes the GIL back once:
+with one thread busy half the time in Python, a step of one row took 5.7 ms eager and 2.3 ms
+compiled (docs/serving.md, "The GIL").
+
+`_plain_step` and `_plain_prefill` are `scheduler.step_rows` and `block.forward` (one row, a
+chunk at `start`, last logits) op for op, for weights with no biases and no per-head norms
+multiplied with `torch.mm` (float32, bfloat16): the same numbers bit for bit
+(`tests/test_scheduler.py`). Everything else (int8, Qwen's biases and norms) runs eager.
+TorchScript is deprecated upstream but still ships; where it is missing or fails, the eager
+code runs, so nothing depends on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import torch
+
+from models.engines.llama.cache import KVCache, RopeTable
+
+__all__ = ["PlainStep", "compiled"]
+
+
+def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor, qkv: list[torch.Tensor],
+                o: list[torch.Tensor], gate_up: list[torch.Tensor], down: list[torch.Tensor],
+                head_norm: torch.Tensor | None, head: torch.Tensor, cache: torch.Tensor, cos_t: torch.Tensor,
+                sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int, eps: float) -> torch.Tensor:  # fmt: skip
+    """One token per row at its own position over the cache's first rows: `step_rows`."""
+    b = tokens.size(0)
+    h = embed.size(1)
+    nq, nkv, group = heads * d, kvh * d, heads // kvh
+    rows = torch.arange(b)
+    cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)
+    span = int(positions.max()) + 1
+    masked = (torch.arange(span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span)
+    x = torch.embedding(embed, tokens)
+    for i in range(len(qkv)):
+        t = torch.mm(torch.rms_norm(x, [h], None, eps), qkv[i])
+        qk = t[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
+        swapped = qk.flip(2)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        layer = cache[i]
+        layer.index_put_([None, rows, None, positions], t[:, nq:].view(b, 2, kvh, d))
+        k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
+        scores = torch.matmul(t[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
+        scores.masked_fill_(masked, float("-inf"))
+        att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        x = torch.mm(att, o[i]).add_(x)
+        gu = torch.mm(torch.rms_norm(x, [h], None, eps), gate_up[i])
+        x = torch.mm(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
+    return torch.mm(torch.rms_norm(x, [h], head_norm, eps), head)
+
+
+def _plain_prefill(ids: torch.Tensor, start: int, embed: torch.Tensor, qkv: list[torch.Tensor],
+                   o: list[torch.Tensor], gate_up: list[torch.Tensor], down: list[torch.Tensor],
+                   head_norm: torch.Tensor | None, head: torch.Tensor, cache: torch.Tensor,
+                   cos_t: torch.Tensor, sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int,
+                   eps: float) -> torch.Tensor:  # fmt: skip
+    """A (1, t) chunk of one row's prompt at `start..start+t` into its cache; the last token's
+    logits (1, 1, vocab): `block.forward(..., start=start, last_only=True)`."""
+    t = ids.size(1)
+    h = embed.size(1)
+    nq, nkv, group = heads * d, kvh * d, heads // kvh
+    cos, sin = cos_t[start : start + t].unsqueeze(1), sin_t[start : start + t].unsqueeze(1)
+    x = torch.embedding(embed, ids).view(t, h)
+    for i in range(len(qkv)):
+        y = torch.mm(torch.rms_norm(x, [h], None, eps), qkv[i]).view(1, t, -1)
+        qk = y[:, :, : nq + nkv].view(1, t, heads + kvh, 2, d // 2)
+        swapped = qk.flip(3)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        layer = cache[i]
+        layer[:, :, :, start : start + t].copy_(y[:, :, nq:].view(1, t, 2, kvh, d).permute(2, 0, 3, 1, 4))
+        k, v = layer[0, :, :, : start + t], layer[1, :, :, : start + t]
+        if t == 1:  # as `forward`: grouped matmuls, no SDPA
+            scores = torch.matmul(y[:, :, :nq].view(1, kvh, group, d), k.transpose(2, 3))
+            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(1, nq)
+        else:
+            q = y[:, :, :nq].view(1, t, heads, d).transpose(1, 2)
+            if group > 1:
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            if start == 0:
+                att = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+            else:
+                mask = torch.arange(start + t).unsqueeze(0) <= (torch.arange(t).unsqueeze(1) + start)
+                att = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+            att = att.transpose(1, 2).reshape(t, nq)
+        x = torch.mm(att, o[i]).add_(x)
+        gu = torch.mm(torch.rms_norm(x, [h], None, eps), gate_up[i])
+        x = torch.mm(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
+    last = x[t - 1 :]
+    return torch.mm(torch.rms_norm(last, [h], head_norm, eps), head).view(1, 1, -1)
+
+
+_COMPILED: dict[str, Any] = {}  # name → the compiled function, or None where TorchScript is missing or fails
+_COMPILING = threading.Lock()
+
+
+def compiled(fn: Any) -> Any:
+    """`fn` compiled by TorchScript, once per process, or None (the caller runs its eager code)."""
+    with _COMPILING:
+        if fn.__name__ not in _COMPILED:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    _COMPILED[fn.__name__] = torch.jit.script(fn)
+            except Exception:  # no TorchScript in this build of torch: the eager code
+                _COMPILED[fn.__name__] = None
+        return _COMPILED[fn.__name__]
+
+
+class PlainStep:
+    """The compiled step and prefill bound to one set of plain float weights; `for_weights`
+    gives None for weights that need the eager code (int8, biases, per-head norms)."""
+
+    def __init__(self, step: Any, prefill: Any, w: Any, spec: Any) -> None:
+        self.step_fn, self.prefill_fn, self.weights = step, prefill, w
+        layers = w.layers
+        self.lists = ([lw.qkv for lw in layers], [lw.o for lw in layers], [lw.gate_up for lw in layers],
+                      [lw.down for lw in layers])  # fmt: skip
+        self.shape = (spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.intermediate_size, spec.rms_norm_eps)
+
+    @classmethod
+    def for_weights(cls, w: Any, spec: Any) -> PlainStep | None:
+        if w.format not in ("float32", "bfloat16") or any(v is not None for lw in w.layers for v in lw.extras()):
+            return None
+        step, prefill = compiled(_plain_step), compiled(_plain_prefill)
+        return cls(step, prefill, w, spec) if step is not None and prefill is not None else None
+
+    def __call__(self, rope: RopeTable, tokens: torch.Tensor, cache: KVCache, positions: torch.Tensor) -> torch.Tensor:
+        """`step_rows(w, spec, rope, tokens, cache, positions)`."""
+        w = self.weights
+        return self.step_fn(tokens, positions, w.embed, *self.lists, w.head_norm, w.head, cache.data, rope.cos,
+                            rope.sin, *self.shape)  # fmt: skip
+
+    def prefill(self, rope: RopeTable, ids: torch.Tensor, cache: KVCache, start: int) -> torch.Tensor:
+        """`block.forward(w, spec, rope, ids, cache, start=start, last_only=True)` for one row."""
+        w = self.weights
+        return self.prefill_fn(ids, start, w.embed, *self.lists, w.head_norm, w.head, cache.data, rope.cos,
+                               rope.sin, *self.shape)  # fmt: skip
