@@ -14,12 +14,15 @@ per-user write rate refuses one with 429); its throughput is reported against th
 run without the writer (issue 15: a chat read the database while holding the engine's lock,
 and chat throughput fell to about 0.37x while someone wrote; target >= 0.8x).
 
-A fourth run sends the 32 concurrent requests to a second server in the same process with
+A fourth run sends the 32 concurrent requests to a second server with
 continuous batching on (`Limits.batch_rows`, `companion serve --batch-rows 64`: the fast
 engine's `Scheduler` steps every live stream at once); its throughput is reported against the
 one-at-a-time peer (issue 21's target: >= 4x, p50 time to first token <= 300 ms). The same
 pair again on a third server whose luna runs with int8 weights (`runtime.json`'s
 `int8-dynamic`): one at a time and 32 at once, both through the batching scheduler.
+
+Each server runs in its own process (`bench._serve_child`), as `companion serve` does: the
+clients here share no interpreter with it.
 
 Fairness, on both servers: user B sends one short request (`max_tokens` 16) while user A has 20
 streaming requests in flight on the same model; B's latency against B's alone (its peer, the
@@ -32,9 +35,12 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -82,6 +88,22 @@ def _start_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, Any, th
     while not server.started:
         time.sleep(0.02)
     return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+
+
+def _spawn_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, subprocess.Popen[str]]:
+    """`_start_server` in a child process (`bench._serve_child`), as a deployed server runs:
+    measured in the benchmark's own process, the clients' Python work would contend for the
+    server's GIL, which no real client does. The child inherits `COMPANION_HOME`."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "bench._serve_child", str(batch_rows), "1" if int8 else "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise RuntimeError(f"the benchmark's server did not start (exit {proc.wait()})")
+    return url, proc
 
 
 async def _one(
@@ -194,11 +216,12 @@ def main() -> None:
         keys = [create_key(f"writer{i}", name="bench")[0] for i in range(CLIENTS)]  # one key (user) per client
         editor = create_key("editor", name="bench")[0]
         a_key, b_key = create_key("user-a", name="bench")[0], create_key("user-b", name="bench")[0]
-        url, server, thread = _start_server()
-        batch_url, batch_server, batch_thread = _start_server(BATCH_ROWS)
-        int8_url, int8_server, int8_thread = _start_server(BATCH_ROWS, int8=True)
+        children: list[tuple[str, subprocess.Popen[str]]] = []
         counts = {"writes": 0, "errors": 0, "throttled": 0}
         try:
+            for rows_, int8_ in ((0, False), (BATCH_ROWS, False), (BATCH_ROWS, True)):
+                children.append(_spawn_server(rows_, int8=int8_))
+            (url, _), (batch_url, _), (int8_url, _) = children
             asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
             asyncio.run(_run(batch_url, False, keys))
             asyncio.run(_run(int8_url, False, keys))
@@ -234,9 +257,9 @@ def main() -> None:
             fair = {"fair queue": asyncio.run(_fairness(url, a_key, b_key)),
                     "continuous batching": asyncio.run(_fairness(batch_url, a_key, b_key))}  # fmt: skip
         finally:
-            for s, t in ((server, thread), (batch_server, batch_thread), (int8_server, int8_thread)):
-                s.should_exit = True
-                t.join(timeout=10)
+            for _url, proc in children:
+                proc.terminate()
+                proc.wait(timeout=30)
     peer, ours, written, batched, int8_peer, int8_batched = rows.values()
     int8_ratio = (int8_batched["pieces"] / int8_batched["wall"]) / (int8_peer["pieces"] / int8_peer["wall"])
     ratio = (ours["pieces"] / ours["wall"]) / (peer["pieces"] / peer["wall"])
