@@ -164,8 +164,8 @@ class CardGuides:
     """The card guide of one character, built once per tokenizer, card text, user and focus."""
 
     def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._guide: Any = None
+        self._entry: tuple[tuple[Any, ...], Any] | None = None  # (key, guide): one attribute, so
+        # a turn on another thread never pairs one user's key with another user's guide
 
     def get(self, card: Any, scenario: str | None, user: str, char: str, codec: Any, focus: float) -> Any:
         """The guide toward the card's facts, or None (focus 0, no local logits, no card words)."""
@@ -175,10 +175,11 @@ class CardGuides:
 
         text = card_text(card, scenario)
         key = (id(codec), text, user, focus)
-        if key != self._key:  # one entry: a character's card rarely changes
+        entry = self._entry
+        if entry is None or entry[0] != key:  # one entry: a character's card rarely changes
             ids = card_token_ids(codec, text, user=user, char=char)
-            self._key, self._guide = key, (CardGuide(ids, focus) if ids else None)
-        return self._guide
+            entry = self._entry = (key, CardGuide(ids, focus) if ids else None)
+        return entry[1]
 
 
 def clean_reply(text: str, names: Sequence[str]) -> str:
