@@ -308,8 +308,8 @@ class Scheduler:
 
     def _newcomer_waits(self) -> bool:
         """Whether a user with nothing admitted or running has a request waiting, and the batch
-        has a row for it (so yielding to it admits it)."""
-        if len(self._running) + len(self._admitting) >= self.max_rows:
+        has a row and an admission slot for it (so yielding to it admits it at once)."""
+        if len(self._running) + len(self._admitting) >= self.max_rows or self._ahead() >= self.admit_ahead:
             return False
         with self._cond:
             return any(user not in self._live for user in self._waiting.users())
