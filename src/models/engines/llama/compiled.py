@@ -7,7 +7,7 @@ them after each op. A TorchScript function runs all its ops in C++ and takes the
 with one thread busy half the time in Python, a step of one row took 5.7 ms eager and 2.3 ms
 compiled (docs/serving.md, "The GIL").
 
-`_plain_step` and `_plain_prefill` are `scheduler.step_rows` and `block.forward` (one row, a
+`_plain_step` and `_plain_prefill` are `block.step_rows` and `block.forward` (one row, a
 chunk at `start`, last logits) op for op, for weights with no biases and no per-head norms
 multiplied with `torch.mm` (float32, bfloat16): the same numbers bit for bit
 (`tests/test_scheduler.py`). Everything else (int8, Qwen's biases and norms) runs eager.

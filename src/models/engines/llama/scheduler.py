@@ -414,7 +414,11 @@ class Scheduler:
         rows = self._running if chosen is None else self._running[: len(chosen)]
         tokens = torch.tensor([t.last for t in rows], dtype=torch.long)
         positions = torch.tensor([t.pos for t in rows], dtype=torch.long)
-        logits = self._step_fn()(engine.weights, engine.spec, self._rope, tokens, cache, positions)
+        plain = self._plain_for(engine.weights)
+        if plain is not None:
+            logits = plain(self._rope, tokens, cache, positions)
+        else:
+            logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions)
         self.steps += 1
         self.row_steps += len(rows)
         picked = self._pick(logits, rows)
@@ -431,18 +435,11 @@ class Scheduler:
                 self._running[i] = last
 
     def _plain_for(self, w: Any) -> PlainStep | None:
-        """The compiled step and prefill for these weights, or None: eager (`compiled.py`)."""
+        """The compiled step and prefill for these weights (the same numbers as `step_rows` and
+        `forward`: `tests/test_scheduler.py`), or None: eager (`compiled.py`)."""
         if self._plain is None or self._plain[0] is not w:
             self._plain = (w, PlainStep.for_weights(w, self.engine.spec))
         return self._plain[1]
-
-    def _step_fn(self) -> Any:
-        """`step_rows`, or the compiled step where the engine's weights are plain floats (the
-        same numbers: `tests/test_scheduler.py`)."""
-        plain = self._plain_for(self.engine.weights)
-        if plain is None:
-            return step_rows
-        return lambda _w, _spec, rope, tokens, cache, positions: plain(rope, tokens, cache, positions)
 
     def _pick(self, logits: torch.Tensor, rows: list[Ticket]) -> dict[int, int]:
         """The next token of every stepped row without a grammar, picked together
