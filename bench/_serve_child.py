@@ -6,6 +6,7 @@ until it is terminated."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -15,6 +16,7 @@ def main(argv: list[str]) -> None:
     batch_rows, int8 = int(argv[0]), argv[1] == "1"
     url, _server, thread = _start_server(batch_rows, int8=int8)
     print(url, flush=True)
+    os.dup2(2, 1)  # the parent reads only that line: anything printed later goes to stderr, not a full pipe
     thread.join()
 
 
