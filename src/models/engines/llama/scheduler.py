@@ -244,17 +244,14 @@ class Scheduler:
         piece = max(16, self.prefill_chunk // 8)
         engine = self.engine
         contended = bool(self._light) and len(self._live) > 1
-        running: dict[str, int] = {}
-        for t in self._running:
-            running[t.user] = running.get(t.user, 0) + 1
-        share = max([running.get(user, 0) for user in self._light] + [1])  # as `_stepping`'s
+        running, share = self._shares()
         for ticket in sorted(self._admitting, key=lambda t: t.user not in self._light):  # light users' first
             if ticket.cancelled.is_set():
                 self._admitting.remove(ticket)
                 self._finish(ticket)
                 continue
             if contended and ticket.user not in self._light:  # the light users' rows step as if alone
-                if running.get(ticket.user, 0) >= share:  # this user already steps its share
+                if len(running.get(ticket.user, ())) >= share:  # this user already steps its share
                     continue
                 budget = min(budget, piece)
             if budget <= 0:
@@ -380,10 +377,7 @@ class Scheduler:
         alone, every row steps."""
         if not self._light:
             return None
-        per_user: dict[str, list[int]] = {}
-        for i, ticket in enumerate(self._running):
-            per_user.setdefault(ticket.user, []).append(i)
-        share = max([len(per_user.get(user, ())) for user in self._light] + [1])
+        per_user, share = self._shares()
         if all(len(rows) <= share for rows in per_user.values()):
             return None
         chosen: list[int] = []
@@ -392,6 +386,15 @@ class Scheduler:
             chosen += oldest[:share]
             chosen += [i for i in oldest[share:] if self._running[i].cancelled.is_set()]
         return sorted(chosen)
+
+    def _shares(self) -> tuple[dict[str, list[int]], int]:
+        """Each user's running rows (indexes into `_running`) and the share of a step every user
+        may have while a light user shares the batch: as many rows as the largest light user
+        runs, at least one."""
+        per_user: dict[str, list[int]] = {}
+        for i, ticket in enumerate(self._running):
+            per_user.setdefault(ticket.user, []).append(i)
+        return per_user, max([len(per_user.get(user, ())) for user in self._light] + [1])
 
     def _to_front(self, chosen: list[int]) -> None:
         """Swap the chosen rows (and their caches) into the first slots, so a step reads the
