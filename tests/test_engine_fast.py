@@ -174,6 +174,22 @@ def test_overlong_prompt_is_truncated_not_fatal(
     assert result == _decode(hf, params, monkeypatch, prompt)
 
 
+def test_a_tied_head_is_one_contiguous_matrix_shared_with_the_embedding(make_model: Callable[..., Path]) -> None:
+    """The decode step's largest matmul reads the head in the layout MKL reads fast, and the
+    model still holds one copy of it (the embedding is its view), in every float format."""
+    fast = FastEngine(make_model("gqa-tied"))
+    spec = fast.spec
+    want = fast.prefill([1, 5, 9, 13]).clone()
+    for w in (fast.weights, fast.weights.to_dtype(torch.bfloat16)):
+        assert w.head_is_embedding and w.head.is_contiguous() and w.head.shape == (spec.hidden_size, spec.vocab_size)
+        assert torch.equal(w.embed, w.head.t())
+    assert w.embed.dtype == torch.bfloat16
+    fast.use_weights(fast.weights.quantized_int8())
+    assert fast.weights.embed.shape == (spec.vocab_size, spec.hidden_size)
+    fast.use_weights(FastEngine(make_model("gqa-tied")).weights)
+    assert torch.allclose(fast.prefill([1, 5, 9, 13]), want, atol=ATOL, rtol=RTOL)
+
+
 def test_step_past_context_raises(make_model: Callable[..., Path]) -> None:
     fast = FastEngine(make_model("gqa-tied"))
     fast.prefill(list(range(1, 128)))

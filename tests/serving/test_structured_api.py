@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import jsonschema
+import pytest
 
 from tests.test_structured import ASK, KEEPER
 
@@ -49,7 +50,11 @@ def test_logprobs_in_chat_and_completions_streamed_or_not(client: Any) -> None:
         model="tiny", messages=messages, seed=2, max_tokens=6, logprobs=True, stream=True
     )
     streamed = [c.choices[0].logprobs for c in stream if c.choices and c.choices[0].logprobs]
-    assert [t.logprob for t in streamed[-1].content] == [t.logprob for t in content]
+    # The same tokens; the logprobs agree to float32 rounding, not bit for bit: the second
+    # request finds the prompt in the scheduler's prefix cache and computes only its last token,
+    # a matmul of another shape than the first request's whole-prompt prefill.
+    assert [t.token for t in streamed[-1].content] == [t.token for t in content]
+    assert [t.logprob for t in streamed[-1].content] == pytest.approx([t.logprob for t in content], abs=1e-5)
     done = client.completions.create(model="tiny", prompt="Once upon", max_tokens=5, seed=1, logprobs=2)
     lp = done.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == done.usage.completion_tokens
