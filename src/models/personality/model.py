@@ -39,8 +39,9 @@ from models.personality.choice import (
     clean_reply,
     small_model_weight,
 )
-from models.personality.emotion import EmotionalState, default_classifier, project
+from models.personality.emotion import EmotionalState
 from models.personality.extension import CompanionExtension, Scenario
+from models.personality.feeling import CharacterFeeling
 from models.personality.interaction import normalize_history, pick_greeting, window
 from models.personality.macros import expand_macros
 from models.personality.params import PersonalityParams
@@ -95,11 +96,10 @@ class PersonalityModel:
         self.name = name or card.name.lower()
         self.version = version or card.character_version or None
         self.ext: CompanionExtension = card.companion
-        self._classifier = classifier
-        self._classifier_failed = False
-        self._steering: Any = None
+        self.feeling = CharacterFeeling(
+            self.name, self.ext.emotion, lambda: self.params, self._base_codec(), classifier, emotion_trained
+        )
         self._card_guides = CardGuides()
-        self.control = self._control_mode(emotion_trained)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.RLock()
         self.last_response: Response | None = None
@@ -146,47 +146,20 @@ class PersonalityModel:
         }
 
     @property
+    def control(self) -> str:
+        """How the emotional state reaches the base model: `token`, `prompt` or `none`."""
+        return self.feeling.control
+
+    @property
     def steering(self) -> Any:
-        """The `EmotionSteering` of this character over its base model's tokenizer, or None when
-        steering is off (`emotion_steering: 0`, `emotion_control: none`), the engine has no
-        local logits (remote models) or there is no classifier."""
-        p = self.params
-        if p.emotion_steering <= 0 or self.control == "none":
-            return None
-        codec = self._base_codec()
-        clf = self.classifier
-        if codec is None or clf is None or not hasattr(codec, "id_to_token"):
-            return None
-        from models.personality.steering import EmotionSteering
-
-        emo = self.ext.emotion
-        with self._lock:  # concurrent first turns share one table (and one batch group)
-            self._steering = EmotionSteering.reuse_or_build(
-                self._steering, clf, codec, emo.labels, emo.label_map, p.emotion_steering, p.steering_margin
-            )
-            return self._steering
-
-    def _control_mode(self, trained: bool | None) -> str:
-        mode = self.params.emotion_control
-        codec = self._base_codec()
-        has_tokens = bool(getattr(codec, "has_emotion_tokens", False))
-        if mode == "auto":
-            return "token" if has_tokens and trained else "prompt"
-        if mode == "token" and not has_tokens:
-            log.warning("%s: the base model has no emotion tokens; emotion goes into the prompt", self.name)
-            return "prompt"
-        return mode
+        """The `EmotionSteering` of this character over its base model's tokenizer, or None
+        (`CharacterFeeling.steering`)."""
+        return self.feeling.steering
 
     @property
     def classifier(self) -> Any:
         """The emotion classifier (None when it cannot be loaded: detection is then skipped)."""
-        if self._classifier is None and not self._classifier_failed:
-            try:
-                self._classifier = default_classifier(self.params.classifier)
-            except (DataError, OSError) as exc:
-                self._classifier_failed = True
-                log.warning("%s: no emotion classifier (%s); the state will only decay", self.name, exc)
-        return self._classifier
+        return self.feeling.classifier
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -311,15 +284,6 @@ class PersonalityModel:
             raise UnknownContextError(self.card.name, str(emotional_state), self.labels, what="emotional state")
         return emotional_state
 
-    def _observe(self, session: Session, message: str) -> None:
-        clf = self.classifier
-        session.state.relax()
-        if clf is None:
-            return
-        det = clf.detect(message)
-        emo = self.ext.emotion
-        session.state.observe(project(det.distribution, emo.labels, emo.label_map), det.intensity)
-
     def _prepare(
         self,
         context: str | None,
@@ -349,7 +313,7 @@ class PersonalityModel:
         past = session.history if keep else normalize_history(history)
         past = window(past, self.params.history_turns or self.ext.interaction.history_turns)
         if message is not None:
-            self._observe(session, message)
+            self.feeling.observe(session, message)
         emotion = override or session.state.emotion
         name = self.user_name(user)
         count = self._count_tokens
@@ -431,14 +395,9 @@ class PersonalityModel:
         return best_of(self._base, messages, n, max_new, turn.options, judge, fluency, specificity, turn.message or "")
 
     def _judge(self, text: str, turn: _Turn) -> tuple[float, float]:
-        """A candidate's agreement with the turn's emotion (the classifier's probability of it)
-        and its fit to the behaviour plan, for `choice.rank`."""
-        clf = self.classifier
-        agree = 0.0
-        if clf is not None and turn.emotion and text.strip():
-            emo = self.ext.emotion
-            agree = project(clf.detect(text).distribution, emo.labels, emo.label_map).get(turn.emotion, 0.0)
-        return agree, behavior_score(text, turn.plan)
+        """A candidate's agreement with the turn's emotion and its fit to the behaviour plan,
+        for `choice.rank`."""
+        return self.feeling.agreement(text, turn.emotion), behavior_score(text, turn.plan)
 
     def _clean(self, text: str) -> str:
         return clean_reply(text, (self.character, self.card.name))
@@ -460,8 +419,7 @@ class PersonalityModel:
 
             store(session, f"personality/{self.name}", turn.user)
         stats = getattr(self._base, "last_stats", None)
-        clf = self.classifier
-        detected = clf.detect(text).label if clf is not None and text else None
+        detected = self.feeling.detect(text)
         ttft = getattr(stats, "time_to_first_token_s", None)
         response = Response(
             text,
