@@ -203,6 +203,182 @@ def evaluate(model: torch.nn.Module, batches: Iterator[dict[str, torch.Tensor]],
     return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_accuracy": correct / count}
 
 
+@dataclass
+class _RunState:
+    """What a checkpoint records besides the weights, optimizer and schedule: where the run
+    is, its best evaluation so far, and the learning-rate cut the plateau rule applied."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    lr_scale: float = 1.0
+    elapsed_before: float = 0.0
+    """Training time spent before a resume: the time budget covers the whole run."""
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict[str, Any]) -> _RunState:
+        return cls(
+            meta["step"], meta["tokens_seen"], meta["best_eval_loss"], meta["best_step"], meta["bad_evals"],
+            meta["history"], meta.get("lr_scale", 1.0), float(meta.get("elapsed_s", 0.0)),
+        )  # fmt: skip
+
+    def state(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_s": elapsed,
+            "best_eval_loss": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+            "lr_scale": self.lr_scale,
+        }
+
+
+class _Run:
+    """One call of `train`: the accelerator, the prepared model and optimizer, and the steps."""
+
+    def __init__(self, model: torch.nn.Module, data: BatchSource, settings: TrainSettings, out: Path) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        mp = settings.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        self.accel = accel = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+        self.world, self.rank = accel.num_processes, accel.process_index
+        settings.check(self.world)
+        set_seed(settings.seed)
+        self.main = accel.is_main_process
+        self.data, self.s, self.out = data, settings, out
+        opt = _make_optimizer(model, settings)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
+        self.model, self.opt = accel.prepare(model, opt)
+        self.raw = accel.unwrap_model(self.model)
+        self.ckpt, self.best_dir = out / "checkpoint", out / "best"
+        self.p = _RunState()
+        self.per_proc = settings.batch_size // self.world
+        self.n_micro = self.per_proc // settings.micro_batch_size
+        self.t0 = time.monotonic()
+        self.running: float | None = None
+        self.window_tokens, self.window_t = 0, time.monotonic()
+
+    def resume(self) -> None:
+        if not (self.ckpt / "state.json").exists():
+            raise TrainingError(f"--resume: no checkpoint in {self.ckpt}")
+        self.p = _RunState.from_checkpoint(load_checkpoint(self.ckpt, self.raw, self.opt, self.sched))
+
+    def start(self) -> None:
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "settings.json").write_text(json.dumps(asdict(self.s), indent=1))
+        self.t0 = time.monotonic() - self.p.elapsed_before
+        self.window_t = time.monotonic()
+        self.model.train()
+
+    def save(self, where: Path) -> None:
+        save_checkpoint(where, self.raw, self.opt, self.sched, self.p.state(time.monotonic() - self.t0))
+
+    def optimizer_step(self) -> float:
+        """One optimizer step over the step's global batch (this process's share, in micro
+        batches); the batch's mean loss per target token over all processes."""
+        s, accel, model = self.s, self.accel, self.model
+        batch = self.data.global_batch(self.p.step, s.batch_size)
+        n_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        if n_tokens == 0:
+            raise TrainingError(f"step {self.p.step}: the batch has no target tokens")
+        mine = {k: v[self.rank * self.per_proc : (self.rank + 1) * self.per_proc] for k, v in batch.items()}
+        step_loss = 0.0
+        for m in range(self.n_micro):
+            sl = slice(m * s.micro_batch_size, (m + 1) * s.micro_batch_size)
+            micro = {k: v[sl].to(accel.device) for k, v in mine.items()}
+            ctx = accel.no_sync(model) if m < self.n_micro - 1 else contextlib.nullcontext()
+            with ctx, accel.autocast():
+                loss_sum, _ = _loss_sum(model, micro)
+                # DDP averages gradients over processes: multiply by world to get a sum.
+                loss = loss_sum * self.world / n_tokens
+                accel.backward(loss)
+            step_loss += float(loss_sum.detach())
+        if s.grad_clip:
+            accel.clip_grad_norm_(model.parameters(), s.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        if self.p.lr_scale != 1.0:  # the schedule sets each step's rate afresh; the plateau cuts scale it
+            for g in self.opt.param_groups:
+                g["lr"] *= self.p.lr_scale
+        self.opt.zero_grad(set_to_none=True)
+        self.p.step += 1
+        self.p.tokens_seen += int(batch["input_ids"].numel())
+        self.window_tokens += int(batch["input_ids"].numel())
+        if self.world > 1:
+            t = torch.tensor([step_loss], device=accel.device)
+            step_loss = float(accel.reduce(t, reduction="sum"))
+        return step_loss / n_tokens
+
+    def log(self, step_loss: float, bar: Progress, now: float) -> None:
+        """The running loss and throughput on the bar, and every `log_every` steps in the history."""
+        p = self.p
+        self.running = step_loss if self.running is None else 0.9 * self.running + 0.1 * step_loss
+        tps = self.window_tokens / max(1e-9, now - self.window_t)
+        bar.update(p.step, self.running, tps)
+        if p.step % self.s.log_every == 0 or p.step == self.s.max_steps:
+            lr = self.opt.param_groups[0]["lr"]
+            p.history.append(
+                {"step": p.step, "tokens": p.tokens_seen, "train_loss": self.running, "lr": lr,
+                 "tokens_per_s": tps, "time_s": now - self.t0}
+            )  # fmt: skip
+            self.window_tokens, self.window_t = 0, now
+
+    def evaluate(self, bar: Progress, on_eval: Callable[[int, dict[str, float]], bool] | None) -> str | None:
+        """Held-out loss: keep the best weights, cut the rate on a plateau; why to stop, if so."""
+        p, s = self.p, self.s
+        ev = evaluate(self.model, self.data.eval_batches(), self.accel.device)
+        p.history.append({"step": p.step, "tokens": p.tokens_seen, **ev})
+        bar.note(f"eval loss {ev['eval_loss']:.3f} ppl {ev['eval_perplexity']:.1f}")
+        stop = None
+        if p.best is None or ev["eval_loss"] < p.best - s.min_delta:
+            p.best, p.best_step, p.bad_evals = ev["eval_loss"], p.step, 0
+            if self.main:
+                self.save(self.best_dir)
+        else:
+            p.bad_evals += 1
+            if s.plateau_factor is not None:
+                p.lr_scale *= s.plateau_factor
+                bar.note(f"no improvement: learning rate x{p.lr_scale:g}")
+            if s.patience is not None and p.bad_evals >= s.patience:
+                stop = f"early stop: no improvement in {p.bad_evals} evaluations (best at step {p.best_step})"
+        if on_eval is not None and on_eval(p.step, ev) and stop is None:
+            stop = "stopped by the caller after an evaluation (pruned)"
+        return stop
+
+    def finish(self, stop_reason: str, stopped_early: bool, description: str) -> TrainResult:
+        """Load the best weights; the run's result (written beside the checkpoints with its curve)."""
+        if self.best_dir.exists() and (self.best_dir / "model.safetensors").exists():
+            load_weights(self.best_dir, self.raw)
+        self.accel.wait_for_everyone()
+        p = self.p
+        result = TrainResult(
+            steps=p.step,
+            tokens_seen=p.tokens_seen,
+            wall_seconds=time.monotonic() - self.t0,
+            train_loss=self.running,
+            best_eval_loss=p.best,
+            best_eval_perplexity=math.exp(p.best) if p.best is not None else None,
+            best_step=p.best_step,
+            stopped_early=stopped_early,
+            stop_reason=stop_reason,
+            history=p.history,
+            output_dir=str(self.out),
+        )
+        if self.main:
+            (self.out / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+            plot_loss_curve(p.history, self.out / "loss_curve.png", title=description)
+        return result
+
+
 def train(
     model: torch.nn.Module,
     data: BatchSource,
@@ -218,163 +394,34 @@ def train(
     """Train `model` in place; returns what happened. The best weights are loaded at the end.
     `on_eval(step, metrics)` sees each evaluation; returning True stops the run there (a tuner
     pruning a bad trial)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    out = Path(output_dir)
-    mp = settings.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accel = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
-    world, rank = accel.num_processes, accel.process_index
-    settings.check(world)
-    set_seed(settings.seed)
-    main = accel.is_main_process
-
-    opt = _make_optimizer(model, settings)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
-    model, opt = accel.prepare(model, opt)
-    raw = accel.unwrap_model(model)
-
-    ckpt, best_dir = out / "checkpoint", out / "best"
-    history: list[dict[str, float]] = []
-    start_step, tokens_seen, best, best_step, bad_evals, lr_scale = 0, 0, None, None, 0, 1.0
-    elapsed_before = 0.0  # training time spent before a resume: the time budget covers the whole run
+    s = settings
+    run = _Run(model, data, s, Path(output_dir))
     if resume:
-        if not (ckpt / "state.json").exists():
-            raise TrainingError(f"--resume: no checkpoint in {ckpt}")
-        meta = load_checkpoint(ckpt, raw, opt, sched)
-        start_step, tokens_seen = meta["step"], meta["tokens_seen"]
-        best, best_step, bad_evals = meta["best_eval_loss"], meta["best_step"], meta["bad_evals"]
-        history, lr_scale = meta["history"], meta.get("lr_scale", 1.0)
-        elapsed_before = float(meta.get("elapsed_s", 0.0))
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
-
-    per_proc = settings.batch_size // world
-    n_micro = per_proc // settings.micro_batch_size
-    t0 = time.monotonic() - elapsed_before
-    stop_reason, stopped_early = "max_steps", False
-    window_tokens, window_t = 0, time.monotonic()
-    running: float | None = None
-
-    def state(step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "elapsed_s": time.monotonic() - t0,
-            "best_eval_loss": best,
-            "best_step": best_step,
-            "bad_evals": bad_evals,
-            "history": history,
-            "lr_scale": lr_scale,
-        }
-
-    budget = settings.max_minutes * 60 - elapsed_before if settings.max_minutes is not None else None
+        run.resume()
+    run.start()
+    budget = s.max_minutes * 60 - run.p.elapsed_before if s.max_minutes is not None else None
     bar = Progress(
-        settings.max_steps, start_step, description, enabled=progress and main,
-        budget_s=budget, early_stopping=settings.patience is not None,
+        s.max_steps, run.p.step, description, enabled=progress and run.main,
+        budget_s=budget, early_stopping=s.patience is not None,
     )  # fmt: skip
-    model.train()
-    step = start_step
+    stop_reason, stopped_early = "max_steps", False
     with bar:
-        while step < settings.max_steps:
-            batch = data.global_batch(step, settings.batch_size)
-            n_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            if n_tokens == 0:
-                raise TrainingError(f"step {step}: the batch has no target tokens")
-            mine = {k: v[rank * per_proc : (rank + 1) * per_proc] for k, v in batch.items()}
-            step_loss = 0.0
-            for m in range(n_micro):
-                sl = slice(m * settings.micro_batch_size, (m + 1) * settings.micro_batch_size)
-                micro = {k: v[sl].to(accel.device) for k, v in mine.items()}
-                ctx = accel.no_sync(model) if m < n_micro - 1 else contextlib.nullcontext()
-                with ctx, accel.autocast():
-                    loss_sum, _ = _loss_sum(model, micro)
-                    # DDP averages gradients over processes: multiply by world to get a sum.
-                    loss = loss_sum * world / n_tokens
-                    accel.backward(loss)
-                step_loss += float(loss_sum.detach())
-            if settings.grad_clip:
-                accel.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            opt.step()
-            sched.step()
-            if lr_scale != 1.0:  # the schedule sets each step's rate afresh; the plateau cuts scale it
-                for g in opt.param_groups:
-                    g["lr"] *= lr_scale
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += int(batch["input_ids"].numel())
-            window_tokens += int(batch["input_ids"].numel())
-            if world > 1:
-                t = torch.tensor([step_loss], device=accel.device)
-                step_loss = float(accel.reduce(t, reduction="sum"))
-            step_loss /= n_tokens
-            running = step_loss if running is None else 0.9 * running + 0.1 * step_loss
+        while run.p.step < s.max_steps:
+            step_loss = run.optimizer_step()
             now = time.monotonic()
-            tps = window_tokens / max(1e-9, now - window_t)
-            bar.update(step, running, tps)
-            if step % settings.log_every == 0 or step == settings.max_steps:
-                history.append(
-                    {
-                        "step": step,
-                        "tokens": tokens_seen,
-                        "train_loss": running,
-                        "lr": opt.param_groups[0]["lr"],
-                        "tokens_per_s": tps,
-                        "time_s": now - t0,
-                    }
-                )
-                window_tokens, window_t = 0, now
-            if step % settings.eval_every == 0 or step == settings.max_steps:
-                ev = evaluate(model, data.eval_batches(), accel.device)
-                history.append({"step": step, "tokens": tokens_seen, **ev})
-                bar.note(f"eval loss {ev['eval_loss']:.3f} ppl {ev['eval_perplexity']:.1f}")
-                if best is None or ev["eval_loss"] < best - settings.min_delta:
-                    best, best_step, bad_evals = ev["eval_loss"], step, 0
-                    if main:
-                        save_checkpoint(best_dir, raw, opt, sched, state(step))
-                else:
-                    bad_evals += 1
-                    if settings.plateau_factor is not None:
-                        lr_scale *= settings.plateau_factor
-                        bar.note(f"no improvement: learning rate x{lr_scale:g}")
-                    if settings.patience is not None and bad_evals >= settings.patience:
-                        stop_reason, stopped_early = (
-                            f"early stop: no improvement in {bad_evals} evaluations (best at step {best_step})",
-                            True,
-                        )
-                if on_eval is not None and on_eval(step, ev) and not stopped_early:
-                    stop_reason, stopped_early = "stopped by the caller after an evaluation (pruned)", True
-            out_of_time = settings.max_minutes is not None and (now - t0) > settings.max_minutes * 60
-            if out_of_time and not stopped_early:
-                stop_reason, stopped_early = f"time budget of {settings.max_minutes} min reached", True
-            if main and (step % settings.checkpoint_every == 0 or stopped_early or step == settings.max_steps):
-                save_checkpoint(ckpt, raw, opt, sched, state(step))
+            run.log(step_loss, bar, now)
+            step = run.p.step
+            if step % s.eval_every == 0 or step == s.max_steps:
+                stop = run.evaluate(bar, on_eval)
+                if stop is not None:
+                    stop_reason, stopped_early = stop, True
+            if s.max_minutes is not None and (now - run.t0) > s.max_minutes * 60 and not stopped_early:
+                stop_reason, stopped_early = f"time budget of {s.max_minutes} min reached", True
+            if run.main and (step % s.checkpoint_every == 0 or stopped_early or step == s.max_steps):
+                run.save(run.ckpt)
                 if on_checkpoint:
-                    on_checkpoint(ckpt)
-            accel.wait_for_everyone()
+                    on_checkpoint(run.ckpt)
+            run.accel.wait_for_everyone()
             if stopped_early:
                 break
-
-    if best_dir.exists() and (best_dir / "model.safetensors").exists():
-        load_weights(best_dir, raw)
-    accel.wait_for_everyone()
-    result = TrainResult(
-        steps=step,
-        tokens_seen=tokens_seen,
-        wall_seconds=time.monotonic() - t0,
-        train_loss=running,
-        best_eval_loss=best,
-        best_eval_perplexity=math.exp(best) if best is not None else None,
-        best_step=best_step,
-        stopped_early=stopped_early,
-        stop_reason=stop_reason,
-        history=history,
-        output_dir=str(out),
-    )
-    if main:
-        (out / "result.json").write_text(json.dumps(result.to_json(), indent=1))
-        plot_loss_curve(history, out / "loss_curve.png", title=description)
-    return result
+    return run.finish(stop_reason, stopped_early, description)
