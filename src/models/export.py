@@ -114,6 +114,111 @@ def _token_id(cfg: dict[str, Any], ids: dict[str, int], key: str) -> int | None:
     return ids.get(value) if isinstance(value, str) else None
 
 
+def _gguf_arch(folder: Path, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The GGUF architecture name and RoPE settings, or why this model cannot be exported."""
+    from models.engines.llama.spec import rope_settings
+
+    arch = GGUF_ARCH.get(str(config.get("model_type")))
+    if arch is None:
+        raise ExportTargetError(
+            f"{folder}: GGUF export handles {', '.join(sorted(GGUF_ARCH))} models, not "
+            f"{config.get('model_type')!r}; llama.cpp's convert_hf_to_gguf.py covers the rest"
+        )
+    rope = rope_settings(config)
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ExportTargetError(f"{folder}: RoPE scaling {rope.get('rope_type')!r} is not exported yet")
+    return arch, rope
+
+
+def _write_shape(w: Any, config: dict[str, Any], rope: dict[str, Any]) -> None:
+    """The model's hyperparameters, as llama.cpp's loader reads them."""
+    heads = int(config["num_attention_heads"])
+    hidden = int(config["hidden_size"])
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    w.add_context_length(int(config.get("max_position_embeddings", 2048)))
+    w.add_embedding_length(hidden)
+    w.add_block_count(int(config["num_hidden_layers"]))
+    w.add_feed_forward_length(int(config["intermediate_size"]))
+    w.add_head_count(heads)
+    w.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
+    w.add_rope_dimension_count(head_dim)
+    if head_dim != hidden // heads:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+
+
+def _write_tokenizer(w: Any, folder: Path, vocab_size: int) -> None:
+    """The byte-level BPE vocabulary and merges, the special tokens, our emotion-control flag and
+    the chat template (the folder's `chat_template.jinja` first, else tokenizer_config.json's)."""
+    tok = _tokenizer(folder, vocab_size)
+    tok_cfg_path = folder / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.exists() else {}
+    w.add_vocab_size(len(tok["tokens"]))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tok["tokens"])
+    w.add_token_types(tok["types"])
+    w.add_token_merges(tok["merges"])
+    ids = tok["ids"]
+    bos = _token_id(tok_cfg, ids, "bos_token")
+    eos = _token_id(tok_cfg, ids, "eos_token")
+    pad = _token_id(tok_cfg, ids, "pad_token")
+    if not tok_cfg.get("add_bos_token") and eos is not None:
+        bos = eos  # our models' sequences start with the document separator (GPT-2 style)
+    if bos is not None:
+        w.add_bos_token_id(bos)
+        w.add_add_bos_token(True)
+    if eos is not None:
+        w.add_eos_token_id(eos)
+    if pad is not None:
+        w.add_pad_token_id(pad)
+    end = ids.get("<|end|>")
+    if end is not None:
+        w.add_eot_token_id(end)
+    companion = folder / "companion.json"
+    if companion.exists() and json.loads(companion.read_text()).get("emotion_control"):
+        w.add_bool("companion.emotion_control", True)  # trained on <|emotion:X|> tokens
+    template = folder / "chat_template.jinja"
+    if template.exists():
+        w.add_chat_template(template.read_text())
+    elif isinstance(tok_cfg.get("chat_template"), str):
+        w.add_chat_template(tok_cfg["chat_template"])
+
+
+def _write_tensors(w: Any, folder: Path, tensors: Any, config: dict[str, Any], arch: str, quant: str) -> None:
+    """Every weight under its GGUF name in `quant` (vectors stay f32; a tied head is not
+    written twice; Llama's Q and K rows permuted to llama.cpp's rotary layout)."""
+    import gguf
+
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    tied = "lm_head.weight" not in tensors or bool(config.get("tie_word_embeddings"))
+    for hf_name in list(tensors):
+        gname = _gguf_name(hf_name)
+        if gname is None:
+            if "rotary_emb" in hf_name:
+                continue
+            raise ExportTargetError(f"{folder}: tensor {hf_name!r} has no GGUF name")
+        if gname == "output.weight" and tied:
+            continue
+        t = tensors[hf_name].float()
+        if arch == "llama" and gname.endswith(("attn_q.weight", "attn_q.bias")):
+            t = _permute_rotary(t, heads)
+        elif arch == "llama" and gname.endswith(("attn_k.weight", "attn_k.bias")):
+            t = _permute_rotary(t, kv_heads)
+        data = t.numpy()
+        if data.ndim == 1 or quant == "f32":
+            w.add_tensor(gname, np.ascontiguousarray(data, dtype=np.float32))
+        elif quant == "f16":
+            w.add_tensor(gname, data.astype(np.float16))
+        else:
+            kind = gguf.GGMLQuantizationType.Q8_0 if quant == "q8_0" else gguf.GGMLQuantizationType.BF16
+            packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
+            w.add_tensor(gname, packed, raw_dtype=kind)
+
+
 def export_gguf(
     folder: str | Path,
     output: str | Path,
@@ -132,29 +237,11 @@ def export_gguf(
     folder, output = Path(folder), Path(output)
     if quant not in QUANTS:
         raise ExportTargetError(f"unknown quantization {quant!r}: use one of {', '.join(QUANTS)}")
-    from models.engines.llama.spec import rope_settings
-
     config = json.loads((folder / "config.json").read_text())
-    arch = GGUF_ARCH.get(str(config.get("model_type")))
-    if arch is None:
-        raise ExportTargetError(
-            f"{folder}: GGUF export handles {', '.join(sorted(GGUF_ARCH))} models, not "
-            f"{config.get('model_type')!r}; llama.cpp's convert_hf_to_gguf.py covers the rest"
-        )
-    rope = rope_settings(config)
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise ExportTargetError(f"{folder}: RoPE scaling {rope.get('rope_type')!r} is not exported yet")
+    arch, rope = _gguf_arch(folder, config)
     tensors = load_tensors(folder)
     if adapter is not None:
         merge_lora(tensors, Path(adapter))
-    tok = _tokenizer(folder, int(config["vocab_size"]))
-    tok_cfg_path = folder / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.exists() else {}
-    heads = int(config["num_attention_heads"])
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    hidden = int(config["hidden_size"])
-    head_dim = int(config.get("head_dim") or hidden // heads)
-    ctx = int(config.get("max_position_embeddings", 2048))
     ftype = {
         "f32": gguf.LlamaFileType.ALL_F32,
         "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -162,76 +249,13 @@ def export_gguf(
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as tmp:
+    with atomic_path(output) as tmp:  # a failure midway leaves no half-written file at `output`
         w = gguf.GGUFWriter(str(tmp), arch)
         w.add_name(name or folder.name)
         w.add_file_type(ftype[quant])
-        w.add_context_length(ctx)
-        w.add_embedding_length(hidden)
-        w.add_block_count(int(config["num_hidden_layers"]))
-        w.add_feed_forward_length(int(config["intermediate_size"]))
-        w.add_head_count(heads)
-        w.add_head_count_kv(kv_heads)
-        w.add_rope_dimension_count(head_dim)
-        if head_dim != hidden // heads:
-            w.add_key_length(head_dim)
-            w.add_value_length(head_dim)
-        w.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
-        w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
-        w.add_vocab_size(len(tok["tokens"]))
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("gpt-2")
-        w.add_token_list(tok["tokens"])
-        w.add_token_types(tok["types"])
-        w.add_token_merges(tok["merges"])
-        ids = tok["ids"]
-        bos = _token_id(tok_cfg, ids, "bos_token")
-        eos = _token_id(tok_cfg, ids, "eos_token")
-        pad = _token_id(tok_cfg, ids, "pad_token")
-        if not tok_cfg.get("add_bos_token") and eos is not None:
-            bos = eos  # our models' sequences start with the document separator (GPT-2 style)
-        if bos is not None:
-            w.add_bos_token_id(bos)
-            w.add_add_bos_token(True)
-        if eos is not None:
-            w.add_eos_token_id(eos)
-        if pad is not None:
-            w.add_pad_token_id(pad)
-        end = ids.get("<|end|>")
-        if end is not None:
-            w.add_eot_token_id(end)
-        companion = folder / "companion.json"
-        if companion.exists() and json.loads(companion.read_text()).get("emotion_control"):
-            w.add_bool("companion.emotion_control", True)  # trained on <|emotion:X|> tokens
-        template = folder / "chat_template.jinja"
-        if template.exists():
-            w.add_chat_template(template.read_text())
-        elif isinstance(tok_cfg.get("chat_template"), str):
-            w.add_chat_template(tok_cfg["chat_template"])
-        tied = "lm_head.weight" not in tensors or bool(config.get("tie_word_embeddings"))
-        for hf_name in list(tensors):
-            t = tensors[hf_name]
-            gname = _gguf_name(hf_name)
-            if gname is None:
-                if "rotary_emb" in hf_name:
-                    continue
-                raise ExportTargetError(f"{folder}: tensor {hf_name!r} has no GGUF name")
-            if gname == "output.weight" and tied:
-                continue
-            t = t.float()
-            if arch == "llama" and gname.endswith(("attn_q.weight", "attn_q.bias")):
-                t = _permute_rotary(t, heads)
-            elif arch == "llama" and gname.endswith(("attn_k.weight", "attn_k.bias")):
-                t = _permute_rotary(t, kv_heads)
-            data = t.numpy()
-            if data.ndim == 1 or quant == "f32":
-                w.add_tensor(gname, np.ascontiguousarray(data, dtype=np.float32))
-            elif quant == "f16":
-                w.add_tensor(gname, data.astype(np.float16))
-            else:
-                kind = gguf.GGMLQuantizationType.Q8_0 if quant == "q8_0" else gguf.GGMLQuantizationType.BF16
-                packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
-                w.add_tensor(gname, packed, raw_dtype=kind)
+        _write_shape(w, config, rope)
+        _write_tokenizer(w, folder, int(config["vocab_size"]))
+        _write_tensors(w, folder, tensors, config, arch, quant)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
