@@ -181,35 +181,12 @@ class HybridModel:
         session = self.personality.session(user) if keep and hasattr(self.personality, "session") else None
         past = list(session.history) if session is not None else list(history or [])
         turn_history = note.before_message(past)
-        saved_state = copy.deepcopy(session.state) if session is not None and n > 1 else None
         t_prep = time.perf_counter()
-        replies = []
-        seed = options.pop("seed", None)
-        for i in range(n):
-            if i and saved_state is not None:
-                session.state = copy.deepcopy(saved_state)
-            replies.append(
-                self.personality.generate_response(
-                    context=context,
-                    emotional_state=emotional_state,
-                    message=message,
-                    history=turn_history,
-                    user=user,
-                    seed=None if seed is None else seed + i,
-                    **options,
-                )
-            )
+        turn = {"context": context, "emotional_state": emotional_state, "message": message, "user": user}
+        replies = self._replies(n, session, turn_history, turn, options)
         t_gen = time.perf_counter()
-        pool: list[str] = []
-        origin: list[int] = []
-        for k, reply in enumerate(replies):
-            for text in rewrite_candidates(str(reply), prefs, extra=pz.rewrites(str(reply), prefs)):
-                if text not in pool:
-                    pool.append(text)
-                    origin.append(k)
-        if not pool:
-            pool, origin = [str(replies[0])], [0]
         where = message or context
+        pool, origin = self._rewrites(replies, prefs)
         scores = [learner.score(t, where) for t in pool]
         best = max(range(len(pool)), key=lambda i: (scores[i], -i))
         text = pool[best]
@@ -218,22 +195,8 @@ class HybridModel:
             if message is not None:
                 session.history.append({"role": "user", "content": message})
             session.history.append({"role": "assistant", "content": text})
-        response_id = None
-        if pz.params.log_responses if log is None else log:
-            response_id = log_response(
-                user=user,
-                category="personality",
-                model=str(getattr(self.personality, "name", "personality")),
-                version=getattr(self.personality, "version", None),
-                personalization=pz.name,
-                context=where,
-                text=text,
-                candidates=pool,
-                scores=scores,
-                chosen=best,
-                details={"generations": n, "emotion": getattr(base_reply, "emotion", None)},
-                background=True,
-            )
+        logged = pz.params.log_responses if log is None else log
+        response_id = self._log(user, where, pool, scores, best, n, base_reply) if logged else None
         t_end = time.perf_counter()
         return PersonalizedResponse(
             text,
@@ -251,6 +214,55 @@ class HybridModel:
                 "total_ms": round((t_end - t0) * 1000, 3),
             },
         )
+
+    def _log(
+        self, user: str | None, where: str | None, pool: list[str], scores: list[float], best: int, n: int, reply: Any
+    ) -> str:
+        """The turn in the response log (candidates, scores, the choice): what feedback refers to."""
+        return log_response(
+            user=user,
+            category="personality",
+            model=str(getattr(self.personality, "name", "personality")),
+            version=getattr(self.personality, "version", None),
+            personalization=self.personalization.name,
+            context=where,
+            text=pool[best],
+            candidates=pool,
+            scores=scores,
+            chosen=best,
+            details={"generations": n, "emotion": getattr(reply, "emotion", None)},
+            background=True,
+        )
+
+    def _replies(
+        self, n: int, session: Any, history: list[Any], turn: dict[str, Any], options: dict[str, Any]
+    ) -> list[Any]:
+        """`n` replies of the personality to the same turn, seeds `seed`, `seed + 1`, ...; each
+        starts from the emotional state the turn found (a reply moves the kept session's)."""
+        saved_state = copy.deepcopy(session.state) if session is not None and n > 1 else None
+        seed = options.pop("seed", None)
+        replies = []
+        for i in range(n):
+            if i and saved_state is not None:
+                session.state = copy.deepcopy(saved_state)
+            seed_i = None if seed is None else seed + i
+            replies.append(self.personality.generate_response(history=history, seed=seed_i, **turn, **options))
+        return replies
+
+    def _rewrites(self, replies: list[Any], prefs: UserPreferences) -> tuple[list[str], list[int]]:
+        """Every distinct rewrite of every reply for these preferences (a reply itself among
+        them), and which reply each came from."""
+        pool: list[str] = []
+        origin: list[int] = []
+        for k, reply in enumerate(replies):
+            text = str(reply)
+            for candidate in rewrite_candidates(text, prefs, extra=self.personalization.rewrites(text, prefs)):
+                if candidate not in pool:
+                    pool.append(candidate)
+                    origin.append(k)
+        if not pool:
+            pool, origin = [str(replies[0])], [0]
+        return pool, origin
 
     @generating
     def adapt_response(self, base_response: str, user_preferences: Any = None, **kwargs: Any) -> Any:
