@@ -98,11 +98,6 @@ class CharacterFeeling:
             )
             return self._steering
 
-    def _in_labels(self, text: str) -> dict[str, float]:
-        """The classifier's view of `text` on this character's labels (it may have its own)."""
-        emo = self.emotion
-        return project(self.classifier.detect(text).distribution, emo.labels, emo.label_map)
-
     def observe(self, session: Session, message: str) -> None:
         """A user's message: the state decays toward the temperament, then moves toward what
         the message expresses, as far as the classifier is sure of it."""
@@ -119,7 +114,8 @@ class CharacterFeeling:
         no emotion or no text): what best-of-N ranks candidates by."""
         if self.classifier is None or not emotion or not text.strip():
             return 0.0
-        return self._in_labels(text).get(emotion, 0.0)
+        emo = self.emotion
+        return project(self.classifier.detect(text).distribution, emo.labels, emo.label_map).get(emotion, 0.0)
 
     def detect(self, text: str) -> str | None:
         """The emotion a reply reads as (the classifier's own label), or None."""

@@ -238,7 +238,7 @@ def tied_head(embed: torch.Tensor) -> torch.Tensor:
     MKL's one-row matmul over a transposed view reads it at about half the speed of the
     contiguous layout (docs/benchmarks.md), while the embedding lookup only gathers a few
     columns."""
-    if embed.dim() == 2 and embed.t().is_contiguous():
+    if embed.t().is_contiguous():  # already in the head's layout (a view of one)
         return embed.t()
     return embed.t().contiguous()
 
