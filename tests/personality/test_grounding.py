@@ -209,3 +209,25 @@ def test_specificity_prefers_the_reply_that_owes_most_to_the_conversation(chat_b
         assert seen == [DEFAULT_CANDIDATES]
     finally:
         choice.generic_logprobs = real  # type: ignore[assignment]
+
+
+def test_thanking_for_the_chat_is_a_farewell_too() -> None:
+    from models.personality.choice import FAREWELL
+
+    # the chat model's stock close ("I agree! Thanks for the chat!") ends a conversation mid-way
+    assert FAREWELL.search("I agree! Thanks for the chat!") and FAREWELL.search("thank you for chatting")
+    assert not FAREWELL.search("Thanks for the advice, I'll try it.")
+
+
+def test_trimming_keeps_whole_sentences_only() -> None:
+    from models.personality.choice import clean_reply, complete_sentences
+
+    cut = "He is the only lefty QB in the NFL. He has to be the only left handed quarterback in the"
+    assert complete_sentences(cut) == "He is the only lefty QB in the NFL."
+    assert complete_sentences('She said "hi." Then she') == 'She said "hi."'
+    # a decimal point is not a sentence end; text with no whole sentence is kept rather than emptied
+    assert complete_sentences("There were 3.2 billion people who") == "There were 3.2 billion people who"
+    assert complete_sentences("lol") == "lol" and complete_sentences("... and then") == "... and then"
+    assert complete_sentences("Wait! Really?!") == "Wait! Really?!"
+    assert clean_reply("Ada: Yes. I think", ["Ada"]) == "Yes. I think"
+    assert clean_reply("Ada: Yes. I think", ["Ada"], trim=True) == "Yes."

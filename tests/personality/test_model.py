@@ -221,3 +221,20 @@ def test_custom_labels_map_to_control_tokens(personality_config) -> None:
     assert turn.options["emotion"] == "joy" and turn.emotion == "happy"
     model.generate_response(message="haha lol so funny, what a joke")
     assert model.emotional_state().values["happy"] > 0  # playful + joy are summed into "happy"
+
+
+def test_trim_incomplete_cuts_every_reply_back_to_a_whole_sentence(
+    personality_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.personality.params import PersonalityParams
+
+    raw = "The lighthouse keeper never slept. He watched the"  # as a token limit leaves it
+    for trim, expected in ((False, raw), (True, "The lighthouse keeper never slept.")):
+        ada = load_personality_model("ada_personality")
+        ada.params = ada.params.model_copy(update={"trim_incomplete": trim})
+        monkeypatch.setattr(ada, "_generate", lambda turn: raw)
+        reply = ada.generate_response(message="Tell me about the sea.", seed=1)
+        assert reply.text == expected
+        assert ada.session().history[-1]["content"] == expected  # the kept turn is the trimmed one
+    with pytest.raises(ValueError, match="trim_incomplete"):
+        PersonalityParams(trim_incomplete="sometimes")

@@ -22,6 +22,7 @@ __all__ = [
     "best_of",
     "candidate_count",
     "clean_reply",
+    "complete_sentences",
     "generic_logprobs",
     "is_small_local",
     "rank",
@@ -40,10 +41,14 @@ DEFAULT_SPECIFICITY = 1.0
 #: below every other (`rank`), and the characters' rehearsal leaves such lines out.
 FAREWELL = re.compile(
     r"\b(good ?bye|bye|good night|nice (chatting|talking)|talk (to you )?(later|soon)|"
-    r"have a (good|great|nice) (day|night|one))\b",
+    r"have a (good|great|nice) (day|night|one)|thanks? (you )?for (the|this|our) (chat|talk|conversation)|"
+    r"thanks? (you )?for (chatting|talking))\b",
     re.I,
 )
 _MARK_RUN = re.compile(r"([!?.,~*])\1{3,}")
+#: Where a sentence ends: terminal marks, then any closing quotes, brackets or asterisks, then a
+#: space or the end of the text (so "3.2 billion" inside a sentence does not count).
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]*]*(?=\s|$)")
 
 
 def is_small_local(engine: Any) -> bool:
@@ -182,12 +187,24 @@ class CardGuides:
         return entry[1]
 
 
-def clean_reply(text: str, names: Sequence[str]) -> str:
+def clean_reply(text: str, names: Sequence[str], trim: bool = False) -> str:
     """The reply without a leading "Name:" and with runs of 4+ identical marks ("!!!!!!!", a
-    habit small models pick up from chat data) cut to three."""
+    habit small models pick up from chat data) cut to three; with `trim`, also cut back to its
+    last whole sentence (`complete_sentences`)."""
     text = _MARK_RUN.sub(r"\1\1\1", text.strip())
     for name in names:
         prefix = f"{name}:"
         if text.startswith(prefix):
             text = text[len(prefix) :].strip()
-    return text
+    return complete_sentences(text) if trim else text
+
+
+def complete_sentences(text: str) -> str:
+    """`text` up to the end of its last whole sentence: what is left of a reply that the token
+    limit cut off ("He is the only left-handed quarterback in the"). Text with no sentence end
+    is returned as it is, since cutting it would leave nothing to read."""
+    stripped = text.rstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(stripped)]
+    if not ends or ends[-1] == len(stripped) or not stripped[: ends[-1]].strip(" .!?\u2026"):
+        return stripped
+    return stripped[: ends[-1]]

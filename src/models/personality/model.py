@@ -400,7 +400,7 @@ class PersonalityModel:
         return self.feeling.agreement(text, turn.emotion), behavior_score(text, turn.plan)
 
     def _clean(self, text: str) -> str:
-        return clean_reply(text, (self.character, self.card.name))
+        return clean_reply(text, (self.character, self.card.name), trim=self.params.trim_incomplete)
 
     def _finish(self, turn: _Turn, raw: str) -> Response:
         structured = turn.options.get("response_format") not in (None, {"type": "text"})

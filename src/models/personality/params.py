@@ -22,6 +22,8 @@
                                          # (null = 1.0 on small local models, else 0)
             card_focus: null             # lean word choice toward the card's facts (nats;
                                          # null = 2.0 on small local models, else 0)
+            trim_incomplete: false       # cut a reply back to its last whole sentence
+                                         # (SillyTavern's "Trim Incomplete Sentences")
 
 Every `transformer` parameter applies to the base model's generation.
 """
@@ -74,6 +76,11 @@ class PersonalityParams(TransformerParams):
         ge=0,
         le=10,
         description="Lean word choice toward the card's facts, in nats (null: 2.0 on small local models, else 0).",
+    )
+    trim_incomplete: bool = Field(
+        False,
+        description="Cut each reply back to the end of its last whole sentence, as SillyTavern's "
+        "'Trim Incomplete Sentences' does (a stream shows the untrimmed text; the kept turn is trimmed).",
     )
     classifier: str | None = Field(None, description="Emotion classifier folder (default: the built-in one).")
 
