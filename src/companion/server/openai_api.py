@@ -286,48 +286,7 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
     if req.stream:
         if len(prompts) * req.n != 1:
             raise APIError(400, "one prompt and n=1 with stream=true", param="prompt", code="invalid_value")
-        state.open_stream(user)
-        try:
-            events = state.runner.run(
-                user,
-                req.model,
-                completion_job(user, prompts[0], {**opts, **_seed(req.seed)}, state.settings.personalization),
-            )
-            await _first(events)
-        except BaseException:
-            state.close_stream(user)
-            raise
-
-        async def stream() -> AsyncIterator[bytes]:
-            def chunk(text: str, finish: str | None = None, **extra: Any) -> bytes:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, **extra}
-                return _sse(
-                    {
-                        "id": cid,
-                        "object": "text_completion",
-                        "created": created,
-                        "model": req.model,
-                        "choices": [choice],
-                    }
-                )
-
-            try:
-                if req.echo:
-                    yield chunk(prompts[0])
-                async for kind, value in events:
-                    if kind == "piece":
-                        yield chunk(value)
-                    elif kind == "done":
-                        lp = completion_logprobs(value.get("logprobs"), len(prompts[0]) if req.echo else 0)
-                        yield chunk("", value["finish_reason"], companion={"response_id": value["response_id"]},
-                                    **_lp(lp))  # fmt: skip
-                yield _sse("[DONE]")
-            finally:
-                await events.aclose()
-                state.close_stream(user)
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
+        return await _completion_stream(state, req, user, prompts[0], opts, cid, created)
     weight = len(prompts) * req.n
     state.open_request(user, weight)
     try:
@@ -339,13 +298,14 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
                 results.append(await _collect(request, state.runner.run(user, req.model, job)))
     finally:
         state.close_request(user, weight)
+    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
     for k, meta in enumerate(results):
-        p_index = k // req.n
+        prompt = prompts[k // req.n]
         choices.append(
             {
                 "index": k,
-                "text": (prompts[p_index] if req.echo else "") + meta["text"],
-                "logprobs": completion_logprobs(meta.get("logprobs"), len(prompts[p_index]) if req.echo else 0),
+                "text": (prompt if req.echo else "") + meta["text"],
+                "logprobs": completion_logprobs(meta.get("logprobs"), len(prompt) if req.echo else 0),
                 "finish_reason": meta["finish_reason"],
                 "companion": {"response_id": meta["response_id"]},
             }
@@ -353,11 +313,43 @@ async def completions(req: CompletionRequest, request: Request, user: str = Depe
         usage["prompt_tokens"] += meta["prompt_tokens"]
         usage["completion_tokens"] += meta["completion_tokens"]
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": usage,
-    }
+    return {"id": cid, "object": "text_completion", "created": created, "model": req.model, "choices": choices,
+            "usage": usage}  # fmt: skip
+
+
+async def _completion_stream(
+    state: Any, req: CompletionRequest, user: str, prompt: str, opts: dict[str, Any], cid: str, created: int
+) -> StreamingResponse:
+    """One completion as server-sent events; the stream's slot is held until the last event."""
+    state.open_stream(user)
+    try:
+        events = state.runner.run(
+            user, req.model, completion_job(user, prompt, {**opts, **_seed(req.seed)}, state.settings.personalization)
+        )
+        await _first(events)
+    except BaseException:
+        state.close_stream(user)
+        raise
+
+    def chunk(text: str, finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, **extra}
+        return _sse({"id": cid, "object": "text_completion", "created": created, "model": req.model,
+                     "choices": [choice]})  # fmt: skip
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            if req.echo:
+                yield chunk(prompt)
+            async for kind, value in events:
+                if kind == "piece":
+                    yield chunk(value)
+                elif kind == "done":
+                    lp = completion_logprobs(value.get("logprobs"), len(prompt) if req.echo else 0)
+                    yield chunk("", value["finish_reason"], companion={"response_id": value["response_id"]},
+                                **_lp(lp))  # fmt: skip
+            yield _sse("[DONE]")
+        finally:
+            await events.aclose()
+            state.close_stream(user)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

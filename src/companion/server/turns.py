@@ -241,79 +241,92 @@ def chat_job(
 ) -> Job:
     """One chat answer (see the module docstring). `opts`: max_length, temperature, top_p, seed, stop.
     `prompt`: auto, card or client (which prompt answers; the answer's meta says which did)."""
-    if opts.get("tools") and prompt == "card":
-        from models.errors import DataError
-
-        raise DataError("tools go with the client's prompt; companion.prompt 'card' cannot call them")
-    pictures = any(m.get("images") for m in messages)
-    if pictures and prompt == "card":
-        from models.errors import DataError
-
-        raise DataError("images go with the client's prompt; companion.prompt 'card' cannot show them")
-    card_mode = not opts.get("tools") and not pictures and _card_mode(messages, prompt)
-    if card_mode and opts.get("logprobs") is not None:
-        from models.errors import DataError
-
-        raise DataError(
-            "logprobs: the character's own prompt picks among several answers; ask with the client's prompt "
-            '(a system message, or "companion": {"prompt": "client"})'
-        )
+    kw = {k: v for k, v in opts.items() if v is not None}
+    card_mode, card_only = _which_prompt(messages, kw, prompt)
     if card_mode:
         messages = [
             {"role": m["role"], "content": m["content"]} for m in messages if m["role"] in ("user", "assistant")
         ]
-    kw = {k: v for k, v in opts.items() if v is not None}
-    card_only = sorted(k for k in ("emotional_state", "context") if k in kw)
-    if card_only and not card_mode:
-        from models.errors import DataError
-
-        raise DataError(
-            "companion.emotion and companion.context shape the character's own prompt, which is used only "
-            "when the request has just user and assistant turns; this one has a system message"
-        )
     log = _logger(personalization, user)
 
     def job(model: Any, category: str, name: str) -> Turn:
         if category == "personality" and card_mode and hasattr(model, "stream_response"):
             return _card_turn(model, name, user, persona, messages, kw, log)
-        if prompt == "card":
-            from models.errors import DataError
+        from models.errors import DataError
 
+        if prompt == "card":
             raise DataError(f"companion.prompt 'card' needs a personality; {name} is a {category} model")
         if card_only:
-            from models.errors import DataError
-
             raise DataError(f"companion.emotion and companion.context need a personality; {name} is a {category} model")
-        target, scope = _target(model, category, name, "stream_chat")
-        _can(target, "stream_chat", category, name, "chat")
-        _check_logprobs(target, kw, name)
-        _check_tools(target, kw, name, messages)
-        max_length = kw.get("max_length")
-        sent, used = _client_prompt(target, messages, max_length, persona)
-        sent = _with_images(target, sent, messages, name)
-        with scope:
-            pieces = target.stream_chat(sent, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
-        held: list[str] = []
-        if kw.get("tools") and kw.get("tool_choice") != "none":
-            pieces = _hold(pieces, held)
-
-        def finish(text: str) -> dict[str, Any]:
-            meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": held[0] if held else text}
-            meta.update(emotion=None, detected_emotion=None, prompt=used, logprobs=_logprobs(target, kw))
-            if held:
-                from models.engines.tools import parse_tool_calls
-
-                content, calls = parse_tool_calls(meta["text"])
-                meta.update(text=content or "", tool_calls=calls or None, held=True)
-                if calls:
-                    meta["finish_reason"] = "tool_calls"
-                text = meta["text"]
-            meta["response_id"] = log(category, name, getattr(model, "version", None), text, messages[-1]["content"])
-            return meta
-
-        return Turn(pieces, finish, used)
+        return _client_turn(model, category, name, persona, messages, kw, log)
 
     return job
+
+
+def _which_prompt(messages: list[dict[str, Any]], kw: dict[str, Any], prompt: str) -> tuple[bool, list[str]]:
+    """Whether the character's own prompt answers (`prompt` auto, card or client), and the
+    card-only options asked for; a `DataError` for a combination one prompt cannot serve."""
+    from models.errors import DataError
+
+    if kw.get("tools") and prompt == "card":
+        raise DataError("tools go with the client's prompt; companion.prompt 'card' cannot call them")
+    pictures = any(m.get("images") for m in messages)
+    if pictures and prompt == "card":
+        raise DataError("images go with the client's prompt; companion.prompt 'card' cannot show them")
+    card_mode = not kw.get("tools") and not pictures and _card_mode(messages, prompt)
+    if card_mode and kw.get("logprobs") is not None:
+        raise DataError(
+            "logprobs: the character's own prompt picks among several answers; ask with the client's prompt "
+            '(a system message, or "companion": {"prompt": "client"})'
+        )
+    card_only = sorted(k for k in ("emotional_state", "context") if k in kw)
+    if card_only and not card_mode:
+        raise DataError(
+            "companion.emotion and companion.context shape the character's own prompt, which is used only "
+            "when the request has just user and assistant turns; this one has a system message"
+        )
+    return card_mode, card_only
+
+
+def _client_turn(
+    model: Any,
+    category: str,
+    name: str,
+    persona: str | None,
+    messages: list[dict[str, Any]],
+    kw: dict[str, Any],
+    log: Logger,
+) -> Turn:
+    """The answer to the client's own messages (its system prompt, tools, images), streamed by
+    the model (a personality's base model); tool calls are held back and parsed at the end."""
+    target, scope = _target(model, category, name, "stream_chat")
+    _can(target, "stream_chat", category, name, "chat")
+    _check_logprobs(target, kw, name)
+    _check_tools(target, kw, name, messages)
+    max_length = kw.get("max_length")
+    sent, used = _client_prompt(target, messages, max_length, persona)
+    sent = _with_images(target, sent, messages, name)
+    with scope:
+        pieces = target.stream_chat(sent, max_length, **{k: v for k, v in kw.items() if k != "max_length"})
+    held: list[str] = []
+    if kw.get("tools") and kw.get("tool_choice") != "none":
+        pieces = _hold(pieces, held)
+
+    def finish(text: str) -> dict[str, Any]:
+        meta = {**_stats_meta(getattr(target, "last_stats", None)), "text": held[0] if held else text}
+        meta.update(emotion=None, detected_emotion=None, prompt=used, logprobs=_logprobs(target, kw))
+        if held:
+            from models.engines.tools import parse_tool_calls
+
+            content, calls = parse_tool_calls(meta["text"])
+            meta.update(text=content or "", tool_calls=calls or None, held=True)
+            if calls:
+                meta["finish_reason"] = "tool_calls"
+            text = meta["text"]
+        meta["response_id"] = log(category, name, getattr(model, "version", None), text, messages[-1]["content"])
+        return meta
+
+    return Turn(pieces, finish, used)
 
 
 def completion_job(user: str, prompt: str, opts: dict[str, Any], personalization: str | None) -> Job:

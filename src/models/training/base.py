@@ -292,10 +292,7 @@ def train_base(
     """Train the tokenizer (unless resuming) and the model; export to `output_dir/model`.
 
     `epochs` (passes over the training tokens) replaces `settings.max_steps` when given."""
-    from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM
-
-    from models.training.tokenizer import save_tokenizer_files, train_tokenizer
 
     if threads:
         torch.set_num_threads(threads)
@@ -307,19 +304,10 @@ def train_base(
     t0 = time.time()
     corpus = build_corpus(data_dir)
     tok_dir = out / "tokenizer"
-    if resume and (tok_dir / "tokenizer.json").exists():
-        tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
-    elif resume:
-        raise TrainingError(f"--resume: no tokenizer in {tok_dir}")
-    else:
-        tok = train_tokenizer(corpus.train, vocab_size=spec.vocab_size)
-        save_tokenizer_files(tok, tok_dir, model_max_length=spec.max_position_embeddings)
-    if tok.get_vocab_size() != spec.vocab_size:
-        spec.vocab_size = tok.get_vocab_size()
+    tok = _base_tokenizer(corpus, tok_dir, spec, resume)
     ids = special_ids(tok)
     train_ids = _encode_all(tok, corpus.train)
     held_ids = _encode_all(tok, corpus.heldout)
-    data_hash = hashlib.sha256(train_ids.tobytes()).hexdigest()
     source = TokenWindows(train_ids, held_ids, seq_len, settings.seed)
     if epochs is not None:
         if epochs <= 0:
@@ -346,13 +334,38 @@ def train_base(
         "settings": asdict(settings),
         "train_tokens_in_corpus": len(train_ids),
         "heldout_tokens": len(held_ids),
-        "data_sha256": data_hash,
+        "data_sha256": hashlib.sha256(train_ids.tobytes()).hexdigest(),
         "sources": corpus.sources,
         "result": {k: v for k, v in result.to_json().items() if k != "history"},
         "total_wall_seconds": time.time() - t0,
         "torch_threads": torch.get_num_threads(),
     }
-    model_dir = out / "model"
+    _export_base(model, tok_dir, out / "model", report, result)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return result
+
+
+def _base_tokenizer(corpus: Corpus, tok_dir: Path, spec: BaseModelSpec, resume: bool) -> Any:
+    """The run's tokenizer: the saved one when resuming, else trained on the corpus and saved;
+    `spec.vocab_size` follows what the trainer produced."""
+    from tokenizers import Tokenizer
+
+    from models.training.tokenizer import save_tokenizer_files, train_tokenizer
+
+    if resume and (tok_dir / "tokenizer.json").exists():
+        tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    elif resume:
+        raise TrainingError(f"--resume: no tokenizer in {tok_dir}")
+    else:
+        tok = train_tokenizer(corpus.train, vocab_size=spec.vocab_size)
+        save_tokenizer_files(tok, tok_dir, model_max_length=spec.max_position_embeddings)
+    if tok.get_vocab_size() != spec.vocab_size:
+        spec.vocab_size = tok.get_vocab_size()
+    return tok
+
+
+def _export_base(model: Any, tok_dir: Path, model_dir: Path, report: dict[str, Any], result: TrainResult) -> None:
+    """The trained base as a model folder, its `companion.json` naming the recipe and data."""
     export_model(
         model,
         tok_dir,
@@ -367,8 +380,6 @@ def train_base(
             | {"heldout_perplexity": result.best_eval_perplexity, "tokens_seen": result.tokens_seen},
         },
     )
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    return result
 
 
 _ = CHAT_TEMPLATE  # the template the tokenizer files carry (re-exported for recipes)

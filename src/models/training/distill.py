@@ -279,7 +279,6 @@ def distill(
     from transformers import LlamaForCausalLM
 
     from models.engines.llama.engine import FastEngine
-    from models.model_manager import ModelManager
     from models.training.publish import publish_version, resolve_target, run_folder
 
     s = settings or DistillSettings()
@@ -287,16 +286,10 @@ def distill(
     t0 = time.time()
     if s.steps < 1 or s.batch_size < 1 or not 0 <= s.alpha <= 1 or s.kd_temperature <= 0:
         raise TrainingError("steps and batch size must be at least 1, alpha within 0..1, the KD temperature > 0")
-    manager = ModelManager()
-    category, tname = manager.find(teacher) if "/" not in teacher else tuple(teacher.split("/", 1))
-    served = manager.resolve(category, tname)
-    if served.folder is None or not (served.folder / "config.json").exists():
-        raise TrainingError(f"{teacher}: distillation needs a local model folder (config.json + safetensors)")
-    folder = Path(served.folder)
+    (category, tname), served, folder = _teacher_folder(teacher)
     vc, sname = resolve_target(name, "base", user, "distill") if publish else (None, name)
     threads = s.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    rng = random.Random(s.seed)
 
     engine = FastEngine(folder, threads=threads)
     msgs = read_prompts(prompts) if prompts else [[{"role": "user", "content": p}] for p in default_prompts()]
@@ -310,6 +303,67 @@ def distill(
         p.requires_grad_(False)
     layers = s.layers or max(1, t_model.config.num_hidden_layers // 2)
     student = student_from(t_model, layers, s.hidden, s.seed)
+    step, history = _fit_student(student, t_model, train, held, pad, s, say)
+
+    run_dir = run_folder(None, f"distill-{sname}", resume=False)
+    stage = run_dir / "student"
+    if stage.exists():
+        shutil.rmtree(stage)
+    lineage = {
+        "recipe": "distill", "teacher": f"{category}/{tname}", "teacher_version": served.version,
+        "method": "sequence-level KD on the teacher's samples + logit KD (KL at T) and cross-entropy",
+        "alpha": s.alpha, "kd_temperature": s.kd_temperature, "layers": layers,
+        "hidden": s.hidden or t_model.config.hidden_size,
+        "init": "teacher layers (layer dropping)" if not s.hidden else "random (narrower than the teacher)",
+        "prompts": str(prompts) if prompts else "package writing-assistant dialogues",
+        "samples_per_prompt": s.samples_per_prompt, "steps": step, "seed": s.seed,
+    }  # fmt: skip
+    _write_student(student, folder, stage, sname, lineage)
+    say("measuring teacher and student (size, tokens/s, held-out perplexity)")
+    table = [
+        _measure(who, model, path, held, pad, threads)
+        for who, model, path in (("teacher", t_model, folder), ("student", student, stage))
+    ]
+    version = None
+    if publish:
+        lineage["table"] = table
+
+        def write(dest: Path) -> None:
+            for item in stage.iterdir():
+                shutil.copy2(item, dest / item.name)
+
+        metrics = {"heldout_perplexity": table[1]["heldout_perplexity"], "tokens_per_s": table[1]["tokens_per_s"],
+                   "size_mb": table[1]["size_mb"], "teacher_perplexity": table[0]["heldout_perplexity"]}  # fmt: skip
+        why = f"distilled from {category}/{tname}: {layers} layers, {step} steps"
+        version = publish_version(vc, f"base/{sname}", run_dir, write, why, lineage, metrics)
+    return DistillResult(sname, version, str(stage), table, step, len(train), len(held), time.time() - t0, history)
+
+
+def _teacher_folder(teacher: str) -> tuple[tuple[str, str], Any, Path]:
+    """(category, name), the served entry and the local folder of `teacher`; a model without
+    local weights cannot teach by its logits."""
+    from models.model_manager import ModelManager
+
+    manager = ModelManager()
+    category, tname = manager.find(teacher) if "/" not in teacher else tuple(teacher.split("/", 1))
+    served = manager.resolve(category, tname)
+    if served.folder is None or not (served.folder / "config.json").exists():
+        raise TrainingError(f"{teacher}: distillation needs a local model folder (config.json + safetensors)")
+    return (category, tname), served, Path(served.folder)
+
+
+def _fit_student(
+    student: Any,
+    t_model: Any,
+    train: list[Any],
+    held: list[Any],
+    pad: int,
+    s: DistillSettings,
+    say: Callable[[str], None],
+) -> tuple[int, list[dict[str, Any]]]:
+    """Train `student` on the teacher's logits for `s.steps` steps (or `s.minutes`), keeping the
+    weights with the best held-out reply perplexity; the last step and the evaluation history."""
+    rng = random.Random(s.seed)
     opt = torch.optim.AdamW(student.parameters(), lr=s.lr, betas=(0.9, 0.95), weight_decay=0.01)
     warm = max(1, s.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -342,40 +396,15 @@ def distill(
             break
     if best_state is not None:
         student.load_state_dict(best_state)
+    return step, history
 
-    run_dir = run_folder(None, f"distill-{sname}", resume=False)
-    stage = run_dir / "student"
-    if stage.exists():
-        shutil.rmtree(stage)
-    lineage = {
-        "recipe": "distill", "teacher": f"{category}/{tname}", "teacher_version": served.version,
-        "method": "sequence-level KD on the teacher's samples + logit KD (KL at T) and cross-entropy",
-        "alpha": s.alpha, "kd_temperature": s.kd_temperature, "layers": layers,
-        "hidden": s.hidden or t_model.config.hidden_size,
-        "init": "teacher layers (layer dropping)" if not s.hidden else "random (narrower than the teacher)",
-        "prompts": str(prompts) if prompts else "package writing-assistant dialogues",
-        "samples_per_prompt": s.samples_per_prompt, "steps": step, "seed": s.seed,
-    }  # fmt: skip
-    _write_student(student, folder, stage, sname, lineage)
-    say("measuring teacher and student (size, tokens/s, held-out perplexity)")
-    table = []
-    for who, model, path in (("teacher", t_model, folder), ("student", student, stage)):
-        table.append({
-            "model": who, "parameters": sum(p.numel() for p in model.parameters()),
-            "size_mb": round((path / "model.safetensors").stat().st_size / 1e6, 2),
-            "tokens_per_s": round(decode_speed(path, threads), 1),
-            "heldout_perplexity": round(reply_perplexity(model, held, pad), 3),
-        })  # fmt: skip
-    version = None
-    if publish:
-        lineage["table"] = table
 
-        def write(dest: Path) -> None:
-            for item in stage.iterdir():
-                shutil.copy2(item, dest / item.name)
-
-        metrics = {"heldout_perplexity": table[1]["heldout_perplexity"], "tokens_per_s": table[1]["tokens_per_s"],
-                   "size_mb": table[1]["size_mb"], "teacher_perplexity": table[0]["heldout_perplexity"]}  # fmt: skip
-        why = f"distilled from {category}/{tname}: {layers} layers, {step} steps"
-        version = publish_version(vc, f"base/{sname}", run_dir, write, why, lineage, metrics)
-    return DistillResult(sname, version, str(stage), table, step, len(train), len(held), time.time() - t0, history)
+def _measure(who: str, model: Any, path: Path, held: list[Any], pad: int, threads: int) -> dict[str, Any]:
+    """One row of the teacher/student table: size, decoding speed, held-out reply perplexity."""
+    return {
+        "model": who,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "size_mb": round((path / "model.safetensors").stat().st_size / 1e6, 2),
+        "tokens_per_s": round(decode_speed(path, threads), 1),
+        "heldout_perplexity": round(reply_perplexity(model, held, pad), 3),
+    }
