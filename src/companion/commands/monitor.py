@@ -37,8 +37,6 @@ def monitor(
     as_json: JsonOpt = False,
 ) -> None:
     """Response time, throughput, accuracy and satisfaction of a model (or every active one)."""
-    from rich.table import Table
-
     from models.monitoring import ModelPerformanceMonitor
 
     mon = ModelPerformanceMonitor()
@@ -52,18 +50,7 @@ def monitor(
     else:
         names = [model]
     metrics = [mon.get_performance_metrics(n, time_period=period) for n in names]
-    charts: list[str] = []
-    if not no_chart:
-        from models.home import companion_home
-        from models.monitoring.chart import write_chart
-
-        for m in metrics:
-            if chart is not None and len(metrics) == 1:
-                target = chart
-            else:
-                target = companion_home() / "reports" / f"monitor-{m['model'].replace('/', '-')}-{period}.png"
-            series = mon.series(m["model"], period, buckets=buckets)
-            charts.append(str(write_chart(series, target, f"{m['model']} — {period}")))
+    charts = [] if no_chart else _charts(mon, metrics, period, chart, buckets)
     if as_json:
         out.print_json(
             data={"metrics": metrics, "charts": charts}
@@ -71,39 +58,55 @@ def monitor(
             else {**metrics[0], "chart": charts[0] if charts else None}
         )
         return
-    table = Table(title=f"model performance, {period}")
-    for col in (
-        "model",
-        "requests",
-        "avg ms",
-        "p50 ms",
-        "p95 ms",
-        "TTFT ms",
-        "tok/s",
-        "accuracy",
-        "perplexity",
-        "satisfaction",
-    ):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for m in metrics:
-        table.add_row(
-            m["model"],
-            str(m["requests"]),
-            _fmt(m["avg_response_time"]),
-            _fmt(m["p50_response_time"]),
-            _fmt(m["p95_response_time"]),
-            _fmt(m["avg_time_to_first_token"]),
-            _fmt(m["tokens_per_second"]),
-            _fmt(m["accuracy"], "%"),
-            _fmt(m["perplexity"]),
-            _fmt(m["user_satisfaction"], "%"),
-        )
+    table = _table(metrics, period)
     out.print(table)
     for m in metrics:
         for key, why in m["reasons"].items():
             err.print(f"[dim]{m['model']} {key}: {why}[/]", highlight=False)
     for c in charts:
         out.print(f"chart: {c}")
+
+
+_COLUMNS = (
+    ("model", "model", None),
+    ("requests", "requests", None),
+    ("avg ms", "avg_response_time", ""),
+    ("p50 ms", "p50_response_time", ""),
+    ("p95 ms", "p95_response_time", ""),
+    ("TTFT ms", "avg_time_to_first_token", ""),
+    ("tok/s", "tokens_per_second", ""),
+    ("accuracy", "accuracy", "%"),
+    ("perplexity", "perplexity", ""),
+    ("satisfaction", "user_satisfaction", "%"),
+)  # (header, metric, unit; None: shown as it is)
+
+
+def _charts(mon: Any, metrics: list[dict[str, Any]], period: str, chart: Path | None, buckets: int) -> list[str]:
+    """One PNG per model: at `chart` for a single model, else under COMPANION_HOME/reports/."""
+    from models.home import companion_home
+    from models.monitoring.chart import write_chart
+
+    charts = []
+    for m in metrics:
+        if chart is not None and len(metrics) == 1:
+            target = chart
+        else:
+            target = companion_home() / "reports" / f"monitor-{m['model'].replace('/', '-')}-{period}.png"
+        series = mon.series(m["model"], period, buckets=buckets)
+        charts.append(str(write_chart(series, target, f"{m['model']} — {period}")))
+    return charts
+
+
+def _table(metrics: list[dict[str, Any]], period: str) -> Any:
+    """The metrics as a rich table, one row per model."""
+    from rich.table import Table
+
+    table = Table(title=f"model performance, {period}")
+    for header, _, _ in _COLUMNS:
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for m in metrics:
+        table.add_row(*(str(m[key]) if unit is None else _fmt(m[key], unit) for _, key, unit in _COLUMNS))
+    return table
 
 
 def evaluate(

@@ -352,7 +352,28 @@ def fit_personality(
         if result.stopped_early
         else f"ran all {epochs} epochs"
     )
-    metrics = {
+    metrics = _fit_metrics(plan, result, baseline, after, per_epoch, lines, time.time() - t0)
+    lineage = _fit_lineage(plan, settings)
+    report = {"metrics": metrics, "lineage": lineage, "history": result.history}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    why = (
+        f"{method} on {lines} lines of {plan.card.name} (+{plan.rehearsed} rehearsal): held-out perplexity "
+        f"{baseline['eval_perplexity']:.1f} → {after['eval_perplexity']:.1f}"
+    )
+    return PersonalityFit(model, metrics, lineage, stop, why)
+
+
+def _fit_metrics(
+    plan: PersonalityPlan,
+    result: Any,
+    baseline: dict[str, float],
+    after: dict[str, float],
+    per_epoch: int,
+    lines: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """What a personality run measured: held-out perplexity before and after, and how it ran."""
+    return {
         "heldout_perplexity": after["eval_perplexity"],
         "heldout_perplexity_base": baseline["eval_perplexity"],
         "heldout_perplexity_ratio": after["eval_perplexity"] / baseline["eval_perplexity"],
@@ -361,15 +382,20 @@ def fit_personality(
         "training_lines": lines,
         "rehearsal_examples": plan.rehearsed,
         "skipped_too_long": plan.too_long,
-        "epochs_run": epochs_run,
-        "epochs_max": epochs,
+        "epochs_run": math.ceil(result.steps / per_epoch),
+        "epochs_max": plan.epochs,
         "steps": result.steps,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "tokens_seen": result.tokens_seen,
-        "wall_seconds": round(time.time() - t0, 1),
+        "wall_seconds": round(seconds, 1),
     }
-    lineage = {
+
+
+def _fit_lineage(plan: PersonalityPlan, settings: TrainSettings) -> dict[str, Any]:
+    """Where a personality version comes from: recipe, data, base model and settings."""
+    method = plan.method
+    return {
         "recipe": "personality",
         "method": method,
         "data_sha256": data_hash(plan.encoded),
@@ -378,19 +404,12 @@ def fit_personality(
         "base_version": _base_version(plan.base),
         "base_weights_sha256": weights_sha256(plan.base_folder),
         "settings": asdict(settings),
-        "lora": run.lora.to_json() if method == "lora" else None,
+        "lora": plan.run.lora.to_json() if method == "lora" else None,
         "emotion_tokens": plan.emotion_tokens,
         "anonymization": plan.anonymization,
         "data_subjects": [],
         "contains_user_data": False,  # a character's lines; a user's data goes to personalization models
     }
-    report = {"metrics": metrics, "lineage": lineage, "history": result.history}
-    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    why = (
-        f"{method} on {lines} lines of {plan.card.name} (+{plan.rehearsed} rehearsal): held-out perplexity "
-        f"{baseline['eval_perplexity']:.1f} → {after['eval_perplexity']:.1f}"
-    )
-    return PersonalityFit(model, metrics, lineage, stop, why)
 
 
 def write_personality_version(stage: Path, plan: PersonalityPlan, fit: PersonalityFit) -> None:
