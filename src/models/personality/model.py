@@ -300,6 +300,35 @@ class PersonalityModel:
             raise DataError("partial: the answer so far (a string) continues a reply to a message; give message= too")
         override = self._check_emotion(emotional_state)
         owner = options.pop("session", None) or user  # whose state this is (a server's caller), beside the name
+        session, key, scenario = self._enter(owner, context)
+        keep = history is None
+        past = session.history if keep else normalize_history(history)
+        past = window(past, self.params.history_turns or self.ext.interaction.history_turns)
+        if message is not None:
+            self.feeling.observe(session, message)
+        emotion = override or session.state.emotion
+        name = self.user_name(user)
+        plan, instructions = self._plan(message, scenario, options)
+        engine = getattr(self._base, "engine", None)
+        prompt = self._prompt(session, scenario, name, message, past, plan, instructions, emotion, engine, options)
+        sampling = {**plan.sampling(), **options}
+        if prompt.emotion:
+            sampling["emotion"] = prompt.emotion
+        if "guide" not in sampling:
+            guide = self._guide(emotion, scenario, name, engine)
+            if guide is not None:
+                sampling["guide"] = guide
+        candidates = self._candidate_count(engine, streaming)
+        if partial is not None:  # continue the shown answer: it opens the answer's turn
+            prompt.messages.append({"role": "assistant", "content": partial})
+            sampling["continue_final"] = True
+            candidates = 1
+        prompt_s = time.perf_counter() - t0
+        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates, owner)
+
+    def _enter(self, owner: str | None, context: str | None) -> tuple[Session, str | None, Scenario | None]:
+        """`owner`'s session (restored from the shared store where sessions are shared) with the
+        turn's scenario: a newly entered scenario sets its mood."""
         session = self.session(owner)
         if self.shared_sessions and owner:
             from models.personality.sessions import restore
@@ -309,25 +338,33 @@ class PersonalityModel:
         if key != session.context and scenario is not None and scenario.emotion:
             session.state.set(scenario.emotion, 0.5)
         session.context = key
-        keep = history is None
-        past = session.history if keep else normalize_history(history)
-        past = window(past, self.params.history_turns or self.ext.interaction.history_turns)
-        if message is not None:
-            self.feeling.observe(session, message)
-        emotion = override or session.state.emotion
-        name = self.user_name(user)
+        return session, key, scenario
+
+    def _prompt(
+        self,
+        session: Session,
+        scenario: Scenario | None,
+        name: str,
+        message: str | None,
+        past: list[dict[str, Any]],
+        plan: GenerationPlan,
+        instructions: list[str],
+        emotion: str | None,
+        engine: Any,
+        options: dict[str, Any],
+    ) -> AssembledPrompt:
+        """The card, the active lorebook entries, the history and the emotion as one prompt,
+        within the base model's context less the reply's tokens."""
         count = self._count_tokens
         lore = self.card.lorebook.activate(
             [m["content"] for m in past] + ([message] if message else []), count_tokens=count, turn=session.turn
         )
-        plan, instructions = self._plan(message, scenario, options)
         token = token_label(self.ext.emotion, emotion) if self.control == "token" else None
         in_words = None
         if emotion and (self.control == "prompt" or (self.control == "token" and token is None)):
             in_words = emotion_sentence(emotion, self.ext.emotion.expressions.get(emotion, ""))
-        engine = getattr(self._base, "engine", None)
         context_len = self.params.context_tokens or int(getattr(engine, "context_length", 4096))
-        prompt = assemble_prompt(
+        return assemble_prompt(
             self.card,
             user=name,
             message=message,
@@ -342,24 +379,14 @@ class PersonalityModel:
             budget=max(32, context_len - plan.max_new_tokens - 4),
             rng=random.Random(options.get("seed")),
         )
-        sampling = {**plan.sampling(), **options}
-        if prompt.emotion:
-            sampling["emotion"] = prompt.emotion
-        if "guide" not in sampling:
-            from models.personality.grounding import GuideChain
 
-            steering = self.steering if emotion else None
-            card = self._card_guide(scenario.scenario if scenario else None, name, engine)
-            guide = GuideChain.of([steering.guide(emotion) if steering is not None else None, card])
-            if guide is not None:
-                sampling["guide"] = guide
-        candidates = self._candidate_count(engine, streaming)
-        if partial is not None:  # continue the shown answer: it opens the answer's turn
-            prompt.messages.append({"role": "assistant", "content": partial})
-            sampling["continue_final"] = True
-            candidates = 1
-        prompt_s = time.perf_counter() - t0
-        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates, owner)
+    def _guide(self, emotion: str | None, scenario: Scenario | None, name: str, engine: Any) -> Any:
+        """Emotion steering and the card guide, chained; None when neither applies."""
+        from models.personality.grounding import GuideChain
+
+        steering = self.steering if emotion else None
+        card = self._card_guide(scenario.scenario if scenario else None, name, engine)
+        return GuideChain.of([steering.guide(emotion) if steering is not None else None, card])
 
     def _candidate_count(self, engine: Any, streaming: bool) -> int:
         batched = hasattr(self._base, "chat_candidates")

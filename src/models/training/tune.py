@@ -171,13 +171,6 @@ def tune_personality(
     import optuna
 
     from models.home import companion_home
-    from models.training.lora import LoraSettings
-    from models.training.personality import (
-        PersonalityRun,
-        fit_personality,
-        plan_personality,
-        write_personality_version,
-    )
 
     settings = settings or TuneSettings()
     training_data = training_data or SHIPPED_DATA  # the characters' own lines, as the shipped adapters use
@@ -196,29 +189,8 @@ def tune_personality(
     plans: dict[int, Any] = {}
 
     def objective(trial: Any) -> tuple[float, float]:
-        r = trial.suggest_categorical("r", list(SPACE["r"]))
-        alpha = r * trial.suggest_categorical("alpha_per_rank", list(SPACE["alpha_per_rank"]))
-        lr = trial.suggest_float("lr", *SPACE["lr"], log=True)
-        epochs = trial.suggest_int("epochs", 1, settings.epochs_max)
-        rehearsal = trial.suggest_categorical("rehearsal", list(SPACE["rehearsal"]))
-        run = PersonalityRun(lora=LoraSettings(r=r, alpha=alpha), lr=lr, rehearsal=rehearsal, seed=settings.seed)
-        plan = plan_personality(name, training_data, epochs, "lora", run, manager, user)
-        folder = root / f"trial-{trial.number:03d}"
-        shutil.rmtree(folder, ignore_errors=True)
-        fit = fit_personality(plan, folder / "run", resume=False, progress=False, on_eval=_pruner(study, trial))
-        if trial.user_attrs.get("pruned_at_epoch"):
-            raise optuna.TrialPruned(f"worse than the median trial at epoch {trial.user_attrs['pruned_at_epoch']}")
-        stage = folder / "version"
-        stage.mkdir(parents=True)
-        write_personality_version(stage, plan, fit)
-        agreement = _emotion_agreement(stage, name, settings.emotion_samples, settings.seed, manager)
-        trial.set_user_attr("folder", str(stage))
-        trial.set_user_attr("metrics", json.loads(json.dumps(fit.metrics, default=str)))
+        plan, fit, agreement = _trial(trial, study, name, training_data, settings, root, manager, user, progress)
         plans[trial.number] = (plan, fit)
-        if progress:
-            ratio = fit.metrics["heldout_perplexity_ratio"]
-            print(f"trial {trial.number}: r={r} alpha={alpha:g} lr={lr:.2g} epochs={epochs} rehearsal={rehearsal}: "
-                  f"perplexity x{ratio:.3f}, emotion agreement {agreement:.2f}")  # fmt: skip
         return fit.metrics["heldout_perplexity_ratio"], agreement
 
     timeout = settings.budget_minutes * 60 if settings.budget_minutes else None
@@ -232,6 +204,54 @@ def tune_personality(
     pruned = sum(1 for t in trials if t["state"] == "pruned")
     return TuneResult(study_name, trials, pareto, chosen, version, pruned, round(time.time() - t0, 1),
                       asdict(settings))  # fmt: skip
+
+
+def _trial(
+    trial: Any,
+    study: Any,
+    name: str,
+    training_data: Any,
+    settings: TuneSettings,
+    root: Path,
+    manager: Any,
+    user: str | None,
+    progress: bool,
+) -> tuple[Any, Any, float]:
+    """One trial: settings drawn from `SPACE`, a LoRA run (pruned against the median trial), its
+    version staged under `root` and the emotion agreement measured on it."""
+    import optuna
+
+    from models.training.lora import LoraSettings
+    from models.training.personality import (
+        PersonalityRun,
+        fit_personality,
+        plan_personality,
+        write_personality_version,
+    )
+
+    r = trial.suggest_categorical("r", list(SPACE["r"]))
+    alpha = r * trial.suggest_categorical("alpha_per_rank", list(SPACE["alpha_per_rank"]))
+    lr = trial.suggest_float("lr", *SPACE["lr"], log=True)
+    epochs = trial.suggest_int("epochs", 1, settings.epochs_max)
+    rehearsal = trial.suggest_categorical("rehearsal", list(SPACE["rehearsal"]))
+    run = PersonalityRun(lora=LoraSettings(r=r, alpha=alpha), lr=lr, rehearsal=rehearsal, seed=settings.seed)
+    plan = plan_personality(name, training_data, epochs, "lora", run, manager, user)
+    folder = root / f"trial-{trial.number:03d}"
+    shutil.rmtree(folder, ignore_errors=True)
+    fit = fit_personality(plan, folder / "run", resume=False, progress=False, on_eval=_pruner(study, trial))
+    if trial.user_attrs.get("pruned_at_epoch"):
+        raise optuna.TrialPruned(f"worse than the median trial at epoch {trial.user_attrs['pruned_at_epoch']}")
+    stage = folder / "version"
+    stage.mkdir(parents=True)
+    write_personality_version(stage, plan, fit)
+    agreement = _emotion_agreement(stage, name, settings.emotion_samples, settings.seed, manager)
+    trial.set_user_attr("folder", str(stage))
+    trial.set_user_attr("metrics", json.loads(json.dumps(fit.metrics, default=str)))
+    if progress:
+        ratio = fit.metrics["heldout_perplexity_ratio"]
+        print(f"trial {trial.number}: r={r} alpha={alpha:g} lr={lr:.2g} epochs={epochs} rehearsal={rehearsal}: "
+              f"perplexity x{ratio:.3f}, emotion agreement {agreement:.2f}")  # fmt: skip
+    return plan, fit, agreement
 
 
 def _publish(
