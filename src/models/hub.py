@@ -174,8 +174,6 @@ def pull(
     context: Any = None,
 ) -> Any:
     """Pull `spec` (see the module doc) into the store; returns the new `VersionInfo`."""
-    from huggingface_hub import snapshot_download
-
     from models.context import current
     from models.lifecycle.version_control import ModelVersionControl
 
@@ -185,25 +183,7 @@ def pull(
     home = ctx.ensure_home()
     download = home / "downloads" / plan.repo.replace("/", "--") / plan.commit
     download.mkdir(parents=True, exist_ok=True)
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    was_disabled = are_progress_bars_disabled()
-    if not progress:
-        disable_progress_bars()
-    try:
-        snapshot_download(
-            plan.repo,
-            revision=plan.commit,
-            allow_patterns=plan.files,
-            local_dir=download,
-            endpoint=plan.endpoint,
-            token=token,
-        )
-    except _hub_failures() as exc:
-        raise _hub_error(exc, plan.repo, plan.requested, plan.endpoint) from None
-    finally:
-        if not progress and not was_disabled:
-            enable_progress_bars()
+    _download(plan, download, token, progress)
     source = {
         "hub": plan.endpoint,
         "repo": plan.repo,
@@ -235,6 +215,31 @@ def pull(
     shutil.rmtree(download, ignore_errors=True)
     _prune_empty(download.parent, home / "downloads")
     return info
+
+
+def _download(plan: PullPlan, download: Path, token: str | None, progress: bool) -> None:
+    """The plan's files at its pinned commit into `download` (what is already there is kept,
+    so a second pull resumes); the hub's progress bars only when `progress`."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not progress:
+        disable_progress_bars()
+    try:
+        snapshot_download(
+            plan.repo,
+            revision=plan.commit,
+            allow_patterns=plan.files,
+            local_dir=download,
+            endpoint=plan.endpoint,
+            token=token,
+        )
+    except _hub_failures() as exc:
+        raise _hub_error(exc, plan.repo, plan.requested, plan.endpoint) from None
+    finally:
+        if not progress and not was_disabled:
+            enable_progress_bars()
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:
