@@ -232,22 +232,7 @@ def plan_personality(
     check_epochs(epochs)
     manager = manager or default_manager()
     vc, name = resolve_target(model_name, "personality", user, "train_personality_model")
-    served = manager.resolve("personality", name)
-    folder = served.folder
-    if folder is None or not (folder / "persona.json").exists():
-        raise TrainingError(f"personality {name!r} is served from {served.raw!r}, which has no persona.json")
-    card, meta = read_personality_folder(folder)
-    base_ref, base = base_of("personality", name, folder, meta, manager)
-    if base.folder is None:
-        raise TrainingError(
-            f"personality {name!r} runs on {base.raw!r}, a remote model: only a local HF model folder can be "
-            "fine-tuned (point base_model at one, e.g. builtin:companion-chat)"
-        )
-    base_folder = Path(base.folder)
-    check_safe_files(base_folder)
-    if (base_folder / "manifest.json").exists():
-        verify_manifest(base_folder)
-
+    folder, card, meta, base_ref, base, base_folder = _personality_and_base(name, manager)
     rows, where, anonymized = load_rows(training_data, card.name)
     examples, tokenized = examples_from_rows(rows, [card.name, name])
     if not examples and not tokenized:
@@ -255,13 +240,7 @@ def plan_personality(
             f"no lines of {card.name} in {where}: need rows with the character's replies "
             "(character rows, conversations where they speak, or chat messages ending with their turn)"
         )
-    if anonymized and anonymized.get("applied"):
-        anonymization = anonymized  # the pipeline did it when it collected or saved the data
-    else:
-        anonymization = anonymize_examples(examples, run.anonymizer)
-        if tokenized:
-            anonymization["pretokenized_rows"] = len(tokenized)
-            anonymization["note"] += "; pre-tokenized rows are as given (DataPreprocessor anonymizes what it tokenizes)"
+    anonymization = _anonymized(anonymized, examples, tokenized, run)
     codec = TextCodec(base_folder)
     emotion_tokens = has_emotion_control(base_folder, codec)
     for ex in examples:
@@ -285,6 +264,40 @@ def plan_personality(
         vc, name, method, epochs, run, folder, card, meta, base_ref, base, where, anonymization, emotion_tokens,
         encoded, train_rows, held_rows, rehearsed, too_long, codec,
     )  # fmt: skip
+
+
+def _personality_and_base(name: str, manager: Any) -> tuple[Path, Any, dict[str, Any], str, Any, Path]:
+    """The personality's folder, card and metadata, and its base model: a local, safe, verified
+    model folder (a remote base cannot be fine-tuned)."""
+    served = manager.resolve("personality", name)
+    folder = served.folder
+    if folder is None or not (folder / "persona.json").exists():
+        raise TrainingError(f"personality {name!r} is served from {served.raw!r}, which has no persona.json")
+    card, meta = read_personality_folder(folder)
+    base_ref, base = base_of("personality", name, folder, meta, manager)
+    if base.folder is None:
+        raise TrainingError(
+            f"personality {name!r} runs on {base.raw!r}, a remote model: only a local HF model folder can be "
+            "fine-tuned (point base_model at one, e.g. builtin:companion-chat)"
+        )
+    base_folder = Path(base.folder)
+    check_safe_files(base_folder)
+    if (base_folder / "manifest.json").exists():
+        verify_manifest(base_folder)
+    return folder, card, meta, base_ref, base, base_folder
+
+
+def _anonymized(
+    anonymized: dict[str, Any] | None, examples: list[Any], tokenized: list[Any], run: PersonalityRun
+) -> dict[str, Any]:
+    """How the lines were anonymized: by the pipeline that collected them, or here, now."""
+    if anonymized and anonymized.get("applied"):
+        return anonymized
+    anonymization = anonymize_examples(examples, run.anonymizer)
+    if tokenized:
+        anonymization["pretokenized_rows"] = len(tokenized)
+        anonymization["note"] += "; pre-tokenized rows are as given (DataPreprocessor anonymizes what it tokenizes)"
+    return anonymization
 
 
 def _settings(plan: PersonalityPlan, per_epoch: int, batch: int) -> TrainSettings:
