@@ -303,18 +303,7 @@ def train_emotion_classifier(
     held, fit = order[:n_held], order[n_held:]
     feats = [featurize(texts[i], spec) for i in fit]
     t_feat = time.perf_counter() - t0
-    if s.kind == "linear":
-        table, b, idf = fit_linear_classifier(feats, [targets[i] for i in fit], len(labels), s)
-        clf = EmotionClassifier(labels, spec, table, None, b, kind="linear", idf=idf)
-        if held:
-            gold = np.zeros((len(held), len(labels)), dtype=bool)
-            for r, i in enumerate(held):
-                gold[r, targets[i]] = True
-            clf.thresholds = choose_thresholds(clf.scores([texts[i] for i in held]), gold)
-    else:
-        emb, w, b = fit_ngram_classifier(feats, [targets[i] for i in fit], len(labels), s)
-        clf = EmotionClassifier(labels, spec, emb, w, b)
-        clf.threshold = _best_threshold(clf, [texts[i] for i in held], [targets[i] for i in held]) if held else 0.3
+    clf = _fit_classifier(feats, texts, targets, fit, held, labels, spec, s)
     t_train = time.perf_counter() - t0 - t_feat
     report: dict[str, Any] = {
         "recipe": "companion train emotion",
@@ -333,7 +322,6 @@ def train_emotion_classifier(
     }
     dev = data_dir / "dev.tsv"
     if dev.exists():
-        report["dev"] = evaluate_classifier(clf, dev)
         report["dev_file_sha256"] = _sha256(dev)
     from models.fileio import atomic_folder
     from models.store import write_manifest
@@ -350,6 +338,33 @@ def train_emotion_classifier(
         (staging / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         write_manifest(staging)
     return report
+
+
+def _fit_classifier(
+    feats: list[list[int]],
+    texts: list[str],
+    targets: list[list[int]],
+    fit: list[int],
+    held: list[int],
+    labels: Sequence[str],
+    spec: FeatureSpec,
+    s: EmotionTrainSettings,
+) -> EmotionClassifier:
+    """The classifier of kind `s.kind` fitted on the `fit` rows, its thresholds chosen on the
+    `held` rows of the training file (never on dev)."""
+    if s.kind == "linear":
+        table, b, idf = fit_linear_classifier(feats, [targets[i] for i in fit], len(labels), s)
+        clf = EmotionClassifier(labels, spec, table, None, b, kind="linear", idf=idf)
+        if held:
+            gold = np.zeros((len(held), len(labels)), dtype=bool)
+            for r, i in enumerate(held):
+                gold[r, targets[i]] = True
+            clf.thresholds = choose_thresholds(clf.scores([texts[i] for i in held]), gold)
+        return clf
+    emb, w, b = fit_ngram_classifier(feats, [targets[i] for i in fit], len(labels), s)
+    clf = EmotionClassifier(labels, spec, emb, w, b)
+    clf.threshold = _best_threshold(clf, [texts[i] for i in held], [targets[i] for i in held]) if held else 0.3
+    return clf
 
 
 def evaluate_classifier(clf: EmotionClassifier, tsv: str | Path) -> dict[str, Any]:
