@@ -79,7 +79,6 @@ def record_feedback(
     model: Any = None,
 ) -> FeedbackEvent:
     """Record one piece of feedback on a logged response (see the module docstring)."""
-    from models.db import utc_now
     from models.personalization import storage
 
     given = {
@@ -94,15 +93,7 @@ def record_feedback(
         raise FeedbackError(
             f"give exactly one of rating, choice, regenerate, edited_text, kept_over (got {', '.join(kinds) or 'none'})"
         )
-    if not isinstance(response_id, str) or not response_id:
-        raise FeedbackError(f"response_id: expected the id of a logged response, got {response_id!r}")
-    row = storage.get_response(response_id)
-    if row is None:
-        raise FeedbackError(f"response_id: no logged response {response_id!r} (feedback is only for logged answers)")
-    owner = row.get("user_id")
-    if user is not None and owner is not None and user != owner:
-        raise FeedbackError(f"user: response {response_id!r} belongs to another user")
-    user = user or owner
+    row, user = _logged_response(response_id, user)
     event = _event(row, user, given, scale)
     if comment:
         event = event.model_copy(update={"meta": {"comment": str(comment)[:2000]}})
@@ -112,26 +103,47 @@ def record_feedback(
         prefs = personalization.preferences_for(user)
         learner = personalization.learner_for(user, prefs)
         learner.update(event)
-    kind, value = _monitor_kind_value(event)
-    storage.insert_feedback(
-        {
-            "at": utc_now(),
-            "category": row["category"],
-            "model": row["model"],
-            "version": row.get("version"),
-            "kind": kind,
-            "value": value,
-            "user_hash": _monitor_hash(user),
-            "user_id": user,
-            "response_id": response_id,
-            "personalization": row["personalization"],
-            "event": event.model_dump(),
-        }
-    )
+    storage.insert_feedback(_feedback_row(row, response_id, user, event))
     if learner is not None and user is not None:
         personalization.save_learner(user, learner)
         _store_profile(user, learner)
     return event
+
+
+def _logged_response(response_id: str, user: str | None) -> tuple[dict[str, Any], str | None]:
+    """The logged response feedback is about, and whose feedback it is (the caller, who must be
+    its owner, or its owner)."""
+    from models.personalization import storage
+
+    if not isinstance(response_id, str) or not response_id:
+        raise FeedbackError(f"response_id: expected the id of a logged response, got {response_id!r}")
+    row = storage.get_response(response_id)
+    if row is None:
+        raise FeedbackError(f"response_id: no logged response {response_id!r} (feedback is only for logged answers)")
+    owner = row.get("user_id")
+    if user is not None and owner is not None and user != owner:
+        raise FeedbackError(f"user: response {response_id!r} belongs to another user")
+    return row, user or owner
+
+
+def _feedback_row(row: dict[str, Any], response_id: str, user: str | None, event: FeedbackEvent) -> dict[str, Any]:
+    """The feedback table's row: what monitoring counts, and the event itself."""
+    from models.db import utc_now
+
+    kind, value = _monitor_kind_value(event)
+    return {
+        "at": utc_now(),
+        "category": row["category"],
+        "model": row["model"],
+        "version": row.get("version"),
+        "kind": kind,
+        "value": value,
+        "user_hash": _monitor_hash(user),
+        "user_id": user,
+        "response_id": response_id,
+        "personalization": row["personalization"],
+        "event": event.model_dump(),
+    }
 
 
 def _load(name: str) -> Any:
