@@ -178,15 +178,27 @@ def generate(
         _reply(m, model, prompt, max_tokens, opts, as_json)
         return
     if system is not None:  # a chat: the system message, then PROMPT as the user's turn
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-        if as_json:
-            text = m.chat(messages, max_length=max_tokens, **opts)
-            out.print_json(data={"model": model, "system": system, "prompt": prompt, "text": text})
-            return
-        for piece in m.stream_chat(messages, max_length=max_tokens, **opts):
-            out.print(piece, end="", highlight=False, markup=False)
-        out.print()
+        _system_chat(m, model, system, prompt, max_tokens, opts, as_json)
+    else:
+        _continue(m, model, prompt, max_tokens, opts, as_json)
+
+
+def _system_chat(
+    m: Any, model: str, system: str, prompt: str, max_tokens: int, opts: dict[str, Any], as_json: bool
+) -> None:
+    """A plain model's answer to PROMPT under a system message, streamed or as JSON."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+    if as_json:
+        text = m.chat(messages, max_length=max_tokens, **opts)
+        out.print_json(data={"model": model, "system": system, "prompt": prompt, "text": text})
         return
+    for piece in m.stream_chat(messages, max_length=max_tokens, **opts):
+        out.print(piece, end="", highlight=False, markup=False)
+    out.print()
+
+
+def _continue(m: Any, model: str, prompt: str, max_tokens: int, opts: dict[str, Any], as_json: bool) -> None:
+    """A plain model's continuation of PROMPT, streamed after it (speed on stderr) or as JSON."""
     if as_json:
         text = m.generate(prompt, max_length=max_tokens, **opts)
         stats = m.last_stats
