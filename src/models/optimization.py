@@ -204,44 +204,11 @@ class ModelOptimizer:
     # --- candidates ------------------------------------------------------------------------
 
     def _candidates(self, engine: Any, folder: Path) -> list[_Candidate]:
-
-        current = read_runtime(folder)
+        """What to measure: the model as served, the fast engine's variants (or why there are
+        none), the transformers engine with and without int8, and ONNX Runtime."""
         out = [_Candidate("current", f"as served now ({engine.name})", None, None, engine=engine)]
         if FastEngine.supports(folder):
-
-            def fast(change: dict[str, Any]) -> Callable[[], Any]:
-                def build() -> Any:
-                    e = FastEngine(folder, threads=change.get("threads") or current.get("threads"))
-                    apply_runtime(e, {k: v for k, v in change.items() if k != "threads"}, threads_chosen=True)
-                    return e
-
-                return build
-
-            if current.get("quantization") is None and int8_available():
-                out.append(
-                    _Candidate(
-                        "fast-int8",
-                        "int8 dynamic quantization of the linear layers",
-                        fast({"quantization": "int8-dynamic"}),
-                        {**current, "quantization": "int8-dynamic"},
-                    )
-                )
-            if current.get("quantization") is None and current.get("dtype") != "bfloat16":
-                out.append(
-                    _Candidate(
-                        "fast-bf16", "bfloat16 weights", fast({"dtype": "bfloat16"}), {**current, "dtype": "bfloat16"}
-                    )
-                )
-            for n in sorted({1, os.cpu_count() or 1}):
-                if getattr(engine, "threads", None) != n or engine.name != "fast":
-                    out.append(
-                        _Candidate(
-                            f"fast-threads-{n}",
-                            f"{n} intra-op thread(s)",
-                            fast({"threads": n}),
-                            {**current, "threads": n},
-                        )
-                    )
+            out += _fast_candidates(engine, folder)
         else:
             out.append(
                 _Candidate("fast", "fast engine", None, None, note="not a Llama model: the fast engine cannot run it")
@@ -420,6 +387,40 @@ def _update_json(path: Path, changes: dict[str, Any]) -> None:
     meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"format": "companion-model/1"}
     meta.update(changes)
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _fast_candidates(engine: Any, folder: Path) -> list[_Candidate]:
+    """The fast engine with int8 or bfloat16 weights (where the folder is float32 now) and at
+    each thread count the served engine does not already use."""
+    current = read_runtime(folder)
+
+    def fast(change: dict[str, Any]) -> Callable[[], Any]:
+        def build() -> Any:
+            e = FastEngine(folder, threads=change.get("threads") or current.get("threads"))
+            apply_runtime(e, {k: v for k, v in change.items() if k != "threads"}, threads_chosen=True)
+            return e
+
+        return build
+
+    out = []
+    if current.get("quantization") is None and int8_available():
+        out.append(
+            _Candidate(
+                "fast-int8",
+                "int8 dynamic quantization of the linear layers",
+                fast({"quantization": "int8-dynamic"}),
+                {**current, "quantization": "int8-dynamic"},
+            )
+        )
+    if current.get("quantization") is None and current.get("dtype") != "bfloat16":
+        out.append(
+            _Candidate("fast-bf16", "bfloat16 weights", fast({"dtype": "bfloat16"}), {**current, "dtype": "bfloat16"})
+        )
+    for n in sorted({1, os.cpu_count() or 1}):
+        if getattr(engine, "threads", None) != n or engine.name != "fast":
+            change = {"threads": n}
+            out.append(_Candidate(f"fast-threads-{n}", f"{n} intra-op thread(s)", fast(change), {**current, **change}))
+    return out
 
 
 def _hf(folder: Path, int8: bool) -> Any:
