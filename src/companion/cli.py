@@ -454,6 +454,25 @@ def _register_command_groups() -> None:
 _register_command_groups()
 
 
+def _one_line_summaries(group: typer.Typer) -> None:
+    """Each command's line in `--help` listings: its help's first sentence on one line. Click
+    keeps a docstring's hard line breaks there (`companion --help` showed "with a
+    personality" alone on a line); the command's own `--help` still shows the whole text."""
+    import re
+
+    for info in group.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and text:
+            paragraph = " ".join(text.strip().split("\n\n")[0].split())
+            info.short_help = re.split(r"(?<=\.)\s+(?=[A-Z`])", paragraph)[0]
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _one_line_summaries(sub.typer_instance)
+
+
+_one_line_summaries(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -55,3 +55,23 @@ def _small_init(init: Any, tmp_path: Path) -> Any:
         init(self, manager, heldout=held, new_tokens=4, rounds=1, max_eval_tokens=100)
 
     return small
+
+
+def test_every_command_is_listed_with_a_one_line_summary() -> None:
+    import typer
+
+    def commands(group: typer.Typer) -> list[typer.models.CommandInfo]:
+        found = list(group.registered_commands)
+        for sub in group.registered_groups:
+            found += commands(sub.typer_instance)
+        return found
+
+    listed = commands(app)
+    assert len(listed) > 40
+    for info in listed:
+        summary = info.short_help or ""
+        name = info.name or info.callback.__name__
+        # a docstring's hard line breaks used to show up in `companion --help` as ragged rows
+        assert summary and "\n" not in summary and "  " not in summary, name
+        doc = " ".join((info.help or info.callback.__doc__ or "").split())
+        assert doc.startswith(summary), name
