@@ -162,9 +162,7 @@ def rank(
     )
     empty = -100.0 if not text.strip() else 0.0
     closing = message is not None and bool(FAREWELL.search(text)) and not FAREWELL.search(message)
-    import os
-    lam = float(os.environ.get("LENPEN", "0"))
-    return agree + 0.25 * behaviour + fluency + specific + empty - (10.0 if closing else 0.0) - lam * len(text.split())
+    return agree + 0.25 * behaviour + fluency + specific + empty - (10.0 if closing else 0.0)
 
 
 class CardGuides:
