@@ -326,7 +326,26 @@ def train_base(
             f"{len(train_ids) / 1e6:.2f} M training tokens, {len(held_ids) / 1e3:.0f} k held-out tokens"
         )
     result = train(model, source, settings, out, resume=resume, progress=progress, description="base model")
-    report = {
+    report = _base_report(n_params, spec, seq_len, settings, train_ids, held_ids, corpus, result, time.time() - t0)
+    _export_base(model, tok_dir, out / "model", report, result)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return result
+
+
+def _base_report(
+    n_params: int,
+    spec: BaseModelSpec,
+    seq_len: int,
+    settings: TrainSettings,
+    train_ids: np.ndarray,
+    held_ids: np.ndarray,
+    corpus: Corpus,
+    result: TrainResult,
+    seconds: float,
+) -> dict[str, Any]:
+    """`report.json` of a base run: recipe, shape, settings, data (with the token stream's
+    sha256) and the training result without its history."""
+    return {
         "recipe": "companion train base",
         "parameters": n_params,
         "spec": asdict(spec),
@@ -337,12 +356,9 @@ def train_base(
         "data_sha256": hashlib.sha256(train_ids.tobytes()).hexdigest(),
         "sources": corpus.sources,
         "result": {k: v for k, v in result.to_json().items() if k != "history"},
-        "total_wall_seconds": time.time() - t0,
+        "total_wall_seconds": seconds,
         "torch_threads": torch.get_num_threads(),
     }
-    _export_base(model, tok_dir, out / "model", report, result)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    return result
 
 
 def _base_tokenizer(corpus: Corpus, tok_dir: Path, spec: BaseModelSpec, resume: bool) -> Any:

@@ -279,7 +279,7 @@ def distill(
     from transformers import LlamaForCausalLM
 
     from models.engines.llama.engine import FastEngine
-    from models.training.publish import publish_version, resolve_target, run_folder
+    from models.training.publish import resolve_target, run_folder
 
     s = settings or DistillSettings()
     say = progress or (lambda _msg: None)
@@ -324,19 +324,26 @@ def distill(
         _measure(who, model, path, held, pad, threads)
         for who, model, path in (("teacher", t_model, folder), ("student", student, stage))
     ]
-    version = None
-    if publish:
-        lineage["table"] = table
-
-        def write(dest: Path) -> None:
-            for item in stage.iterdir():
-                shutil.copy2(item, dest / item.name)
-
-        metrics = {"heldout_perplexity": table[1]["heldout_perplexity"], "tokens_per_s": table[1]["tokens_per_s"],
-                   "size_mb": table[1]["size_mb"], "teacher_perplexity": table[0]["heldout_perplexity"]}  # fmt: skip
-        why = f"distilled from {category}/{tname}: {layers} layers, {step} steps"
-        version = publish_version(vc, f"base/{sname}", run_dir, write, why, lineage, metrics)
+    version = _publish_student(vc, sname, run_dir, stage, lineage, table) if publish else None
     return DistillResult(sname, version, str(stage), table, step, len(train), len(held), time.time() - t0, history)
+
+
+def _publish_student(
+    vc: Any, sname: str, run_dir: Path, stage: Path, lineage: dict[str, Any], table: list[dict[str, Any]]
+) -> str:
+    """The staged student as a new version of `base/NAME`, its lineage carrying the measured table."""
+    from models.training.publish import publish_version
+
+    lineage["table"] = table
+
+    def write(dest: Path) -> None:
+        for item in stage.iterdir():
+            shutil.copy2(item, dest / item.name)
+
+    metrics = {"heldout_perplexity": table[1]["heldout_perplexity"], "tokens_per_s": table[1]["tokens_per_s"],
+               "size_mb": table[1]["size_mb"], "teacher_perplexity": table[0]["heldout_perplexity"]}  # fmt: skip
+    why = f"distilled from {lineage['teacher']}: {lineage['layers']} layers, {lineage['steps']} steps"
+    return publish_version(vc, f"base/{sname}", run_dir, write, why, lineage, metrics)
 
 
 def _teacher_folder(teacher: str) -> tuple[tuple[str, str], Any, Path]:
