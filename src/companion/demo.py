@@ -64,7 +64,7 @@ def _conversation(console: Console, manager: object) -> None:
     console.print(f"[bold]2. A conversation with Luna[/] [dim](emotion control: {luna.control})[/]")
     greeting = luna.start()
     console.print(f"[bold magenta]luna>[/] {greeting}", highlight=False)
-    clf = luna.classifier
+    clf = luna.feeling.listener
     for i, line in enumerate(CONVERSATION):
         heard = clf.detect(line).label if clf is not None else "?"
         console.print(f"\n[bold cyan]you>[/] {line}  [dim](you sound: {heard})[/]", highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,88 @@ def test_a_linear_table_must_match_the_labels() -> None:
         EmotionClassifier(
             ("a", "b"), FeatureSpec(buckets=8), np.zeros((8, 3)), None, np.zeros(2), kind="linear", idf=np.ones(8)
         )
+
+
+def test_listener_features_mark_negation_trigrams_and_shouting() -> None:
+    from models.personality.features import FeatureSpec, _h, featurize
+
+    plain, rich = FeatureSpec(buckets=1 << 20), FeatureSpec(buckets=1 << 20, negation=True, trigrams=True, shape=True)
+    b = rich.buckets
+    text = "I am NOT happy about THIS!!"
+    assert set(featurize(text, rich)) > set(featurize(text, plain))  # the plain features stay as they were
+    ids = set(featurize(text, rich))
+    assert {_h("n:happy", b), _h("n:about", b), _h("t:i am not", b), _h("f:caps2", b), _h("f:!!", b)} <= ids
+    calm = set(featurize("I am happy about this.", rich))
+    assert _h("n:happy", b) not in calm and _h("f:caps", b) not in calm and _h("f:!!", b) not in calm
+    # a negation's scope ends at the next punctuation mark
+    assert _h("n:fine", b) not in set(featurize("I don't like it. Fine", rich))
+
+
+def test_the_listener_recipe_trains_with_liblinear_and_out_of_fold_thresholds(tmp_path: Path) -> None:
+    import dataclasses
+
+    from models.personality.emotion_training import LISTENER_SETTINGS, train_emotion_classifier
+    from tests.personality.conftest import write_synthetic_goemotions
+
+    data = write_synthetic_goemotions(tmp_path / "goemo")
+    settings = dataclasses.replace(LISTENER_SETTINGS, buckets=4096)
+    report = train_emotion_classifier(data, tmp_path / "listener", settings)
+    assert report["heldout_examples"] == 0 and report["train_examples"] == 400  # folds use all of train
+    assert report["settings"]["solver"] == "liblinear" and report["dev"]["macro_f1"] > 0.8
+    clf = EmotionClassifier.load(tmp_path / "listener")
+    assert clf.spec.negation and clf.spec.trigrams and clf.spec.shape and clf.thresholds is not None
+    assert clf.classify(["haha lol so funny", "i am so scared and afraid"]) == ["playful", "fear"]
+    with pytest.raises(DataError, match="solver"):
+        train_emotion_classifier(data, tmp_path / "bad", dataclasses.replace(settings, solver="sgd"))
+
+
+def test_the_listener_hears_messages_and_the_classifier_still_ranks(
+    tiny_classifier_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.personality import emotion as emotion_module
+    from models.personality.extension import EmotionSettings
+    from models.personality.feeling import CharacterFeeling
+    from models.personality.params import PersonalityParams
+    from models.personality.sessions import Session
+
+    plain = EmotionClassifier.load(tiny_classifier_dir)
+    heard: list[str] = []
+
+    class Listener:
+        def detect(self, text: str) -> Any:
+            heard.append(text)
+            return plain.detect("i am so scared and afraid")
+
+    monkeypatch.setattr(emotion_module, "default_listener", Listener)
+    monkeypatch.setattr("models.personality.feeling.default_listener", Listener)
+    monkeypatch.setattr("models.personality.feeling.default_classifier", lambda folder=None: plain)
+    emo = EmotionSettings()
+    feeling = CharacterFeeling("Ada", emo, lambda: PersonalityParams(), None)
+    session = Session(state=EmotionalState(emo.labels))
+    feeling.observe(session, "haha lol so funny")
+    expected = EmotionalState(emo.labels)  # as if the message had said what the listener heard
+    expected.relax()
+    det = plain.detect("i am so scared and afraid")
+    expected.observe(project(det.distribution, emo.labels, emo.label_map), det.intensity)
+    assert heard == ["haha lol so funny"] and session.state.values == pytest.approx(expected.values)
+    assert feeling.agreement("haha lol so funny", "playful") > 0.5  # ranking reads the plain classifier
+    named = CharacterFeeling("Ada", emo, lambda: PersonalityParams(classifier=str(tiny_classifier_dir)), None)
+    assert named.listener is named.classifier  # a classifier the user names does both
+
+
+def test_shipped_listener_hears_better_than_the_classifier_and_is_verified() -> None:
+    from models.paths import builtin_dir
+    from models.personality.emotion import default_listener
+    from models.store import verify_manifest
+
+    folder = builtin_dir("emotion-listener")
+    verify_manifest(folder)
+    listener = json.loads((folder / "report.json").read_text())["dev"]
+    plain = json.loads((builtin_dir("emotion") / "report.json").read_text())["dev"]
+    assert listener["macro_f1"] >= plain["macro_f1"] + 0.015  # 0.617 against 0.597 on GoEmotions dev
+    assert min(v["f1"] for v in listener["per_label"].values()) >= 0.35
+    clf = default_listener()
+    assert clf is not default_classifier() and clf.spec.negation and clf.thresholds is not None
+    # negation marks: the plain classifier reads "good" as joy here
+    assert clf.detect("This is not good at all").label != "joy"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 8_000_000

@@ -119,11 +119,29 @@ def train_emotion(
     nb_power: Annotated[
         float, typer.Option(help="Naive-Bayes feature scaling (0 = off, as shipped; 0.5 detects better).")
     ] = 0.0,
+    listener: Annotated[
+        bool,
+        typer.Option(
+            "--listener",
+            help="The listener's recipe (builtin/emotion-listener: hears the user's messages; liblinear, "
+            "5-fold thresholds, negation, trigrams, shouting flags); --epochs and --nb-power do not apply.",
+        ),
+    ] = False,
 ) -> None:
     """Train the emotion classifier (text → the 10 companion emotions) on GoEmotions."""
-    from models.personality.emotion_training import EmotionTrainSettings, train_emotion_classifier
+    import dataclasses
 
-    settings = EmotionTrainSettings(epochs=epochs, threads=threads, nb_power=nb_power)
+    from models.personality.emotion_training import (
+        LISTENER_SETTINGS,
+        EmotionTrainSettings,
+        train_emotion_classifier,
+    )
+
+    settings = (
+        dataclasses.replace(LISTENER_SETTINGS, threads=threads)
+        if listener
+        else EmotionTrainSettings(epochs=epochs, threads=threads, nb_power=nb_power)
+    )
     report = train_emotion_classifier(data, output, settings)
     dev = report.get("dev", {})
     _out().print(f"macro-F1 on dev: {dev.get('macro_f1')} (top label: {dev.get('macro_f1_top_label')}); {output}")

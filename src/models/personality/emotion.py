@@ -47,6 +47,7 @@ __all__ = [
     "EmotionClassifier",
     "EmotionalState",
     "default_classifier",
+    "default_listener",
 ]
 
 #: GoEmotions' labels in the order of its `emotions.txt` (ids 0..27).
@@ -301,6 +302,17 @@ def default_classifier(folder: str | Path | None = None) -> EmotionClassifier:
         if key not in _DEFAULT:
             _DEFAULT[key] = EmotionClassifier.load(path)
         return _DEFAULT[key]
+
+
+def default_listener() -> EmotionClassifier:
+    """The classifier that hears users' messages: `builtin/emotion-listener/` (trained by
+    `companion train emotion --listener`, better at detection), or the shipped classifier where
+    that folder is absent. Best-of-N ranking and steering keep `default_classifier`: a better
+    detector as their scorer made the character's emotion weaker (docs/personality.md)."""
+    from models.paths import builtin_dir
+
+    folder = builtin_dir("emotion-listener")
+    return default_classifier(folder if (folder / "config.json").exists() else None)
 
 
 def project(distribution: dict[str, float], labels: Sequence[str], label_map: dict[str, list[str]]) -> dict[str, float]:

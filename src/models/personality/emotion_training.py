@@ -33,6 +33,7 @@ from models.personality.features import FeatureSpec, featurize
 from models.tokens import EMOTIONS
 
 __all__ = [
+    "LISTENER_SETTINGS",
     "EmotionTrainSettings",
     "choose_thresholds",
     "evaluate_classifier",
@@ -73,8 +74,36 @@ class EmotionTrainSettings:
     off. The scale is folded into the table, so inference is unchanged. 0.5 detects better
     (GoEmotions dev macro-F1 0.607 against 0.597) but, as the scorer of best-of-N and the source
     of the steering table, it lowered emotion control by 3 to 5 points (docs/personality.md)."""
+    solver: str = "adam"
+    """How the linear kind is fitted: `adam` (one-cycle Adam on the summed cross-entropy, with
+    torch) or `liblinear` (scikit-learn's exact L2-regularized logistic regression per label,
+    `C` 1, in its dual form; the listener's recipe)."""
+    positive_weight: float = 1.0
+    """Weight of a label's positive examples in its loss (`liblinear`): GoEmotions' labels are
+    rare, and 4 lets caring and surprise be found more often."""
+    threshold_folds: int = 0
+    """0: thresholds chosen on `heldout_fraction` of train. k >= 2: chosen on k-fold
+    out-of-fold scores over all of train, then the model is refitted on all of it (steadier
+    thresholds, no training text left out)."""
+    negation: bool = False
+    """Features: mark the words after a negation (`FeatureSpec.negation`)."""
+    trigrams: bool = False
+    """Features: add word trigrams (`FeatureSpec.trigrams`)."""
+    shape: bool = False
+    """Features: flags for all-caps words, "!!" and "??" (`FeatureSpec.shape`)."""
     seed: int = 0
     threads: int = 1
+
+    def feature_spec(self) -> FeatureSpec:
+        """The features these settings train on."""
+        return FeatureSpec(buckets=self.buckets, negation=self.negation, trigrams=self.trigrams, shape=self.shape)
+
+
+#: The listener's recipe (issue 18, session 14): it hears the user's message. The plain
+#: classifier (the defaults) stays the scorer of best-of-N and the source of the steering table.
+LISTENER_SETTINGS = EmotionTrainSettings(
+    nb_power=0.5, solver="liblinear", positive_weight=4.0, threshold_folds=5, negation=True, trigrams=True, shape=True
+)
 
 
 def read_goemotions(path: str | Path, labels: Sequence[str] = EMOTIONS) -> tuple[list[str], list[list[int]]]:
@@ -227,6 +256,49 @@ def fit_linear_classifier(
     return table.numpy().copy(), bias.detach().numpy().copy(), idf
 
 
+def fit_liblinear_classifier(
+    feats: list[list[int]], targets: list[list[int]], n_labels: int, s: EmotionTrainSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`fit_linear_classifier`'s model (same TF-IDF, NB scaling and output), each label fitted
+    exactly by scikit-learn's liblinear (L2, C 1, dual form), positives weighted by
+    `s.positive_weight`."""
+    try:
+        import scipy.sparse as sparse
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
+        raise DataError("solver 'liblinear' needs scikit-learn: pip install scikit-learn") from exc
+    df = np.zeros(s.buckets, dtype=np.float64)
+    present = np.zeros((s.buckets, n_labels), dtype=np.float64)
+    indptr, indices, data = [0], [], []
+    rows = [np.unique(np.asarray(f)) for f in feats]
+    for ids, t in zip(rows, targets, strict=True):
+        df[ids] += 1
+        for j in t:
+            present[ids, j] += 1
+    idf = (np.log((1 + len(feats)) / (1 + df)) + 1).astype(np.float32)
+    for f in feats:
+        ids, w = tfidf_weights(f, idf)
+        indices.append(ids)
+        data.append(w)
+        indptr.append(indptr[-1] + len(ids))
+    x = sparse.csr_matrix(
+        (np.concatenate(data).astype(np.float32), np.concatenate(indices), np.asarray(indptr)),
+        shape=(len(feats), s.buckets),
+    )
+    scale = nb_scale(present, df, s.nb_power)
+    table = np.zeros((s.buckets, n_labels), dtype=np.float32)
+    bias = np.zeros(n_labels, dtype=np.float32)
+    for j in range(n_labels):
+        y = np.zeros(len(feats), dtype=np.int8)
+        y[[i for i, t in enumerate(targets) if j in t]] = 1
+        model = LogisticRegression(
+            C=1.0, solver="liblinear", dual=True, max_iter=300, tol=1e-4, class_weight={0: 1.0, 1: s.positive_weight}
+        ).fit(x @ sparse.diags(scale[:, j]), y)
+        table[:, j] = model.coef_.ravel() * scale[:, j]
+        bias[j] = model.intercept_[0]
+    return table, bias, idf
+
+
 def nb_scale(present: np.ndarray, df: np.ndarray, power: float) -> np.ndarray:
     """(buckets, labels) float32: |log-count ratio| ** power of each feature for each label, from
     `present[f, j]` (training texts of label j with feature f) and `df[f]` (all texts with f),
@@ -296,10 +368,10 @@ def train_emotion_classifier(
     data_dir, out = Path(data_dir), Path(output_dir)
     t0 = time.perf_counter()
     texts, targets = read_goemotions(data_dir / "train.tsv", labels)
-    spec = FeatureSpec(buckets=s.buckets)
+    spec = s.feature_spec()
     order = list(range(len(texts)))
     random.Random(s.seed).shuffle(order)
-    n_held = int(len(order) * s.heldout_fraction)
+    n_held = 0 if s.threshold_folds >= 2 else int(len(order) * s.heldout_fraction)
     held, fit = order[:n_held], order[n_held:]
     feats = [featurize(texts[i], spec) for i in fit]
     t_feat = time.perf_counter() - t0
@@ -353,9 +425,11 @@ def _fit_classifier(
     """The classifier of kind `s.kind` fitted on the `fit` rows, its thresholds chosen on the
     `held` rows of the training file (never on dev)."""
     if s.kind == "linear":
-        table, b, idf = fit_linear_classifier(feats, [targets[i] for i in fit], len(labels), s)
-        clf = EmotionClassifier(labels, spec, table, None, b, kind="linear", idf=idf)
-        if held:
+        clf = _linear(feats, [targets[i] for i in fit], labels, spec, s)
+        if s.threshold_folds >= 2:
+            clf.thresholds = _out_of_fold_thresholds(feats, [targets[i] for i in fit], [texts[i] for i in fit],
+                                                     labels, spec, s)  # fmt: skip
+        elif held:
             gold = np.zeros((len(held), len(labels)), dtype=bool)
             for r, i in enumerate(held):
                 gold[r, targets[i]] = True
@@ -365,6 +439,40 @@ def _fit_classifier(
     clf = EmotionClassifier(labels, spec, emb, w, b)
     clf.threshold = _best_threshold(clf, [texts[i] for i in held], [targets[i] for i in held]) if held else 0.3
     return clf
+
+
+def _linear(
+    feats: list[list[int]], targets: list[list[int]], labels: Sequence[str], spec: FeatureSpec, s: EmotionTrainSettings
+) -> EmotionClassifier:
+    """A linear classifier fitted by `s.solver`."""
+    if s.solver not in ("adam", "liblinear"):
+        raise DataError(f"solver: 'adam' or 'liblinear', not {s.solver!r}")
+    fit = fit_liblinear_classifier if s.solver == "liblinear" else fit_linear_classifier
+    table, b, idf = fit(feats, targets, len(labels), s)
+    return EmotionClassifier(labels, spec, table, None, b, kind="linear", idf=idf)
+
+
+def _out_of_fold_thresholds(
+    feats: list[list[int]],
+    targets: list[list[int]],
+    texts: list[str],
+    labels: Sequence[str],
+    spec: FeatureSpec,
+    s: EmotionTrainSettings,
+) -> np.ndarray:
+    """Per-label thresholds chosen on `s.threshold_folds`-fold out-of-fold scores: every
+    training text is scored once by a model that did not see it."""
+    k, n = s.threshold_folds, len(feats)
+    scores = np.zeros((n, len(labels)), dtype=np.float32)
+    gold = np.zeros((n, len(labels)), dtype=bool)
+    for i, t in enumerate(targets):
+        gold[i, t] = True
+    for fold in range(k):
+        train = [i for i in range(n) if i % k != fold]
+        score = [i for i in range(n) if i % k == fold]
+        model = _linear([feats[i] for i in train], [targets[i] for i in train], labels, spec, s)
+        scores[score] = model.scores([texts[i] for i in score])
+    return choose_thresholds(scores, gold)
 
 
 def evaluate_classifier(clf: EmotionClassifier, tsv: str | Path) -> dict[str, Any]:
@@ -397,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--nb-power", type=float, default=EmotionTrainSettings.nb_power)
     parser.add_argument("--weight-decay", type=float, default=EmotionTrainSettings.weight_decay)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--listener", action="store_true", help="the listener's recipe (LISTENER_SETTINGS)")
     args = parser.parse_args(argv)
     settings = EmotionTrainSettings(
         kind=args.kind,
@@ -406,6 +515,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         nb_power=args.nb_power,
         weight_decay=args.weight_decay,
     )
+    if args.listener:
+        from dataclasses import replace
+
+        settings = replace(LISTENER_SETTINGS, threads=args.threads)
     report = train_emotion_classifier(args.data, args.output, settings)
     dev = report.get("dev", {})
     print(json.dumps({"macro_f1": dev.get("macro_f1"), "per_label": dev.get("per_label_top_label")}, indent=1))

@@ -19,6 +19,13 @@ from typing import Any
 __all__ = ["FeatureSpec", "featurize", "tokenize"]
 
 _TOKEN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']", re.UNICODE)
+_CAPS = re.compile(r"\b[A-Z]{2,}\b")
+#: Words that negate what follows them up to the next punctuation (`FeatureSpec.negation`).
+NEGATIONS = frozenset({
+    "not", "no", "never", "nothing", "nobody", "without", "cannot", "n't", "dont", "don't", "cant", "can't",
+    "won't", "isn't", "wasn't", "didn't", "doesn't", "aren't", "couldn't", "wouldn't", "shouldn't", "haven't",
+    "hasn't",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,14 @@ class FeatureSpec:
     """Longest character n-gram of a word."""
     bigrams: bool = True
     """Add word bigrams."""
+    negation: bool = False
+    """Mark each word after a negation (*not*, *never*, *don't*, ...) up to the next punctuation
+    as a feature of its own ("not happy" then differs from "happy")."""
+    trigrams: bool = False
+    """Add word trigrams."""
+    shape: bool = False
+    """Add flags for shouting: an all-caps word, two or more, "!!" and "??" (read from the
+    text before lower-casing)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,4 +82,25 @@ def featurize(text: str, spec: FeatureSpec) -> list[int]:
             marked = f"<{w}>"
             for n in range(spec.char_min, spec.char_max + 1):
                 ids += [_h("c:" + marked[i : i + n], b) for i in range(len(marked) - n + 1)]
+    if spec.negation:
+        ids += [_h("n:" + w, b) for w in _negated(words)]
+    if spec.trigrams:
+        ids += [_h(f"t:{x} {y} {z}", b) for x, y, z in zip(words, words[1:], words[2:], strict=False)]
+    if spec.shape:
+        caps = len(_CAPS.findall(text))
+        flags = ("caps",) * (caps >= 1) + ("caps2",) * (caps >= 2) + ("!!",) * ("!!" in text) + ("??",) * ("??" in text)
+        ids += [_h("f:" + f, b) for f in flags]
     return ids or [_h("<empty>", b)]
+
+
+def _negated(words: list[str]) -> list[str]:
+    """The words in the scope of a negation: after one, up to the next punctuation mark."""
+    out, on = [], False
+    for w in words:
+        if w in NEGATIONS:
+            on = True
+        elif not w[0].isalnum():
+            on = False
+        elif on:
+            out.append(w)
+    return out

@@ -2,8 +2,9 @@
 
 `PersonalityModel` delegates to it everything that reads the emotion classifier:
 
-* **hearing**: a user's message moves the session's `EmotionalState` (`observe`), and a reply's
-  own emotion is reported back (`detect`);
+* **hearing**: a user's message moves the session's `EmotionalState` (`observe`, by the
+  `listener`: the shipped listener, or the classifier a caller or `classifier:` names), and a
+  reply's own emotion is reported back (`detect`);
 * **showing**: the control mode (an emotion token the base model was trained with, the
   emotion in words, or none), the steering table that leans each decoding step toward the
   state's words (`steering`), and the agreement that best-of-N ranks candidates by (`agreement`).
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from models.errors import DataError
-from models.personality.emotion import default_classifier, project
+from models.personality.emotion import default_classifier, default_listener, project
 from models.personality.extension import EmotionSettings
 from models.personality.params import PersonalityParams
 from models.personality.sessions import Session
@@ -52,6 +53,7 @@ class CharacterFeeling:
         """The base model's tokenizer (None for remote engines)."""
         self._classifier = classifier
         self._classifier_failed = False
+        self._listener = classifier
         self._steering: Any = None
         self._lock = threading.Lock()
         self.control = self._control_mode(trained)
@@ -79,6 +81,21 @@ class CharacterFeeling:
         return self._classifier
 
     @property
+    def listener(self) -> Any:
+        """The classifier that hears messages: the one given to this character or named by
+        `classifier:`, else the shipped listener (`default_listener`); None like `classifier`."""
+        if self._listener is None and not self._classifier_failed:
+            if self._params().classifier is not None:
+                self._listener = self.classifier
+            else:
+                try:
+                    self._listener = default_listener()
+                except (DataError, OSError) as exc:
+                    log.warning("%s: no emotion listener (%s); the classifier hears messages", self.name, exc)
+                    self._listener = self.classifier
+        return self._listener
+
+    @property
     def steering(self) -> Any:
         """The `EmotionSteering` over the base model's tokenizer, or None when steering is off
         (`emotion_steering: 0`, `emotion_control: none`), the engine has no local logits
@@ -100,8 +117,8 @@ class CharacterFeeling:
 
     def observe(self, session: Session, message: str) -> None:
         """A user's message: the state decays toward the temperament, then moves toward what
-        the message expresses, as far as the classifier is sure of it."""
-        clf = self.classifier
+        the message expresses, as far as the listener is sure of it."""
+        clf = self.listener
         session.state.relax()
         if clf is None:
             return
@@ -118,6 +135,7 @@ class CharacterFeeling:
         return project(self.classifier.detect(text).distribution, emo.labels, emo.label_map).get(emotion, 0.0)
 
     def detect(self, text: str) -> str | None:
-        """The emotion a reply reads as (the classifier's own label), or None."""
+        """The emotion a reply reads as (the classifier's own label, the view ranking picks by),
+        or None."""
         clf = self.classifier
         return clf.detect(text).label if clf is not None and text else None
