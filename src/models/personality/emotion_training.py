@@ -262,11 +262,8 @@ def fit_liblinear_classifier(
     """`fit_linear_classifier`'s model (same TF-IDF, NB scaling and output), each label fitted
     exactly by scikit-learn's liblinear (L2, C 1, dual form), positives weighted by
     `s.positive_weight`."""
-    try:
-        import scipy.sparse as sparse
-        from sklearn.linear_model import LogisticRegression
-    except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
-        raise DataError("solver 'liblinear' needs scikit-learn: pip install scikit-learn") from exc
+    import scipy.sparse as sparse
+    from sklearn.linear_model import LogisticRegression
     df = np.zeros(s.buckets, dtype=np.float64)
     present = np.zeros((s.buckets, n_labels), dtype=np.float64)
     indptr, indices, data = [0], [], []
