@@ -8,7 +8,9 @@ ids comma-separated indices into `emotions.txt` (the 28 names; built in when the
 absent). Labels are mapped with `GOEMOTIONS_MAP`. The shipped `linear` kind is one-vs-rest
 logistic regression on TF-IDF weighted hashed n-grams (a comment may carry several labels);
 the `embedding` kind takes a comment's labels as a soft target (equal shares). 10% of train is
-held out to pick the thresholds (per label for `linear`); the dev split is only evaluated.
+held out to pick the thresholds (per label for `linear`), or with `threshold_folds` they come
+from out-of-fold scores over all of train; the dev split is only evaluated. `--listener` trains
+the listener (`LISTENER_SETTINGS`: liblinear, richer features), which hears users' messages.
 Output: `model.safetensors` (float16), `config.json`,
 `report.json` (macro-F1 and per-label precision/recall/F1 on dev) and `manifest.json`.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "choose_thresholds",
     "evaluate_classifier",
     "evaluate_sets",
+    "fit_liblinear_classifier",
     "fit_linear_classifier",
     "fit_ngram_classifier",
     "nb_scale",
@@ -264,6 +267,7 @@ def fit_liblinear_classifier(
     `s.positive_weight`."""
     import scipy.sparse as sparse
     from sklearn.linear_model import LogisticRegression
+
     df = np.zeros(s.buckets, dtype=np.float64)
     present = np.zeros((s.buckets, n_labels), dtype=np.float64)
     indptr, indices, data = [0], [], []
