@@ -180,6 +180,7 @@ def fit_liblinear_classifier(
             max_iter=300,
             tol=1e-4,
             class_weight={0: 1.0, 1: s.positive_weight},
+            random_state=s.seed,  # liblinear's dual solver shuffles: without a seed no two runs match
         ).fit(x @ sparse.diags(scale[:, j]), y)
         table[:, j] = model.coef_.ravel() * scale[:, j]
         bias[j] = model.intercept_[0]
