@@ -69,7 +69,7 @@ def position_perplexity(folder: Path, shared: Path, windows: int = 48) -> dict[s
     from transformers import LlamaForCausalLM
 
     from models.engines.codec import TextCodec
-    from models.training.base import book_token_ids
+    from models.training.corpus import book_token_ids
 
     codec = TextCodec(folder)
     ids = torch.from_numpy(book_token_ids(codec, shared, "heldout").astype("int64"))

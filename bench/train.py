@@ -104,7 +104,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from models.training.base import TokenWindows
+    from models.training.corpus import TokenWindows
 
     torch.set_num_threads(THREADS)
     train_ids, held = _data()

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from models.errors import DataError, TrainingError
-from models.training.base import BaseModelSpec, TokenWindows, train_base
+from models.training.base import BaseModelSpec, train_base
+from models.training.corpus import TokenWindows
 from models.training.loop import TrainSettings, train
 
 

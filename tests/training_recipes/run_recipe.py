@@ -21,7 +21,7 @@ def dist(out: Path) -> None:
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from models.training.base import TokenWindows
+    from models.training.corpus import TokenWindows
     from models.training.loop import TrainSettings, train
 
     torch.manual_seed(0)

@@ -41,7 +41,6 @@ import torch
 from models.engines.codec import TextCodec
 from models.errors import DataError
 from models.personality.emotion import default_classifier
-from models.training.base import book_token_ids
 from models.training.chat_data import (
     TOPICAL_SENTIMENT,
     ChatData,
@@ -56,6 +55,7 @@ from models.training.chat_data import (
     uses_persona,
 )
 from models.training.control import finish_run
+from models.training.corpus import book_token_ids
 from models.training.examples import pad_rows
 from models.training.loop import TrainSettings, train
 
