@@ -37,8 +37,8 @@ def _books(folder: Path) -> Path:
 
 def test_buckets_hold_the_same_text(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import transformers
-
     from bench.replies import position_perplexity
+
     from models.engines.codec import TextCodec
     from models.training.corpus import book_token_ids
 
