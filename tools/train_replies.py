@@ -75,6 +75,9 @@ def main() -> None:
     ap.add_argument("--grounded-weight", type=float, default=ChatDataSettings.grounded_weight)
     ap.add_argument("--emotion-examples", type=int, default=ChatDataSettings.goemotions_per_label,
                     help="GoEmotions comments per rarely seen label, as replies to chat turns")  # fmt: skip
+    ap.add_argument("--repeated-facts", type=int, default=0, metavar="N",
+                    help="Topical-Chat turns stating a fact said in >= N conversations: context only")  # fmt: skip
+    ap.add_argument("--chat-seed", type=int, default=7, help="the chat stage's data and batch seed")
     ap.add_argument("--ship", action="store_true", help="copy the finished models into src/models/builtin")
     a = ap.parse_args()
     if a.ship:
@@ -96,9 +99,12 @@ def main() -> None:
             a.chat_from or ctx_run / "model", chat_run / "model", chat_run, a.data,
             settings=TrainSettings(
                 max_steps=a.chat_steps, batch_size=16, micro_batch_size=16, lr=a.chat_lr, warmup_steps=a.chat_warmup,
-                eval_every=100, checkpoint_every=25, max_minutes=a.chat_minutes, seed=7, log_every=10,
+                eval_every=100, checkpoint_every=25, max_minutes=a.chat_minutes, seed=a.chat_seed, log_every=10,
             ),
-            data_settings=ChatDataSettings(grounded_weight=a.grounded_weight, goemotions_per_label=a.emotion_examples),
+            data_settings=ChatDataSettings(
+                grounded_weight=a.grounded_weight, goemotions_per_label=a.emotion_examples, seed=a.chat_seed,
+                repeated_fact_conversations=a.repeated_facts,
+            ),
             threads=a.threads,
             resume=(chat_run / "checkpoint" / "state.json").exists(), progress=False,
         )  # fmt: skip

@@ -13,10 +13,13 @@ from models.training.chat import train_chat
 from models.training.chat_data import (
     ChatDataSettings,
     ChatEncoder,
+    Conversation,
     build_chat_data,
     content_words,
     persona_chat_conversations,
+    repeated_facts,
     split_of,
+    states_fact,
     uses_persona,
 )
 from models.training.loop import IGNORE_INDEX, TrainSettings
@@ -95,6 +98,46 @@ def test_windows_train_replies_only_and_keep_dev_apart(tmp_path: Path, tiny_mode
     assert train.emotions["surprise"] > 0
     # persona windows whose reply uses the persona ("sailor") are drawn more often
     assert train.grounded_windows > 0 and max(train.weights) == s.grounded_weight
+
+
+def _conv(key: str, source: str, *texts: str) -> Conversation:
+    return Conversation(key, source, "You are A, talking with B.", [{"role": "user", "content": t} for t in texts])
+
+
+def test_repeated_facts_are_trivia_said_in_many_conversations() -> None:
+    topical = [
+        _conv(f"topical:{i}:{side}", "topical_chat", f"Hi there number {i}! Did you know that it is so strange?",
+              "Did you know the NFL game has only 11 minutes of live play?" if i % 2 else "I like the sea.")
+        for i in range(20) for side in ("agent_1", "agent_2")
+    ]  # fmt: skip
+    ordinary = [
+        _conv(f"persona:{i}:1", "persona_chat", "Did you know that it is so strange? I like it.") for i in range(50)
+    ]
+    facts = repeated_facts(topical + ordinary, min_conversations=8)
+    # said in 10 conversations, with words ordinary chat never uses
+    assert "has only 11 minutes of" in facts and "game has only 11 minutes" in facts
+    # said in all 20 conversations but made of ordinary chat's words
+    assert "did you know that it" not in facts
+    assert states_fact("Fun fact: the NFL game has only 11 minutes of live play!", facts)
+    assert not states_fact("Did you know that it is so strange?", facts)
+    # each conversation counts once (both sides are the same conversation)
+    assert repeated_facts(topical + ordinary, min_conversations=11) == set()
+
+
+def test_repeated_facts_are_context_not_targets(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from models.engines.codec import TextCodec
+
+    shared = _shared(tmp_path / "shared")
+    codec = TextCodec(tiny_model_dir)
+    s = ChatDataSettings(seq_len=128, goemotions_per_label=0, repeated_fact_conversations=8)
+    train, _ = build_chat_data(codec, _Clf(), shared, "train", s)
+    texts = [codec.decode([t for t in lab if t != IGNORE_INDEX]) for _ids, lab in train.rows]
+    assert train.facts_skipped > 0
+    assert not any("locker" in t for t in texts)
+    assert any("sailor" in t for t in texts)  # persona chat is untouched
+    plain, _ = build_chat_data(codec, _Clf(), shared, "train", ChatDataSettings(seq_len=128, goemotions_per_label=0))
+    assert plain.facts_skipped == 0 and any("locker" in t for t in (
+        codec.decode([t for t in lab if t != IGNORE_INDEX]) for _ids, lab in plain.rows))  # fmt: skip
 
 
 def test_persona_overlap_measure() -> None:

@@ -17,6 +17,9 @@ with the loss on every assistant turn (each window of a conversation teaches ten
 * **GoEmotions** comments (CC BY 4.0) top up the labels human chat rarely shows (romantic,
   caring, fear, anger): many writers' phrasings, each as the reply to a random chat turn. No
   phrasebook sentences; "be careful"/"take care" replies are left out (the safety-nag habit).
+  With `repeated_fact_conversations` set, Topical-Chat turns that state one of its reading sets'
+  much-repeated facts are context only (`chat_data.repeated_facts`), so that trivia is not
+  learnt as the answer to everything.
 * **Books** (public domain): a share of each batch is plain 512-token windows of fiction, so the
   model keeps writing prose and keeps its full context.
 
@@ -164,6 +167,7 @@ def train_chat(
         "examples": len(train_data.rows),
         "dev_windows": len(dev_data.rows),
         "grounded_windows": train_data.grounded_windows,
+        "repeated_facts_skipped": train_data.facts_skipped,
         "emotion_counts": dict(train_data.emotions.most_common()),
         "sources": dict(train_data.sources),
         "data_sha256": hashlib.sha256(json.dumps(train_data.rows[:2000]).encode()).hexdigest(),

@@ -37,7 +37,9 @@ __all__ = [
     "encode_conversations",
     "goemotions_topup",
     "persona_chat_conversations",
+    "repeated_facts",
     "split_of",
+    "states_fact",
     "topical_chat_conversations",
     "uses_persona",
     "windows",
@@ -132,6 +134,45 @@ def persona_chat_conversations(csv_path: Path, split: str, seed: int = 0) -> Ite
                 )
 
 
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _grams(text: str, n: int = 5) -> set[str]:
+    w = _WORD.findall(text.lower())
+    return {" ".join(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+def repeated_facts(
+    conversations: Sequence[Conversation], min_conversations: int = 8, rare_share: float = 0.001
+) -> set[str]:
+    """Word 5-grams of Topical-Chat that read as its reading sets' trivia: said in at least
+    `min_conversations` of its conversations and holding a word that fewer than `rare_share` of
+    ordinary chat turns (Synthetic-Persona-Chat's) use.
+
+    Topical-Chat's pairs chatted about shared fact sheets, and its frequent-entity splits repeat
+    the same facts across hundreds of conversations ("only 11 minutes of live gameplay", "the only
+    left-handed quarterback"). Trained on as replies, they became the chat model's answer to any
+    message (docs/embedded-model.md). Common phrases ("did you know that the", "what do you
+    think about") are made of common words and stay."""
+    seen: Counter[str] = Counter()
+    words: Counter[str] = Counter()
+    turns = 0
+    for conv in conversations:
+        if conv.source == "topical_chat" and conv.key.endswith(":agent_1"):  # each conversation once
+            seen.update(set().union(*(_grams(t["content"]) for t in conv.turns)) if conv.turns else set())
+        elif conv.source == "persona_chat":
+            for t in conv.turns:
+                turns += 1
+                words.update(set(_WORD.findall(t["content"].lower())))
+    floor = rare_share * max(turns, 1)
+    return {g for g, n in seen.items() if n >= min_conversations and any(words[w] < floor for w in g.split())}
+
+
+def states_fact(text: str, facts: set[str]) -> bool:
+    """Whether `text` holds one of `facts` (`repeated_facts`)."""
+    return bool(facts) and not _grams(text).isdisjoint(facts)
+
+
 def uses_persona(persona: str, reply: str, previous: str) -> bool:
     """Whether `reply` shares a content word with `persona` that `previous` did not say."""
     return bool((content_words(reply) & content_words(persona)) - content_words(previous))
@@ -203,6 +244,7 @@ class ChatData:
     sources: Counter[str] = field(default_factory=Counter)
     emotions: Counter[str] = field(default_factory=Counter)
     grounded_windows: int = 0
+    facts_skipped: int = 0
 
 
 def _tag(turns: list[dict[str, str]], classifier: Any, min_confidence: float) -> list[str | None]:
@@ -229,8 +271,10 @@ def encode_conversations(
     grounded_weight: float = 3.0,
     min_confidence: float = 0.6,
     data: ChatData | None = None,
+    facts: set[str] | None = None,
 ) -> ChatData:
-    """Window and encode `conversations` (see the module docstring)."""
+    """Window and encode `conversations` (see the module docstring). A turn that states one of
+    `facts` (`repeated_facts`) stays as context but is no training target."""
     enc = ChatEncoder(codec)
     data = data or ChatData()
     for conv in conversations:
@@ -238,6 +282,9 @@ def encode_conversations(
         pieces, is_reply = [], []
         for turn, tag in zip(conv.turns, tags, strict=True):
             reply = turn["role"] == "assistant" and not NAG.search(turn["content"])
+            if reply and facts and states_fact(turn["content"], facts):
+                reply = False
+                data.facts_skipped += 1
             pieces.append(enc.piece({**turn, "emotion": tag}, train=reply))
             is_reply.append(reply)
         system = enc.piece({"role": "system", "content": conv.system}, train=False)
@@ -318,6 +365,9 @@ class ChatDataSettings:
     goemotions_per_label: int = 500
     min_confidence: float = 0.6
     seed: int = 7
+    repeated_fact_conversations: int = 0
+    """A Topical-Chat turn that states a fact said in at least this many of its conversations
+    is context only, not a training target (`repeated_facts`); 0 trains on every turn."""
 
 
 def build_chat_data(
@@ -335,9 +385,11 @@ def build_chat_data(
         raise DataError(
             f"no dialogue under {data_dir / 'dialogue'} (expected topical_chat/ or synthetic_persona_chat/)"
         )
+    facts = repeated_facts(convs, s.repeated_fact_conversations) if s.repeated_fact_conversations else None
     data = encode_conversations(
-        codec, convs, classifier, s.seq_len, grounded_weight=s.grounded_weight, min_confidence=s.min_confidence
-    )
+        codec, convs, classifier, s.seq_len, grounded_weight=s.grounded_weight, min_confidence=s.min_confidence,
+        facts=facts,
+    )  # fmt: skip
     ge = data_dir / "goemotions" / ("train.tsv" if split == "train" else "dev.tsv")
     if ge.exists():
         prompts = [t["content"] for c in convs for t in c.turns if t["role"] == "user" and len(t["content"]) < 200]
