@@ -217,6 +217,33 @@ def test_thread_count_and_inference_mode_do_not_leak(make_model: Callable[..., P
 def test_bad_thread_count_is_refused(make_model: Callable[..., Path]) -> None:
     with pytest.raises(EngineError, match="threads must be >= 1"):
         FastEngine(make_model("gqa-tied"), threads=0)
+    with pytest.raises(EngineError, match="threads_batch must be >= 1"):
+        FastEngine(make_model("gqa-tied"), threads_batch=0)
+
+
+def test_prompts_run_at_threads_batch_and_steps_at_threads(
+    make_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp's --threads-batch: prefill at `threads_batch`, decoding steps at `threads`; the
+    same logits either way, and nothing leaks into the caller's thread count."""
+    before = torch.get_num_threads()
+    folder = make_model("gqa-tied")
+    one = FastEngine(folder, threads=1)
+    two = FastEngine(folder, threads=1, threads_batch=2)
+    assert one.threads_batch == 1 and two.threads_batch == 2 and two.info()["threads_batch"] == 2
+    seen: list[int] = []
+    real = fast_module.forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_module, "forward", spy)
+    ids = list(range(1, 40))
+    torch.testing.assert_close(two.prefill(ids), one.prefill(ids), rtol=1e-5, atol=1e-5)
+    assert seen == [2, 1]
+    torch.testing.assert_close(two.step(7), one.step(7), rtol=1e-5, atol=1e-5)
+    assert torch.get_num_threads() == before
 
 
 # --- what the engine refuses -------------------------------------------------------------------

@@ -60,7 +60,9 @@ def _fast(ref: Any, params: Any, adapter: Path | None) -> Any:
     from models.engines.llama import FastEngine
 
     folder = _local_folder(ref, "fast")
-    return FastEngine(folder, dtype=_dtype(params.dtype), threads=params.threads, adapter=adapter)
+    return FastEngine(
+        folder, dtype=_dtype(params.dtype), threads=params.threads, adapter=adapter, threads_batch=params.threads_batch
+    )
 
 
 def _fast_supports(ref: Any, params: Any) -> bool:
@@ -91,7 +93,7 @@ def _llamacpp(ref: Any, params: Any, adapter: Path | None) -> Any:
         from models.errors import EngineError
 
         raise EngineError(f"{ref.raw}: the llamacpp engine runs .gguf files")
-    return LlamaCppEngine(ref.folder, threads=params.threads, adapter=adapter)
+    return LlamaCppEngine(ref.folder, threads=params.threads, adapter=adapter, threads_batch=params.threads_batch)
 
 
 @hookimpl

@@ -70,6 +70,9 @@ class TransformerParams(_Strict):
     model: str | None = Field(None, description="Model id on the OpenAI-compatible server.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     threads: int | None = Field(None, ge=1, le=256)
+    threads_batch: int | None = Field(
+        None, ge=1, le=256, description="Threads for prompt processing (llama.cpp's --threads-batch); default: threads."
+    )
     dtype: str = Field(
         "auto",
         description="auto (bfloat16 weights stay bfloat16, others load as float32) | float32 | bfloat16 | float16",

@@ -47,6 +47,12 @@ def test_runtime_section_is_validated_and_applied(tiny_model_copy: Path) -> None
     (tiny_model_copy / "companion.json").write_text(json.dumps({**meta, "runtime": {"quantization": "int8-dynamic"}}))
     engine = FastEngine(tiny_model_copy)
     assert engine.quantization == "int8-dynamic" and engine.runtime == {"quantization": "int8-dynamic"}
+    (tiny_model_copy / "companion.json").write_text(json.dumps({**meta, "runtime": {"threads_batch": 0}}))
+    with pytest.raises(EngineError, match="threads_batch 0 must be a positive integer"):
+        read_runtime(tiny_model_copy)
+    (tiny_model_copy / "companion.json").write_text(json.dumps({**meta, "runtime": {"threads_batch": 2}}))
+    assert FastEngine(tiny_model_copy).threads_batch == 2
+    assert FastEngine(tiny_model_copy, threads_batch=1).threads_batch == 1  # the caller's choice wins
 
 
 def test_choice_follows_the_objective_and_the_budget() -> None:

@@ -188,7 +188,13 @@ class LlamaCppEngine(LocalEngine):
     name = "llamacpp"
 
     def __init__(
-        self, path: str | Path, *, threads: int | None = None, adapter: Path | None = None, n_ctx: int | None = None
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        adapter: Path | None = None,
+        n_ctx: int | None = None,
+        threads_batch: int | None = None,
     ) -> None:
         try:
             import llama_cpp
@@ -216,6 +222,7 @@ class LlamaCppEngine(LocalEngine):
         trained = int(meta.get(f"{arch}.context_length", 4096))
         ctx = min(trained, n_ctx or MAX_CONTEXT)
         self.threads = threads or max(1, min(8, os.cpu_count() or 1))
+        self.threads_batch = threads_batch or self.threads
         self._lib = llama_cpp
         # An all-f32 file (what `--quant f32` exports) keeps an f32 KV cache too, so it decodes
         # like the same weights in safetensors; llama.cpp's default f16 cache otherwise.
@@ -226,7 +233,7 @@ class LlamaCppEngine(LocalEngine):
                 n_ctx=ctx,
                 n_batch=min(512, ctx),
                 n_threads=self.threads,
-                n_threads_batch=self.threads,
+                n_threads_batch=self.threads_batch,
                 logits_all=False,
                 lora_path=lora,
                 verbose=False,
@@ -283,6 +290,7 @@ class LlamaCppEngine(LocalEngine):
             "architecture": self.architecture,
             "parameters": self.parameters,
             "threads": self.threads,
+            "threads_batch": self.threads_batch,
             "file": str(self.path),
             "llama_cpp": llama_cpp_available(),
         }

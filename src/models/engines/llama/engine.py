@@ -83,13 +83,16 @@ class FastEngine(LocalEngine):
         dtype: torch.dtype | None = torch.float32,
         threads: int | None = None,
         adapter: str | Path | None = None,
+        threads_batch: int | None = None,
     ) -> None:
         folder = Path(folder)
         spec = LlamaSpec.read(folder)
         self.folder, self.spec = folder, spec
-        if threads is not None and threads < 1:
-            raise EngineError(f"threads must be >= 1 (or None for the default), not {threads}")
+        for what, n in (("threads", threads), ("threads_batch", threads_batch)):
+            if n is not None and n < 1:
+                raise EngineError(f"{what} must be >= 1 (or None for the default), not {n}")
         self.threads = threads or DEFAULT_THREADS
+        self._threads_batch = threads_batch
         super().__init__(TextCodec(folder), max_positions=spec.max_positions)
         self.runtime: dict[str, Any] = {}
         self.adapter: dict[str, Any] | None = None
@@ -110,7 +113,10 @@ class FastEngine(LocalEngine):
             self._one_row: OneRowStep
             self.use_weights(weights)
             # An optimized version's settings from companion.json (int8, bf16, threads).
-            apply_runtime(self, read_runtime(folder), threads_chosen=threads is not None)
+            apply_runtime(
+                self, read_runtime(folder), threads_chosen=threads is not None,
+                threads_batch_chosen=threads_batch is not None,
+            )  # fmt: skip
 
     @classmethod
     def supports(cls, folder: str | Path) -> bool:
@@ -138,6 +144,22 @@ class FastEngine(LocalEngine):
         """Inference mode at this engine's thread count (what every call runs under)."""
         return ThreadScope(self.threads)
 
+    @property
+    def threads_batch(self) -> int:
+        """Threads for prompt processing (llama.cpp's `--threads-batch`): a prompt's matrix
+        products are compute-bound and scale with cores, where a decoding step is bound by reading
+        the weights and one thread suffices. Defaults to `threads`, because a parallel op waits for
+        every one of its threads and a busy machine stalls them (see `DEFAULT_THREADS`)."""
+        return self._threads_batch or self.threads
+
+    @threads_batch.setter
+    def threads_batch(self, n: int | None) -> None:
+        self._threads_batch = n
+
+    def batch_scope(self) -> ThreadScope:
+        """Inference mode at the prompt-processing thread count (`threads_batch`)."""
+        return ThreadScope(self.threads_batch)
+
     def use_weights(self, weights: Weights) -> None:
         """Decode with `weights` from now on (a format change: bf16, int8); the cache and RoPE
         table follow their dtype, and the cached prompt is dropped."""
@@ -163,7 +185,7 @@ class FastEngine(LocalEngine):
     def prefill(self, ids: list[int]) -> torch.Tensor:
         if not ids:
             raise GenerationInputError("cannot prefill an empty prompt: give at least one token")
-        with self.scope():
+        with self.batch_scope():
             self.ensure_capacity(len(ids))
             self._pos = 0
             logits = forward(self.weights, self.spec, self.rope, torch.tensor([ids]), self.cache, last_only=True)
@@ -242,7 +264,12 @@ class FastEngine(LocalEngine):
     # --- reporting -----------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        extra = {"architecture": self.spec.architecture, "parameters": self.parameters, "threads": self.threads}
+        extra = {
+            "architecture": self.spec.architecture,
+            "parameters": self.parameters,
+            "threads": self.threads,
+            "threads_batch": self.threads_batch,
+        }
         if self.adapter:
             extra["adapter"] = self.adapter
         return super().info() | extra

@@ -9,6 +9,7 @@ swapping in new `Weights` (`weights.py`):
 * `quantization: int8-dynamic`: `Weights.quantized_int8` (the float matrices are released);
 * `dtype: bfloat16`: `Weights.to_dtype`, and the cache and RoPE table follow;
 * `threads: N`: the engine's intra-op thread count (when the caller did not choose one).
+* `threads_batch: N`: its thread count for prompt processing (prefill; default `threads`).
 
 Logits of an int8 engine differ from fp32 by quantization error; the optimizer measures what
 that costs in held-out perplexity before it publishes anything.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["QUANTIZATIONS", "apply_runtime", "int8_available", "quantize_int8", "read_runtime", "weight_bytes"]
 
 QUANTIZATIONS = ("int8-dynamic",)
-_KEYS = {"quantization", "dtype", "threads"}
+_KEYS = {"quantization", "dtype", "threads", "threads_batch"}
 
 
 def read_runtime(folder: str | Path) -> dict[str, Any]:
@@ -58,18 +59,23 @@ def read_runtime(folder: str | Path) -> dict[str, Any]:
     d = runtime.get("dtype")
     if d is not None and d not in ("float32", "bfloat16"):
         problems.append(f"dtype {d!r} must be float32 or bfloat16")
-    t = runtime.get("threads")
-    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
-        problems.append(f"threads {t!r} must be a positive integer")
+    for key in ("threads", "threads_batch"):
+        t = runtime.get(key)
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+            problems.append(f"{key} {t!r} must be a positive integer")
     if problems:
         raise EngineError(f"{path}: runtime: " + "; ".join(problems))
     return runtime
 
 
-def apply_runtime(engine: FastEngine, runtime: dict[str, Any], *, threads_chosen: bool = False) -> None:
+def apply_runtime(
+    engine: FastEngine, runtime: dict[str, Any], *, threads_chosen: bool = False, threads_batch_chosen: bool = False
+) -> None:
     """Apply a (validated) runtime section to a freshly loaded engine."""
     if runtime.get("threads") and not threads_chosen:
         engine.threads = int(runtime["threads"])
+    if runtime.get("threads_batch") and not threads_batch_chosen:
+        engine.threads_batch = int(runtime["threads_batch"])
     if runtime.get("dtype") == "bfloat16" and engine.dtype != torch.bfloat16:
         engine.use_weights(engine.weights.to_dtype(torch.bfloat16))
     if runtime.get("quantization") == "int8-dynamic":

@@ -212,9 +212,10 @@ class Scheduler:
                 waiting = self._waiting.users()
                 self._light = {u for u, n in self._live.items() if n and n <= self.user_rows and u not in waiting}
             try:
-                with engine.scope():
+                with engine.batch_scope():  # prompts: compute-bound, `threads_batch`
                     yielded = self._prefill_some()
-                    if self._running and not yielded:
+                if self._running and not yielded:
+                    with engine.scope():
                         self._step()
             except BaseException as exc:  # the batch itself failed: every caller must hear of it
                 self._fail_all(exc)
