@@ -159,7 +159,7 @@ def repeated_facts(
     turns = 0
     for conv in conversations:
         if conv.source == "topical_chat" and conv.key.endswith(":agent_1"):  # each conversation once
-            seen.update(set().union(*(_grams(t["content"]) for t in conv.turns)) if conv.turns else set())
+            seen.update(set().union(*(_grams(t["content"]) for t in conv.turns)))
         elif conv.source == "persona_chat":
             for t in conv.turns:
                 turns += 1
@@ -282,7 +282,7 @@ def encode_conversations(
         pieces, is_reply = [], []
         for turn, tag in zip(conv.turns, tags, strict=True):
             reply = turn["role"] == "assistant" and not NAG.search(turn["content"])
-            if reply and facts and states_fact(turn["content"], facts):
+            if reply and facts is not None and states_fact(turn["content"], facts):
                 reply = False
                 data.facts_skipped += 1
             pieces.append(enc.piece({**turn, "emotion": tag}, train=reply))
