@@ -8,6 +8,7 @@ import copy
 import pickle  # only serialises what the test recorded; nothing is ever unpickled
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,41 @@ def test_a_loopback_federation_of_ten_instances_learns_the_shared_taste_and_send
     for secret in secrets:
         assert secret.encode() not in wire, secret
         assert secret.encode("utf-16-le") not in wire
+
+
+def test_a_simulation_runs_its_clients_array_work_one_at_a_time() -> None:
+    # CPython 3.11 fails two threads parsing array headers at once (gh-106905): the simulated
+    # clients, all in this process, must take turns; without them these fits overlap.
+    from flwr.client import Client
+
+    state = {"active": 0, "most": 0, "fits": 0}
+    guard = threading.Lock()
+
+    def wrap(client: Any) -> Any:
+        class _Slow(Client):
+            def get_parameters(self, ins: Any) -> Any:
+                return client.get_parameters(ins)
+
+            def fit(self, ins: Any) -> Any:
+                with guard:
+                    state["active"] += 1
+                    state["most"] = max(state["most"], state["active"])
+                    state["fits"] += 1
+                time.sleep(0.05)
+                try:
+                    return client.fit(ins)
+                finally:
+                    with guard:
+                        state["active"] -= 1
+
+            def evaluate(self, ins: Any) -> Any:
+                return client.evaluate(ins)
+
+        return _Slow()
+
+    clients = [PersonalizationClient(lambda users=_users(i): users) for i in range(4)]
+    simulate(clients, rounds=2, noise_multiplier=0.0, wrap=wrap)
+    assert state["fits"] == 8 and state["most"] == 1
 
 
 def test_with_noise_updates_are_clipped_instances_weigh_the_same_and_epsilon_is_finite() -> None:

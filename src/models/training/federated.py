@@ -44,7 +44,7 @@ from models.errors import DataError, TrainingError
 from models.personalization.events import FeedbackEvent
 from models.personalization.learner import PreferenceLearner
 from models.training.federated_style import StyleShape, initial_style, local_style_adapters, style_update
-from models.training.flower import flower_log, require_flower, run_server, wait_for_port
+from models.training.flower import flower_log, require_flower, run_server, taking_turns, wait_for_port
 
 __all__ = [
     "SHARED",
@@ -426,7 +426,8 @@ def simulate(
     style: tuple[StyleShape, list[np.ndarray]] | None = None,
 ) -> FederatedResult:
     """A federation on loopback: a Flower server here and each client in its own thread, over
-    gRPC as in real use. `wrap` may wrap each client's `Client` (tests record what it sends)."""
+    gRPC as in real use, taking turns at their array work (`flower.taking_turns`). `wrap` may
+    wrap each client's `Client` (tests record what it sends)."""
     import socket
 
     from flwr.compat.client.app import start_client
@@ -439,23 +440,24 @@ def simulate(
     keep = _Keep()
     errors: list[BaseException] = []
 
-    def run_client(c: PersonalizationClient) -> None:
+    strat = strategy(initial, len(clients), noise_multiplier, clipping_norm, keep, style)
+    flower = [wrap(c.to_client()) if wrap else c.to_client() for c in clients]
+    served, flower = taking_turns(strat, flower)
+
+    def run_client(client: Any) -> None:
         try:
             wait_for_port(address)
-            client = c.to_client()
-            start_client(server_address=address, client=wrap(client) if wrap else client, insecure=True,
-                         max_retries=100, max_wait_time=60.0)  # fmt: skip
+            start_client(server_address=address, client=client, insecure=True, max_retries=100, max_wait_time=60.0)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=run_client, args=(c,), daemon=True) for c in clients]
+    threads = [threading.Thread(target=run_client, args=(c,), daemon=True) for c in flower]
     for t in threads:
         t.start()
     t0 = time.time()
-    strat = strategy(initial, len(clients), noise_multiplier, clipping_norm, keep, style)
     # The server runs here: Flower installs signal handlers, which only the main thread may.
     with flower_log(log_level):
-        run_server(address, rounds, strat, 60.0)
+        run_server(address, rounds, served, 60.0)
         for t in threads:
             t.join(timeout=30)
     if errors:

@@ -1,6 +1,7 @@
 """Flower's plumbing for federated personalization (`models.training.federated`): whether the
 `federated` extra is installed, Flower's log without its deprecation notices, the server run in
-the calling thread, and waiting for a server's port.
+the calling thread, waiting for a server's port, and taking turns when clients and server share
+a process.
 
 The federation uses Flower's `start_server`/`start_client` on purpose (one address, no app
 bundle to install); Flower marks them deprecated in favour of its SuperLink, so those notices
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from models.errors import TrainingError
 
-__all__ = ["flower_log", "flower_version", "require_flower", "run_server", "wait_for_port"]
+__all__ = ["flower_log", "flower_version", "require_flower", "run_server", "taking_turns", "wait_for_port"]
 
 
 class _FlowerLog(logging.Filter):
@@ -83,3 +85,69 @@ def wait_for_port(address: str, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.05)
     raise TrainingError(f"the Flower server at {address} did not start")
+
+
+def taking_turns(strat: Any, clients: list[Any]) -> tuple[Any, list[Any]]:
+    """`strat` and `clients` (Flower `Client`s) wrapped so that no two of them run at once.
+
+    A loopback simulation runs the server and every client in one process. Flower decodes arrays
+    with `np.load`, which parses each header with `ast.literal_eval`, and CPython 3.11's AST
+    builder keeps its recursion depth in interpreter-wide state: two threads parsing at once can
+    fail with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905; seen
+    once in this project's CI). The rounds' work is a few small arrays, so taking turns costs
+    nothing that matters.
+    """
+    from flwr.client import Client
+    from flwr.server.strategy import Strategy
+
+    lock = threading.Lock()
+
+    class _Client(Client):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def get_properties(self, ins: Any) -> Any:
+            with lock:
+                return self.inner.get_properties(ins)
+
+        def get_parameters(self, ins: Any) -> Any:
+            with lock:
+                return self.inner.get_parameters(ins)
+
+        def fit(self, ins: Any) -> Any:
+            with lock:
+                return self.inner.fit(ins)
+
+        def evaluate(self, ins: Any) -> Any:
+            with lock:
+                return self.inner.evaluate(ins)
+
+    class _Strategy(Strategy):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def initialize_parameters(self, client_manager: Any) -> Any:
+            with lock:
+                return self.inner.initialize_parameters(client_manager)
+
+        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+            with lock:
+                return self.inner.configure_fit(server_round, parameters, client_manager)
+
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            with lock:
+                return self.inner.aggregate_fit(server_round, results, failures)
+
+        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+            with lock:
+                return self.inner.configure_evaluate(server_round, parameters, client_manager)
+
+        def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+            with lock:
+                return self.inner.aggregate_evaluate(server_round, results, failures)
+
+        def evaluate(self, server_round: int, parameters: Any) -> Any:
+            with lock:
+                return self.inner.evaluate(server_round, parameters)
+
+    return _Strategy(strat), [_Client(c) for c in clients]
