@@ -23,6 +23,7 @@ merge key by key; otherwise the user's entry replaces the built-in one).
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -336,7 +337,10 @@ def load_config(path: str | Path, check_paths: PathCheck | None = None) -> Confi
     return parse_config(data, str(path), path.parent.resolve(), check_paths)
 
 
+@functools.cache
 def builtin_config_path() -> Path:
+    """The package's own config.yaml (where the installed package is: it does not move while
+    the process runs, so it is looked up once)."""
     return Path(str(resources.files("models") / "builtin" / "config.yaml"))
 
 
