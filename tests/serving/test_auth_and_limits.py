@@ -91,6 +91,19 @@ def test_a_denied_user_gets_403(keyed_server: RunningServer, companion_home: Pat
     assert info.value.body["code"] == "access_denied"
 
 
+def test_a_served_card_turn_is_checked_and_audited_once(keyed_server: RunningServer) -> None:
+    from models.security.manager import ModelSecurityManager
+
+    client = openai.OpenAI(base_url=keyed_server.base_url, api_key=_key("ada-writer"), max_retries=0)
+    for stream in (False, True):
+        reply = client.chat.completions.create(model="ada", messages=[{"role": "user", "content": "Hi"}],
+                                               max_tokens=4, stream=stream)  # fmt: skip
+        if stream:
+            list(reply)
+    rows = [r for r in ModelSecurityManager().audit.show(user="ada-writer") if r.level == "generate"]
+    assert [r.action for r in rows] == ["stream_response", "stream_response"]
+
+
 def test_local_mode_only_on_loopback() -> None:
     from companion.server import ServerSettings
     from models.errors import ConfigError

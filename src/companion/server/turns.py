@@ -139,7 +139,7 @@ def _card_turn(
 
     def finish(text: str) -> dict[str, Any]:
         r = model.last_response  # this turn's: the engine's lock is held until the turn ends
-        meta = _stats_meta(getattr(model.base, "last_stats", None))
+        meta = _stats_meta(_last_stats(model))
         if r is not None:
             meta.update(
                 prompt_tokens=r.usage.get("prompt_tokens") or 0, completion_tokens=r.usage.get("completion_tokens") or 0
@@ -156,6 +156,16 @@ def _card_turn(
         return meta
 
     return Turn(pieces, finish, {"used": "card", "fit": None})
+
+
+def _last_stats(model: Any) -> Any:
+    """The statistics of the turn `stream_response` just ran (its check and audit row cover
+    them): reading them is bookkeeping, not a new use of the base, so it is not checked and
+    audited again (it was: a second `generate` row for every served turn)."""
+    from models.security.manager import inside_checked_call
+
+    with inside_checked_call():
+        return getattr(model.base, "last_stats", None)
 
 
 def _can(target: Any, method: str, category: str, name: str, what: str) -> None:
