@@ -19,10 +19,9 @@ docs/personality.md for the table of focus against persona use and the control c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
+from models.engines.guides import GuideChain, NearBoost
 
 __all__ = ["STOPWORDS", "CardGuide", "GuideChain", "card_text", "card_token_ids", "content_words"]
 
@@ -67,96 +66,10 @@ def card_token_ids(codec: Any, text: str, user: str = "", char: str = "") -> lis
     return sorted(ids)
 
 
-class CardGuide:
+class CardGuide(NearBoost):
     """Adds `focus` to the logits of the card's words that are within `margin` of the best
     token and not yet in this reply (a `models.engines.sampling.LogitsGuide`; stateless, so one
-    guide serves every row of a batched decode)."""
-
-    def __init__(self, ids: Iterable[int], focus: float, margin: float = 3.0) -> None:
-        self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
-        self.focus = float(focus)
-        self.margin = float(margin)
-        self._masks: dict[int, torch.Tensor] = {}
-
-    def batch_key(self) -> tuple[str]:
-        """Rows whose guides share this key are adjusted together (`adjust_rows`)."""
-        return ("card",)
-
-    def vocab_mask(self, vocab: int) -> torch.Tensor:
-        """The card's word tokens as a (vocab,) mask."""
-        mask = self._masks.get(vocab)
-        if mask is None:
-            mask = torch.zeros(vocab, dtype=torch.bool)
-            mask[self.ids[self.ids < vocab]] = True
-            self._masks[vocab] = mask
-        return mask
-
-    @staticmethod
-    def adjust_rows(
-        guides: Sequence[CardGuide], logits: torch.Tensor, generated: Sequence[Sequence[int]]
-    ) -> torch.Tensor:
-        """`adjust` for each row of (rows, vocab) `logits` with its own guide and reply so far,
-        in a few whole-batch operations (the same additions, so the same numbers)."""
-        vocab = logits.shape[-1]
-        allowed = torch.stack([g.vocab_mask(vocab) for g in guides])
-        for j, done in enumerate(generated):
-            if done:
-                allowed[j, torch.tensor([t for t in done if 0 <= t < vocab], dtype=torch.long)] = False
-        margin = torch.tensor([g.margin for g in guides], dtype=logits.dtype)[:, None]
-        focus = torch.tensor([g.focus for g in guides], dtype=logits.dtype)[:, None]
-        near = logits >= logits.max(dim=-1, keepdim=True).values - margin
-        return torch.where(allowed & near & (focus != 0), logits + focus, logits)
-
-    def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
-        ids = self.ids[self.ids < logits.shape[-1]]
-        if not len(ids) or self.focus == 0:
-            return logits
-        if generated:
-            ids = ids[~torch.isin(ids, torch.tensor(list(generated), dtype=torch.long))]
-        near = logits[ids] >= logits.max() - self.margin
-        ids = ids[near]
-        if not len(ids):
-            return logits
-        out = logits.clone()
-        out[ids] += self.focus
-        return out
+    guide serves every row of a batched decode). The arithmetic is `engines.guides.NearBoost`."""
 
     def __repr__(self) -> str:
         return f"CardGuide({len(self.ids)} tokens, focus={self.focus}, margin={self.margin})"
-
-
-class GuideChain:
-    """Several guides applied in order (emotion steering, then card grounding)."""
-
-    def __init__(self, guides: Sequence[Any]) -> None:
-        self.guides = [g for g in guides if g is not None]
-
-    @classmethod
-    def of(cls, guides: Sequence[Any]) -> Any:
-        """The guide that applies `guides` (Nones skipped): None, the one guide, or a chain."""
-        present = [g for g in guides if g is not None]
-        if len(present) <= 1:
-            return present[0] if present else None
-        return cls(present)
-
-    def batch_key(self) -> tuple[Any, ...] | None:
-        keys = tuple(g.batch_key() if hasattr(g, "batch_key") else None for g in self.guides)
-        return None if None in keys else ("chain", keys)
-
-    @staticmethod
-    def adjust_rows(
-        chains: Sequence[GuideChain], logits: torch.Tensor, generated: Sequence[Sequence[int]]
-    ) -> torch.Tensor:
-        """Each chain's guides in order over the rows, a position's guides together (chains
-        with one `batch_key` have guides of the same kinds in the same order)."""
-        for at, first in enumerate(chains[0].guides):
-            logits = type(first).adjust_rows([c.guides[at] for c in chains], logits, generated)
-        return logits
-
-    def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
-        for guide in self.guides:
-            logits = guide.adjust(logits, generated)
-        return logits
-
-    def __repr__(self) -> str:
-        return f"GuideChain({self.guides!r})"

@@ -27,6 +27,7 @@ agreement and the fluency cost for tokens alone, steering and reranking side by 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from models.engines.guides import NearBias
 
 __all__ = ["EmotionGuide", "EmotionSteering", "token_emotion_scores"]
 
@@ -129,6 +132,9 @@ class EmotionSteering:
         self.stop_ids = torch.tensor(
             sorted(t for t in getattr(codec, "stop_ids", ()) if 0 <= t < vocab), dtype=torch.long
         )
+        #: Names this steering's table for batching (and for an engine process, which rebuilds
+        #: its guides from plain data: `engines.guides.guide_spec`).
+        self.key = f"{os.getpid()}:{id(self)}"
 
     @classmethod
     def reuse_or_build(
@@ -183,66 +189,15 @@ class EmotionSteering:
         return EmotionGuide(self, label)
 
 
-class EmotionGuide:
+class EmotionGuide(NearBias):
     """Steers replies toward `label` (a `models.engines.sampling.LogitsGuide`; stateless, so one
-    guide serves every row of a batched decode)."""
+    guide serves every row of a batched decode). The arithmetic is `engines.guides.NearBias`,
+    with this steering's bias for the label; guides of one steering are adjusted together."""
 
     def __init__(self, steering: EmotionSteering, label: str) -> None:
         self.steering = steering
         self.label = label
-        self.bias = steering.bias(label)
-        self._heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
-        """`logits` plus the label's bias on the tokens within `margin` of the best one; the
-        end-of-turn tokens move with the steered mass, so the odds of ending stay the same."""
-        return EmotionGuide.adjust_rows([self], logits[None], [generated])[0]
-
-    def batch_key(self) -> tuple[str, int, float]:
-        """Rows whose guides share this key (one steering) are adjusted together."""
-        return ("emotion", id(self.steering), self.steering.margin)
-
-    def head(self, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bias and the end-of-turn ids for a head of `vocab` logits."""
-        head = self._heads.get(vocab)
-        if head is None:  # once per head size, not per step
-            stops = self.steering.stop_ids
-            head = self._heads[vocab] = (self._fit(vocab), stops[stops < vocab])
-        return head
-
-    @staticmethod
-    def adjust_rows(
-        guides: Sequence[EmotionGuide], logits: torch.Tensor, generated: Sequence[Sequence[int]] = ()
-    ) -> torch.Tensor:
-        """`adjust` over (rows, vocab) `logits`, each row toward its own guide's label (the
-        guides share one steering): whole-batch operations, so a row comes out the same alone
-        or in a batch (`adjust` is this on one row)."""
-        vocab = logits.shape[-1]
-        heads = [g.head(vocab) for g in guides]
-        bias = heads[0][0][None] if len(guides) == 1 else torch.stack([h[0] for h in heads])
-        stops = heads[0][1]
-        near = logits >= logits.max(dim=-1, keepdim=True).values - guides[0].steering.margin
-        out = logits + torch.where(near, bias, torch.zeros((), dtype=bias.dtype))
-        if len(stops):
-            go_on = near.index_fill(1, stops, False)
-            moving = go_on.any(dim=-1, keepdim=True)
-            if bool(moving.any()):
-                skip = ~go_on
-                lift = torch.logsumexp(out.masked_fill(skip, float("-inf")), -1, keepdim=True) - torch.logsumexp(
-                    logits.masked_fill(skip, float("-inf")), -1, keepdim=True
-                )
-                out[:, stops] = torch.where(moving, logits[:, stops] + lift, out[:, stops])
-        return out
-
-    def _fit(self, vocab: int) -> torch.Tensor:
-        """The bias for a head of `vocab` logits: models often pad their head past the tokenizer
-        (extra rows get no bias) or hold fewer rows than a tokenizer with added tokens."""
-        n = self.bias.shape[0]
-        if vocab == n:
-            return self.bias
-        if vocab < n:
-            return self.bias[:vocab]
-        return torch.cat((self.bias, torch.zeros(vocab - n, dtype=self.bias.dtype)))
+        super().__init__(steering.bias(label), steering.margin, steering.stop_ids, key=steering.key)
 
     def __repr__(self) -> str:
         s = self.steering

@@ -1,0 +1,224 @@
+"""The logits guides local engines run, as plain data that can cross to an engine process.
+
+A guide is a `sampling.LogitsGuide`: it sees each step's logits and the row's tokens so far.
+The personality layer builds them (emotion steering, `models.personality.steering`; card
+grounding, `models.personality.grounding`); what they compute lives here, in the engine layer,
+so that an engine running in a process of its own (`engines.llama.engine_process`) can rebuild
+them from `guide_spec(guide)` and adjust logits to the same numbers:
+
+- `NearBias`: a per-token bias added to the tokens within `margin` nats of the best one, the
+  end-of-turn tokens lifted by the same log-mass as the tokens that go on (emotion steering);
+- `NearBoost`: `focus` added to a set of tokens within `margin` of the best one and not yet in
+  the reply (card grounding);
+- `GuideChain`: several guides in order.
+
+Each has `adjust` (one row) and `adjust_rows` (a batch of rows with equal `batch_key()`, the
+same numbers row by row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.errors import EngineError
+
+__all__ = ["GuideChain", "NearBias", "NearBoost", "guide_from_spec", "guide_spec"]
+
+
+class NearBias:
+    """Adds `bias` (vocab,) to the logits within `margin` of the best one; the end tokens
+    (`stops`) move with the steered mass, so the odds of ending the reply stay the model's.
+    `key` names the table the bias comes from: rows with the same key are adjusted together."""
+
+    def __init__(self, bias: torch.Tensor, margin: float, stops: torch.Tensor, key: str) -> None:
+        self.bias = bias
+        self.margin = float(margin)
+        self.stops = stops
+        self.key = key
+        self._heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def batch_key(self) -> tuple[str, str, float]:
+        """Rows whose guides share this key (one table) are adjusted together."""
+        return ("emotion", self.key, self.margin)
+
+    def head(self, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bias and the end-of-turn ids for a head of `vocab` logits."""
+        head = self._heads.get(vocab)
+        if head is None:  # once per head size, not per step
+            head = self._heads[vocab] = (self._fit(vocab), self.stops[self.stops < vocab])
+        return head
+
+    def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
+        """`logits` plus the bias on the tokens within `margin` of the best one; the end-of-turn
+        tokens move with the steered mass, so the odds of ending stay the same."""
+        return type(self).adjust_rows([self], logits[None], [generated])[0]
+
+    @staticmethod
+    def adjust_rows(
+        guides: Sequence[NearBias], logits: torch.Tensor, generated: Sequence[Sequence[int]] = ()
+    ) -> torch.Tensor:
+        """`adjust` over (rows, vocab) `logits`, each row with its own guide's bias (the guides
+        share one table): whole-batch operations, so a row comes out the same alone or in a
+        batch (`adjust` is this on one row)."""
+        vocab = logits.shape[-1]
+        heads = [g.head(vocab) for g in guides]
+        bias = heads[0][0][None] if len(guides) == 1 else torch.stack([h[0] for h in heads])
+        stops = heads[0][1]
+        near = logits >= logits.max(dim=-1, keepdim=True).values - guides[0].margin
+        out = logits + torch.where(near, bias, torch.zeros((), dtype=bias.dtype))
+        if len(stops):
+            go_on = near.index_fill(1, stops, False)
+            moving = go_on.any(dim=-1, keepdim=True)
+            if bool(moving.any()):
+                skip = ~go_on
+                lift = torch.logsumexp(out.masked_fill(skip, float("-inf")), -1, keepdim=True) - torch.logsumexp(
+                    logits.masked_fill(skip, float("-inf")), -1, keepdim=True
+                )
+                out[:, stops] = torch.where(moving, logits[:, stops] + lift, out[:, stops])
+        return out
+
+    def _fit(self, vocab: int) -> torch.Tensor:
+        """The bias for a head of `vocab` logits: models often pad their head past the tokenizer
+        (extra rows get no bias) or hold fewer rows than a tokenizer with added tokens."""
+        n = self.bias.shape[0]
+        if vocab == n:
+            return self.bias
+        if vocab < n:
+            return self.bias[:vocab]
+        return torch.cat((self.bias, torch.zeros(vocab - n, dtype=self.bias.dtype)))
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "kind": "near_bias",
+            "bias": self.bias.to(torch.float32).contiguous().numpy().tobytes(),
+            "margin": self.margin,
+            "stops": [int(t) for t in self.stops],
+            "key": self.key,
+        }
+
+
+class NearBoost:
+    """Adds `focus` to the logits of `ids` that are within `margin` of the best token and not
+    yet in this reply; stateless, so one guide serves every row of a batched decode."""
+
+    def __init__(self, ids: Iterable[int], focus: float, margin: float = 3.0) -> None:
+        self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        self.focus = float(focus)
+        self.margin = float(margin)
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def batch_key(self) -> tuple[str]:
+        """Rows whose guides share this key are adjusted together (`adjust_rows`)."""
+        return ("card",)
+
+    def vocab_mask(self, vocab: int) -> torch.Tensor:
+        """The guide's tokens as a (vocab,) mask."""
+        mask = self._masks.get(vocab)
+        if mask is None:
+            mask = torch.zeros(vocab, dtype=torch.bool)
+            mask[self.ids[self.ids < vocab]] = True
+            self._masks[vocab] = mask
+        return mask
+
+    @staticmethod
+    def adjust_rows(
+        guides: Sequence[NearBoost], logits: torch.Tensor, generated: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """`adjust` for each row of (rows, vocab) `logits` with its own guide and reply so far,
+        in a few whole-batch operations (the same additions, so the same numbers)."""
+        vocab = logits.shape[-1]
+        allowed = torch.stack([g.vocab_mask(vocab) for g in guides])
+        for j, done in enumerate(generated):
+            if done:
+                allowed[j, torch.tensor([t for t in done if 0 <= t < vocab], dtype=torch.long)] = False
+        margin = torch.tensor([g.margin for g in guides], dtype=logits.dtype)[:, None]
+        focus = torch.tensor([g.focus for g in guides], dtype=logits.dtype)[:, None]
+        near = logits >= logits.max(dim=-1, keepdim=True).values - margin
+        return torch.where(allowed & near & (focus != 0), logits + focus, logits)
+
+    def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
+        ids = self.ids[self.ids < logits.shape[-1]]
+        if not len(ids) or self.focus == 0:
+            return logits
+        if generated:
+            ids = ids[~torch.isin(ids, torch.tensor(list(generated), dtype=torch.long))]
+        near = logits[ids] >= logits.max() - self.margin
+        ids = ids[near]
+        if not len(ids):
+            return logits
+        out = logits.clone()
+        out[ids] += self.focus
+        return out
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "near_boost", "ids": [int(t) for t in self.ids], "focus": self.focus, "margin": self.margin}
+
+
+class GuideChain:
+    """Several guides applied in order (e.g. emotion steering, then card grounding)."""
+
+    def __init__(self, guides: Sequence[Any]) -> None:
+        self.guides = [g for g in guides if g is not None]
+
+    @classmethod
+    def of(cls, guides: Sequence[Any]) -> Any:
+        """The guide that applies `guides` (Nones skipped): None, the one guide, or a chain."""
+        present = [g for g in guides if g is not None]
+        if len(present) <= 1:
+            return present[0] if present else None
+        return cls(present)
+
+    def batch_key(self) -> tuple[Any, ...] | None:
+        keys = tuple(g.batch_key() if hasattr(g, "batch_key") else None for g in self.guides)
+        return None if None in keys else ("chain", keys)
+
+    @staticmethod
+    def adjust_rows(
+        chains: Sequence[GuideChain], logits: torch.Tensor, generated: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """Each chain's guides in order over the rows, a position's guides together (chains
+        with one `batch_key` have guides of the same kinds in the same order)."""
+        for at, first in enumerate(chains[0].guides):
+            logits = type(first).adjust_rows([c.guides[at] for c in chains], logits, generated)
+        return logits
+
+    def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
+        for guide in self.guides:
+            logits = guide.adjust(logits, generated)
+        return logits
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "chain", "guides": [guide_spec(g) for g in self.guides]}
+
+    def __repr__(self) -> str:
+        return f"GuideChain({self.guides!r})"
+
+
+def guide_spec(guide: Any) -> dict[str, Any] | None:
+    """`guide` as plain data (`guide_from_spec` rebuilds it), None for no guide; a guide that
+    cannot be written down is an `EngineError` (it cannot run in an engine process)."""
+    if guide is None:
+        return None
+    to_spec = getattr(guide, "to_spec", None)
+    if to_spec is None:
+        raise EngineError(f"the logits guide {guide!r} cannot run in an engine process (it has no to_spec())")
+    return to_spec()
+
+
+def guide_from_spec(spec: dict[str, Any] | None) -> Any:
+    """The guide `guide_spec` wrote down (it adjusts logits to the same numbers)."""
+    if spec is None:
+        return None
+    kind = spec.get("kind")
+    if kind == "near_bias":
+        bias = torch.from_numpy(np.frombuffer(spec["bias"], dtype=np.float32).copy())
+        return NearBias(bias, spec["margin"], torch.tensor(spec["stops"], dtype=torch.long), str(spec["key"]))
+    if kind == "near_boost":
+        return NearBoost(spec["ids"], spec["focus"], spec["margin"])
+    if kind == "chain":
+        return GuideChain([guide_from_spec(g) for g in spec["guides"]])
+    raise EngineError(f"unknown logits guide kind {kind!r}")
