@@ -118,3 +118,22 @@ def test_rows_picked_together_match_their_own_picks() -> None:
             assert batch[i] in torch.topk(logits[i], 20).indices.tolist()
     assert [s.generated for s in together] == [s.generated for s in again]
     assert [together[i].generated for i in (0, 1, 5, 6)] == [alone[i].generated for i in (0, 1, 5, 6)]
+
+
+def test_draw_rows_samples_each_rows_distribution_with_its_own_generator() -> None:
+    from models.engines.sampling import draw_rows
+
+    logits = torch.tensor([[2.0, float("-inf"), 1.0, 0.0, float("-inf")], [float("-inf")] * 4 + [0.0]])
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    picks = [draw_rows(logits, gens) for _ in range(6000)]
+    first = Counter(p[0] for p in picks)
+    assert set(first) == {0, 2, 3} and {p[1] for p in picks} == {4}  # never a -inf category
+    expected = torch.softmax(logits[0], -1)
+    for token in (0, 2, 3):
+        assert abs(first[token] / 6000 - float(expected[token])) < 0.02
+    # a row draws the same alone as in a batch: one uniform number per row per call
+    alone = [draw_rows(logits[:1], [torch.Generator().manual_seed(7)]) for _ in range(1)]
+    g = torch.Generator().manual_seed(7)
+    assert draw_rows(logits[:1], [g]) == alone[0]
+    both = draw_rows(logits, [torch.Generator().manual_seed(7), torch.Generator().manual_seed(9)])
+    assert both[0] == alone[0][0]

@@ -19,7 +19,7 @@ import torch
 if TYPE_CHECKING:
     from models.engines.base import SamplingParams
 
-__all__ = ["LogitsGuide", "Sampler", "pick_rows"]
+__all__ = ["LogitsGuide", "Sampler", "draw_rows", "pick_rows"]
 
 
 class LogitsGuide(Protocol):
@@ -87,9 +87,9 @@ class Sampler:
         """Top-k, then top-p, then a seeded draw. With top-k set, only the k best logits are
         sorted and sampled from (the distribution is the same as masking the full vocabulary,
         at a fraction of the cost: no 8 k-entry sort or softmax per token)."""
-        vals, idx = _filtered(logits, self.p.top_k, self.p.top_p, self.p.min_p)
-        choice = int(torch.multinomial(torch.softmax(vals, dim=-1), 1, generator=self.generator))
-        return int(idx[choice]) if idx is not None else choice
+        vals, idx = _filtered(logits[None], self.p.top_k, self.p.top_p, self.p.min_p)
+        choice = draw_rows(vals, [self.generator])[0]
+        return int(idx[0, choice]) if idx is not None else choice
 
     def pick(self, logits: torch.Tensor) -> int:
         """The next token id for a (vocab,) logits vector."""
@@ -135,6 +135,20 @@ def _filtered(logits: torch.Tensor, k: int, top_p: float, min_p: float) -> tuple
         probs = torch.softmax(vals, dim=-1)
         vals = vals.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
     return vals, idx
+
+
+def draw_rows(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> list[int]:
+    """One index per row of (rows, n) `logits` (-inf: never), each drawn with its row's
+    generator: where one uniform number falls in the row's cumulative distribution (inverse
+    transform sampling). Exact, and one random number per row and step, so a row draws the same
+    alone or in any batch; `torch.multinomial` draws a random number per category, which for
+    an 8 k vocabulary cost ~0.19 ms a row, a third of a 32-row step."""
+    cdf = torch.softmax(logits, dim=-1).cumsum(-1)
+    total = cdf[:, -1:].contiguous()
+    u = torch.cat([torch.rand(1, generator=g) for g in generators])[:, None]
+    picked = torch.searchsorted(cdf, u * total, right=True)
+    last = torch.searchsorted(cdf, total, right=False)  # the last category with any mass
+    return torch.minimum(picked, last)[:, 0].tolist()
 
 
 def _batch_key(guide: object) -> object:
@@ -193,9 +207,7 @@ def pick_rows(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int]:
                 tokens[i] = int(t)
             continue
         vals, top = _filtered(x[idx] / temp, k, top_p, min_p)
-        probs = torch.softmax(vals, dim=-1)
-        for j, i in enumerate(rows):
-            choice = int(torch.multinomial(probs[j], 1, generator=samplers[i].generator))
+        for j, (i, choice) in enumerate(zip(rows, draw_rows(vals, [samplers[i].generator for i in rows]), strict=True)):
             tokens[i] = int(top[j, choice]) if top is not None else choice
     for i in simple:
         samplers[i]._taken(int(tokens[i]))  # type: ignore[arg-type]  # noqa: SLF001
