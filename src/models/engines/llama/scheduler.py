@@ -14,7 +14,9 @@ step the thread
    recently used first out of `prefix_cache_mb`; a character's card is the same for every
    request, so only the new turns are computed: automatic prefix caching, as vLLM and
    llama.cpp's server do), in chunks of at most `prefill_chunk` tokens per step, so a long
-   prompt does not stall the rows already decoding;
+   prompt does not stall the rows already decoding. All but its last token: the row joins the
+   batch with that one, and its first new token comes out of the next step (a prompt found
+   whole in the cache then costs no forward pass of its own);
 2. **steps** every live row by one token in one forward pass (`step_rows`: each row at its own
    position in the cache, attention masked per row; for plain float weights the same ops
    compiled by TorchScript, `compiled.py`, so the step takes the GIL back once, not per op).
@@ -59,7 +61,7 @@ from models.errors import EngineError, QueueFullError
 if TYPE_CHECKING:
     from models.engines.llama.engine import FastEngine
 
-__all__ = ["REQUESTER", "QueueFullError", "Scheduler", "Ticket", "requested_by", "step_rows"]
+__all__ = ["DONE", "REQUESTER", "QueueFullError", "Scheduler", "Ticket", "requested_by", "step_rows"]
 
 #: Who the current generation is for (fair admission is round-robin over these); a server sets it.
 REQUESTER: contextvars.ContextVar[str] = contextvars.ContextVar("companion_requester", default="")
@@ -75,7 +77,8 @@ def requested_by(user: str) -> Iterator[None]:
         REQUESTER.reset(token)
 
 
-_DONE = object()
+DONE = object()
+"""What a ticket's outbox receives last."""
 
 
 @dataclass
@@ -106,7 +109,7 @@ class Ticket:
         try:
             while True:
                 item = self.outbox.get()
-                if item is _DONE:
+                if item is DONE:
                     break
                 yield item
         finally:
@@ -155,15 +158,18 @@ class Scheduler:
             return len(self._running) + len(self._admitting)
 
     def submit(self, ids: list[int], params: SamplingParams, *, user: str | None = None,
-               suppress: torch.Tensor | None = None) -> Ticket:  # fmt: skip
-        """Queue a generation (for `user`, else `REQUESTER`'s); its pieces arrive on the ticket."""
+               suppress: torch.Tensor | None = None, outbox: Any = None) -> Ticket:  # fmt: skip
+        """Queue a generation (for `user`, else `REQUESTER`'s); its pieces arrive on the ticket
+        (or on `outbox`, anything with `put`: an engine process forwards them from there)."""
         user = REQUESTER.get() if user is None else user
         stats, ids, max_new, _t0 = self.engine.begin(ids, params)
         row = DecodeRow(self.engine.codec, ids, params, max(1, max_new))
         ticket = Ticket(ids, params, user, row, stats, suppress)
+        if outbox is not None:
+            ticket.outbox = outbox
         if max_new <= 0:
             row.done = True
-            ticket.outbox.put(_DONE)
+            ticket.outbox.put(DONE)
             return ticket
         with self._cond:
             if self._closed:
@@ -191,7 +197,7 @@ class Scheduler:
             if not ticket.cancelled.is_set():
                 self._live[ticket.user] = self._live.get(ticket.user, 0) + 1
                 return ticket
-            ticket.outbox.put(_DONE)
+            ticket.outbox.put(DONE)
         return None
 
     def _loop(self) -> None:
@@ -264,36 +270,35 @@ class Scheduler:
             if ticket.cache is None:
                 ticket.cache = KVCache(engine.spec, 1, need, engine.weights.dtype)
                 ticket.prefilled = self._from_prefix(ticket)
+            end = len(ticket.ids) - 1  # the prompt's last token is computed in the batch's next step
             try:
-                while budget > 0 and ticket.prefilled < len(ticket.ids):
-                    take = min(budget, piece, len(ticket.ids) - ticket.prefilled)
+                while budget > 0 and ticket.prefilled < end:
+                    take = min(budget, piece, end - ticket.prefilled)
                     start = ticket.prefilled
                     chunk = torch.tensor([ticket.ids[start : start + take]])
                     plain = self._plain_for(engine.weights)
                     if plain is not None:
-                        logits = plain.prefill(rope, chunk, ticket.cache, start)
+                        plain.prefill(rope, chunk, ticket.cache, start)
                     else:
-                        logits = forward(
-                            engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, last_only=True
-                        )
+                        forward(engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, last_only=True)
                     ticket.prefilled += take
                     budget -= take
-                    if ticket.prefilled < len(ticket.ids) and self._heavy(ticket.user) and self._newcomer_waits():
+                    if ticket.prefilled < end and self._heavy(ticket.user) and self._newcomer_waits():
                         return True
             except Exception as exc:  # this prompt's problem (a bad token id): this request fails alone
                 ticket.error = exc
                 self._admitting.remove(ticket)
                 self._finish(ticket)
                 continue
-            if ticket.prefilled < len(ticket.ids):
+            if ticket.prefilled < end:
                 continue
             self._remember(ticket)
             self._admitting.remove(ticket)
-            ticket.pos = len(ticket.ids)
-            if self._take(ticket, logits[0, -1]):
-                self._join(ticket)
-            else:
+            if ticket.cancelled.is_set():
                 self._finish(ticket)
+                continue
+            ticket.pos, ticket.last = end, ticket.ids[-1]
+            self._join(ticket)
         return False
 
     def _heavy(self, user: str) -> bool:
@@ -320,7 +325,10 @@ class Scheduler:
         return n
 
     def _remember(self, ticket: Ticket) -> None:
-        self.prefixes.remember(ticket.ids, ticket.cache.data[..., : len(ticket.ids), :])
+        """Keep the prompt's K/V for the prompts that start the same (all but its last token,
+        which the batch's step computes)."""
+        n = len(ticket.ids) - 1
+        self.prefixes.remember(ticket.ids[:n], ticket.cache.data[..., :n, :])
 
     @property
     def prefix_hits(self) -> int:
@@ -332,7 +340,7 @@ class Scheduler:
         cache, _rope = self._tables(len(ticket.ids) + ticket.row.max_new)
         slot = len(self._running)
         cache.reserve_rows(slot + 1)
-        filled = len(ticket.ids)
+        filled = ticket.pos
         cache.data[:, :, slot, :, :filled] = ticket.cache.data[:, :, 0, :, :filled]
         ticket.cache = None
         self._running.append(ticket)
@@ -478,7 +486,7 @@ class Scheduler:
             stats.extra["logprobs"] = row.token_logprobs
         stats.extra["batched"] = True
         row.done = True
-        ticket.outbox.put(_DONE)
+        ticket.outbox.put(DONE)
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._cond:
@@ -489,4 +497,4 @@ class Scheduler:
         for ticket in everyone:
             ticket.error = exc
             ticket.row.done = True
-            ticket.outbox.put(_DONE)
+            ticket.outbox.put(DONE)
