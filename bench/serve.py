@@ -19,7 +19,9 @@ continuous batching on (`Limits.batch_rows`, `companion serve --batch-rows 64`: 
 engine's `Scheduler` steps every live stream at once); its throughput is reported against the
 one-at-a-time peer (issue 21's target: >= 4x, p50 time to first token <= 300 ms). The same
 pair again on a third server whose luna runs with int8 weights (`runtime.json`'s
-`int8-dynamic`): one at a time and 32 at once, both through the batching scheduler.
+`int8-dynamic`): one at a time and 32 at once, both through the batching scheduler. And the
+32 at once on a fourth server whose scheduler runs in a process of its own
+(`companion serve --engine-process`), against the same one-at-a-time peer.
 
 Each server runs in its own process (`bench._serve_child`), as `companion serve` does: the
 clients here share no interpreter with it.
@@ -63,7 +65,7 @@ PROMPTS = [
 ]
 
 
-def _start_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, Any, threading.Thread]:
+def _start_server(batch_rows: int = 0, int8: bool = False, process: bool = False) -> tuple[str, Any, threading.Thread]:
     import uvicorn
 
     from companion.server import ServerSettings, create_app
@@ -71,7 +73,7 @@ def _start_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, Any, th
     from models.model_manager import ModelManager
 
     # user A of the fairness run keeps 20 streams open: above the default 8 per key
-    limits = Limits(batch_rows=batch_rows, max_streams_per_key=32, max_requests_per_key=32)
+    limits = Limits(batch_rows=batch_rows, max_streams_per_key=32, max_requests_per_key=32, engine_process=process)
     settings = ServerSettings(host="127.0.0.1", port=0, auth="keys", limits=limits)
     # each server its own manager, so each its own copy of the model (one batches, one queues)
     manager = ModelManager() if batch_rows else None
@@ -90,13 +92,13 @@ def _start_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, Any, th
     return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
 
 
-def _spawn_server(batch_rows: int = 0, int8: bool = False) -> tuple[str, subprocess.Popen[str]]:
+def _spawn_server(batch_rows: int = 0, int8: bool = False, process: bool = False) -> tuple[str, subprocess.Popen[str]]:
     """`_start_server` in a child process (`bench._serve_child`), as a deployed server runs:
     measured in the benchmark's own process, the clients' Python work would contend for the
     server's GIL, which no real client does. The child inherits `COMPANION_HOME`."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "bench._serve_child", str(batch_rows), "1" if int8 else "0"]
+    cmd = [sys.executable, "-m", "bench._serve_child", str(batch_rows), "1" if int8 else "0", "1" if process else "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -219,12 +221,12 @@ def main() -> None:
         children: list[tuple[str, subprocess.Popen[str]]] = []
         counts = {"writes": 0, "errors": 0, "throttled": 0}
         try:
-            for rows_, int8_ in ((0, False), (BATCH_ROWS, False), (BATCH_ROWS, True)):
-                children.append(_spawn_server(rows_, int8=int8_))
-            (url, _), (batch_url, _), (int8_url, _) = children
-            asyncio.run(_run(url, False, keys))  # warm up: load luna, its base and the classifier
-            asyncio.run(_run(batch_url, False, keys))
-            asyncio.run(_run(int8_url, False, keys))
+            for rows_, int8_, process_ in ((0, False, False), (BATCH_ROWS, False, False), (BATCH_ROWS, True, False),
+                                           (BATCH_ROWS, False, True)):  # fmt: skip
+                children.append(_spawn_server(rows_, int8=int8_, process=process_))
+            (url, _), (batch_url, _), (int8_url, _), (process_url, _) = children
+            for warm in (url, batch_url, int8_url, process_url):  # load luna, its base and the classifier
+                asyncio.run(_run(warm, False, keys))
             rows = {}
             modes = (
                 ("one at a time (peer)", url, False, False),
@@ -233,6 +235,7 @@ def main() -> None:
                 (f"{CLIENTS} concurrent, continuous batching", batch_url, True, False),
                 ("int8: one at a time (peer)", int8_url, False, False),
                 (f"int8: {CLIENTS} concurrent, continuous batching", int8_url, True, False),
+                (f"{CLIENTS} concurrent, batching in an engine process", process_url, True, False),
             )
             for label, target, concurrent, writing in modes:
                 stop = threading.Event()
@@ -260,7 +263,8 @@ def main() -> None:
             for _url, proc in children:
                 proc.terminate()
                 proc.wait(timeout=30)
-    peer, ours, written, batched, int8_peer, int8_batched = rows.values()
+    peer, ours, written, batched, int8_peer, int8_batched, in_process = rows.values()
+    process_ratio = (in_process["pieces"] / in_process["wall"]) / (peer["pieces"] / peer["wall"])
     int8_ratio = (int8_batched["pieces"] / int8_batched["wall"]) / (int8_peer["pieces"] / int8_peer["wall"])
     ratio = (ours["pieces"] / ours["wall"]) / (peer["pieces"] / peer["wall"])
     writer_ratio = (written["pieces"] / written["wall"]) / (ours["pieces"] / ours["wall"])
@@ -297,6 +301,8 @@ def main() -> None:
             if r is ours
             else f"{batch_ratio:.3f}"
             if r is batched
+            else f"{process_ratio:.3f}"
+            if r is in_process
             else f"{writer_ratio:.3f} of ours",
         )
     console.print(table)
@@ -314,6 +320,12 @@ def main() -> None:
     i_verdict = "met" if int8_ratio >= BATCH_TARGET and i_ttft <= 300 and int8_batched["dropped"] == 0 else "MISSED"
     console.print(
         f"int8 weights, continuous batching / one at a time: {int8_ratio:.3f}, p50 TTFT {i_ttft:.0f} ms: {i_verdict}"
+    )
+    p_ttft = _pct(in_process["ttft"], 50)
+    p_verdict = "met" if process_ratio >= BATCH_TARGET and p_ttft <= 300 and in_process["dropped"] == 0 else "MISSED"
+    console.print(
+        f"continuous batching in an engine process / one at a time: {process_ratio:.3f}, p50 TTFT {p_ttft:.0f} ms "
+        f"(issue 21 target: ≥ {BATCH_TARGET:.0f}x and ≤ 300 ms, none dropped): {p_verdict}"
     )
     for mode, f in fair.items():
         f_verdict = "met" if f["ratio"] <= FAIR_TARGET and f["a_ok"] == A_REQUESTS else "MISSED"

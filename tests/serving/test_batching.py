@@ -58,3 +58,27 @@ def test_a_full_queue_is_a_429_with_retry_after(batching_server: RunningServer, 
     r = httpx.post(batching_server.url + "/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
     assert r.json()["error"]["code"] == "queue_full"
+
+
+def test_with_an_engine_process_streams_decode_there_and_end_with_the_server(tiny_personality: str) -> None:
+    from companion.server import ServerSettings
+    from companion.server.settings import Limits
+    from models.engines.llama.engine_process import EngineProcess
+    from models.gate import inside_checked_call
+
+    running = start_server(ServerSettings(host="127.0.0.1", port=0, limits=Limits(batch_rows=8, engine_process=True)))
+    try:
+        out: dict[int, str] = {}
+        threads = [threading.Thread(target=_stream, args=(running.url, i, out)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert len(out) == 4 and all(text.rstrip().endswith("data: [DONE]") for text in out.values()), out
+        with inside_checked_call():
+            engine = running.app.state.companion.runner.get_manager().load_model("personality", "ada").base.engine
+        scheduler = engine.scheduler
+        assert isinstance(scheduler, EngineProcess) and scheduler.process.poll() is None
+    finally:
+        running.stop()
+    assert scheduler.process.wait(timeout=20) is not None and engine.scheduler is None

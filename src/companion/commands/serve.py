@@ -30,6 +30,13 @@ def serve(
         int,
         typer.Option(help="Continuous batching: streams a local fast-engine model decodes at once (0: queue them)."),
     ] = 64,
+    engine_process: Annotated[
+        bool,
+        typer.Option(
+            "--engine-process",
+            help="Run the batching scheduler in a process of its own, apart from request handling (two cores+).",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve personalities over an OpenAI-compatible API (SSE streaming) and a web page at /."""
@@ -46,6 +53,7 @@ def serve(
             max_requests_per_key=max_requests,
             writes_per_second=max_writes,
             batch_rows=batch_rows,
+            engine_process=engine_process,
         ),
     ).check()
     where = f"http://{host}:{port}"

@@ -313,7 +313,7 @@ def create_app(settings: ServerSettings | None = None, *, manager: Any = None, c
     settings = (settings or ServerSettings()).check()
     context = context or current()
     runner = Runner(workers=settings.limits.workers, manager=manager or context.manager,
-                    batch_rows=settings.limits.batch_rows)  # fmt: skip
+                    batch_rows=settings.limits.batch_rows, engine_process=settings.limits.engine_process)  # fmt: skip
     state = ServerState(settings=settings, runner=runner, context=context)
 
     @contextlib.asynccontextmanager

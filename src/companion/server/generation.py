@@ -112,6 +112,8 @@ class Runner:
     workers: int = 64
     manager: Any = None
     batch_rows: int = 0
+    engine_process: bool = False
+    _batching: list[Any] = field(default_factory=list)
     _locks: dict[int, FairLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _executor: ThreadPoolExecutor | None = None
@@ -154,7 +156,9 @@ class Runner:
             key = id(engine)
         if self.batch_rows > 0 and hasattr(engine, "enable_batching"):
             with self._guard:
-                engine.enable_batching(max_rows=self.batch_rows)
+                if engine.scheduler is None:
+                    engine.enable_batching(max_rows=self.batch_rows, process=self.engine_process)
+                    self._batching.append(engine)
             return BATCHED
         with self._guard:
             if key not in self._locks:
@@ -228,3 +232,8 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self.engine_process:  # the engine processes this server started end with it
+            with self._guard:
+                engines, self._batching = self._batching, []
+            for engine in engines:
+                engine.close()

@@ -46,6 +46,13 @@ class Limits:
         default=64,
         metadata={"help": "Streams a local model decodes together, continuous batching (0: one at a time)."},
     )
+    engine_process: bool = field(
+        default=False,
+        metadata={
+            "help": "Run each batching engine's scheduler in a process of its own, apart from the server's "
+            "request handling (docs/serving.md)."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ class ServerSettings:
             )
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, not {self.port}")
-        off = ("batch_rows", "writes_per_second")  # 0 turns these off
+        off = ("batch_rows", "writes_per_second", "engine_process")  # 0 turns these off
         for limit in fields(self.limits):  # every limit is a count, a size or a rate
             least = 0 if limit.name in off else 1
             if getattr(self.limits, limit.name) < least:

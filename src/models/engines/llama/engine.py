@@ -227,13 +227,19 @@ class FastEngine(LocalEngine):
     scheduler: Any = None
     """A `Scheduler` once `enable_batching` ran: single decodes then share its batched steps."""
 
-    def enable_batching(self, **settings: Any) -> Any:
+    def enable_batching(self, *, process: bool = False, **settings: Any) -> Any:
         """Decode every streamed generation through one continuous-batching `Scheduler` (a
-        server does this): concurrent callers share each step instead of queueing."""
-        from models.engines.llama.scheduler import Scheduler
-
+        server does this): concurrent callers share each step instead of queueing. With
+        `process`, the scheduler runs in a child process of its own (`engine_process`)."""
         if self.scheduler is None:
-            self.scheduler = Scheduler(self, **settings)
+            if process:
+                from models.engines.llama.engine_process import EngineProcess
+
+                self.scheduler = EngineProcess(self, **settings)
+            else:
+                from models.engines.llama.scheduler import Scheduler
+
+                self.scheduler = Scheduler(self, **settings)
         return self.scheduler
 
     def stream_ids(self, ids: list[int], params: SamplingParams, suppress: torch.Tensor | None = None) -> Iterator[str]:
