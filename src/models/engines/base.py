@@ -247,7 +247,7 @@ class LocalEngine(Engine):
         return self.max_positions
 
     def count_tokens(self, text: str) -> int:
-        return len(self.codec.encode(text))
+        return self.codec.count(text)
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
         # Plain text has no turns: chat markup (role, turn-end, emotion tokens) is never sampled,

@@ -8,6 +8,7 @@ sandboxed Jinja environment, as `transformers` does.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["StreamDecoder", "TextCodec"]
+
+#: Texts up to this many characters (words, names, short turns) are encoded once and remembered
+#: (the last `SHORT_KEPT`): card grounding encodes every content word of the card in three forms
+#: for each new user, and those words are the same every time.
+SHORT_TEXT = 64
+SHORT_KEPT = 8192
+#: How many texts' token counts `TextCodec.count` remembers.
+COUNTED = 4096
 
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -38,6 +47,7 @@ class TextCodec:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._short = functools.lru_cache(maxsize=SHORT_KEPT)(self._encode)
         cfg_path = self.folder / "tokenizer_config.json"
         self.config: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         tj = self.folder / "tokenizer.json"
@@ -100,15 +110,25 @@ class TextCodec:
         return [self.eos_id] if self.eos_id is not None else []
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        if self._fast is not None:
-            ids = self._fast.encode(text, add_special_tokens=False).ids
-        else:
-            ids = self._hf.encode(text, add_special_tokens=False)  # type: ignore[union-attr]
+        ids = self._short(text) if len(text) <= SHORT_TEXT else self._encode(text)
         if add_bos:
             prefix = self.prefix_ids
             if not (prefix and ids[: len(prefix)] == prefix):
                 ids = prefix + list(ids)
         return list(ids)
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        if self._fast is not None:
+            return tuple(self._fast.encode(text, add_special_tokens=False).ids)
+        return tuple(self._hf.encode(text, add_special_tokens=False))  # type: ignore[union-attr]
+
+    def count(self, text: str) -> int:
+        """How many tokens `text` encodes to (remembered for the last `COUNTED` texts: a prompt's
+        budget counts the same card, examples and turns again and again)."""
+        counter = self.__dict__.get("_count")
+        if counter is None:  # made on first use (subclasses with their own encode have one too)
+            counter = self._count = functools.lru_cache(maxsize=COUNTED)(lambda t: len(self.encode(t)))
+        return counter(text)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         if self._fast is not None:
