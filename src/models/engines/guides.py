@@ -18,6 +18,7 @@ same numbers row by row).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -94,7 +95,7 @@ class NearBias:
     def to_spec(self) -> dict[str, Any]:
         return {
             "kind": "near_bias",
-            "bias": self.bias.to(torch.float32).contiguous().numpy().tobytes(),
+            "bias": base64.b64encode(self.bias.to(torch.float32).contiguous().numpy().tobytes()).decode("ascii"),
             "margin": self.margin,
             "stops": [int(t) for t in self.stops],
             "key": self.key,
@@ -199,7 +200,7 @@ class GuideChain:
 
 
 def guide_spec(guide: Any) -> dict[str, Any] | None:
-    """`guide` as plain data (`guide_from_spec` rebuilds it), None for no guide; a guide that
+    """`guide` as JSON data (`guide_from_spec` rebuilds it), None for no guide; a guide that
     cannot be written down is an `EngineError` (it cannot run in an engine process)."""
     if guide is None:
         return None
@@ -215,7 +216,7 @@ def guide_from_spec(spec: dict[str, Any] | None) -> Any:
         return None
     kind = spec.get("kind")
     if kind == "near_bias":
-        bias = torch.from_numpy(np.frombuffer(spec["bias"], dtype=np.float32).copy())
+        bias = torch.from_numpy(np.frombuffer(base64.b64decode(spec["bias"]), dtype=np.float32).copy())
         return NearBias(bias, spec["margin"], torch.tensor(spec["stops"], dtype=torch.long), str(spec["key"]))
     if kind == "near_boost":
         return NearBoost(spec["ids"], spec["focus"], spec["margin"])

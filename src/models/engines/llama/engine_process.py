@@ -16,8 +16,8 @@ copy of the weights (memory-mapped from the same files) and its own `Scheduler`:
 - a client that leaves cancels its request in the child at the next step.
 
 `EngineProcess` has the interface of `Scheduler` that `FastEngine.stream_ids` uses (`submit`
-gives an iterable ticket with `stats` and `cancel`; `close`). Only plain data crosses the pipe:
-lists, numbers, strings and bytes.
+gives an iterable ticket with `stats` and `cancel`; `close`). Only JSON crosses the socket pair
+(`_send` / `_receive`), never pickles: neither side can be handed an object to build.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import os
 import queue
 import socket
@@ -83,6 +84,14 @@ def params_from_data(data: dict[str, Any]) -> SamplingParams:
     return SamplingParams(**data)
 
 
+def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
+    conn.send_bytes(json.dumps(msg, separators=(",", ":")).encode("utf-8"))
+
+
+def _receive(conn: Connection) -> list[Any]:
+    return json.loads(conn.recv_bytes())
+
+
 def _recipe(engine: FastEngine) -> dict[str, Any]:
     """How to build the same engine in the child: folder, adapter, weights format, threads."""
     return {
@@ -131,9 +140,9 @@ def _child(conn: Any, recipe: dict[str, Any], settings: dict[str, Any]) -> None:
         engine = _build(recipe)
         scheduler = Scheduler(engine, **settings)
     except BaseException as exc:  # the parent reports it
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        _send(conn, ("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"parameters": engine.parameters}))
+    _send(conn, ("ready", {"parameters": engine.parameters}))
     out: queue.SimpleQueue = queue.SimpleQueue()
     tickets: dict[int, Any] = {}
     lock = threading.Lock()
@@ -144,7 +153,7 @@ def _child(conn: Any, recipe: dict[str, Any], settings: dict[str, Any]) -> None:
             if rid < 0:
                 return
             if isinstance(item, _Refused):  # the submit itself failed
-                conn.send(("done", rid, {}, (item.kind, item.message)))
+                _send(conn, ("done", rid, {}, (item.kind, item.message)))
             elif item is DONE:
                 with lock:  # the submit that made the ticket has stored it
                     ticket = tickets.pop(rid, None)
@@ -153,17 +162,17 @@ def _child(conn: Any, recipe: dict[str, Any], settings: dict[str, Any]) -> None:
                     stats["extra"] = ticket.stats.extra
                 err = ticket.error if ticket is not None else None
                 error = None if err is None else (type(err).__name__, str(err))
-                conn.send(("done", rid, stats, error))
+                _send(conn, ("done", rid, stats, error))
             else:
-                conn.send(("piece", rid, item))
+                _send(conn, ("piece", rid, item))
 
     sender = threading.Thread(target=send, name="companion-engine-send", daemon=True)
     sender.start()
     try:
         while True:
             try:
-                msg = conn.recv()
-            except EOFError:  # the server is gone
+                msg = _receive(conn)
+            except (EOFError, OSError):  # the server is gone
                 break
             if msg[0] == "submit":
                 _, rid, ids, data, user, suppress = msg
@@ -241,9 +250,9 @@ class EngineProcess:
         self._conn = Connection(ours.detach())
         # The bound is kept here, at submit (a 429 before anything is sent): the child's own
         # queue may then hold every request this side lets through.
-        self._conn.send(("start", _recipe(engine), {**settings, "max_waiting": self.max_pending}))
+        _send(self._conn, ("start", _recipe(engine), {**settings, "max_waiting": self.max_pending}))
         try:
-            kind, info = self._conn.recv()
+            kind, info = _receive(self._conn)
         except EOFError:
             kind, info = "fatal", f"it exited with code {self.process.wait(timeout=10)}"
         if kind != "ready":
@@ -283,12 +292,12 @@ class EngineProcess:
     def send(self, msg: tuple[Any, ...]) -> None:
         """A message to the engine process (dropped once it has stopped: `_read` ends its requests)."""
         with self._send_lock, contextlib.suppress(OSError, ValueError):
-            self._conn.send(msg)
+            _send(self._conn, msg)
 
     def _read(self) -> None:
         while True:
             try:
-                msg = self._conn.recv()
+                msg = _receive(self._conn)
             except (EOFError, OSError):
                 break
             if msg[0] == "piece":
@@ -333,7 +342,7 @@ class EngineProcess:
 def main(argv: list[str]) -> None:
     """`python -m models.engines.llama.engine_process FD`: the engine process on the socket `FD`."""
     conn = Connection(int(argv[0]))
-    kind, recipe, settings = conn.recv()
+    kind, recipe, settings = _receive(conn)
     if kind == "start":
         _child(conn, recipe, settings)
 
