@@ -113,6 +113,7 @@ def read_encrypted(path: Path, home: Path | None = None) -> bytes:
 
 # --- stores of user data ------------------------------------------------------------------------
 
+
 def encryption_enabled() -> bool:
     """`privacy.encrypt_at_rest` of the active context's config. The config is re-read when one
     of its files changes (two `os.stat` calls an ask); this used to parse the whole YAML again
