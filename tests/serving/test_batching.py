@@ -29,14 +29,19 @@ def _stream(url: str, i: int, out: dict[int, str]) -> None:
         out[i] = r.read().decode() if r.status_code != 200 else "".join(r.iter_text())
 
 
-def test_concurrent_streams_share_the_scheduler_and_all_end(batching_server: RunningServer) -> None:
+def _all_end(url: str, n: int) -> None:
+    """`n` streams at once; each ends with `[DONE]`."""
     out: dict[int, str] = {}
-    threads = [threading.Thread(target=_stream, args=(batching_server.url, i, out)) for i in range(6)]
+    threads = [threading.Thread(target=_stream, args=(url, i, out)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert len(out) == 6 and all(text.rstrip().endswith("data: [DONE]") for text in out.values()), out
+    assert len(out) == n and all(text.rstrip().endswith("data: [DONE]") for text in out.values()), out
+
+
+def test_concurrent_streams_share_the_scheduler_and_all_end(batching_server: RunningServer) -> None:
+    _all_end(batching_server.url, 6)
     runner = batching_server.app.state.companion.runner
     from models.gate import inside_checked_call
 
@@ -68,13 +73,7 @@ def test_with_an_engine_process_streams_decode_there_and_end_with_the_server(tin
 
     running = start_server(ServerSettings(host="127.0.0.1", port=0, limits=Limits(batch_rows=8, engine_process=True)))
     try:
-        out: dict[int, str] = {}
-        threads = [threading.Thread(target=_stream, args=(running.url, i, out)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert len(out) == 4 and all(text.rstrip().endswith("data: [DONE]") for text in out.values()), out
+        _all_end(running.url, 4)
         with inside_checked_call():
             engine = running.app.state.companion.runner.get_manager().load_model("personality", "ada").base.engine
         scheduler = engine.scheduler
