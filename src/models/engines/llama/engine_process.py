@@ -233,7 +233,9 @@ class EngineProcess:
     """`Scheduler`'s `submit`/`close` with the scheduler in a child process (see the module
     docstring). `settings` are the `Scheduler`'s (max_rows, max_waiting, prefill_chunk,
     prefix_cache_mb, user_rows...); at most `max_rows + max_waiting` requests are in flight, and
-    `submit` raises `QueueFullError` beyond."""
+    `submit` raises `QueueFullError` beyond. The child builds the engine as it is when this
+    starts (folder, adapter, dtype, int8, threads): a later format change of the server's copy
+    does not reach it (a new version is a new engine, with its own)."""
 
     def __init__(self, engine: FastEngine, **settings: Any) -> None:
         self.engine = engine
