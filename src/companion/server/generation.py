@@ -158,7 +158,8 @@ class Runner:
             with self._guard:
                 if engine.scheduler is None:
                     engine.enable_batching(max_rows=self.batch_rows, process=self.engine_process)
-                    self._batching.append(engine)
+                    if self.engine_process:  # ended with this server (`close`)
+                        self._batching.append(engine)
             return BATCHED
         with self._guard:
             if key not in self._locks:
@@ -232,8 +233,7 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self.engine_process:  # the engine processes this server started end with it
-            with self._guard:
-                engines, self._batching = self._batching, []
-            for engine in engines:
-                engine.close()
+        with self._guard:  # the engine processes this server started end with it
+            engines, self._batching = self._batching, []
+        for engine in engines:
+            engine.close()

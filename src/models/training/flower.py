@@ -101,53 +101,24 @@ def taking_turns(strat: Any, clients: list[Any]) -> tuple[Any, list[Any]]:
     from flwr.server.strategy import Strategy
 
     lock = threading.Lock()
+    strategy = _in_turn(Strategy, lock, ("initialize_parameters", "configure_fit", "aggregate_fit",
+                                         "configure_evaluate", "aggregate_evaluate", "evaluate"))  # fmt: skip
+    client = _in_turn(Client, lock, ("get_properties", "get_parameters", "fit", "evaluate"))
+    return strategy(strat), [client(c) for c in clients]
 
-    class _Client(Client):
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
 
-        def get_properties(self, ins: Any) -> Any:
+def _in_turn(base: type, lock: threading.Lock, methods: tuple[str, ...]) -> type:
+    """A `base` subclass around an inner object whose `methods` call the inner one's under `lock`."""
+
+    def init(self: Any, inner: Any) -> None:
+        self.inner = inner
+
+    def turn(name: str) -> Any:
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             with lock:
-                return self.inner.get_properties(ins)
+                return getattr(self.inner, name)(*args, **kwargs)
 
-        def get_parameters(self, ins: Any) -> Any:
-            with lock:
-                return self.inner.get_parameters(ins)
+        method.__name__ = name
+        return method
 
-        def fit(self, ins: Any) -> Any:
-            with lock:
-                return self.inner.fit(ins)
-
-        def evaluate(self, ins: Any) -> Any:
-            with lock:
-                return self.inner.evaluate(ins)
-
-    class _Strategy(Strategy):
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        def initialize_parameters(self, client_manager: Any) -> Any:
-            with lock:
-                return self.inner.initialize_parameters(client_manager)
-
-        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-            with lock:
-                return self.inner.configure_fit(server_round, parameters, client_manager)
-
-        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
-            with lock:
-                return self.inner.aggregate_fit(server_round, results, failures)
-
-        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-            with lock:
-                return self.inner.configure_evaluate(server_round, parameters, client_manager)
-
-        def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
-            with lock:
-                return self.inner.aggregate_evaluate(server_round, results, failures)
-
-        def evaluate(self, server_round: int, parameters: Any) -> Any:
-            with lock:
-                return self.inner.evaluate(server_round, parameters)
-
-    return _Strategy(strat), [_Client(c) for c in clients]
+    return type(f"InTurn{base.__name__}", (base,), {"__init__": init, **{name: turn(name) for name in methods}})
