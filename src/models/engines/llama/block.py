@@ -51,8 +51,10 @@ def forward(
     cache: KVCache | None = None,
     start: int = 0,
     last_only: bool = False,
+    logits: bool = True,
 ) -> torch.Tensor:
-    """Logits (b, t or 1, vocab) for a (b, t) batch of token ids at positions start..start+t."""
+    """Logits (b, t or 1, vocab) for a (b, t) batch of token ids at positions start..start+t;
+    with `logits=False` only the cache is filled (an empty tensor comes back: no head)."""
     b, t = ids.shape
     h, d, inter, mm = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm
     hidden, eps = (h,), spec.rms_norm_eps
@@ -92,6 +94,8 @@ def forward(
             x.add_(lw.o_bias)
         gate_up = mm(F.rms_norm(x, hidden, None, eps), lw.gate_up)
         x = mm(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:]), lw.down).add_(x)
+    if not logits:
+        return x.new_empty(0)
     x = x.view(b, t, h)
     if last_only:
         x = x[:, -1:]

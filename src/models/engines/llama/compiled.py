@@ -62,9 +62,9 @@ def _plain_prefill(ids: torch.Tensor, start: int, embed: torch.Tensor, qkv: list
                    o: list[torch.Tensor], gate_up: list[torch.Tensor], down: list[torch.Tensor],
                    head_norm: torch.Tensor | None, head: torch.Tensor, cache: torch.Tensor,
                    cos_t: torch.Tensor, sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int,
-                   eps: float) -> torch.Tensor:  # fmt: skip
+                   eps: float, logits: bool = True) -> torch.Tensor:  # fmt: skip
     """A (1, t) chunk of one row's prompt at `start..start+t` into its cache; the last token's
-    logits (1, 1, vocab): `block.forward(..., start=start, last_only=True)`."""
+    logits (1, 1, vocab): `block.forward(..., start=start, last_only=True, logits=logits)`."""
     t = ids.size(1)
     h = embed.size(1)
     nq, nkv, group = heads * d, kvh * d, heads // kvh
@@ -94,6 +94,8 @@ def _plain_prefill(ids: torch.Tensor, start: int, embed: torch.Tensor, qkv: list
         x = torch.mm(att, o[i]).add_(x)
         gu = torch.mm(torch.rms_norm(x, [h], None, eps), gate_up[i])
         x = torch.mm(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
+    if not logits:
+        return x.new_empty(0)
     last = x[t - 1 :]
     return torch.mm(torch.rms_norm(last, [h], head_norm, eps), head).view(1, 1, -1)
 
@@ -139,8 +141,10 @@ class PlainStep:
         return self.step_fn(tokens, positions, w.embed, *self.lists, w.head_norm, w.head, cache.data, rope.cos,
                             rope.sin, *self.shape)  # fmt: skip
 
-    def prefill(self, rope: RopeTable, ids: torch.Tensor, cache: KVCache, start: int) -> torch.Tensor:
-        """`block.forward(w, spec, rope, ids, cache, start=start, last_only=True)` for one row."""
+    def prefill(
+        self, rope: RopeTable, ids: torch.Tensor, cache: KVCache, start: int, logits: bool = True
+    ) -> torch.Tensor:
+        """`block.forward(w, spec, rope, ids, cache, start=start, last_only=True, logits=logits)` for one row."""
         w = self.weights
         return self.prefill_fn(ids, start, w.embed, *self.lists, w.head_norm, w.head, cache.data, rope.cos,
-                               rope.sin, *self.shape)  # fmt: skip
+                               rope.sin, *self.shape, logits)  # fmt: skip

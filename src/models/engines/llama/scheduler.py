@@ -277,10 +277,10 @@ class Scheduler:
                     start = ticket.prefilled
                     chunk = torch.tensor([ticket.ids[start : start + take]])
                     plain = self._plain_for(engine.weights)
-                    if plain is not None:
-                        plain.prefill(rope, chunk, ticket.cache, start)
+                    if plain is not None:  # the cache only: the logits come from the batch's step
+                        plain.prefill(rope, chunk, ticket.cache, start, logits=False)
                     else:
-                        forward(engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, last_only=True)
+                        forward(engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, logits=False)
                     ticket.prefilled += take
                     budget -= take
                     if ticket.prefilled < end and self._heavy(ticket.user) and self._newcomer_waits():
