@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models.engines.base import SamplingParams
-from models.engines.guides import GuideChain, NearBias, NearBoost, guide_from_spec, guide_spec
+from models.engines.guides import GuideChain, NearBias, NearBoost, Tables, guide_from_spec, guide_spec
 from models.engines.llama.engine import FastEngine
 from models.engines.llama.engine_process import EngineProcess, params_from_data, params_to_data
 from models.engines.llama.scheduler import Scheduler
@@ -94,6 +94,42 @@ def test_concurrent_requests_share_its_batch(engine: FastEngine, remote: EngineP
     for t in threads:
         t.join(timeout=60)
     assert sorted(out) == list(range(6)) and out[0] == out[3] and out[1] == out[4]
+
+
+def test_a_bias_crosses_once_then_by_number_and_both_sides_drop_the_same_tables(engine: FastEngine) -> None:
+    vocab = engine.spec.vocab_size
+    guide = _guide(vocab)
+    sender, receiver = Tables(limit=2), Tables()
+
+    def cross(g: GuideChain) -> tuple[str, GuideChain]:
+        wire = json.dumps(guide_spec(g, sender))
+        back = guide_from_spec(json.loads(wire), receiver)
+        receiver.forget(sender.dropped())
+        return wire, back
+
+    first, back = cross(guide)
+    again, back2 = cross(guide)
+    assert '"values"' in first and '"values"' not in again  # the floats went the first time only
+    assert torch.equal(back2.guides[0].bias, guide.guides[0].bias)
+    others = [GuideChain([NearBias(torch.full((vocab,), float(i)), 4.0, torch.tensor([0]), key="t")]) for i in range(3)]
+    for other in others:  # past the limit: the oldest table is dropped on both sides
+        cross(other)
+    assert set(receiver._held) == {n for _t, n in sender._sent.values()}
+    wire, back = cross(guide)  # dropped, so sent again whole
+    assert '"values"' in wire and torch.equal(back.guides[0].bias, guide.guides[0].bias)
+    with pytest.raises(EngineError, match="never sent"):
+        guide_from_spec(json.loads(json.dumps(guide_spec(guide, sender))), Tables())
+
+
+def test_a_guide_that_cannot_cross_fails_in_the_caller_and_the_next_request_is_served(
+    engine: FastEngine, remote: EngineProcess
+) -> None:
+    guide = _guide(engine.spec.vocab_size)
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, guide=guide)
+    want = "".join(remote.submit(_ids(engine, "Tea"), params))
+    with pytest.raises(EngineError, match="cannot run in an engine process"):
+        remote.submit(_ids(engine, "Tea"), params.but(guide=GuideChain([guide.guides[0], object()])))
+    assert "".join(remote.submit(_ids(engine, "Tea"), params)) == want  # its table was sent again
 
 
 def test_a_requests_own_error_is_that_requests(engine: FastEngine, remote: EngineProcess) -> None:

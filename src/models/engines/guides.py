@@ -14,11 +14,16 @@ them from `guide_spec(guide)` and adjust logits to the same numbers:
 
 Each has `adjust` (one row) and `adjust_rows` (a batch of rows with equal `batch_key()`, the
 same numbers row by row).
+
+A steering bias is the vocabulary's worth of floats (32 KB for 8,192 tokens) and the same few
+tables serve every turn, so across a pipe a bias goes once and is named by number after that
+(`Tables`, one on each side).
 """
 
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,7 +32,68 @@ import torch
 
 from models.errors import EngineError
 
-__all__ = ["GuideChain", "NearBias", "NearBoost", "guide_from_spec", "guide_spec"]
+__all__ = ["GuideChain", "NearBias", "NearBoost", "Tables", "guide_from_spec", "guide_spec"]
+
+
+def _encode(t: torch.Tensor) -> str:
+    return base64.b64encode(t.to(torch.float32).contiguous().numpy().tobytes()).decode("ascii")
+
+
+def _decode(data: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(data), dtype=np.float32).copy())
+
+
+class Tables:
+    """Float tensors that cross a pipe once and are named by number after that.
+
+    The sending side (`ref`) remembers the last `limit` tensors it sent, by identity (it keeps
+    them alive, so an identity is never reused); the receiving side (`take`) keeps what it was
+    sent. When the sender drops one, `dropped()` gives its number for the receiver's `forget`:
+    both sides then hold the same set, and the receiver never needs to ask for a table again.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._sent: OrderedDict[int, tuple[torch.Tensor, int]] = OrderedDict()
+        self._held: dict[int, torch.Tensor] = {}
+        self._next = 0
+        self._dropped: list[int] = []
+
+    def ref(self, t: torch.Tensor) -> dict[str, Any]:
+        """`t` as data: its number, with its values the first time."""
+        hit = self._sent.get(id(t))
+        if hit is not None and hit[0] is t:
+            self._sent.move_to_end(id(t))
+            return {"ref": hit[1]}
+        n, self._next = self._next, self._next + 1
+        self._sent[id(t)] = (t, n)
+        while len(self._sent) > self.limit:
+            self._dropped.append(self._sent.popitem(last=False)[1][1])
+        return {"ref": n, "values": _encode(t)}
+
+    def clear(self) -> None:
+        """Send every table again from now on (after a message that could not be sent whole);
+        the receiver forgets the old numbers."""
+        self._dropped.extend(n for _t, n in self._sent.values())
+        self._sent.clear()
+
+    def dropped(self) -> list[int]:
+        """The numbers dropped since the last call (the receiver forgets them)."""
+        out, self._dropped = self._dropped, []
+        return out
+
+    def take(self, data: dict[str, Any]) -> torch.Tensor:
+        """The tensor `ref` wrote (kept when it came with its values)."""
+        if "values" in data:
+            self._held[int(data["ref"])] = _decode(data["values"])
+        try:
+            return self._held[int(data["ref"])]
+        except KeyError:
+            raise EngineError(f"table {data['ref']} was never sent to this engine process") from None
+
+    def forget(self, refs: Iterable[int]) -> None:
+        for n in refs:
+            self._held.pop(int(n), None)
 
 
 class NearBias:
@@ -92,12 +158,12 @@ class NearBias:
             return self.bias[:vocab]
         return torch.cat((self.bias, torch.zeros(vocab - n, dtype=self.bias.dtype)))
 
-    def to_spec(self) -> dict[str, Any]:
+    def to_spec(self, tables: Tables | None = None) -> dict[str, Any]:
         return {
             "kind": "near_bias",
-            "bias": base64.b64encode(self.bias.to(torch.float32).contiguous().numpy().tobytes()).decode("ascii"),
+            "bias": tables.ref(self.bias) if tables is not None else _encode(self.bias),
             "margin": self.margin,
-            "stops": [int(t) for t in self.stops],
+            "stops": self.stops.tolist(),
             "key": self.key,
         }
 
@@ -155,8 +221,8 @@ class NearBoost:
         out[ids] += self.focus
         return out
 
-    def to_spec(self) -> dict[str, Any]:
-        return {"kind": "near_boost", "ids": [int(t) for t in self.ids], "focus": self.focus, "margin": self.margin}
+    def to_spec(self, tables: Tables | None = None) -> dict[str, Any]:
+        return {"kind": "near_boost", "ids": self.ids.tolist(), "focus": self.focus, "margin": self.margin}
 
 
 class GuideChain:
@@ -192,34 +258,41 @@ class GuideChain:
             logits = guide.adjust(logits, generated)
         return logits
 
-    def to_spec(self) -> dict[str, Any]:
-        return {"kind": "chain", "guides": [guide_spec(g) for g in self.guides]}
+    def to_spec(self, tables: Tables | None = None) -> dict[str, Any]:
+        return {"kind": "chain", "guides": [guide_spec(g, tables) for g in self.guides]}
 
     def __repr__(self) -> str:
         return f"GuideChain({self.guides!r})"
 
 
-def guide_spec(guide: Any) -> dict[str, Any] | None:
+def guide_spec(guide: Any, tables: Tables | None = None) -> dict[str, Any] | None:
     """`guide` as JSON data (`guide_from_spec` rebuilds it), None for no guide; a guide that
-    cannot be written down is an `EngineError` (it cannot run in an engine process)."""
+    cannot be written down is an `EngineError` (it cannot run in an engine process). With
+    `tables`, a bias goes by number once it has been sent (the receiver passes its own)."""
     if guide is None:
         return None
     to_spec = getattr(guide, "to_spec", None)
     if to_spec is None:
         raise EngineError(f"the logits guide {guide!r} cannot run in an engine process (it has no to_spec())")
-    return to_spec()
+    return to_spec(tables) if tables is not None else to_spec()
 
 
-def guide_from_spec(spec: dict[str, Any] | None) -> Any:
+def guide_from_spec(spec: dict[str, Any] | None, tables: Tables | None = None) -> Any:
     """The guide `guide_spec` wrote down (it adjusts logits to the same numbers)."""
     if spec is None:
         return None
     kind = spec.get("kind")
     if kind == "near_bias":
-        bias = torch.from_numpy(np.frombuffer(base64.b64decode(spec["bias"]), dtype=np.float32).copy())
+        raw = spec["bias"]
+        if isinstance(raw, dict):
+            if tables is None:
+                raise EngineError("a guide's bias was sent by number, with no tables to read it from")
+            bias = tables.take(raw)
+        else:
+            bias = _decode(raw)
         return NearBias(bias, spec["margin"], torch.tensor(spec["stops"], dtype=torch.long), str(spec["key"]))
     if kind == "near_boost":
         return NearBoost(spec["ids"], spec["focus"], spec["margin"])
     if kind == "chain":
-        return GuideChain([guide_from_spec(g) for g in spec["guides"]])
+        return GuideChain([guide_from_spec(g, tables) for g in spec["guides"]])
     raise EngineError(f"unknown logits guide kind {kind!r}")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from models.engines.base import GenerationStats, SamplingParams
-from models.engines.guides import guide_from_spec, guide_spec
+from models.engines.guides import Tables, guide_from_spec, guide_spec
 from models.errors import EngineError, GenerationInputError, QueueFullError
 
 if TYPE_CHECKING:
@@ -57,13 +57,14 @@ _ERRORS: dict[str, type[EngineError]] = {
 _STATS = ("completion_tokens", "total_s", "finish_reason")
 
 
-def params_to_data(params: SamplingParams) -> dict[str, Any]:
-    """`params` as plain data (`params_from_data` gives them back, guide included)."""
+def params_to_data(params: SamplingParams, tables: Tables | None = None) -> dict[str, Any]:
+    """`params` as plain data (`params_from_data` gives them back, guide included; a guide's
+    tables go by number through `tables`, the receiver's own `Tables` reads them)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(params):
         value = getattr(params, f.name)
         if f.name == "guide":
-            value = guide_spec(value)
+            value = guide_spec(value, tables)
         elif f.name == "logit_bias" and value is not None:
             value = [(int(k), float(v)) for k, v in value.items()]
         elif f.name == "asked":
@@ -72,9 +73,9 @@ def params_to_data(params: SamplingParams) -> dict[str, Any]:
     return out
 
 
-def params_from_data(data: dict[str, Any]) -> SamplingParams:
+def params_from_data(data: dict[str, Any], tables: Tables | None = None) -> SamplingParams:
     data = dict(data)
-    data["guide"] = guide_from_spec(data.get("guide"))
+    data["guide"] = guide_from_spec(data.get("guide"), tables)
     if data.get("logit_bias") is not None:
         data["logit_bias"] = dict(data["logit_bias"])
     data["stop"] = tuple(data.get("stop") or ())
@@ -144,6 +145,7 @@ def _child(conn: Any, recipe: dict[str, Any], settings: dict[str, Any]) -> None:
         return
     _send(conn, ("ready", {"parameters": engine.parameters}))
     out: queue.SimpleQueue = queue.SimpleQueue()
+    tables = Tables()  # the steering biases the server has sent, by number
     tickets: dict[int, Any] = {}
     lock = threading.Lock()
 
@@ -175,16 +177,17 @@ def _child(conn: Any, recipe: dict[str, Any], settings: dict[str, Any]) -> None:
             except (EOFError, OSError):  # the server is gone
                 break
             if msg[0] == "submit":
-                _, rid, ids, data, user, suppress = msg
+                _, rid, ids, data, user, suppress, dropped = msg
                 with lock:
                     try:
-                        params = params_from_data(data)
+                        params = params_from_data(data, tables)
                         mask = torch.tensor(suppress, dtype=torch.long) if suppress is not None else None
                         tickets[rid] = scheduler.submit(
                             ids, params, user=user, suppress=mask, outbox=_Forward(rid, out)
                         )
                     except Exception as exc:  # sent by the sender thread: one writer on the pipe
                         out.put((rid, _Refused(type(exc).__name__, str(exc))))
+                    tables.forget(dropped)
             elif msg[0] == "cancel":
                 with lock:
                     ticket = tickets.get(msg[1])
@@ -265,6 +268,7 @@ class EngineProcess:
         self._tickets: dict[int, RemoteTicket] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+        self._tables = Tables()  # the guides' biases the child holds
         self._closed = False
         self._reader = threading.Thread(target=self._read, name="companion-engine-read", daemon=True)
         self._reader.start()
@@ -276,7 +280,6 @@ class EngineProcess:
 
         user = REQUESTER.get() if user is None else user
         stats, ids, max_new, _t0 = self.engine.begin(ids, params)
-        data = params_to_data(params)  # a guide that cannot cross fails here, in the caller
         with self._lock:
             if self._closed:
                 raise EngineError("the engine process has stopped")
@@ -287,8 +290,17 @@ class EngineProcess:
         if max_new <= 0:
             self._end(rid, {}, None)
             return ticket
-        mask = [int(t) for t in suppress] if suppress is not None else None
-        self.send(("submit", rid, list(ids), data, user, mask))
+        mask = suppress.tolist() if suppress is not None else None
+        with self._send_lock:  # numbered tables must reach the child in the order they were numbered
+            try:
+                data = params_to_data(params, self._tables)
+            except BaseException:
+                self._tables.clear()
+                with self._lock:
+                    self._tickets.pop(rid, None)
+                raise
+            with contextlib.suppress(OSError, ValueError):
+                _send(self._conn, ("submit", rid, list(ids), data, user, mask, self._tables.dropped()))
         return ticket
 
     def send(self, msg: tuple[Any, ...]) -> None:
