@@ -126,6 +126,52 @@ def test_the_compiled_step_computes_what_step_rows_does(engine: FastEngine) -> N
     assert torch.equal(want, got) and torch.equal(eager.data, compiled.data)  # the rows' K/V written alike
 
 
+def test_a_prefix_read_once_for_all_rows_gives_each_rows_attention(engine: FastEngine) -> None:
+    from models.engines.llama.cache import KVCache, RopeTable
+    from models.engines.llama.compiled import PlainStep
+    from models.engines.llama.scheduler import step_rows
+
+    spec, w = engine.spec, engine.weights
+    plain = PlainStep.for_weights(w, spec)
+    assert plain is not None
+    rope = RopeTable(spec, 128, w.dtype)
+    cache = KVCache(spec, 4, 128, w.dtype)
+    cache.data.normal_()
+    n = 70
+    cache.data[:, :, 1:, :, :n] = cache.data[:, :, :1, :, :n]  # every row starts with the same 70 positions
+    shared = cache.data[:, :, 0, :, :n].clone()
+    tokens, positions = torch.tensor([5, 17, 3]), torch.tensor([n, 99, 80])
+    runs = {}
+    with torch.inference_mode():
+        cases = (("whole", step_rows, None), ("eager", step_rows, shared), ("compiled", None, shared))
+        for name, step, segment in cases:
+            c = KVCache(spec, 4, 128, w.dtype)
+            c.data.copy_(cache.data)
+            if step is None:
+                runs[name] = (plain(rope, tokens, c, positions, segment), c.data)
+            else:
+                runs[name] = (step(w, spec, rope, tokens, c, positions, segment), c.data)
+    assert torch.equal(runs["eager"][0], runs["compiled"][0])  # the compiled step is the eager one, op for op
+    assert torch.allclose(runs["eager"][0], runs["whole"][0], atol=1e-4, rtol=1e-5)  # summed in two parts
+    assert torch.allclose(runs["eager"][1], runs["whole"][1], atol=1e-5)  # the same K/V written, but for rounding
+    empty = KVCache(spec, 4, 128, w.dtype)  # the shared positions matter: without them, other logits
+    assert not torch.allclose(runs["eager"][0], step_rows(w, spec, rope, tokens, empty, positions))
+
+
+def test_rows_with_one_card_read_its_prefix_once_and_decode_as_alone(engine: FastEngine) -> None:
+    card = "You are Luna, a warm and literary companion who helps writers with their stories. " * 4
+    asks = ["Hello there!", "Name a dragon.", "What is a sonnet?", "Tell me about tea."]
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    alone = [_alone(engine, card + a, params) for a in asks]
+    engine.enable_batching(max_rows=8)
+    try:
+        _batched(engine, [card + "Hi."], [params])  # the card's K/V goes into the prefix cache
+        assert _batched(engine, [card + a for a in asks], [params] * 4) == alone
+        assert engine.scheduler.shared_steps > 0
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize(("start", "t"), [(0, 20), (20, 7), (27, 1)])
 def test_the_compiled_prefill_computes_what_forward_does(engine: FastEngine, start: int, t: int) -> None:
     from models.engines.llama.block import forward

@@ -27,7 +27,7 @@ from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.spec import LlamaSpec
 from models.engines.llama.weights import LayerWeights, Weights
 
-__all__ = ["OneRowStep", "forward", "step_rows"]
+__all__ = ["OneRowStep", "forward", "shared_attention", "step_rows"]
 
 
 def _causal_mask(t: int, start: int) -> torch.Tensor:
@@ -103,12 +103,34 @@ def forward(
     return mm(F.rms_norm(x, hidden, w.head_norm, eps).reshape(b * tt, h), w.head).view(b, tt, -1)
 
 
+def shared_attention(q: torch.Tensor, layer: torch.Tensor, shared: torch.Tensor, span: int,
+                     masked: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """One query per row, `q` (rows, kv_heads, group, d), over positions `0..span-1`, where the
+    first `L = shared.size(2)` positions are the same for every row: their keys and values
+    `shared` (2, kv_heads, L, d) are read once for the batch instead of once per row (FlashInfer's
+    cascade attention; the rows' prompts start with the same card). The positions from `L` on
+    are each row's own, in `layer` (2, rows, kv_heads, capacity, d); `masked` (rows, 1, 1,
+    span - L) hides those past a row's position. One softmax over both parts: the same
+    attention as over each row's whole cache, summed in two parts. (rows, kv_heads, group, d)."""
+    b, kvh, group, d = q.size(0), q.size(1), q.size(2), q.size(3)
+    n = shared.size(2)
+    own = torch.matmul(q, layer[0, :b, :, n:span].transpose(2, 3))
+    own.masked_fill_(masked, float("-inf"))
+    by_head = q.permute(1, 0, 2, 3).reshape(kvh, b * group, d)
+    common = torch.bmm(by_head, shared[0].transpose(1, 2)).view(kvh, b, group, n).permute(1, 0, 2, 3)
+    p = torch.softmax(torch.cat([common, own], dim=-1), dim=-1)
+    first = torch.bmm(p[..., :n].permute(1, 0, 2, 3).reshape(kvh, b * group, n), shared[1])
+    return first.view(kvh, b, group, d).permute(1, 0, 2, 3) + torch.matmul(p[..., n:], layer[1, :b, :, n:span])
+
+
 def step_rows(w: Weights, spec: LlamaSpec, rope: RopeTable, tokens: torch.Tensor, cache: KVCache,
-              positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
+              positions: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """One token per row, each at its own position: writes the rows' K/V there and attends over
     each row's own prefix. The rows are the cache's first `len(tokens)`; it may hold more (free
     slots, rows that wait this step). Logits (rows, vocab). The weights are the engine's
-    (`block.forward` conventions: norms folded, Q pre-scaled)."""
+    (`block.forward` conventions: norms folded, Q pre-scaled). With `shared` (layers, 2,
+    kv_heads, L, d), every row's first L positions hold these keys and values, and attention
+    reads them once for all rows (`shared_attention`)."""
     b = tokens.shape[0]
     h, d, inter, mm, eps = spec.hidden_size, spec.head_dim, spec.intermediate_size, w.mm, spec.rms_norm_eps
     heads, kvh = spec.num_heads, spec.num_kv_heads
@@ -117,7 +139,8 @@ def step_rows(w: Weights, spec: LlamaSpec, rope: RopeTable, tokens: torch.Tensor
     rows = torch.arange(b)
     cos, sin = rope.cos[positions][:, None], rope.sin[positions][:, None]  # (b, 1, 2, d/2)
     span = int(positions.max()) + 1
-    masked = (torch.arange(span)[None, :] > positions[:, None])[:, None, None, :]  # (b, 1, 1, span)
+    start = 0 if shared is None else shared.shape[3]
+    masked = (torch.arange(start, span)[None, :] > positions[:, None])[:, None, None, :]  # (b, 1, 1, span - start)
     x = F.embedding(tokens, w.embed)
     for i, lw in enumerate(w.layers):
         qkv = mm(F.rms_norm(x, hidden, None, eps), lw.qkv)
@@ -130,10 +153,14 @@ def step_rows(w: Weights, spec: LlamaSpec, rope: RopeTable, tokens: torch.Tensor
         qk.mul_(cos).addcmul_(swapped, sin)
         layer = cache.data[i]  # (2, rows, kvh, capacity, d)
         layer[:, rows, :, positions] = qkv[:, nq:].view(b, 2, kvh, d)
-        k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
-        scores = torch.matmul(qkv[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
-        scores.masked_fill_(masked, float("-inf"))
-        att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        q = qkv[:, :nq].view(b, kvh, group, d)
+        if shared is not None:
+            att = shared_attention(q, layer, shared[i], span, masked).reshape(b, nq)
+        else:
+            k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
+            scores = torch.matmul(q, k.transpose(2, 3))
+            scores.masked_fill_(masked, float("-inf"))
+            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
         x = mm(att, lw.o).add_(x)
         if lw.o_bias is not None:
             x.add_(lw.o_bias)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from models.engines.llama.block import shared_attention
 from models.engines.llama.cache import KVCache, RopeTable
 
 __all__ = ["PlainStep", "compiled"]
@@ -31,7 +32,8 @@ __all__ = ["PlainStep", "compiled"]
 def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor, qkv: list[torch.Tensor],
                 o: list[torch.Tensor], gate_up: list[torch.Tensor], down: list[torch.Tensor],
                 head_norm: torch.Tensor | None, head: torch.Tensor, cache: torch.Tensor, cos_t: torch.Tensor,
-                sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int, eps: float) -> torch.Tensor:  # fmt: skip
+                sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int, eps: float,
+                shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """One token per row at its own position over the cache's first rows: `step_rows`."""
     b = tokens.size(0)
     h = embed.size(1)
@@ -39,7 +41,8 @@ def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tens
     rows = torch.arange(b)
     cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)
     span = int(positions.max()) + 1
-    masked = (torch.arange(span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span)
+    start = 0 if shared is None else shared.size(3)
+    masked = (torch.arange(start, span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span - start)
     x = torch.embedding(embed, tokens)
     for i in range(len(qkv)):
         t = torch.mm(torch.rms_norm(x, [h], None, eps), qkv[i])
@@ -48,10 +51,14 @@ def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tens
         qk.mul_(cos).addcmul_(swapped, sin)
         layer = cache[i]
         layer.index_put_([None, rows, None, positions], t[:, nq:].view(b, 2, kvh, d))
-        k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
-        scores = torch.matmul(t[:, :nq].view(b, kvh, group, d), k.transpose(2, 3))
-        scores.masked_fill_(masked, float("-inf"))
-        att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        q = t[:, :nq].view(b, kvh, group, d)
+        if shared is not None:
+            att = shared_attention(q, layer, shared[i], span, masked).reshape(b, nq)
+        else:
+            k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
+            scores = torch.matmul(q, k.transpose(2, 3))
+            scores.masked_fill_(masked, float("-inf"))
+            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
         x = torch.mm(att, o[i]).add_(x)
         gu = torch.mm(torch.rms_norm(x, [h], None, eps), gate_up[i])
         x = torch.mm(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
@@ -135,11 +142,12 @@ class PlainStep:
         step, prefill = compiled(_plain_step), compiled(_plain_prefill)
         return cls(step, prefill, w, spec) if step is not None and prefill is not None else None
 
-    def __call__(self, rope: RopeTable, tokens: torch.Tensor, cache: KVCache, positions: torch.Tensor) -> torch.Tensor:
-        """`step_rows(w, spec, rope, tokens, cache, positions)`."""
+    def __call__(self, rope: RopeTable, tokens: torch.Tensor, cache: KVCache, positions: torch.Tensor,
+                 shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """`step_rows(w, spec, rope, tokens, cache, positions, shared)`."""
         w = self.weights
         return self.step_fn(tokens, positions, w.embed, *self.lists, w.head_norm, w.head, cache.data, rope.cos,
-                            rope.sin, *self.shape)  # fmt: skip
+                            rope.sin, *self.shape, shared)  # fmt: skip
 
     def prefill(
         self, rope: RopeTable, ids: torch.Tensor, cache: KVCache, start: int, logits: bool = True
