@@ -24,11 +24,15 @@ pair again on a third server whose luna runs with int8 weights (`runtime.json`'s
 (`companion serve --engine-process`), against the same one-at-a-time peer.
 
 Each server runs in its own process (`bench._serve_child`), as `companion serve` does: the
-clients here share no interpreter with it.
+clients here share no interpreter with it. Each is warmed up with the 32 requests one at a time
+and then at once (the model, the prefix cache and the batch's cache as a server has them after
+its first minute), and each mode runs three times: the run with the median throughput is
+reported (one run moves by about 20% on a shared 2-core machine).
 
-Fairness, on both servers: user B sends one short request (`max_tokens` 16) while user A has 20
-streaming requests in flight on the same model; B's latency against B's alone (its peer, the
-same request on the idle server, median of 3). Issue 21's target: <= 2x.
+Fairness, on the queueing and both batching servers: user B sends one short request
+(`max_tokens` 16) while user A has 20 streaming requests in flight on the same model; B's
+latency (median of three such rounds) against B's alone (its peer, the same request on the
+idle server, median of 3). Issue 21's target: <= 2x.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ BATCH_TARGET = 4.0  # issue 21: 32 concurrent streams with batching at 4x the on
 WRITER_TARGET = 0.80  # chat throughput with a preference/memory writer at least 80% of without
 FAIR_TARGET = 2.0  # issue 21: B's one short request while A has 20 in flight, at most 2x B alone
 A_REQUESTS, B_TOKENS = 20, 16
+REPEATS = 3  # runs of each mode; the one with the median throughput is reported
 PROMPTS = [
     "Tell me about the sea at night.",
     "I finished my first chapter today!",
@@ -149,6 +154,11 @@ async def _one(
     return {"ok": done and response_id is not None, "latency": total, "ttft": ttft or total, "pieces": pieces}
 
 
+def _rate(run: tuple[list[dict[str, Any]], float]) -> float:
+    """A run's streamed pieces per second."""
+    return sum(r.get("pieces", 0) for r in run[0]) / run[1]
+
+
 async def _run(url: str, concurrent: bool, keys: list[str]) -> tuple[list[dict[str, Any]], float]:
     import httpx
 
@@ -163,7 +173,8 @@ async def _run(url: str, concurrent: bool, keys: list[str]) -> tuple[list[dict[s
 
 
 async def _fairness(url: str, a_key: str, b_key: str) -> dict[str, float]:
-    """B's short request alone (median of 3), then while A has `A_REQUESTS` in flight."""
+    """B's short request alone (median of 3), then while A has `A_REQUESTS` in flight (median
+    of 3 such rounds: one B request is a single sample, and moved by +-25% between runs)."""
     import httpx
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=A_REQUESTS + 8)) as client:
@@ -171,12 +182,16 @@ async def _fairness(url: str, a_key: str, b_key: str) -> dict[str, float]:
         for _ in range(3):
             r = await _one(client, url, 1, [], B_TOKENS, key=b_key)
             alone.append(r["latency"])
-        a_tasks = [asyncio.create_task(_one(client, url, i, [], MAX_TOKENS, key=a_key)) for i in range(A_REQUESTS)]
-        await asyncio.sleep(0.3)  # A's requests are in flight (queued or decoding)
-        b = await _one(client, url, 1, [], B_TOKENS, key=b_key)
-        a = await asyncio.gather(*a_tasks)
-    base = sorted(alone)[1]
-    return {"alone": base, "loaded": b["latency"], "ratio": b["latency"] / base, "a_ok": sum(x["ok"] for x in a)}
+        loaded, a_done = [], []
+        for _ in range(3):
+            a_tasks = [asyncio.create_task(_one(client, url, i, [], MAX_TOKENS, key=a_key)) for i in range(A_REQUESTS)]
+            await asyncio.sleep(0.3)  # A's requests are in flight (queued or decoding)
+            b = await _one(client, url, 1, [], B_TOKENS, key=b_key)
+            a = await asyncio.gather(*a_tasks)
+            loaded.append(b["latency"])
+            a_done.append(sum(x["ok"] for x in a))
+    base, mid = sorted(alone)[1], sorted(loaded)[1]
+    return {"alone": base, "loaded": mid, "ratio": mid / base, "a_ok": min(a_done)}
 
 
 def _writer(url: str, key: str, stop: threading.Event, counts: dict[str, int]) -> None:
@@ -227,6 +242,7 @@ def main() -> None:
             (url, _), (batch_url, _), (int8_url, _), (process_url, _) = children
             for warm in (url, batch_url, int8_url, process_url):  # load luna, its base and the classifier
                 asyncio.run(_run(warm, False, keys))
+                asyncio.run(_run(warm, True, keys))  # and size the batch's cache as a loaded server has it
             rows = {}
             modes = (
                 ("one at a time (peer)", url, False, False),
@@ -242,8 +258,9 @@ def main() -> None:
                 writer = threading.Thread(target=_writer, args=(url, editor, stop, counts), daemon=True)
                 if writing:
                     writer.start()
-                try:
-                    results, wall = asyncio.run(_run(target, concurrent, keys))
+                try:  # the run with the median throughput of REPEATS (one run moves by +-20% here)
+                    runs = [asyncio.run(_run(target, concurrent, keys)) for _ in range(REPEATS)]
+                    results, wall = sorted(runs, key=_rate)[REPEATS // 2]
                 finally:
                     stop.set()
                     if writing:
@@ -258,7 +275,8 @@ def main() -> None:
                     "ttft": [r["ttft"] for r in ok],
                 }
             fair = {"fair queue": asyncio.run(_fairness(url, a_key, b_key)),
-                    "continuous batching": asyncio.run(_fairness(batch_url, a_key, b_key))}  # fmt: skip
+                    "continuous batching": asyncio.run(_fairness(batch_url, a_key, b_key)),
+                    "batching in an engine process": asyncio.run(_fairness(process_url, a_key, b_key))}  # fmt: skip
         finally:
             for _url, proc in children:
                 proc.terminate()
@@ -330,7 +348,7 @@ def main() -> None:
     for mode, f in fair.items():
         f_verdict = "met" if f["ratio"] <= FAIR_TARGET and f["a_ok"] == A_REQUESTS else "MISSED"
         console.print(
-            f"fairness, {mode}: B's request ({B_TOKENS} tokens) while A has {A_REQUESTS} in flight "
+            f"fairness, {mode}: B's request ({B_TOKENS} tokens) while A has {A_REQUESTS} in flight (median of 3) "
             f"{f['loaded'] * 1000:.0f} ms vs {f['alone'] * 1000:.0f} ms alone: {f['ratio']:.2f}x "
             f"(target ≤ {FAIR_TARGET:.0f}x; A's {f['a_ok']}/{A_REQUESTS} done): {f_verdict}"
         )
