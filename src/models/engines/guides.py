@@ -96,6 +96,15 @@ class Tables:
             self._held.pop(int(n), None)
 
 
+def _row_logsumexp(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """log(sum(exp(values))) of the entries of each of `n` rows (`rows` gives each entry's row,
+    ascending); -inf for a row with none."""
+    peak = torch.full((n,), float("-inf"), dtype=values.dtype).scatter_reduce_(0, rows, values, "amax")
+    safe = torch.where(torch.isinf(peak), torch.zeros((), dtype=values.dtype), peak)
+    total = torch.zeros(n, dtype=values.dtype).index_add_(0, rows, torch.exp(values - safe[rows]))
+    return safe + torch.log(total)
+
+
 class NearBias:
     """Adds `bias` (vocab,) to the logits within `margin` of the best one; the end tokens
     (`stops`) move with the steered mass, so the odds of ending the reply stay the model's.
@@ -129,23 +138,32 @@ class NearBias:
         guides: Sequence[NearBias], logits: torch.Tensor, generated: Sequence[Sequence[int]] = ()
     ) -> torch.Tensor:
         """`adjust` over (rows, vocab) `logits`, each row with its own guide's bias (the guides
-        share one table): whole-batch operations, so a row comes out the same alone or in a
-        batch (`adjust` is this on one row)."""
+        share one table and margin). Only the entries within the margin change, so they are
+        found first (one comparison over the batch) and everything after runs on them alone:
+        over the whole vocabulary, the two log-sum-exps' `exp` cost more than the step's
+        attention. Per row the same operations in the same order, so a row comes out the same
+        alone or in a batch (`adjust` is this on one row)."""
         vocab = logits.shape[-1]
         heads = [g.head(vocab) for g in guides]
-        bias = heads[0][0][None] if len(guides) == 1 else torch.stack([h[0] for h in heads])
         stops = heads[0][1]
-        near = logits >= logits.max(dim=-1, keepdim=True).values - guides[0].margin
-        out = logits + torch.where(near, bias, torch.zeros((), dtype=bias.dtype))
+        top = logits.max(dim=-1).values
+        rows, cols = torch.nonzero(logits >= (top - guides[0].margin)[:, None], as_tuple=True)
+        tables: dict[int, int] = {}
+        which = torch.tensor([tables.setdefault(id(h[0]), len(tables)) for h in heads], dtype=torch.long)
+        unique = {id(h[0]): h[0] for h in heads}
+        bias = torch.stack(list(unique.values()))[which[rows], cols]
+        before = logits[rows, cols]
+        after = before + bias
+        out = logits.clone()
+        out[rows, cols] = after
         if len(stops):
-            go_on = near.index_fill(1, stops, False)
-            moving = go_on.any(dim=-1, keepdim=True)
+            go = ~torch.isin(cols, stops)  # the entries that go on (the stops move with them)
+            n = logits.shape[0]
+            moving = torch.zeros(n, dtype=torch.bool).index_fill_(0, rows[go], True)
             if bool(moving.any()):
-                skip = ~go_on
-                lift = torch.logsumexp(out.masked_fill(skip, float("-inf")), -1, keepdim=True) - torch.logsumexp(
-                    logits.masked_fill(skip, float("-inf")), -1, keepdim=True
-                )
-                out[:, stops] = torch.where(moving, logits[:, stops] + lift, out[:, stops])
+                lift = _row_logsumexp(after[go], rows[go], n) - _row_logsumexp(before[go], rows[go], n)
+                lifted = logits[:, stops] + lift[:, None]
+                out[:, stops] = torch.where(moving[:, None], lifted, out[:, stops])
         return out
 
     def _fit(self, vocab: int) -> torch.Tensor:
@@ -195,17 +213,24 @@ class NearBoost:
     def adjust_rows(
         guides: Sequence[NearBoost], logits: torch.Tensor, generated: Sequence[Sequence[int]]
     ) -> torch.Tensor:
-        """`adjust` for each row of (rows, vocab) `logits` with its own guide and reply so far,
-        in a few whole-batch operations (the same additions, so the same numbers)."""
+        """`adjust` for each row of (rows, vocab) `logits` with its own guide and reply so far:
+        the entries within each row's margin are found with one comparison over the batch, and
+        only they are looked up (the same additions, so the same numbers)."""
         vocab = logits.shape[-1]
-        allowed = torch.stack([g.vocab_mask(vocab) for g in guides])
-        for j, done in enumerate(generated):
-            if done:
-                allowed[j, torch.tensor([t for t in done if 0 <= t < vocab], dtype=torch.long)] = False
-        margin = torch.tensor([g.margin for g in guides], dtype=logits.dtype)[:, None]
-        focus = torch.tensor([g.focus for g in guides], dtype=logits.dtype)[:, None]
-        near = logits >= logits.max(dim=-1, keepdim=True).values - margin
-        return torch.where(allowed & near & (focus != 0), logits + focus, logits)
+        margin = torch.tensor([g.margin for g in guides], dtype=logits.dtype)
+        focus = torch.tensor([g.focus for g in guides], dtype=logits.dtype)
+        top = logits.max(dim=-1).values
+        rows, cols = torch.nonzero(logits >= (top - margin)[:, None], as_tuple=True)
+        masks: dict[int, int] = {}
+        which = torch.tensor([masks.setdefault(id(g), len(masks)) for g in guides], dtype=torch.long)
+        allowed = torch.stack([g.vocab_mask(vocab) for g in {id(g): g for g in guides}.values()])[which[rows], cols]
+        said = [r * vocab + t for r, done in enumerate(generated) for t in done if 0 <= t < vocab]
+        if said:
+            allowed &= ~torch.isin(rows * vocab + cols, torch.tensor(said, dtype=torch.long))
+        allowed &= focus[rows] != 0
+        out = logits.clone()
+        out[rows[allowed], cols[allowed]] += focus[rows[allowed]]
+        return out
 
     def adjust(self, logits: torch.Tensor, generated: Sequence[int] = ()) -> torch.Tensor:
         ids = self.ids[self.ids < logits.shape[-1]]

@@ -187,8 +187,10 @@ def pick_rows(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int]:
     for rp, rows in _groups(penalized, lambda i: samplers[i].p.repetition_penalty).items():
         idx = torch.tensor(rows, dtype=torch.long)
         seen = torch.stack([samplers[i]._seen_mask(vocab) for i in rows])  # noqa: SLF001
-        sub = x[idx]
-        x[idx] = torch.where(seen, torch.where(sub > 0, sub / rp, sub * rp), sub)  # type: ignore[operator]
+        at, cols = torch.nonzero(seen, as_tuple=True)  # the seen tokens only: a few hundred of the vocabulary
+        r = idx[at]
+        vals = x[r, cols]
+        x[r, cols] = torch.where(vals > 0, vals / rp, vals * rp)  # type: ignore[operator]
     guided = [i for i in simple if samplers[i].p.guide is not None]
     for key, rows in _groups(guided, lambda i: _batch_key(samplers[i].p.guide)).items():
         if key is None:  # a guide that adjusts one row at a time
