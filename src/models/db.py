@@ -25,12 +25,14 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     create_engine,
     event,
     func,
     insert,
     select,
     text,
+    update,
 )
 
 from models.schema import (
@@ -136,6 +138,26 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 _write_locks: dict[int, threading.RLock] = {}
+
+
+def upsert(conn: Connection, table: Table, keys: dict[str, Any], values: dict[str, Any]) -> None:
+    """Insert the row `keys` + `values`, or update `values` where a row with `keys` (the
+    table's primary key) exists: one `INSERT ... ON CONFLICT DO UPDATE` on SQLite and
+    PostgreSQL, a read and a write elsewhere."""
+    name = conn.dialect.name
+    if name in ("sqlite", "postgresql"):
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        stmt = dialect_insert(table).values(**keys, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=values))
+        return
+    where = [table.c[k] == v for k, v in keys.items()]
+    if conn.scalar(select(table.c[next(iter(keys))]).where(*where)) is None:
+        conn.execute(insert(table).values(**keys, **values))
+    else:
+        conn.execute(update(table).where(*where).values(**values))
 
 
 def _sqlite_write_lock(engine: Engine) -> threading.RLock:

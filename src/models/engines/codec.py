@@ -29,6 +29,9 @@ SHORT_TEXT = 64
 SHORT_KEPT = 8192
 #: How many texts' token counts `TextCodec.count` remembers.
 COUNTED = 4096
+#: Longer texts are encoded in the pieces between their added tokens (a chat prompt's turns), the
+#: last `PIECES_KEPT` pieces remembered: every turn's prompt repeats the card and the earlier turns.
+PIECES_KEPT = 2048
 
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -48,15 +51,18 @@ class TextCodec:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self._short = functools.lru_cache(maxsize=SHORT_KEPT)(self._encode)
+        self._piece = functools.lru_cache(maxsize=PIECES_KEPT)(self._encode_whole)
         cfg_path = self.folder / "tokenizer_config.json"
         self.config: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         tj = self.folder / "tokenizer.json"
         self._fast = None
         self._hf = None
+        self._cuts: tuple[Any, dict[str, int]] | None = None
         if tj.exists():
             from tokenizers import Tokenizer
 
             self._fast = Tokenizer.from_file(str(tj))
+            self._cuts = self._added_token_cuts()
         else:
             try:
                 from transformers import AutoTokenizer
@@ -117,7 +123,36 @@ class TextCodec:
                 ids = prefix + list(ids)
         return list(ids)
 
+    def _added_token_cuts(self) -> tuple[Any, dict[str, int]] | None:
+        """A pattern that cuts text at the tokenizer's added tokens (leftmost, longest first, as
+        `tokenizers` matches them) and their ids, where `tokenizers` itself cuts there and encodes
+        the pieces between on their own: no added token strips the spaces beside it, matches
+        whole words only or is matched after normalization. Otherwise None (encode whole)."""
+        import re
+
+        assert self._fast is not None
+        ids: dict[str, int] = {}
+        for tid, token in self._fast.get_added_tokens_decoder().items():
+            if token.lstrip or token.rstrip or token.single_word or token.normalized:
+                return None
+            ids[token.content] = tid
+        if not ids:
+            return None
+        return re.compile("(" + "|".join(re.escape(t) for t in sorted(ids, key=len, reverse=True)) + ")"), ids
+
     def _encode(self, text: str) -> tuple[int, ...]:
+        if self._cuts is not None and len(text) > SHORT_TEXT:
+            pattern, added = self._cuts
+            out: list[int] = []
+            for i, part in enumerate(pattern.split(text)):
+                if i % 2:
+                    out.append(added[part])
+                elif part:
+                    out.extend(self._piece(part))
+            return tuple(out)
+        return self._encode_whole(text)
+
+    def _encode_whole(self, text: str) -> tuple[int, ...]:
         if self._fast is not None:
             return tuple(self._fast.encode(text, add_special_tokens=False).ids)
         return tuple(self._hf.encode(text, add_special_tokens=False))  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
 
 from models import db
 
@@ -52,10 +52,7 @@ def save_session(model: str, user: str, state: dict[str, Any] | None) -> None:
             conn.execute(delete(t).where(*where))
             return
         sealed = seal(state, as_json=True)
-        if conn.scalar(select(t.c.user_id).where(*where)) is None:
-            conn.execute(insert(t).values(user_id=user, model=model, state=sealed, updated_at=db.utc_now()))
-        else:
-            conn.execute(update(t).where(*where).values(state=sealed, updated_at=db.utc_now()))
+        db.upsert(conn, t, {"user_id": user, "model": model}, {"state": sealed, "updated_at": db.utc_now()})
 
 
 def restore(session: Any, model: str, user: str, scenarios: Any) -> None:

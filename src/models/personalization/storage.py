@@ -120,11 +120,7 @@ def put_preferences(user: str, data: dict[str, Any]) -> None:
     table = db.user_preferences
     sealed = seal_row(table.name, {"data": data})["data"]
     with db.write_transaction(home_engine()) as conn:
-        found = conn.scalar(select(table.c.user_id).where(table.c.user_id == user))
-        if found is None:
-            conn.execute(insert(table).values(user_id=user, data=sealed, updated_at=db.utc_now()))
-        else:
-            conn.execute(update(table).where(table.c.user_id == user).values(data=sealed, updated_at=db.utc_now()))
+        db.upsert(conn, table, {"user_id": user}, {"data": sealed, "updated_at": db.utc_now()})
     forget_cached("prefs", user)
 
 
