@@ -26,8 +26,9 @@ pair again on a third server whose luna runs with int8 weights (`runtime.json`'s
 Each server runs in its own process (`bench._serve_child`), as `companion serve` does: the
 clients here share no interpreter with it. Each is warmed up with the 32 requests one at a time
 and then at once (the model, the prefix cache and the batch's cache as a server has them after
-its first minute), and each mode runs three times: the run with the median throughput is
-reported (one run moves by about 20% on a shared 2-core machine).
+its first minute). Every mode then runs once in each of three rounds, so that a slow spell of
+the machine falls on all of them alike, and each mode's run with the median throughput is
+reported (one run moves by about 20% on a shared 2-core machine); "dropped" counts all three.
 
 Fairness, on the queueing and both batching servers: user B sends one short request
 (`max_tokens` 16) while user A has 20 streaming requests in flight on the same model; B's
@@ -253,22 +254,25 @@ def main() -> None:
                 (f"int8: {CLIENTS} concurrent, continuous batching", int8_url, True, False),
                 (f"{CLIENTS} concurrent, batching in an engine process", process_url, True, False),
             )
-            for label, target, concurrent, writing in modes:
-                stop = threading.Event()
-                writer = threading.Thread(target=_writer, args=(url, editor, stop, counts), daemon=True)
-                if writing:
-                    writer.start()
-                try:  # the run with the median throughput of REPEATS (one run moves by +-20% here)
-                    runs = [asyncio.run(_run(target, concurrent, keys)) for _ in range(REPEATS)]
-                    results, wall = sorted(runs, key=_rate)[REPEATS // 2]
-                finally:
-                    stop.set()
+            runs: dict[str, list[tuple[list[dict[str, Any]], float]]] = {label: [] for label, *_ in modes}
+            for _round in range(REPEATS):  # each round runs every mode once: a slow spell of the machine hits all
+                for label, target, concurrent, writing in modes:
+                    stop = threading.Event()
+                    writer = threading.Thread(target=_writer, args=(url, editor, stop, counts), daemon=True)
                     if writing:
-                        writer.join(timeout=60)
+                        writer.start()
+                    try:
+                        runs[label].append(asyncio.run(_run(target, concurrent, keys)))
+                    finally:
+                        stop.set()
+                        if writing:
+                            writer.join(timeout=60)
+            for label, *_ in modes:  # the run with the median throughput (one run moves by +-20% here)
+                results, wall = sorted(runs[label], key=_rate)[REPEATS // 2]
                 ok = [r for r in results if r["ok"]]
                 rows[label] = {
                     "ok": len(ok),
-                    "dropped": len(results) - len(ok),
+                    "dropped": sum(1 for run, _wall in runs[label] for r in run if not r["ok"]),  # in any run
                     "wall": wall,
                     "pieces": sum(r["pieces"] for r in ok),
                     "lat": [r["latency"] for r in ok],
