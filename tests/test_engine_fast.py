@@ -298,3 +298,28 @@ def test_missing_untied_head_is_a_clear_error(make_model: Callable[..., Path], t
     folder = _edit_config(make_model("gqa-tied"), tmp_path / "untied", tie_word_embeddings=False)
     with pytest.raises(EngineError, match=r"lm_head\.weight"):
         FastEngine(folder)
+
+
+def test_the_one_row_step_multiplies_with_numpys_blas_at_the_engines_thread_count(tiny_model_dir: Path) -> None:
+    from models.engines.llama.blas import numpy_blas
+    from models.engines.llama.block import OneRowStep
+
+    blas = numpy_blas()
+    if blas is None:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    engine = FastEngine(tiny_model_dir, threads=2)
+    ids = engine.codec.encode("The lighthouse keeper", add_bos=True)
+    numpy_logits = [engine.prefill(ids)] + [engine.step(t) for t in (5, 9, 11)]
+    assert engine._one_row.numpy_mm
+    outside = blas.get_num_threads()
+    with engine.scope():
+        assert blas.get_num_threads() == 2 and torch.get_num_threads() == 2
+    assert blas.get_num_threads() == outside  # restored, as torch's count is
+    engine._one_row = OneRowStep(engine.weights, engine.spec, engine.cache, engine.rope)
+    engine._one_row.numpy_mm = False  # torch's addmm instead
+    engine._one_row.scaled = lambda x, m, scale: torch.addmm(torch.zeros(1), x, m, beta=0, alpha=scale)
+    engine._one_row.residual = torch.addmm
+    torch_logits = [engine.prefill(ids)] + [engine.step(t) for t in (5, 9, 11)]
+    assert not engine._one_row.numpy_mm  # the steps above ran on torch's products
+    for a, b in zip(numpy_logits, torch_logits, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.engines.llama.blas import numpy_blas
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.spec import LlamaSpec
 from models.engines.llama.weights import LayerWeights, Weights
@@ -173,7 +175,8 @@ class OneRowStep:
     """One token of row 0 against the cache: the per-token hot path, for every weight format.
 
     Float weights fold the norm's scale into `addmm`'s `alpha` and the residual into its input;
-    int8 weights scale the activation and add the residual after the kernel. Built for one
+    int8 weights scale the activation and add the residual after the kernel; float32 weights
+    multiply with NumPy's OpenBLAS where NumPy has it (`blas.py`: MKL runs one row on one thread). Built for one
     (weights, cache tensor, RoPE table) triple; the engine builds a new one when any of them
     changes (a cache that grows, weights in another format)."""
 
@@ -187,10 +190,16 @@ class OneRowStep:
         self.pairs = (spec.num_heads + kvh, 2, d // 2)
         self.q_shape, self.kv_shape = (kvh, spec.num_heads // kvh, d), (2, kvh, d)
         self.embed, self.head, self.head_norm, self.rope = w.embed, w.head, w.head_norm, rope
+        self.numpy_mm = w.format != "int8-dynamic" and w.dtype == torch.float32 and numpy_blas() is not None
         if w.format == "int8-dynamic":
             lin = torch.ops.quantized.linear_dynamic
             self.scaled = lambda x, m, scale: lin(x * scale, m)
             self.residual = lambda x, a, m: lin(a, m).add_(x)
+        elif self.numpy_mm:  # OpenBLAS threads a one-row product
+            views = {id(m): m.numpy() for m in (*(m for lw in w.layers for m in lw.each()), w.head)}
+            matmul, tensor = np.matmul, torch.from_numpy
+            self.scaled = lambda x, m, scale: tensor(matmul(x.numpy(), views[id(m)])).mul_(scale)
+            self.residual = lambda x, a, m: tensor(matmul(a.numpy(), views[id(m)])).add_(x)
         else:
             addmm, zero = torch.addmm, torch.zeros(1, dtype=w.dtype)  # addmm's ignored input (beta=0)
             self.scaled = lambda x, m, scale: addmm(zero, x, m, beta=0, alpha=scale)
@@ -203,6 +212,17 @@ class OneRowStep:
         self.head_dim = d
 
     def __call__(self, token: int, pos: int) -> torch.Tensor:
+        if self.numpy_mm:  # OpenBLAS's threads do the products; torch's, spinning beside them, would only slow them
+            threads = torch.get_num_threads()
+            if threads != 1:
+                torch.set_num_threads(1)
+                try:
+                    return self._step(token, pos)
+                finally:
+                    torch.set_num_threads(threads)
+        return self._step(token, pos)
+
+    def _step(self, token: int, pos: int) -> torch.Tensor:
         eps, inv_h, inter, nq, qk_end, rot = self.eps, self.inv_h, self.inter, self.nq, self.qk_end, self.rot
         pairs, q_shape, kv_shape, n = self.pairs, self.q_shape, self.kv_shape, pos + 1
         scaled, residual = self.scaled, self.residual

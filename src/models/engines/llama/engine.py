@@ -25,6 +25,7 @@ import torch
 from models.adapters import merge_lora
 from models.engines.base import Candidate, LocalEngine, SamplingParams, check_rows
 from models.engines.codec import TextCodec
+from models.engines.llama.blas import numpy_blas
 from models.engines.llama.block import OneRowStep, forward
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.runtime import apply_runtime, read_runtime
@@ -47,22 +48,29 @@ class ThreadScope:
     """Inference mode plus an intra-op thread count, restored on exit. Nested scopes with
     the same count cost an integer compare (no `set_num_threads` call)."""
 
-    __slots__ = ("_mode", "_prev", "threads")
+    __slots__ = ("_blas", "_mode", "_prev", "_prev_blas", "threads")
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._mode = torch.inference_mode()
-        self._prev = 0
+        self._prev = self._prev_blas = 0
+        self._blas = numpy_blas()  # NumPy's OpenBLAS, which the one-row step uses: the same count
 
     def __enter__(self) -> None:
         self._mode.__enter__()
         self._prev = torch.get_num_threads()
         if self._prev != self.threads:
             torch.set_num_threads(self.threads)
+        if self._blas is not None:
+            self._prev_blas = self._blas.get_num_threads()
+            if self._prev_blas != self.threads:
+                self._blas.set_num_threads(self.threads)
 
     def __exit__(self, *exc: object) -> None:
         if self._prev != self.threads:
             torch.set_num_threads(self._prev)
+        if self._blas is not None and self._prev_blas != self.threads:
+            self._blas.set_num_threads(self._prev_blas)
         self._mode.__exit__(*exc)
 
 
