@@ -126,6 +126,33 @@ def test_the_compiled_step_computes_what_step_rows_does(engine: FastEngine) -> N
     assert torch.equal(want, got) and torch.equal(eager.data, compiled.data)  # the rows' K/V written alike
 
 
+def test_the_compiled_int8_step_computes_what_step_rows_does(engine: FastEngine) -> None:
+    from models.engines.llama.cache import KVCache, RopeTable
+    from models.engines.llama.compiled import PlainStep
+    from models.engines.llama.runtime import quantize_int8
+    from models.engines.llama.scheduler import step_rows
+    from models.engines.llama.weights import int8_available
+
+    if not int8_available():
+        pytest.skip("this torch build has no FBGEMM int8 kernels")
+    quantize_int8(engine)
+    spec, w = engine.spec, engine.weights
+    plain = PlainStep.for_weights(w, spec)
+    assert plain is not None and plain.prefill_fn is None  # the step compiled, the prefill eager
+    rope = RopeTable(spec, 128, torch.float32)
+    eager, compiled = KVCache(spec, 4, 128, torch.float32), KVCache(spec, 4, 128, torch.float32)
+    eager.data.normal_()
+    eager.data[:, :, 1:, :, :70] = eager.data[:, :, :1, :, :70]
+    compiled.data.copy_(eager.data)
+    tokens, positions = torch.tensor([5, 17, 3]), torch.tensor([70, 99, 80])
+    shared = eager.data[:, :, 0, :, :70].clone()
+    with torch.inference_mode():
+        for segment in (None, shared):
+            want = step_rows(w, spec, rope, tokens, eager, positions, segment)
+            got = plain(rope, tokens, compiled, positions, segment)
+            assert torch.equal(want, got) and torch.equal(eager.data, compiled.data)
+
+
 def test_a_prefix_read_once_for_all_rows_gives_each_rows_attention(engine: FastEngine) -> None:
     from models.engines.llama.cache import KVCache, RopeTable
     from models.engines.llama.compiled import PlainStep

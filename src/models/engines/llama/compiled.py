@@ -10,7 +10,8 @@ compiled (docs/serving.md, "The GIL").
 `_plain_step` and `_plain_prefill` are `block.step_rows` and `block.forward` (one row, a
 chunk at `start`, last logits) op for op, for weights with no biases and no per-head norms
 multiplied with `torch.mm` (float32, bfloat16): the same numbers bit for bit
-(`tests/test_scheduler.py`). Everything else (int8, Qwen's biases and norms) runs eager.
+(`tests/test_scheduler.py`). `_int8_step` is the step for packed int8 weights
+(`quantized::linear_dynamic`; its prompts' prefill runs eager). Qwen's biases and norms run eager.
 TorchScript is deprecated upstream but still ships; where it is missing or fails, the eager
 code runs, so nothing depends on it.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from models.engines.llama.block import shared_attention
+from models.engines.llama.block import forward, shared_attention
 from models.engines.llama.cache import KVCache, RopeTable
 
 __all__ = ["PlainStep", "compiled"]
@@ -63,6 +64,47 @@ def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tens
         gu = torch.mm(torch.rms_norm(x, [h], None, eps), gate_up[i])
         x = torch.mm(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
     return torch.mm(torch.rms_norm(x, [h], head_norm, eps), head)
+
+
+def _int8_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor,
+               qkv: list[torch.classes.quantized.LinearPackedParamsBase],
+               o: list[torch.classes.quantized.LinearPackedParamsBase],
+               gate_up: list[torch.classes.quantized.LinearPackedParamsBase],
+               down: list[torch.classes.quantized.LinearPackedParamsBase], head_norm: torch.Tensor | None,
+               head: torch.classes.quantized.LinearPackedParamsBase, cache: torch.Tensor, cos_t: torch.Tensor,
+               sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int, eps: float,
+               shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """`_plain_step` for packed int8 weights: `torch.mm` is `quantized::linear_dynamic`, as
+    `step_rows` multiplies them (the same numbers: `tests/test_scheduler.py`)."""
+    b = tokens.size(0)
+    h = embed.size(1)
+    nq, nkv, group = heads * d, kvh * d, heads // kvh
+    rows = torch.arange(b)
+    cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)
+    span = int(positions.max()) + 1
+    start = 0 if shared is None else shared.size(3)
+    masked = (torch.arange(start, span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span - start)
+    x = torch.embedding(embed, tokens)
+    for i in range(len(qkv)):
+        t = torch.ops.quantized.linear_dynamic(torch.rms_norm(x, [h], None, eps), qkv[i])
+        qk = t[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
+        swapped = qk.flip(2)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        layer = cache[i]
+        layer.index_put_([None, rows, None, positions], t[:, nq:].view(b, 2, kvh, d))
+        q = t[:, :nq].view(b, kvh, group, d)
+        if shared is not None:
+            att = shared_attention(q, layer, shared[i], span, masked).reshape(b, nq)
+        else:
+            k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
+            scores = torch.matmul(q, k.transpose(2, 3))
+            scores.masked_fill_(masked, float("-inf"))
+            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        x = torch.ops.quantized.linear_dynamic(att, o[i]).add_(x)
+        gu = torch.ops.quantized.linear_dynamic(torch.rms_norm(x, [h], None, eps), gate_up[i])
+        act = torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:])
+        x = torch.ops.quantized.linear_dynamic(act, down[i]).add_(x)
+    return torch.ops.quantized.linear_dynamic(torch.rms_norm(x, [h], head_norm, eps), head)
 
 
 def _plain_prefill(ids: torch.Tensor, start: int, embed: torch.Tensor, qkv: list[torch.Tensor],
@@ -125,11 +167,12 @@ def compiled(fn: Any) -> Any:
 
 
 class PlainStep:
-    """The compiled step and prefill bound to one set of plain float weights; `for_weights`
-    gives None for weights that need the eager code (int8, biases, per-head norms)."""
+    """The compiled step and prefill bound to one set of plain float or int8 weights (int8: the
+    step only); `for_weights` gives None for weights that need the eager code (biases, per-head
+    norms)."""
 
     def __init__(self, step: Any, prefill: Any, w: Any, spec: Any) -> None:
-        self.step_fn, self.prefill_fn, self.weights = step, prefill, w
+        self.step_fn, self.prefill_fn, self.weights, self.spec = step, prefill, w, spec
         layers = w.layers
         self.lists = ([lw.qkv for lw in layers], [lw.o for lw in layers], [lw.gate_up for lw in layers],
                       [lw.down for lw in layers])  # fmt: skip
@@ -137,7 +180,12 @@ class PlainStep:
 
     @classmethod
     def for_weights(cls, w: Any, spec: Any) -> PlainStep | None:
-        if w.format not in ("float32", "bfloat16") or any(v is not None for lw in w.layers for v in lw.extras()):
+        if any(v is not None for lw in w.layers for v in lw.extras()):
+            return None
+        if w.format == "int8-dynamic":  # the step compiled; a prompt's prefill runs eager (`forward`)
+            step = compiled(_int8_step)
+            return cls(step, None, w, spec) if step is not None else None
+        if w.format not in ("float32", "bfloat16"):
             return None
         step, prefill = compiled(_plain_step), compiled(_plain_prefill)
         return cls(step, prefill, w, spec) if step is not None and prefill is not None else None
@@ -154,5 +202,7 @@ class PlainStep:
     ) -> torch.Tensor:
         """`block.forward(w, spec, rope, ids, cache, start=start, last_only=True, logits=logits)` for one row."""
         w = self.weights
+        if self.prefill_fn is None:
+            return forward(w, self.spec, rope, ids, cache, start=start, last_only=True, logits=logits)
         return self.prefill_fn(ids, start, w.embed, *self.lists, w.head_norm, w.head, cache.data, rope.cos,
                                rope.sin, *self.shape, logits)  # fmt: skip
