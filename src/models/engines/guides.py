@@ -96,6 +96,20 @@ class Tables:
             self._held.pop(int(n), None)
 
 
+def _distinct(items: Sequence[Any]) -> tuple[list[Any], torch.Tensor]:
+    """The distinct objects of `items` (by identity, first seen first) and each item's index
+    among them: rows that share a table look it up once."""
+    index: dict[int, int] = {}
+    distinct: list[Any] = []
+    which = []
+    for item in items:
+        if id(item) not in index:
+            index[id(item)] = len(distinct)
+            distinct.append(item)
+        which.append(index[id(item)])
+    return distinct, torch.tensor(which, dtype=torch.long)
+
+
 def _row_logsumexp(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
     """log(sum(exp(values))) of the entries of each of `n` rows (`rows` gives each entry's row,
     ascending); -inf for a row with none."""
@@ -148,10 +162,8 @@ class NearBias:
         stops = heads[0][1]
         top = logits.max(dim=-1).values
         rows, cols = torch.nonzero(logits >= (top - guides[0].margin)[:, None], as_tuple=True)
-        tables: dict[int, int] = {}
-        which = torch.tensor([tables.setdefault(id(h[0]), len(tables)) for h in heads], dtype=torch.long)
-        unique = {id(h[0]): h[0] for h in heads}
-        bias = torch.stack(list(unique.values()))[which[rows], cols]
+        tables, which = _distinct([h[0] for h in heads])
+        bias = torch.stack(tables)[which[rows], cols]
         before = logits[rows, cols]
         after = before + bias
         out = logits.clone()
@@ -221,9 +233,8 @@ class NearBoost:
         focus = torch.tensor([g.focus for g in guides], dtype=logits.dtype)
         top = logits.max(dim=-1).values
         rows, cols = torch.nonzero(logits >= (top - margin)[:, None], as_tuple=True)
-        masks: dict[int, int] = {}
-        which = torch.tensor([masks.setdefault(id(g), len(masks)) for g in guides], dtype=torch.long)
-        allowed = torch.stack([g.vocab_mask(vocab) for g in {id(g): g for g in guides}.values()])[which[rows], cols]
+        distinct, which = _distinct(guides)
+        allowed = torch.stack([g.vocab_mask(vocab) for g in distinct])[which[rows], cols]
         said = [r * vocab + t for r, done in enumerate(generated) for t in done if 0 <= t < vocab]
         if said:
             allowed &= ~torch.isin(rows * vocab + cols, torch.tensor(said, dtype=torch.long))

@@ -47,26 +47,25 @@ def load_session(model: str, user: str) -> dict[str, Any] | None:
 def save_session(model: str, user: str, state: dict[str, Any] | None) -> None:
     """Store (or, with None, forget) the state of `model` with `user`. A store is committed
     with the others that arrive while one is being written (`GroupCommit`: 32 turns ending
-    at once made 32 transactions, each with its own sync to disk); it returns once committed."""
+    at once made 32 transactions, each with its own sync to disk), in arrival order; it
+    returns once committed."""
     from models.privacy.crypto import seal
 
     engine = _engine()
-    if state is None:
-        t = db.personality_sessions
-        with db.write_transaction(engine) as conn:
-            conn.execute(delete(t).where(t.c.user_id == user, t.c.model == model))
-        return
-    sealed = seal(state, as_json=True)
+    sealed = seal(state, as_json=True) if state is not None else None
     _group(engine).submit((model, user, sealed, db.utc_now()), functools.partial(_write, engine))
 
 
 def _write(engine: Any, batch: list[tuple[str, str, Any, str]]) -> list[None]:
-    """Upsert `batch`'s states in one transaction, in arrival order (a later state of the same
-    session wins)."""
+    """Upsert (or, for None, delete) `batch`'s states in one transaction, in arrival order (a
+    later state of the same session wins)."""
     t = db.personality_sessions
     with db.write_transaction(engine) as conn:
         for model, user, sealed, at in batch:
-            db.upsert(conn, t, {"user_id": user, "model": model}, {"state": sealed, "updated_at": at})
+            if sealed is None:
+                conn.execute(delete(t).where(t.c.user_id == user, t.c.model == model))
+            else:
+                db.upsert(conn, t, {"user_id": user, "model": model}, {"state": sealed, "updated_at": at})
     return [None] * len(batch)
 
 

@@ -360,8 +360,9 @@ class Scheduler:
         """How much of the segment the joining row holds: the prompt prefix they have in
         common, if the row's cache holds the segment's keys and values there bit for bit (a
         prefix copied from the prefix cache does; one computed apart may differ in rounding,
-        and then the row attends over its own cache). A row that shares nothing while no running row uses the
-        segment makes its own prompt the segment (the character or the card changed)."""
+        and then the row attends over its own cache). A row that shares nothing while no
+        running row uses the segment makes its own prompt the segment (the character or the
+        card changed)."""
         filled, kv = ticket.pos, ticket.cache.data
         if self._segment is not None:
             ids, seg = self._segment
