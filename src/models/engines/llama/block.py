@@ -29,7 +29,7 @@ from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.spec import LlamaSpec
 from models.engines.llama.weights import LayerWeights, Weights
 
-__all__ = ["OneRowStep", "forward", "shared_attention", "step_rows"]
+__all__ = ["OneRowStep", "attend", "forward", "shared_attention", "step_rows"]
 
 
 def _causal_mask(t: int, start: int) -> torch.Tensor:
@@ -125,6 +125,19 @@ def shared_attention(q: torch.Tensor, layer: torch.Tensor, shared: torch.Tensor,
     return first.view(kvh, b, group, d).permute(1, 0, 2, 3) + torch.matmul(p[..., n:], layer[1, :b, :, n:span])
 
 
+def attend(q: torch.Tensor, layer: torch.Tensor, span: int, masked: torch.Tensor,
+           shared: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """One query per row, `q` (rows, kv_heads, group, d), over each row's positions below
+    `span` in `layer` (2, rows, kv_heads, capacity, d), or over `shared` and then its own
+    (`shared_attention`); `masked` hides the positions past each row's own. (rows, heads * d)."""
+    b = q.size(0)
+    if shared is not None:
+        return shared_attention(q, layer, shared, span, masked).reshape(b, -1)
+    scores = torch.matmul(q, layer[0, :b, :, :span].transpose(2, 3))
+    scores.masked_fill_(masked, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), layer[1, :b, :, :span]).reshape(b, -1)
+
+
 def step_rows(w: Weights, spec: LlamaSpec, rope: RopeTable, tokens: torch.Tensor, cache: KVCache,
               positions: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """One token per row, each at its own position: writes the rows' K/V there and attends over
@@ -155,14 +168,7 @@ def step_rows(w: Weights, spec: LlamaSpec, rope: RopeTable, tokens: torch.Tensor
         qk.mul_(cos).addcmul_(swapped, sin)
         layer = cache.data[i]  # (2, rows, kvh, capacity, d)
         layer[:, rows, :, positions] = qkv[:, nq:].view(b, 2, kvh, d)
-        q = qkv[:, :nq].view(b, kvh, group, d)
-        if shared is not None:
-            att = shared_attention(q, layer, shared[i], span, masked).reshape(b, nq)
-        else:
-            k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
-            scores = torch.matmul(q, k.transpose(2, 3))
-            scores.masked_fill_(masked, float("-inf"))
-            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        att = attend(qkv[:, :nq].view(b, kvh, group, d), layer, span, masked, None if shared is None else shared[i])
         x = mm(att, lw.o).add_(x)
         if lw.o_bias is not None:
             x.add_(lw.o_bias)

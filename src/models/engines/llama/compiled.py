@@ -24,10 +24,40 @@ from typing import Any
 
 import torch
 
-from models.engines.llama.block import forward, shared_attention
+from models.engines.llama.block import attend, forward
 from models.engines.llama.cache import KVCache, RopeTable
 
 __all__ = ["PlainStep", "compiled"]
+
+
+def _rows_in(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor, cos_t: torch.Tensor,
+             sin_t: torch.Tensor, shared: torch.Tensor | None,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:  # fmt: skip
+    """A step's inputs: the rows' embeddings, their indexes, RoPE at their positions, the span
+    attention reads and the mask past each row's position (from the shared segment's end on)."""
+    b = tokens.size(0)
+    span = int(positions.max()) + 1
+    start = 0 if shared is None else shared.size(3)
+    masked = (torch.arange(start, span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span - start)
+    cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)
+    return torch.embedding(embed, tokens), torch.arange(b), cos, sin, span, masked
+
+
+def _attention(t: torch.Tensor, layer: torch.Tensor, i: int, rows: torch.Tensor, positions: torch.Tensor,
+               cos: torch.Tensor, sin: torch.Tensor, span: int, masked: torch.Tensor, shared: torch.Tensor | None,
+               heads: int, kvh: int, d: int) -> torch.Tensor:  # fmt: skip
+    """One layer's attention from its fused q/k/v product `t`: RoPE on q and k, the rows' k and
+    v written at their positions, then `block.attend` (over layer `i` of the shared segment)."""
+    b = t.size(0)
+    nq, nkv = heads * d, kvh * d
+    qk = t[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
+    swapped = qk.flip(2)
+    qk.mul_(cos).addcmul_(swapped, sin)
+    layer.index_put_([None, rows, None, positions], t[:, nq:].view(b, 2, kvh, d))
+    segment: torch.Tensor | None = None
+    if shared is not None:
+        segment = shared[i]
+    return attend(t[:, :nq].view(b, kvh, heads // kvh, d), layer, span, masked, segment)
 
 
 def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor, qkv: list[torch.Tensor],
@@ -36,30 +66,11 @@ def _plain_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tens
                 sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int, eps: float,
                 shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """One token per row at its own position over the cache's first rows: `step_rows`."""
-    b = tokens.size(0)
     h = embed.size(1)
-    nq, nkv, group = heads * d, kvh * d, heads // kvh
-    rows = torch.arange(b)
-    cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)
-    span = int(positions.max()) + 1
-    start = 0 if shared is None else shared.size(3)
-    masked = (torch.arange(start, span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span - start)
-    x = torch.embedding(embed, tokens)
+    x, rows, cos, sin, span, masked = _rows_in(tokens, positions, embed, cos_t, sin_t, shared)
     for i in range(len(qkv)):
         t = torch.mm(torch.rms_norm(x, [h], None, eps), qkv[i])
-        qk = t[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
-        swapped = qk.flip(2)
-        qk.mul_(cos).addcmul_(swapped, sin)
-        layer = cache[i]
-        layer.index_put_([None, rows, None, positions], t[:, nq:].view(b, 2, kvh, d))
-        q = t[:, :nq].view(b, kvh, group, d)
-        if shared is not None:
-            att = shared_attention(q, layer, shared[i], span, masked).reshape(b, nq)
-        else:
-            k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
-            scores = torch.matmul(q, k.transpose(2, 3))
-            scores.masked_fill_(masked, float("-inf"))
-            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
+        att = _attention(t, cache[i], i, rows, positions, cos, sin, span, masked, shared, heads, kvh, d)
         x = torch.mm(att, o[i]).add_(x)
         gu = torch.mm(torch.rms_norm(x, [h], None, eps), gate_up[i])
         x = torch.mm(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
@@ -75,36 +86,18 @@ def _int8_step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tenso
                sin_t: torch.Tensor, heads: int, kvh: int, d: int, inter: int, eps: float,
                shared: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """`_plain_step` for packed int8 weights: `torch.mm` is `quantized::linear_dynamic`, as
-    `step_rows` multiplies them (the same numbers: `tests/test_scheduler.py`)."""
-    b = tokens.size(0)
+    `step_rows` multiplies them (the same numbers: `tests/test_scheduler.py`). TorchScript takes
+    no function as an argument, so the product cannot be a parameter of one step."""
     h = embed.size(1)
-    nq, nkv, group = heads * d, kvh * d, heads // kvh
-    rows = torch.arange(b)
-    cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)
-    span = int(positions.max()) + 1
-    start = 0 if shared is None else shared.size(3)
-    masked = (torch.arange(start, span).unsqueeze(0) > positions.unsqueeze(1)).view(b, 1, 1, span - start)
-    x = torch.embedding(embed, tokens)
+    lin = torch.ops.quantized.linear_dynamic
+    x, rows, cos, sin, span, masked = _rows_in(tokens, positions, embed, cos_t, sin_t, shared)
     for i in range(len(qkv)):
-        t = torch.ops.quantized.linear_dynamic(torch.rms_norm(x, [h], None, eps), qkv[i])
-        qk = t[:, : nq + nkv].view(b, heads + kvh, 2, d // 2)
-        swapped = qk.flip(2)
-        qk.mul_(cos).addcmul_(swapped, sin)
-        layer = cache[i]
-        layer.index_put_([None, rows, None, positions], t[:, nq:].view(b, 2, kvh, d))
-        q = t[:, :nq].view(b, kvh, group, d)
-        if shared is not None:
-            att = shared_attention(q, layer, shared[i], span, masked).reshape(b, nq)
-        else:
-            k, v = layer[0, :b, :, :span], layer[1, :b, :, :span]
-            scores = torch.matmul(q, k.transpose(2, 3))
-            scores.masked_fill_(masked, float("-inf"))
-            att = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, nq)
-        x = torch.ops.quantized.linear_dynamic(att, o[i]).add_(x)
-        gu = torch.ops.quantized.linear_dynamic(torch.rms_norm(x, [h], None, eps), gate_up[i])
-        act = torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:])
-        x = torch.ops.quantized.linear_dynamic(act, down[i]).add_(x)
-    return torch.ops.quantized.linear_dynamic(torch.rms_norm(x, [h], head_norm, eps), head)
+        t = lin(torch.rms_norm(x, [h], None, eps), qkv[i])
+        att = _attention(t, cache[i], i, rows, positions, cos, sin, span, masked, shared, heads, kvh, d)
+        x = lin(att, o[i]).add_(x)
+        gu = lin(torch.rms_norm(x, [h], None, eps), gate_up[i])
+        x = lin(torch.nn.functional.silu(gu[:, :inter]).mul_(gu[:, inter:]), down[i]).add_(x)
+    return lin(torch.rms_norm(x, [h], head_norm, eps), head)
 
 
 def _plain_prefill(ids: torch.Tensor, start: int, embed: torch.Tensor, qkv: list[torch.Tensor],
