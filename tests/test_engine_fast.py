@@ -323,3 +323,27 @@ def test_the_one_row_step_multiplies_with_numpys_blas_at_the_engines_thread_coun
     assert not engine._one_row.numpy_mm  # the steps above ran on torch's products
     for a, b in zip(numpy_logits, torch_logits, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bfloat16_matrices_are_packed_for_onednn_and_multiply_as_torch_does(tiny_model_dir: Path) -> None:
+    from models.engines.llama.weights import onednn_bf16, unpacked
+
+    if not onednn_bf16():
+        pytest.skip("torch's oneDNN has no bfloat16 support on this CPU")
+    plain = FastEngine(tiny_model_dir, threads=1)
+    packed = FastEngine(tiny_model_dir, dtype=torch.bfloat16, threads=1)
+    layer = packed.weights.layers[0]
+    assert all(m.is_mkldnn for m in layer.each())
+    want = plain.weights.to_dtype(torch.bfloat16)  # the same cast, multiplied by oneDNN as well
+    for a, b in zip(layer.each(), want.layers[0].each(), strict=True):
+        assert torch.equal(unpacked(a), unpacked(b))
+    x = torch.randn(3, plain.spec.hidden_size).bfloat16()
+    for m in layer.each()[:1]:  # oneDNN's product is torch's, to the bit, here
+        assert torch.equal(packed.weights.mm(x, m), torch.mm(x, unpacked(m)))
+    ids = packed.codec.encode("The lighthouse keeper", add_bos=True)
+    a = [packed.prefill(ids)] + [packed.step(t) for t in (5, 9)]
+    b = [plain.prefill(ids)] + [plain.step(t) for t in (5, 9)]
+    for x16, x32 in zip(a, b, strict=True):  # bfloat16 against float32: within bfloat16's rounding
+        assert torch.allclose(x16.float(), x32, atol=0.08, rtol=0.05)
+    back = packed.weights.to_dtype(torch.float32)  # unpacked again, plain float32
+    assert not back.layers[0].qkv.is_mkldnn and back.format == "float32"

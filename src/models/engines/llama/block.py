@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from models.engines.llama.blas import numpy_blas
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.spec import LlamaSpec
-from models.engines.llama.weights import LayerWeights, Weights
+from models.engines.llama.weights import LayerWeights, Weights, onednn_bf16, onednn_mm
 
 __all__ = ["OneRowStep", "attend", "forward", "shared_attention", "step_rows"]
 
@@ -181,8 +181,9 @@ class OneRowStep:
     """One token of row 0 against the cache: the per-token hot path, for every weight format.
 
     Float weights fold the norm's scale into `addmm`'s `alpha` and the residual into its input;
-    int8 weights scale the activation and add the residual after the kernel; float32 weights
-    multiply with NumPy's OpenBLAS where NumPy has it (`blas.py`: MKL runs one row on one thread). Built for one
+    int8 and oneDNN's packed bfloat16 weights scale the activation's product and add the
+    residual after the kernel; float32 weights multiply with NumPy's OpenBLAS where NumPy has it
+    (`blas.py`: MKL runs one row on one thread). Built for one
     (weights, cache tensor, RoPE table) triple; the engine builds a new one when any of them
     changes (a cache that grows, weights in another format)."""
 
@@ -206,6 +207,9 @@ class OneRowStep:
             matmul, tensor = np.matmul, torch.from_numpy
             self.scaled = lambda x, m, scale: tensor(matmul(x.numpy(), views[id(m)])).mul_(scale)
             self.residual = lambda x, a, m: tensor(matmul(a.numpy(), views[id(m)])).add_(x)
+        elif w.format == "bfloat16" and onednn_bf16():  # oneDNN's packed matrices (a tied head stays plain)
+            self.scaled = lambda x, m, scale: onednn_mm(x, m).mul_(scale)
+            self.residual = lambda x, a, m: onednn_mm(a, m).add_(x)
         else:
             addmm, zero = torch.addmm, torch.zeros(1, dtype=w.dtype)  # addmm's ignored input (beta=0)
             self.scaled = lambda x, m, scale: addmm(zero, x, m, beta=0, alpha=scale)

@@ -178,7 +178,7 @@ class PlainStep:
         if w.format == "int8-dynamic":  # the step compiled; a prompt's prefill runs eager (`forward`)
             step = compiled(_int8_step)
             return cls(step, None, w, spec) if step is not None else None
-        if w.format not in ("float32", "bfloat16"):
+        if w.format not in ("float32", "bfloat16") or w.mm is not torch.mm:  # oneDNN's bfloat16: eager
             return None
         step, prefill = compiled(_plain_step), compiled(_plain_prefill)
         return cls(step, prefill, w, spec) if step is not None and prefill is not None else None

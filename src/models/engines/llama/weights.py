@@ -6,6 +6,8 @@ another, and each RMSNorm weight is folded into the matrix that follows it, so t
 computes a weightless `rms_norm`. The same `Weights` come in three formats:
 
 * `float32` (as loaded) and `bfloat16` (`to_dtype`): plain tensors, multiplied with `torch.mm`;
+  bfloat16 matrices are kept in oneDNN's packed layout and multiplied by oneDNN where torch's
+  oneDNN supports bfloat16 on this CPU (`onednn_bf16`; a tied head stays plain for the embedding);
 * `int8-dynamic` (`quantized_int8`): every matrix per-output-channel symmetric int8, packed
   for FBGEMM and multiplied with `quantized::linear_dynamic` (activations quantized per call,
   int32 accumulation, fp32 out). Decode streams ~4× fewer bytes; the embedding stays fp32.
@@ -15,6 +17,7 @@ A format change returns new `Weights`; nothing is patched in place.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -182,8 +185,11 @@ class Weights:
 
     @property
     def head_is_embedding(self) -> bool:
-        return isinstance(self.head, torch.Tensor) and self.head.untyped_storage().data_ptr() == (
-            self.embed.untyped_storage().data_ptr()
+        head = self.head
+        return (
+            isinstance(head, torch.Tensor)
+            and not head.is_mkldnn
+            and head.untyped_storage().data_ptr() == self.embed.untyped_storage().data_ptr()
         )
 
     @property
@@ -193,21 +199,26 @@ class Weights:
 
     @property
     def mm(self) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        return torch.ops.quantized.linear_dynamic if self.format == "int8-dynamic" else torch.mm
+        if self.format == "int8-dynamic":
+            return torch.ops.quantized.linear_dynamic
+        return onednn_mm if self.format == "bfloat16" and onednn_bf16() else torch.mm
 
     def to_dtype(self, dtype: torch.dtype) -> Weights:
         """The same float weights in `dtype` (float32 or bfloat16)."""
         if self.format == "int8-dynamic":
             raise EngineError("int8 weights cannot change dtype: load the float32 model again")
-        layers = tuple(lw.with_matrices([w.to(dtype) for w in lw.each()], dtype) for lw in self.layers)
         fmt = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
         if fmt is None:
             raise EngineError(f"dtype {dtype} is not supported (float32 or bfloat16)")
+        layers = tuple(
+            lw.with_matrices([_for_format(unpacked(w).to(dtype), dtype) for w in lw.each()], dtype)
+            for lw in self.layers
+        )
         if self.head_is_embedding:
             head = tied_head(self.embed.to(dtype))
             embed = head.t()
         else:
-            embed, head = self.embed.to(dtype), self.head.to(dtype)
+            embed, head = self.embed.to(dtype), _for_format(unpacked(self.head).to(dtype), dtype)
         norm = self.head_norm.to(dtype) if self.head_norm is not None else None
         out = replace(self, format=fmt, embed=embed, head=head, layers=layers, head_norm=norm)
         return replace(out, nbytes=_float_bytes(out))
@@ -241,6 +252,38 @@ def tied_head(embed: torch.Tensor) -> torch.Tensor:
     if embed.t().is_contiguous():  # already in the head's layout (a view of one)
         return embed.t()
     return embed.t().contiguous()
+
+
+@functools.cache
+def onednn_bf16() -> bool:
+    """Whether bfloat16 matrices are kept in oneDNN's packed layout and multiplied by oneDNN
+    (`torch.ops.mkldnn._linear_pointwise`). torch's own bfloat16 `mm` is slow at one row: the
+    0.5B shape's head took 33 ms, oneDNN 18 ms, and a whole token's products 96 against 35 ms on
+    one thread (docs/benchmarks.md, "Session 17"); the numbers are the same. Off where torch
+    has no oneDNN or the CPU no bfloat16 support in it."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def onednn_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`x @ w` for a (in, out) matrix, or for one packed by `_for_format` (oneDNN's layout)."""
+    if w.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [None], "")  # noqa: SLF001 (inductor's op)
+    return torch.mm(x, w)
+
+
+def _for_format(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A (in, out) matrix as its format keeps it: bfloat16 packed for oneDNN (`onednn_bf16`)."""
+    if dtype == torch.bfloat16 and onednn_bf16():
+        return torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), 1)  # noqa: SLF001 (inductor's op)
+    return w
+
+
+def unpacked(w: torch.Tensor) -> torch.Tensor:
+    """A matrix back as a plain (in, out) tensor (oneDNN's packed layout is (out, in))."""
+    return w.to_dense().t().contiguous() if w.is_mkldnn else w
 
 
 def _float_bytes(w: Weights) -> int:
@@ -356,14 +399,17 @@ def _layer(t: dict[str, torch.Tensor], i: int, spec: LlamaSpec, dtype: torch.dty
         q_bias = vector("self_attn.q_proj.bias", q_scale)
         qkv_bias = torch.cat([q_bias, vector("self_attn.k_proj.bias"), vector("self_attn.v_proj.bias")])
     return LayerWeights(
-        _fuse(qkv, w["input_layernorm.weight"], dtype),
-        _fuse([(w["self_attn.o_proj.weight"], 1.0)], None, dtype),
-        _fuse(
-            [(w["mlp.gate_proj.weight"], 1.0), (w["mlp.up_proj.weight"], 1.0)],
-            w["post_attention_layernorm.weight"],
+        _for_format(_fuse(qkv, w["input_layernorm.weight"], dtype), dtype),
+        _for_format(_fuse([(w["self_attn.o_proj.weight"], 1.0)], None, dtype), dtype),
+        _for_format(
+            _fuse(
+                [(w["mlp.gate_proj.weight"], 1.0), (w["mlp.up_proj.weight"], 1.0)],
+                w["post_attention_layernorm.weight"],
+                dtype,
+            ),
             dtype,
         ),
-        _fuse([(w["mlp.down_proj.weight"], 1.0)], None, dtype),
+        _for_format(_fuse([(w["mlp.down_proj.weight"], 1.0)], None, dtype), dtype),
         qkv_bias=qkv_bias,
         o_bias=vector("self_attn.o_proj.bias") if spec.o_bias else None,
         q_norm=vector("self_attn.q_norm.weight", scale) if spec.qk_norm else None,
@@ -428,5 +474,5 @@ def build_weights(t: MutableMapping[str, torch.Tensor], spec: LlamaSpec, dtype: 
     if head_t is not None:
         out = Weights(fmt, embed, head_t, layers, 0, head_norm=norm.to(dtype))
     else:
-        out = Weights(fmt, embed, _fuse([(head, 1.0)], norm, dtype), layers, 0)
+        out = Weights(fmt, embed, _for_format(_fuse([(head, 1.0)], norm, dtype), dtype), layers, 0)
     return replace(out, nbytes=_float_bytes(out))
