@@ -261,9 +261,15 @@ def onednn_bf16() -> bool:
     0.5B shape's head took 33 ms, oneDNN 18 ms, and a whole token's products 96 against 35 ms on
     one thread (docs/benchmarks.md, "Session 17"); the numbers are the same. Off where torch
     has no oneDNN or the CPU no bfloat16 support in it."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001
-    except (AttributeError, RuntimeError):
+    ops = torch.ops.mkldnn
+    needed = ("_is_mkldnn_bf16_supported", "_reorder_linear_weight", "_linear_pointwise")
+    try:  # inductor's own ops: a torch without one of them keeps the plain path
+        return bool(
+            torch.backends.mkldnn.is_available()
+            and all(hasattr(ops, name) for name in needed)
+            and ops._is_mkldnn_bf16_supported()  # noqa: SLF001
+        )
+    except RuntimeError:
         return False
 
 
