@@ -139,6 +139,7 @@ def test_the_compiled_int8_step_computes_what_step_rows_does(engine: FastEngine)
     spec, w = engine.spec, engine.weights
     plain = PlainStep.for_weights(w, spec)
     assert plain is not None and plain.prefill_fn is None  # the step compiled, the prefill eager
+    assert engine._one_row.compiled is not None  # and one stream's steps take it too
     rope = RopeTable(spec, 128, torch.float32)
     eager, compiled = KVCache(spec, 4, 128, torch.float32), KVCache(spec, 4, 128, torch.float32)
     eager.data.normal_()

@@ -19,6 +19,7 @@ is `bmm` → `softmax` → `bmm` on the cache slice (GQA by viewing Q as kv_head
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -181,9 +182,10 @@ class OneRowStep:
     """One token of row 0 against the cache: the per-token hot path, for every weight format.
 
     Float weights fold the norm's scale into `addmm`'s `alpha` and the residual into its input;
-    int8 and oneDNN's packed bfloat16 weights scale the activation's product and add the
-    residual after the kernel; float32 weights multiply with NumPy's OpenBLAS where NumPy has it
-    (`blas.py`: MKL runs one row on one thread). Built for one
+    oneDNN's packed bfloat16 weights scale the activation's product and add the residual after
+    the kernel; float32 weights multiply with NumPy's OpenBLAS where NumPy has it (`blas.py`:
+    MKL runs one row on one thread); int8 weights take the scheduler's compiled step
+    (`compiled._int8_step`) on the one row, eager only where TorchScript is missing. Built for one
     (weights, cache tensor, RoPE table) triple; the engine builds a new one when any of them
     changes (a cache that grows, weights in another format)."""
 
@@ -198,6 +200,10 @@ class OneRowStep:
         self.q_shape, self.kv_shape = (kvh, spec.num_heads // kvh, d), (2, kvh, d)
         self.embed, self.head, self.head_norm, self.rope = w.embed, w.head, w.head_norm, rope
         self.numpy_mm = w.format != "int8-dynamic" and w.dtype == torch.float32 and numpy_blas() is not None
+        # int8: the scheduler's compiled step on this one row (one call into TorchScript instead of
+        # ~60 eager ops, each around a kernel of a few microseconds)
+        self.compiled = self._compiled_int8(w, spec) if w.format == "int8-dynamic" else None
+        self.cache = cache
         if w.format == "int8-dynamic":
             lin = torch.ops.quantized.linear_dynamic
             self.scaled = lambda x, m, scale: lin(x * scale, m)
@@ -221,7 +227,16 @@ class OneRowStep:
         self.plain = all(v is None for lw in w.layers for v in lw.extras())  # Llama: no biases, no head norms
         self.head_dim = d
 
+    @staticmethod
+    def _compiled_int8(w: Weights, spec: LlamaSpec) -> Any:
+        from models.engines.llama.compiled import PlainStep
+
+        return PlainStep.for_weights(w, spec)
+
     def __call__(self, token: int, pos: int) -> torch.Tensor:
+        if self.compiled is not None:
+            rows = torch.tensor([token])
+            return self.compiled(self.rope, rows, self.cache, torch.tensor([pos]))[0]
         if self.numpy_mm:  # OpenBLAS's threads do the products; torch's, spinning beside them, would only slow them
             threads = torch.get_num_threads()
             if threads != 1:
