@@ -28,10 +28,9 @@ step the thread
    steps rows share (penalty, temperature, top-k/top-p/min-p) run once per group of rows with
    the same settings (`sampling.pick_rows`; greedy rows pick the same tokens either way).
    When every stepped row starts with the same prompt prefix (one card, many users), that
-   prefix's keys and values are read once for the whole batch (`block.shared_attention`,
-   cascade attention): a row shares the scheduler's segment, the prompt of an earlier row,
-   only as far as its own cache holds the very same numbers (checked when it joins); its
-   attention is then the same sum taken in two parts, equal up to float rounding;
+   prefix's keys and values are read once for the whole batch (`shared_prefix.py`, cascade
+   attention); its attention is then the same sum taken in two parts, equal up to float
+   rounding;
 3. **retires** finished and cancelled rows at once (their cache rows are dropped).
 
 Greedy decoding gives the same tokens batched and alone (up to float rounding between batch
@@ -42,23 +41,21 @@ with its own generator. The waiting queue is bounded: `submit` raises `QueueFull
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from models.engines.base import DecodeRow, GenerationStats, SamplingParams
+from models.engines.base import DecodeRow, SamplingParams
+from models.engines.llama import shared_prefix
 from models.engines.llama.block import forward, step_rows
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.compiled import PlainStep
 from models.engines.llama.prefix_cache import PrefixCache
+from models.engines.llama.shared_prefix import SharedSegment
+from models.engines.llama.tickets import DONE, REQUESTER, Ticket, requested_by
 from models.engines.sampling import pick_rows
 from models.engines.user_queues import UserQueues
 from models.errors import EngineError, QueueFullError
@@ -66,65 +63,7 @@ from models.errors import EngineError, QueueFullError
 if TYPE_CHECKING:
     from models.engines.llama.engine import FastEngine
 
-SHARED_MIN = 64  # a shorter common prefix is not worth reading apart
-
 __all__ = ["DONE", "REQUESTER", "QueueFullError", "Scheduler", "Ticket", "requested_by", "step_rows"]
-
-#: Who the current generation is for (fair admission is round-robin over these); a server sets it.
-REQUESTER: contextvars.ContextVar[str] = contextvars.ContextVar("companion_requester", default="")
-
-
-@contextlib.contextmanager
-def requested_by(user: str) -> Iterator[None]:
-    """Generations started inside count as `user`'s for the scheduler's fairness."""
-    token = REQUESTER.set(user)
-    try:
-        yield
-    finally:
-        REQUESTER.reset(token)
-
-
-DONE = object()
-"""What a ticket's outbox receives last."""
-
-
-@dataclass
-class Ticket:
-    """One submitted request: iterate it for text pieces; `stats` and `result` when it ends."""
-
-    ids: list[int]
-    params: SamplingParams
-    user: str
-    row: DecodeRow
-    stats: GenerationStats
-    suppress: torch.Tensor | None = None
-    submitted: float = field(default_factory=time.perf_counter)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-    outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    # the scheduler's own state of this request
-    prefilled: int = 0
-    cache: KVCache | None = None
-    pos: int = 0
-    last: int = 0
-    shared: tuple[torch.Tensor, int] | None = None  # (the segment, how many of its positions this row holds)
-
-    def cancel(self) -> None:
-        """The client left: the row is dropped at the next step."""
-        self.cancelled.set()
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            while True:
-                item = self.outbox.get()
-                if item is DONE:
-                    break
-                yield item
-        finally:
-            if not self.row.done:
-                self.cancel()
-        if self.error is not None:
-            raise self.error
 
 
 class Scheduler:
@@ -146,7 +85,7 @@ class Scheduler:
         self._cache: KVCache | None = None
         self._rope: RopeTable | None = None
         self._plain: tuple[Any, PlainStep | None] | None = None  # (weights, their compiled step)
-        self._segment: tuple[list[int], torch.Tensor] | None = None  # a prompt the rows' attention shares
+        self._segment = SharedSegment()  # a prompt the rows' attention reads once per step
         self.shared_steps = 0  # steps that read the segment once for all rows
         self._closed = False
         self.steps = 0
@@ -352,43 +291,9 @@ class Scheduler:
         cache.reserve_rows(slot + 1)
         filled = ticket.pos
         cache.data[:, :, slot, :, :filled] = ticket.cache.data[:, :, 0, :, :filled]
-        ticket.shared = self._share(ticket)
+        ticket.shared = self._segment.join(ticket.ids, ticket.pos, ticket.cache.data, (t.shared for t in self._running))
         ticket.cache = None
         self._running.append(ticket)
-
-    def _share(self, ticket: Ticket) -> tuple[torch.Tensor, int] | None:
-        """How much of the segment the joining row holds: the prompt prefix they have in
-        common, if the row's cache holds the segment's keys and values there bit for bit (a
-        prefix copied from the prefix cache does; one computed apart may differ in rounding,
-        and then the row attends over its own cache). A row that shares nothing while no
-        running row uses the segment makes its own prompt the segment (the character or the
-        card changed)."""
-        filled, kv = ticket.pos, ticket.cache.data
-        if self._segment is not None:
-            ids, seg = self._segment
-            n = min(len(ids), filled)
-            same = next((i for i in range(n) if ids[i] != ticket.ids[i]), n)
-            if same >= SHARED_MIN and torch.equal(kv[..., :same, :], seg[..., :same, :]):
-                return seg, same
-            if any(t.shared is not None and t.shared[0] is seg for t in self._running):
-                return None
-        if filled < SHARED_MIN:
-            return None
-        self._segment = (ticket.ids[:filled], kv[..., :filled, :].clone())
-        return self._segment[1], filled
-
-    def _shared_prefix(self, rows: list[Ticket]) -> torch.Tensor | None:
-        """The segment's keys and values (layers, 2, kv_heads, L, d) as far as every row in
-        `rows` holds them, or None (one row, or a row that does not share it)."""
-        if len(rows) < 2 or rows[0].shared is None:
-            return None
-        seg = rows[0].shared[0]
-        n = rows[0].shared[1]
-        for t in rows:
-            if t.shared is None or t.shared[0] is not seg:
-                return None
-            n = min(n, t.shared[1])
-        return seg[:, :, 0, :, :n] if n >= SHARED_MIN else None
 
     def _take(self, ticket: Ticket, logits: torch.Tensor, token: int | None = None) -> bool:
         """Sample the row's next token (or record `token`, picked with the batch) and hand over
@@ -472,7 +377,7 @@ class Scheduler:
         tokens = torch.tensor([t.last for t in rows], dtype=torch.long)
         positions = torch.tensor([t.pos for t in rows], dtype=torch.long)
         plain = self._plain_for(engine.weights)
-        shared = self._shared_prefix(rows)
+        shared = shared_prefix.for_rows([t.shared for t in rows])
         if plain is not None:
             logits = plain(self._rope, tokens, cache, positions, shared)
         else:
