@@ -300,29 +300,38 @@ def test_missing_untied_head_is_a_clear_error(make_model: Callable[..., Path], t
         FastEngine(folder)
 
 
-def test_the_one_row_step_multiplies_with_numpys_blas_at_the_engines_thread_count(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_float32_one_row_step_runs_in_numpy_at_the_engines_thread_count(
+    variant: str, make_model: Callable[..., Path]
+) -> None:
+    """NumPy's step writes the cache torch's would and gives its logits (test_engine_architectures
+    checks both against transformers on the other architectures)."""
     from models.engines.llama.blas import numpy_blas
     from models.engines.llama.block import OneRowStep
 
     blas = numpy_blas()
     if blas is None:
         pytest.skip("NumPy here does not use OpenBLAS")
-    engine = FastEngine(tiny_model_dir, threads=2)
-    ids = engine.codec.encode("The lighthouse keeper", add_bos=True)
+    engine = FastEngine(make_model(variant, **VARIANTS[variant]), threads=2)
+    ids = engine.codec.encode(PROMPT, add_bos=True)
     numpy_logits = [engine.prefill(ids)] + [engine.step(t) for t in (5, 9, 11)]
-    assert engine._one_row.numpy_mm
+    numpy_cache = engine.cache.data.clone()
+    assert engine._one_row.numpy_step is not None
     outside = blas.get_num_threads()
     with engine.scope():
         assert blas.get_num_threads() == 2 and torch.get_num_threads() == 2
     assert blas.get_num_threads() == outside  # restored, as torch's count is
+    with torch.inference_mode():
+        engine.cache.data.zero_()
     engine._one_row = OneRowStep(engine.weights, engine.spec, engine.cache, engine.rope)
-    engine._one_row.numpy_mm = False  # torch's addmm instead
-    engine._one_row.scaled = lambda x, m, scale: torch.addmm(torch.zeros(1), x, m, beta=0, alpha=scale)
-    engine._one_row.residual = torch.addmm
+    engine._one_row.numpy_step = None  # torch's step instead
     torch_logits = [engine.prefill(ids)] + [engine.step(t) for t in (5, 9, 11)]
-    assert not engine._one_row.numpy_mm  # the steps above ran on torch's products
     for a, b in zip(numpy_logits, torch_logits, strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    assert torch.allclose(numpy_cache, engine.cache.data, atol=1e-6)
+    assert engine.codec.decode([int(numpy_logits[-1].argmax())]) == engine.codec.decode(
+        [int(torch_logits[-1].argmax())]
+    )
 
 
 def test_bfloat16_matrices_are_packed_for_onednn_and_multiply_as_torch_does(tiny_model_dir: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from models.engines.base import SamplingParams
 from models.engines.llama.engine import FastEngine
+from models.engines.llama.numpy_row import NumpyRowStep
 from models.engines.llama.scheduler import QueueFullError, Scheduler, requested_by
 
 PROMPTS = [
@@ -61,6 +62,8 @@ def test_greedy_tokens_are_the_same_batched_and_alone(engine: FastEngine) -> Non
     try:
         assert _batched(engine, prompts, params) == alone
         assert engine.scheduler.steps < sum(q.max_new_tokens for q in params)  # rows shared steps
+        if NumpyRowStep.fits(engine.weights):  # the longest row's last 13 tokens, alone, in NumPy
+            assert engine.scheduler.alone_steps >= 13
     finally:
         engine.close()
 

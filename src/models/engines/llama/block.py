@@ -21,12 +21,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.engines.llama.blas import numpy_blas
 from models.engines.llama.cache import KVCache, RopeTable
+from models.engines.llama.numpy_row import NumpyRowStep
 from models.engines.llama.spec import LlamaSpec
 from models.engines.llama.weights import LayerWeights, Weights, onednn_bf16, onednn_mm
 
@@ -183,9 +182,10 @@ class OneRowStep:
 
     Float weights fold the norm's scale into `addmm`'s `alpha` and the residual into its input;
     oneDNN's packed bfloat16 weights scale the activation's product and add the residual after
-    the kernel; float32 weights multiply with NumPy's OpenBLAS where NumPy has it (`blas.py`:
-    MKL runs one row on one thread); int8 weights take the scheduler's compiled step
-    (`compiled._int8_step`) on the one row, eager only where TorchScript is missing. Built for one
+    the kernel; float32 weights run the whole step in NumPy where NumPy has OpenBLAS
+    (`numpy_row.NumpyRowStep`; `blas.py`: MKL runs one row on one thread); int8 weights take
+    the scheduler's compiled step (`compiled._int8_step`) on the one row, eager only where
+    TorchScript is missing. Built for one
     (weights, cache tensor, RoPE table) triple; the engine builds a new one when any of them
     changes (a cache that grows, weights in another format)."""
 
@@ -199,7 +199,8 @@ class OneRowStep:
         self.pairs = (spec.num_heads + kvh, 2, d // 2)
         self.q_shape, self.kv_shape = (kvh, spec.num_heads // kvh, d), (2, kvh, d)
         self.embed, self.head, self.head_norm, self.rope = w.embed, w.head, w.head_norm, rope
-        self.numpy_mm = w.format != "int8-dynamic" and w.dtype == torch.float32 and numpy_blas() is not None
+        # float32 on OpenBLAS: the whole step in NumPy (a microsecond an op instead of several)
+        self.numpy_step = NumpyRowStep(w, spec, cache, rope) if NumpyRowStep.fits(w) else None
         # int8: the scheduler's compiled step on this one row (one call into TorchScript instead of
         # ~60 eager ops, each around a kernel of a few microseconds)
         self.compiled = self._compiled_int8(w, spec) if w.format == "int8-dynamic" else None
@@ -208,11 +209,6 @@ class OneRowStep:
             lin = torch.ops.quantized.linear_dynamic
             self.scaled = lambda x, m, scale: lin(x * scale, m)
             self.residual = lambda x, a, m: lin(a, m).add_(x)
-        elif self.numpy_mm:  # OpenBLAS threads a one-row product
-            views = {id(m): m.numpy() for m in (*(m for lw in w.layers for m in lw.each()), w.head)}
-            matmul, tensor = np.matmul, torch.from_numpy
-            self.scaled = lambda x, m, scale: tensor(matmul(x.numpy(), views[id(m)])).mul_(scale)
-            self.residual = lambda x, a, m: tensor(matmul(a.numpy(), views[id(m)])).add_(x)
         elif w.format == "bfloat16" and onednn_bf16():  # oneDNN's packed matrices (a tied head stays plain)
             self.scaled = lambda x, m, scale: onednn_mm(x, m).mul_(scale)
             self.residual = lambda x, a, m: onednn_mm(a, m).add_(x)
@@ -237,14 +233,8 @@ class OneRowStep:
         if self.compiled is not None:
             rows = torch.tensor([token])
             return self.compiled(self.rope, rows, self.cache, torch.tensor([pos]))[0]
-        if self.numpy_mm:  # OpenBLAS's threads do the products; torch's, spinning beside them, would only slow them
-            threads = torch.get_num_threads()
-            if threads != 1:
-                torch.set_num_threads(1)
-                try:
-                    return self._step(token, pos)
-                finally:
-                    torch.set_num_threads(threads)
+        if self.numpy_step is not None:
+            return self.numpy_step(token, pos)
         return self._step(token, pos)
 
     def _step(self, token: int, pos: int) -> torch.Tensor:

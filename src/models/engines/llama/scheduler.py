@@ -53,6 +53,7 @@ from models.engines.llama import shared_prefix
 from models.engines.llama.block import forward, step_rows
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.compiled import PlainStep
+from models.engines.llama.numpy_row import NumpyRowStep
 from models.engines.llama.prefix_cache import PrefixCache
 from models.engines.llama.shared_prefix import SharedSegment
 from models.engines.llama.tickets import DONE, REQUESTER, Ticket, requested_by
@@ -85,11 +86,13 @@ class Scheduler:
         self._cache: KVCache | None = None
         self._rope: RopeTable | None = None
         self._plain: tuple[Any, PlainStep | None] | None = None  # (weights, their compiled step)
+        self._one_row: NumpyRowStep | None = None  # a row alone steps in NumPy (float32)
         self._segment = SharedSegment()  # a prompt the rows' attention reads once per step
         self.shared_steps = 0  # steps that read the segment once for all rows
         self._closed = False
         self.steps = 0
         self.row_steps = 0  # rows stepped, over all steps
+        self.alone_steps = 0  # steps of a row alone on NumPy's one-row step
         self.admitted: deque[str] = deque(maxlen=1000)  # users in admission order (for tests and stats)
         self._thread = threading.Thread(target=self._loop, name="companion-batch", daemon=True)
         self._thread.start()
@@ -378,7 +381,11 @@ class Scheduler:
         positions = torch.tensor([t.pos for t in rows], dtype=torch.long)
         plain = self._plain_for(engine.weights)
         shared = shared_prefix.for_rows([t.shared for t in rows])
-        if plain is not None:
+        one = self._one_row_for(engine.weights) if len(rows) == 1 else None
+        if one is not None:  # a row alone: the engine's own batch-1 step, on the batch cache's first row
+            logits = one(rows[0].last, rows[0].pos)[None]
+            self.alone_steps += 1
+        elif plain is not None:
             logits = plain(self._rope, tokens, cache, positions, shared)
         else:
             logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions, shared)
@@ -397,6 +404,16 @@ class Scheduler:
             if i < len(self._running):
                 cache.move_row(len(self._running), i, last.pos)
                 self._running[i] = last
+
+    def _one_row_for(self, w: Any) -> NumpyRowStep | None:
+        """NumPy's one-row step on the batch cache's first row, for float32 weights (about a
+        third of the compiled step's time at one row: `numpy_row.py`), or None."""
+        if not NumpyRowStep.fits(w):
+            return None
+        one = self._one_row
+        if one is None or one.weights is not w or one.data is not self._cache.data or one.rope is not self._rope:
+            one = self._one_row = NumpyRowStep(w, self.engine.spec, self._cache, self._rope)
+        return one
 
     def _plain_for(self, w: Any) -> PlainStep | None:
         """The compiled step and prefill for these weights (the same numbers as `step_rows` and
