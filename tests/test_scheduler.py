@@ -110,6 +110,22 @@ def test_the_prefix_cache_keeps_recent_prompts_within_its_byte_budget(engine: Fa
         assert kept[-1] == tuple(engine.codec.encode(prompts[-1], add_bos=True))[:-1]
 
 
+def test_prompts_the_prefix_cache_holds_join_the_batch_together(engine: FastEngine) -> None:
+    """Eight requests whose prompt the prefix cache holds take the steps one takes: they all join
+    before the first step, not `admit_ahead` (2) a step."""
+    params = SamplingParams(max_new_tokens=6, temperature=0.0)
+    ids = engine.codec.encode(PROMPTS[1], add_bos=True)
+    with _scheduler(engine, max_rows=16) as sched:
+        alone = "".join(sched.submit(ids, params, user="warm"))  # its K/V now in the prefix cache
+        one = sched.steps
+        with sched._cond:  # the loop admits nothing until all eight are queued
+            tickets = [sched.submit(ids, params, user=f"writer{i}") for i in range(8)]
+        texts = ["".join(t) for t in tickets]
+        assert texts == [alone] * 8
+        assert sched.steps - one == one  # (with two admitted a step: three steps more)
+        assert sched.admit_ahead == 2
+
+
 def test_the_compiled_step_computes_what_step_rows_does(engine: FastEngine) -> None:
     from models.engines.llama.cache import KVCache, RopeTable
     from models.engines.llama.compiled import PlainStep

@@ -160,23 +160,49 @@ class Scheduler:
                     self._cond.wait()
                 if self._closed:
                     return
-                while (len(self._running) + len(self._admitting) < self.max_rows
-                       and self._ahead() < self.admit_ahead):  # fmt: skip
-                    ticket = self._next_waiting()
-                    if ticket is None:
-                        break
-                    self._admitting.append(ticket)
-                    self.admitted.append(ticket.user)
-                waiting = self._waiting.users()
-                self._light = {u for u, n in self._live.items() if n and n <= self.user_rows and u not in waiting}
             try:
-                with engine.batch_scope():  # prompts: compute-bound, `threads_batch`
-                    yielded = self._prefill_some()
+                yielded = self._admit_and_prefill()
                 if self._running and not yielded:
                     with engine.scope():
                         self._step()
             except BaseException as exc:  # the batch itself failed: every caller must hear of it
                 self._fail_all(exc)
+
+    def _admit(self) -> bool:
+        """Admit waiting requests into free rows while fewer than `admit_ahead` admitted prompts
+        wait for their prefill; whether any was admitted."""
+        admitted = False
+        with self._cond:
+            while (len(self._running) + len(self._admitting) < self.max_rows
+                   and self._ahead() < self.admit_ahead):  # fmt: skip
+                ticket = self._next_waiting()
+                if ticket is None:
+                    break
+                self._admitting.append(ticket)
+                self.admitted.append(ticket.user)
+                admitted = True
+            waiting = self._waiting.users()
+            self._light = {u for u, n in self._live.items() if n and n <= self.user_rows and u not in waiting}
+        return admitted
+
+    def _admit_and_prefill(self) -> bool:
+        """One loop's admissions and prefill (`prefill_chunk` prompt tokens); whether the prefill
+        yielded to a newcomer (then the loop skips its step).
+
+        A prompt that the prefix cache covers costs no computation: it joins the batch at once,
+        and the next waiting requests are admitted in the same loop. So a burst of prompts the
+        cache holds (a card every user shares, the earlier turns of their chats) fills the batch
+        before the next step instead of `admit_ahead` rows a step: 32 of the bench's requests
+        used to climb to at most 20 rows (two more each step while the first ones finished),
+        every step with fewer rows than the batch could take. Once a round computes any prompt
+        token, the loop goes on to its step as before, and `admit_ahead` still bounds how many
+        admitted prompts wait for computing."""
+        while True:
+            admitted = self._admit()
+            with self.engine.batch_scope():  # prompts: compute-bound, `threads_batch`
+                yielded, computed = self._prefill_some(self.prefill_chunk)
+            if yielded or computed or self._admitting or not admitted:
+                return yielded
 
     def _tables(self, capacity: int) -> tuple[KVCache, RopeTable]:
         engine = self.engine
@@ -190,16 +216,16 @@ class Scheduler:
             self._rope = RopeTable(engine.spec, self._cache.capacity, dtype)
         return self._cache, self._rope
 
-    def _prefill_some(self) -> bool:
-        """Prefill admitted prompts, `prefill_chunk` tokens in all per loop; finished ones take
-        their first token and join the running batch. Light users' prompts (see `_stepping`)
-        go first. While one shares the batch with other users, each of those gets prefill only
-        while it has fewer rows running than its share of the step (`_stepping`), a piece per
-        loop, so the light user's rows step about as often as alone. A prompt is computed in
-        pieces of an eighth of the chunk; before and between a heavy user's pieces, a request
-        from a user with nothing running yet ends the loop's prefill and skips its step (True):
-        it is admitted and prefilled next."""
-        budget = self.prefill_chunk
+    def _prefill_some(self, budget: int) -> tuple[bool, int]:
+        """Prefill admitted prompts, `budget` tokens in all; finished ones take their first token
+        and join the running batch. Returns whether it yielded, and how many tokens it computed.
+        Light users' prompts (see `_stepping`) go first. While one shares the batch with other
+        users, each of those gets prefill only while it has fewer rows running than its share of
+        the step (`_stepping`), a piece per loop, so the light user's rows step about as often
+        as alone. A prompt is computed in pieces of an eighth of the chunk; before and between a
+        heavy user's pieces, a request from a user with nothing running yet ends the loop's
+        prefill and skips its step (True): it is admitted and prefilled next."""
+        used = 0
         piece = max(16, self.prefill_chunk // 8)
         engine = self.engine
         contended = bool(self._light) and len(self._live) > 1
@@ -216,7 +242,7 @@ class Scheduler:
             if budget <= 0:
                 break
             if self._heavy(ticket.user) and self._newcomer_waits():
-                return True  # admit the newcomer first
+                return True, used  # admit the newcomer first
             need = len(ticket.ids) + ticket.row.max_new
             _cache, rope = self._tables(need)
             if ticket.cache is None:
@@ -235,8 +261,9 @@ class Scheduler:
                         forward(engine.weights, engine.spec, rope, chunk, ticket.cache, start=start, logits=False)
                     ticket.prefilled += take
                     budget -= take
+                    used += take
                     if ticket.prefilled < end and self._heavy(ticket.user) and self._newcomer_waits():
-                        return True
+                        return True, used
             except Exception as exc:  # this prompt's problem (a bad token id): this request fails alone
                 ticket.error = exc
                 self._admitting.remove(ticket)
@@ -251,7 +278,7 @@ class Scheduler:
                 continue
             ticket.pos, ticket.last = end, ticket.ids[-1]
             self._join(ticket)
-        return False
+        return False, used
 
     def _heavy(self, user: str) -> bool:
         return self._live.get(user, 0) > self.user_rows
