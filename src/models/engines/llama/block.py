@@ -185,9 +185,8 @@ class OneRowStep:
     the kernel; float32 weights run the whole step in NumPy where NumPy has OpenBLAS
     (`numpy_row.NumpyRowStep`; `blas.py`: MKL runs one row on one thread); int8 weights take
     the scheduler's compiled step (`compiled._int8_step`) on the one row, eager only where
-    TorchScript is missing. Built for one
-    (weights, cache tensor, RoPE table) triple; the engine builds a new one when any of them
-    changes (a cache that grows, weights in another format)."""
+    TorchScript is missing. Built for one (weights, cache tensor, RoPE table) triple; the engine
+    builds a new one when any of them changes (a cache that grows, weights in another format)."""
 
     def __init__(self, w: Weights, spec: LlamaSpec, cache: KVCache, rope: RopeTable) -> None:
         if cache.rows != 1:

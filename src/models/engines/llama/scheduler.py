@@ -16,10 +16,12 @@ step the thread
    llama.cpp's server do), in chunks of at most `prefill_chunk` tokens per step, so a long
    prompt does not stall the rows already decoding. All but its last token: the row joins the
    batch with that one, and its first new token comes out of the next step (a prompt found
-   whole in the cache then costs no forward pass of its own);
+   whole in the cache then costs no forward pass of its own, and the loop goes on admitting,
+   so a burst of such prompts joins before one step);
 2. **steps** every live row by one token in one forward pass (`step_rows`: each row at its own
    position in the cache, attention masked per row; for plain float weights the same ops
-   compiled by TorchScript, `compiled.py`, so the step takes the GIL back once, not per op).
+   compiled by TorchScript, `compiled.py`, so the step takes the GIL back once, not per op; a
+   float32 row alone takes the engine's NumPy one-row step, `numpy_row.py`).
    While a light user (at most `user_rows` rows, nothing waiting) shares the batch with
    heavier users, each user steps and prefills only an equal share of rows, its oldest; the
    others keep their cache and wait (`_stepping`). It hands each row's logits to its own
@@ -200,7 +202,7 @@ class Scheduler:
         while True:
             admitted = self._admit()
             with self.engine.batch_scope():  # prompts: compute-bound, `threads_batch`
-                yielded, computed = self._prefill_some(self.prefill_chunk)
+                yielded, computed = self._prefill_some()
             if yielded or computed or self._admitting or not admitted:
                 return yielded
 
@@ -216,16 +218,16 @@ class Scheduler:
             self._rope = RopeTable(engine.spec, self._cache.capacity, dtype)
         return self._cache, self._rope
 
-    def _prefill_some(self, budget: int) -> tuple[bool, int]:
-        """Prefill admitted prompts, `budget` tokens in all; finished ones take their first token
-        and join the running batch. Returns whether it yielded, and how many tokens it computed.
-        Light users' prompts (see `_stepping`) go first. While one shares the batch with other
+    def _prefill_some(self) -> tuple[bool, int]:
+        """Prefill admitted prompts, `prefill_chunk` tokens in all; finished ones take their first
+        token and join the running batch. Returns whether it yielded, and how many tokens it
+        computed. Light users' prompts (see `_stepping`) go first. While one shares the batch with other
         users, each of those gets prefill only while it has fewer rows running than its share of
         the step (`_stepping`), a piece per loop, so the light user's rows step about as often
         as alone. A prompt is computed in pieces of an eighth of the chunk; before and between a
         heavy user's pieces, a request from a user with nothing running yet ends the loop's
         prefill and skips its step (True): it is admitted and prefilled next."""
-        used = 0
+        budget, used = self.prefill_chunk, 0
         piece = max(16, self.prefill_chunk // 8)
         engine = self.engine
         contended = bool(self._light) and len(self._live) > 1
