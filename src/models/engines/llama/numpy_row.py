@@ -1,10 +1,12 @@
 """One token of one row in NumPy: the float32 hot path of the fast engine's batch-1 decoding.
 
 A step of the embedded model is about 75 small operations around 17 products. The products
-take about 0.3 ms at one thread (`/work/runs/s18/parts2.py`); in torch, the operations around
-them took the step to about 1.5 ms, because each eager op costs several microseconds of
-dispatch and every product crossed between torch and NumPy. NumPy's own ufuncs on arrays of a
-few hundred floats cost one or two microseconds. So for float32 weights on NumPy's OpenBLAS
+take 0.84 ms at one thread when they read all 21 MB of weights in turn (0.25 ms for the
+layers' 13 MB alone, which stay in the cache: `/work/runs/s18/l3.py`); in torch, the
+operations around them took the step to 1.41 ms, because each eager op costs several
+microseconds of dispatch and every product crossed between torch and NumPy. NumPy's own ufuncs
+on arrays of a few hundred floats cost one or two microseconds: 1.14 ms a step
+(`/work/runs/s18/nprow.py`). So for float32 weights on NumPy's OpenBLAS
 (`blas.py`) the whole step runs in NumPy on views of the same memory: the weights, the
 KV cache and the RoPE table. Nothing is copied at build time, and what the step writes into the
 cache is what torch's step would write. torch's logits are a view of the result.
