@@ -9,8 +9,8 @@ SQLite pragmas are guarded by dialect, and timestamps are timezone-aware UTC ISO
     with engine.begin() as conn: ...        # an ordinary transaction
     with write_transaction(engine) as conn: # takes the write lock at BEGIN (read-then-write)
 
-The tables and the numbered migrations live in `models.schema` (re-exported here); this
-module runs the migrations and owns engines and transactions.
+The tables live in `models.schema` and the numbered migrations in `models.migrations` (both
+re-exported here); this module runs the migrations and owns engines and transactions.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from sqlalchemy import (
     update,
 )
 
+from models.migrations import MIGRATIONS, Migration
 from models.schema import (
-    MIGRATIONS,
-    Migration,
     access_rules,
     alias_history,
     aliases,

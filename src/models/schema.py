@@ -1,37 +1,18 @@
-"""The database schema: the current tables (what queries use) and the numbered migrations.
+"""The database schema: the current tables (what queries use) and the frozen table definitions
+the numbered migrations (`models.migrations`) create them from.
 
-`models.db` re-exports every table and runs the migrations; import tables from there.
-
-Adding a migration
-------------------
-1. Write `def _m2_events(conn: Connection) -> None` that creates or alters what it needs with
-   frozen DDL (`Table(...)` on its own `_migration_metadata()`, or `conn.execute(text(...))`
-   for an ALTER). Never create from the module-level `metadata`: a later migration may change
-   those definitions, and a fresh database replays every migration in order. While tables
-   stay as a migration first created them, one frozen function (`_version_tables(md)`, ...)
-   builds them both for the migration and for `metadata`; when a later migration changes a
-   table, `metadata` gets its own definition and the frozen function stays as it was.
-2. Append `Migration(2, "events", _m2_events)` to `MIGRATIONS`. Numbers run 1, 2, 3, ... with
-   no gaps; never edit, reorder or renumber a migration that has shipped.
-3. Update `metadata` (the current schema that queries use) to match the schema after it;
-   `tests/test_db.py` checks that a migrated database matches `metadata`.
-
-Each migration runs in its own transaction with the migration lock held (SQLite:
-`BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock) and re-checks
-`schema_migrations` inside it, so concurrent `migrate` calls from several processes apply
-each migration exactly once.
+`models.db` re-exports every table and runs the migrations; import tables from there. Each
+`*_table(s)(md)` function defines tables as the migration that first created them did. While a
+table stays that way, one function builds it both for its migration and for `metadata`; when a
+later migration changes a table, `metadata` gets the change and the function stays as it was.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Connection,
     Float,
     ForeignKeyConstraint,
     Index,
@@ -42,12 +23,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
 )
 
-__all__ = ["MIGRATIONS", "Migration", "metadata"]
+__all__ = ["NAMING", "metadata"]
 
-_NAMING = {
+NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
@@ -58,7 +38,7 @@ _TS = 40  # length of an ISO-8601 timestamp column
 
 # -- the current schema (what queries use) ----------------------------------------------------
 
-metadata = MetaData(naming_convention=_NAMING)
+metadata = MetaData(naming_convention=NAMING)
 
 schema_migrations = Table(
     "schema_migrations",
@@ -69,7 +49,7 @@ schema_migrations = Table(
 )
 
 
-def _operations_tables(md: MetaData) -> tuple[Table, Table]:
+def operations_tables(md: MetaData) -> tuple[Table, Table]:
     """Frozen DDL of migration 3 (never edit: change these tables with a new migration).
 
     generation_events (one row per generation) and evaluation_runs (one per `companion eval`)."""
@@ -113,27 +93,13 @@ def _operations_tables(md: MetaData) -> tuple[Table, Table]:
     return events, runs
 
 
-generation_events, evaluation_runs = _operations_tables(metadata)
+generation_events, evaluation_runs = operations_tables(metadata)
 
 
 # -- migrations -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One numbered schema change; `up` runs inside a transaction holding the migration lock."""
-
-    number: int
-    name: str
-    up: Callable[[Connection], None]
-
-
-def _migration_metadata() -> MetaData:
-    """A throwaway MetaData for the frozen table definitions inside one migration."""
-    return MetaData(naming_convention=_NAMING)
-
-
-def _version_tables(md: MetaData) -> tuple[Table, Table, Table]:
+def version_tables(md: MetaData) -> tuple[Table, Table, Table]:
     """model_versions, aliases and alias_history, as first shipped (frozen)."""
     model_versions = Table(
         "model_versions",
@@ -181,14 +147,7 @@ def _version_tables(md: MetaData) -> tuple[Table, Table, Table]:
     return model_versions, aliases, alias_history
 
 
-def _m1_initial(conn: Connection) -> None:
-    """model_versions, aliases and alias_history."""
-    md = _migration_metadata()
-    _version_tables(md)
-    md.create_all(conn)
-
-
-def _catalog_tables(md: MetaData) -> tuple[Table, Table]:
+def catalog_tables(md: MetaData) -> tuple[Table, Table]:
     """version_tags (key/value labels on a version) and update_sources (the newest catalog
     seen per update source, for rollback and freeze protection), as first shipped (frozen)."""
     version_tags = Table(
@@ -219,22 +178,7 @@ def _catalog_tables(md: MetaData) -> tuple[Table, Table]:
     return version_tags, update_sources
 
 
-def _m2_versions(conn: Connection) -> None:
-    """version_tags and update_sources."""
-    md = _migration_metadata()
-    # The referenced table, as far as the foreign key needs it (it exists since migration 1).
-    Table("model_versions", md, *(Column(c, String(64)) for c in ("category", "name", "version")))
-    md.create_all(conn, tables=list(_catalog_tables(md)))
-
-
-def _m3_operations(conn: Connection) -> None:
-    """generation_events and evaluation_runs (models.monitoring), as first shipped (frozen)."""
-    md = _migration_metadata()
-    _operations_tables(md)
-    md.create_all(conn)
-
-
-def _security_tables(md: MetaData) -> list[Table]:
+def security_tables(md: MetaData) -> list[Table]:
     """Frozen DDL of migration 4 (never edit: change these tables with a new migration).
 
     The audit chain, its signed checkpoints and subject map, database access rules, consent
@@ -305,14 +249,7 @@ def _security_tables(md: MetaData) -> list[Table]:
     ]
 
 
-def _m4_security(conn: Connection) -> None:
-    """Audit chain, checkpoints, subjects, access rules, consents, privacy state (frozen)."""
-    md = _migration_metadata()
-    _security_tables(md)
-    md.create_all(conn)
-
-
-def _personalization_tables(md: MetaData) -> tuple[Table, Table, Table, Table]:
+def personalization_tables(md: MetaData) -> tuple[Table, Table, Table, Table]:
     """user_preferences, user_memory, personalized_responses and feedback (models.personalization).
 
     `feedback` has the columns the monitor reads (`at`, `category`, `model`, `version`, `kind`,
@@ -378,14 +315,7 @@ def _personalization_tables(md: MetaData) -> tuple[Table, Table, Table, Table]:
     return prefs, memory, responses, feedback
 
 
-def _m5_personalization(conn: Connection) -> None:
-    """User preferences, memory, personalized responses and feedback (frozen)."""
-    md = _migration_metadata()
-    _personalization_tables(md)
-    md.create_all(conn)
-
-
-def _api_keys_table(md: MetaData) -> Table:
+def api_keys_table(md: MetaData) -> Table:
     """Frozen DDL of migration 6: the server's API keys (companion.server.keys).
 
     Only a key's SHA-256 is stored (`key_hash`), with its first characters (`prefix`) so a user
@@ -405,22 +335,7 @@ def _api_keys_table(md: MetaData) -> Table:
     )
 
 
-def _m6_api_keys(conn: Connection) -> None:
-    """API keys of the HTTP server, stored hashed (frozen)."""
-    md = _migration_metadata()
-    _api_keys_table(md)
-    md.create_all(conn)
-
-
-def _m7_audit_bindings(conn: Connection) -> None:
-    """Issue 15: a salt per audit subject (the chain binds each row to its subject's user through
-    sha256(salt, subject, user id); erasure deletes the salt with the mapping) and the interval
-    each checkpoint was made under (verify requires one at every interval)."""
-    conn.execute(text("ALTER TABLE audit_subjects ADD COLUMN salt VARCHAR(32)"))
-    conn.execute(text("ALTER TABLE audit_checkpoints ADD COLUMN every INTEGER"))
-
-
-def _chat_tables(md: MetaData) -> tuple[Table, Table]:
+def chat_tables(md: MetaData) -> tuple[Table, Table]:
     """Frozen DDL of migration 8: saved conversations (models.chats).
 
     `chats`: one row per conversation of a user with a model (`model` is CATEGORY/NAME);
@@ -458,14 +373,7 @@ def _chat_tables(md: MetaData) -> tuple[Table, Table]:
     return chats, messages
 
 
-def _m8_chats(conn: Connection) -> None:
-    """Saved conversations and their messages (frozen)."""
-    md = _migration_metadata()
-    _chat_tables(md)
-    md.create_all(conn)
-
-
-def _session_table(md: MetaData) -> Table:
+def session_table(md: MetaData) -> Table:
     """Frozen DDL of migration 9: a personality's conversation state with one user (emotional
     state, scenario, turn count; `state` sealed at rest), shared by every server replica."""
     return Table(
@@ -479,37 +387,18 @@ def _session_table(md: MetaData) -> Table:
     )
 
 
-def _m9_personality_sessions(conn: Connection) -> None:
-    """Personality sessions in the database, for replicas (frozen)."""
-    md = _migration_metadata()
-    _session_table(md)
-    md.create_all(conn)
-
-
-MIGRATIONS: list[Migration] = [
-    Migration(1, "initial", _m1_initial),
-    Migration(2, "version_tags_and_update_sources", _m2_versions),
-    Migration(3, "generation_events_and_evaluation_runs", _m3_operations),
-    Migration(4, "audit_access_consent_privacy", _m4_security),
-    Migration(5, "personalization", _m5_personalization),
-    Migration(6, "api_keys", _m6_api_keys),
-    Migration(7, "audit_subject_bindings", _m7_audit_bindings),
-    Migration(8, "chats", _m8_chats),
-    Migration(9, "personality_sessions", _m9_personality_sessions),
-]
-
-# The current schema of migration 4's tables (frozen in `_security_tables` until a migration changes one).
-model_versions, aliases, alias_history = _version_tables(metadata)
-version_tags, update_sources = _catalog_tables(metadata)
-audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = _security_tables(metadata)
+# The current schema of migration 4's tables (frozen in `security_tables` until a migration changes one).
+model_versions, aliases, alias_history = version_tables(metadata)
+version_tags, update_sources = catalog_tables(metadata)
+audit_log, audit_checkpoints, audit_subjects, access_rules, consents, privacy_state = security_tables(metadata)
 # Migration 7 added a column to each of two of them.
 audit_subjects.append_column(Column("salt", String(32)))
 audit_checkpoints.append_column(Column("every", Integer))
-# The current schema of migration 5's tables (frozen in `_personalization_tables` likewise).
-user_preferences, user_memory, personalized_responses, feedback = _personalization_tables(metadata)
+# The current schema of migration 5's tables (frozen in `personalization_tables` likewise).
+user_preferences, user_memory, personalized_responses, feedback = personalization_tables(metadata)
 # The current schema of migration 6's table.
-api_keys = _api_keys_table(metadata)
+api_keys = api_keys_table(metadata)
 # The current schema of migration 8's tables.
-chats, chat_messages = _chat_tables(metadata)
+chats, chat_messages = chat_tables(metadata)
 # The current schema of migration 9's table.
-personality_sessions = _session_table(metadata)
+personality_sessions = session_table(metadata)
