@@ -406,18 +406,20 @@ class Scheduler:
         if chosen is not None:
             self._to_front(chosen)
         rows = self._running if chosen is None else self._running[: len(chosen)]
-        tokens = torch.tensor([t.last for t in rows], dtype=torch.long)
-        positions = torch.tensor([t.pos for t in rows], dtype=torch.long)
-        plain = self._plain_for(engine.weights)
-        shared = shared_prefix.for_rows([t.shared for t in rows])
         one = self._one_row_for(engine.weights) if len(rows) == 1 else None
+        shared = None
         if one is not None:  # a row alone: the engine's own batch-1 step, on the batch cache's first row
             logits = one(rows[0].last, rows[0].pos)[None]
             self.alone_steps += 1
-        elif plain is not None:
-            logits = plain(self._rope, tokens, cache, positions, shared)
         else:
-            logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions, shared)
+            tokens = torch.tensor([t.last for t in rows], dtype=torch.long)
+            positions = torch.tensor([t.pos for t in rows], dtype=torch.long)
+            shared = shared_prefix.for_rows([t.shared for t in rows])
+            plain = self._plain_for(engine.weights)
+            if plain is not None:
+                logits = plain(self._rope, tokens, cache, positions, shared)
+            else:
+                logits = step_rows(engine.weights, engine.spec, self._rope, tokens, cache, positions, shared)
         self.steps += 1
         self.shared_steps += shared is not None
         self.row_steps += len(rows)
