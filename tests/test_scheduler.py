@@ -336,3 +336,24 @@ def test_biases_and_head_norms_decode_the_same_batched(case: str, tiny_model_dir
         assert _batched(engine, PROMPTS[:2], params) == alone
     finally:
         engine.close()
+
+
+def test_the_engine_is_not_free_while_its_scheduler_has_requests_in_flight(engine: FastEngine) -> None:
+    """`hold_if_free` (a stream's best of N takes the engine only when nothing else decodes)."""
+    sched = engine.enable_batching(max_rows=1)
+    try:
+        params = SamplingParams(max_new_tokens=20, temperature=0.0)
+        ids = engine.codec.encode(PROMPTS[0], add_bos=True)
+        with sched._cond:  # submitted, not yet admitted
+            ticket = sched.submit(ids, params, user="u")
+            assert len(sched._waiting) == 1  # in_flight takes this lock: read under it
+            assert not engine.hold_if_free()
+        assert "".join(ticket)
+        deadline = time.monotonic() + 10
+        while sched.in_flight and time.monotonic() < deadline:  # the row leaves the batch after its last piece
+            time.sleep(0.01)
+        assert sched.in_flight == 0
+        assert engine.hold_if_free()
+        engine.lock.release()
+    finally:
+        engine.close()

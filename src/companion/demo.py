@@ -58,9 +58,8 @@ def _conversation(console: Console, manager: object) -> None:
     from models.personality import load_personality_model
 
     luna = load_personality_model("luna", manager)
-    # Control tokens and emotion steering (the defaults), plus best of 6 samples by the emotion
-    # classifier: the demo shows the small model at its most readable.
-    luna.params = luna.params.model_copy(update={"emotion_rerank": 6})
+    # As `companion chat` gives it: control tokens, emotion steering and, with the engine free,
+    # the best of 8 samples shown as one piece (`models.personality.choice.claim_engine`).
     console.print(f"[bold]2. A conversation with Luna[/] [dim](emotion control: {luna.control})[/]")
     greeting = luna.start()
     console.print(f"[bold magenta]luna>[/] {greeting}", highlight=False)

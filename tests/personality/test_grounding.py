@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import pytest
@@ -99,7 +100,9 @@ def test_batched_candidates_carry_their_likelihood(chat_base: TransformerModel) 
         assert c.scored_tokens == c.completion_tokens + (c.finish_reason == "stop")
 
 
-def test_small_local_models_rank_several_candidates_unless_streaming(chat_base: TransformerModel) -> None:
+def test_small_local_models_rank_several_candidates_and_streams_do_while_the_engine_is_free(
+    chat_base: TransformerModel,
+) -> None:
     model = PersonalityModel(_card(CARDS[0][0]), chat_base, params=PersonalityParams(max_length=16, seed=2))
     calls: list[int] = []
     original = chat_base.chat_candidates
@@ -112,11 +115,34 @@ def test_small_local_models_rank_several_candidates_unless_streaming(chat_base: 
     try:
         model.generate_response(message="hi", history=[])
         assert calls == [DEFAULT_CANDIDATES]
-        assert "".join(model.stream_response(message="hi", history=[]))  # one sample, streamed
-        assert calls == [DEFAULT_CANDIDATES]
+        pieces = list(model.stream_response(message="hi", history=[]))
+        assert calls == [DEFAULT_CANDIDATES] * 2  # nothing else decoding: the best of N, as one piece
+        assert len(pieces) == 1 and pieces[0] == model.last_response.text
+
+        engine = chat_base.engine
+        held, release = threading.Event(), threading.Event()
+
+        def other_decode() -> None:  # another request holding the engine (a best-of-N elsewhere)
+            with engine.lock:
+                held.set()
+                release.wait(30)
+
+        other = threading.Thread(target=other_decode)
+        other.start()
+        held.wait(30)
+        try:
+            assert not engine.hold_if_free()
+            turn = model._prepare(None, None, "hi", [], None, {}, streaming=True)
+            assert turn.candidates == 1 and turn.release is None  # busy: one sample, streamed as it comes
+        finally:
+            release.set()
+            other.join()
+        assert engine.hold_if_free()  # the stream above let the engine go when its reply was chosen
+        engine.lock.release()
+
         model.params = PersonalityParams(max_length=16, seed=2, emotion_rerank=2)
         model.generate_response(message="hi", history=[])
-        assert calls == [DEFAULT_CANDIDATES, 2]
+        assert calls == [DEFAULT_CANDIDATES] * 2 + [2]
     finally:
         chat_base.chat_candidates = original  # type: ignore[method-assign]
 

@@ -169,7 +169,9 @@ def test_the_owner_still_generates_through_the_same_paths(every_kind, spy: list[
     assert isinstance(base.engine.score(["hello"])[0], float)
     ada = manager.load_model("personality", "ada")
     assert isinstance(ada.base.generate("The", max_length=2), str)
-    assert isinstance(str(ada.generate_response(message="hello")), str)  # best of 4 on a small model
+    assert isinstance(str(ada.generate_response(message="hello")), str)  # best of N on a small model
+    assert isinstance("".join(ada.stream_response(message="hello")), str)  # the engine free: best of N
+    ada.params = ada.params.model_copy(update={"emotion_rerank": 1})
     assert isinstance("".join(ada.stream_response(message="hello")), str)  # one streamed sample
     assert {"sample_many", "score", "stream", "stream_chat"} <= {call.split(".")[1] for call in spy}
 

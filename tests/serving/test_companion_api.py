@@ -67,19 +67,18 @@ def test_memory_and_preferences_reach_the_prompt(client: Any, server: RunningSer
 
     engine = shared_manager().load_model("personality", "ada").base.engine
     seen: list[Any] = []
-    original = engine.stream_chat
+    original = engine.chat_text
 
-    def spy(messages: Any, params: Any) -> Any:
+    def spy(messages: Any, params: Any) -> Any:  # every chat prompt is rendered here
         seen.append(messages)
         return original(messages, params)
 
-    monkeypatch.setattr(engine, "stream_chat", spy)
+    monkeypatch.setattr(engine, "chat_text", spy)
     httpx.put(server.url + "/api/me/preferences", json={"preferences": {"length": "short"}})
     httpx.post(server.url + "/api/me/memory", json={"text": "Is writing a novel about lighthouses"})
     client.chat.completions.create(model="ada", messages=[{"role": "user", "content": "Any ideas for my novel?"}])
-    prompt = " ".join(m["content"] for m in seen[-1])
-    assert "lighthouses" in prompt
-    assert "Any ideas for my novel?" in prompt
+    prompts = [" ".join(m["content"] for m in messages) for messages in seen]
+    assert any("lighthouses" in p and "Any ideas for my novel?" in p for p in prompts), prompts
 
 
 def test_versions_rollback_and_updates_are_policy_checked(keyed_server: RunningServer) -> None:

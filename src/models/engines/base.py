@@ -226,6 +226,21 @@ class LocalEngine(Engine):
         self.codec = codec
         self.max_positions = max_positions
 
+    def hold_if_free(self) -> bool:
+        """Take the engine for this thread if nothing else is decoding on it: True when the
+        caller now holds `lock` (and releases it), False at once when another thread holds it
+        or a continuous-batching scheduler (`scheduler`, where the engine has one) has requests
+        in flight. Deciding and taking in one step lets one stream of many take the free engine
+        for its best of N (`models.personality.choice.claim_engine`) while the rest share the
+        scheduler's steps."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is not None and scheduler.in_flight:
+            self.lock.release()
+            return False
+        return True
+
     # --- primitives ---------------------------------------------------------------------
 
     @abstractmethod

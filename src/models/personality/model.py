@@ -21,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from models.personality.choice import (
     CardGuides,
     best_of,
     candidate_count,
+    claim_engine,
     clean_reply,
     small_model_weight,
 )
@@ -68,6 +69,8 @@ class _Turn:
     prompt_s: float
     candidates: int = 1
     user: str | None = None
+    release: Callable[[], None] | None = None
+    """For a stream that took the free engine for its best of N: lets the engine go."""
 
 
 class PersonalityModel:
@@ -260,7 +263,11 @@ class PersonalityModel:
         """Yield the reply as it decodes; `last_response` holds the `Response` afterwards."""
         turn = self._prepare(context, emotional_state, message, history, user, options, streaming=True)
         if turn.candidates > 1:
-            text = self._generate(turn)
+            try:
+                text = self._generate(turn)
+            finally:
+                if turn.release is not None:
+                    turn.release()
             yield text
         else:
             pieces = []
@@ -318,13 +325,21 @@ class PersonalityModel:
             guide = self._guide(emotion, scenario, name, engine)
             if guide is not None:
                 sampling["guide"] = guide
-        candidates = self._candidate_count(engine, streaming)
+        batched = hasattr(self._base, "chat_candidates")
+        candidates = candidate_count(self.params.emotion_rerank, engine, batched)
         if partial is not None:  # continue the shown answer: it opens the answer's turn
             prompt.messages.append({"role": "assistant", "content": partial})
             sampling["continue_final"] = True
             candidates = 1
+        release = None
+        if streaming and candidates > 1 and self.params.emotion_rerank is None:
+            release = claim_engine(engine)  # the default best of N only while the engine is free
+            if release is None:
+                candidates = 1
         prompt_s = time.perf_counter() - t0
-        return _Turn(prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates, owner)
+        return _Turn(
+            prompt, plan, emotion, key, session, keep, message, sampling, t0, prompt_s, candidates, owner, release
+        )
 
     def _enter(self, owner: str | None, context: str | None) -> tuple[Session, str | None, Scenario | None]:
         """`owner`'s session (restored from the shared store where sessions are shared) with the
@@ -387,10 +402,6 @@ class PersonalityModel:
         steering = self.steering if emotion else None
         card = self._card_guide(scenario.scenario if scenario else None, name, engine)
         return GuideChain.of([steering.guide(emotion) if steering is not None else None, card])
-
-    def _candidate_count(self, engine: Any, streaming: bool) -> int:
-        batched = hasattr(self._base, "chat_candidates")
-        return candidate_count(self.params.emotion_rerank, engine, batched, streaming)
 
     def _card_guide(self, scenario: str | None, user: str, engine: Any) -> Any:
         focus = small_model_weight(self.params.card_focus, engine, DEFAULT_CARD_FOCUS)

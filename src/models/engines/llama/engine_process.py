@@ -303,6 +303,12 @@ class EngineProcess:
                 _send(self._conn, ("submit", rid, list(ids), data, user, mask, self._tables.dropped()))
         return ticket
 
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet finished."""
+        with self._lock:
+            return len(self._tickets)
+
     def send(self, msg: tuple[Any, ...]) -> None:
         """A message to the engine process (dropped once it has stopped: `_read` ends its requests)."""
         with self._send_lock, contextlib.suppress(OSError, ValueError):

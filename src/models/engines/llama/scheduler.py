@@ -111,6 +111,12 @@ class Scheduler:
         with self._cond:
             return len(self._running) + len(self._admitting)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet finished (waiting, being prefilled or decoding)."""
+        with self._cond:
+            return len(self._waiting) + len(self._running) + len(self._admitting)
+
     def submit(self, ids: list[int], params: SamplingParams, *, user: str | None = None,
                suppress: torch.Tensor | None = None, outbox: Any = None) -> Ticket:  # fmt: skip
         """Queue a generation (for `user`, else `REQUESTER`'s); its pieces arrive on the ticket
