@@ -260,22 +260,22 @@ class PersonalityModel:
         user: str | None = None,
         **options: Any,
     ) -> Iterator[str]:
-        """Yield the reply as it decodes; `last_response` holds the `Response` afterwards."""
+        """Yield the reply as it decodes, or a best of N's chosen reply (cleaned, as `Response.text`)
+        as one piece (`choice.claim_engine`); `last_response` holds the `Response` afterwards."""
         turn = self._prepare(context, emotional_state, message, history, user, options, streaming=True)
-        if turn.candidates > 1:
+        if turn.candidates > 1:  # the chosen reply, whole and cleaned, as one piece
             try:
                 text = self._generate(turn)
             finally:
                 if turn.release is not None:
                     turn.release()
-            yield text
-        else:
-            pieces = []
-            for piece in self._base.stream_chat(turn.prompt.messages, turn.plan.max_new_tokens, **turn.options):
-                pieces.append(piece)
-                yield piece
-            text = "".join(pieces)
-        self._finish(turn, text)
+            yield self._finish(turn, text).text
+            return
+        pieces = []
+        for piece in self._base.stream_chat(turn.prompt.messages, turn.plan.max_new_tokens, **turn.options):
+            pieces.append(piece)
+            yield piece
+        self._finish(turn, "".join(pieces))
 
     def _scenario(self, key: str | None) -> tuple[str | None, Scenario | None]:
         if key is None:
