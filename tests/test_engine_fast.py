@@ -323,6 +323,7 @@ def test_the_float32_one_row_step_runs_in_numpy_at_the_engines_thread_count(
     assert blas.get_num_threads() == outside  # restored, as torch's count is
     with torch.inference_mode():
         engine.cache.data.zero_()
+    engine._held.clear()  # the cache no longer holds the prompt: prefill computes all of it again
     engine._one_row = OneRowStep(engine.weights, engine.spec, engine.cache, engine.rope)
     engine._one_row.numpy_step = None  # torch's step instead
     torch_logits = [engine.prefill(ids)] + [engine.step(t) for t in (5, 9, 11)]
@@ -356,3 +357,37 @@ def test_bfloat16_matrices_are_packed_for_onednn_and_multiply_as_torch_does(tiny
         assert torch.allclose(x16.float(), x32, atol=0.08, rtol=0.05)
     back = packed.weights.to_dtype(torch.float32)  # unpacked again, plain float32
     assert not back.layers[0].qkv.is_mkldnn and back.format == "float32"
+
+
+def test_a_prompt_that_starts_like_the_last_computes_only_the_rest(
+    make_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's cache still holds the last prompt and its reply: the next prompt's shared
+    start (a card, the earlier turns) is not computed again, and the logits are a fresh
+    engine's."""
+    folder = make_model("mha-theta", **VARIANTS["mha-theta"])
+    engine, fresh = FastEngine(folder, threads=1), FastEngine(folder, threads=1)
+    first = engine.codec.encode(PROMPT, add_bos=True)
+    engine.prefill(first)
+    replied = [engine.step(t) for t in (5, 9)]
+    assert len(replied) == 2
+    computed: list[int] = []
+    real = fast_module.forward
+
+    def counting(w: Any, spec: Any, rope: Any, ids: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+        computed.append(ids.shape[1])
+        return real(w, spec, rope, ids, *a, **k)
+
+    monkeypatch.setattr(fast_module, "forward", counting)
+    turn = [*first, 5, 9, 11, 4]  # the cache holds first + [5, 9]
+    other = [*turn[:3], 7, 7, 8]
+    for nxt, new in ((turn, 2), (other, 3), (other, 1)):  # the last token is always computed
+        computed.clear()
+        got = engine.prefill(nxt)
+        assert computed == [new]
+        assert torch.allclose(got, fresh.prefill(nxt), atol=1e-5)
+        first = nxt
+    engine.use_weights(engine.weights)  # a format change drops what the cache held
+    computed.clear()
+    engine.prefill(first)
+    assert computed == [len(first)]

@@ -28,6 +28,7 @@ from models.engines.codec import TextCodec
 from models.engines.llama.blas import numpy_blas
 from models.engines.llama.block import OneRowStep, forward
 from models.engines.llama.cache import KVCache, RopeTable
+from models.engines.llama.compiled import PlainStep
 from models.engines.llama.runtime import apply_runtime, read_runtime
 from models.engines.llama.spec import LlamaSpec, unsupported
 from models.engines.llama.weights import Weights, build_weights, load_tensors
@@ -105,6 +106,7 @@ class FastEngine(LocalEngine):
         self.runtime: dict[str, Any] = {}
         self.adapter: dict[str, Any] | None = None
         self._pos = 0
+        self._held: list[int] = []  # the token ids the cache holds, position by position
         # Our thread count here too: on a busy machine, parallel copies wait for a stalled thread.
         with self.scope():
             tensors = load_tensors(folder)
@@ -177,10 +179,12 @@ class FastEngine(LocalEngine):
                 self.rope = RopeTable(self.spec, self.cache.capacity, weights.dtype)
             self.weights = weights
             self._pos = 0
+            self._held = []
             self._plan()
 
     def _plan(self) -> None:
         self._one_row = OneRowStep(self.weights, self.spec, self.cache, self.rope)
+        self._rows_step = PlainStep.for_weights(self.weights, self.spec)  # compiled, or None: eager
 
     def ensure_capacity(self, n: int) -> None:
         """Grow the KV cache and the RoPE table to hold `n` positions (doubling, data kept)."""
@@ -195,9 +199,15 @@ class FastEngine(LocalEngine):
             raise GenerationInputError("cannot prefill an empty prompt: give at least one token")
         with self.batch_scope():
             self.ensure_capacity(len(ids))
-            self._pos = 0
-            logits = forward(self.weights, self.spec, self.rope, torch.tensor([ids]), self.cache, last_only=True)
+            # The cache still holds the last prompt and what followed it: a prompt that starts the
+            # same (a character's card, the earlier turns) computes only the rest, as llama.cpp's
+            # server reuses a slot's cache. At least the last token is computed, for its logits.
+            keep = _common_prefix(self._held, ids, len(ids) - 1)
+            self._pos = keep
+            tail = torch.tensor([ids[keep:]])
+            logits = forward(self.weights, self.spec, self.rope, tail, self.cache, start=keep, last_only=True)
             self._pos = len(ids)
+            self._held = list(ids)
             return logits[0, -1]
 
     def step(self, token: int) -> torch.Tensor:
@@ -207,6 +217,8 @@ class FastEngine(LocalEngine):
             if self._pos >= self.cache.capacity:
                 self.ensure_capacity(self._pos + 1)
             logits = self._one_row(token, self._pos)
+            del self._held[self._pos :]
+            self._held.append(token)
             self._pos += 1
             return logits
 
@@ -221,6 +233,9 @@ class FastEngine(LocalEngine):
         """One token per row of `cache` at position `pos`; the rows' logits (rows, vocab)."""
         with self.scope():
             self.ensure_capacity(pos + 1)
+            if self._rows_step is not None:  # the scheduler's compiled step (the same numbers)
+                ids = torch.tensor(list(tokens), dtype=torch.long)
+                return self._rows_step(self.rope, ids, cache, torch.full((len(ids),), pos, dtype=torch.long))
             ids = torch.tensor(list(tokens), dtype=torch.long)[:, None]
             return forward(self.weights, self.spec, self.rope, ids, cache, start=pos)[:, -1]
 
@@ -287,3 +302,12 @@ class FastEngine(LocalEngine):
         if self.adapter:
             extra["adapter"] = self.adapter
         return super().info() | extra
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading ids `a` and `b` share, at most `limit`."""
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
