@@ -143,6 +143,15 @@ def test_small_local_models_rank_several_candidates_and_streams_do_while_the_eng
         model.params = PersonalityParams(max_length=16, seed=2, emotion_rerank=2)
         model.generate_response(message="hi", history=[])
         assert calls == [DEFAULT_CANDIDATES] * 2 + [2]
+        # an engine that would decode the candidates one after another (llama.cpp, transformers)
+        model.params = PersonalityParams(max_length=16, seed=2)
+        engine.decodes_together = False
+        try:
+            for streaming in (False, True):
+                turn = model._prepare(None, None, "hi", [], None, {}, streaming=streaming)
+                assert turn.candidates == 1 and turn.release is None
+        finally:
+            del engine.decodes_together
     finally:
         chat_base.chat_candidates = original  # type: ignore[method-assign]
 

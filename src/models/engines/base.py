@@ -221,6 +221,11 @@ class Engine(ABC):
 class LocalEngine(Engine):
     """An engine with weights in this process: shared decode loop over three primitives."""
 
+    #: Whether `sample_many` decodes its n candidates together, in one batch (the fast engine),
+    #: rather than one after another (this class's fallback, llama.cpp's and transformers'
+    #: engines here): a small model's default best of N is worth its cost only then.
+    decodes_together: bool = False
+
     def __init__(self, codec: TextCodec, max_positions: int) -> None:
         super().__init__()
         self.codec = codec

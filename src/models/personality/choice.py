@@ -60,8 +60,9 @@ def is_small_local(engine: Any) -> bool:
 
 def candidate_count(configured: int | None, engine: Any, batched: bool) -> int:
     """`emotion_rerank` as configured; else best of `DEFAULT_CANDIDATES` for small local models
-    that decode candidates together, and 1 for everything else. A stream asks `claim_engine`
-    before it takes more than one."""
+    that decode candidates together (`batched`: the engine's `decodes_together`), and 1 for
+    everything else, such as a small GGUF model on llama.cpp, whose 8 candidates would decode
+    one after another. A stream asks `claim_engine` before it takes more than one."""
     if configured is not None:
         return configured
     return DEFAULT_CANDIDATES if batched and is_small_local(engine) else 1
@@ -74,10 +75,11 @@ def claim_engine(engine: Any) -> Callable[[], None] | None:
 
     So one writer at `companion chat`, the demo or SillyTavern on a server of their own gets
     the best of N as one piece (Luna on the embedded model: 0.17 s after the message on 2 idle
-    cores), the reply the project's reply figures measure: one streamed sample agrees with the asked
-    emotion 8 points less often (docs/personality.md). On a server under load a stream decodes
-    one sample through the scheduler and shows it as it comes, so 32 users cost 32 rows, not
-    256. An engine that cannot tell (no `hold_if_free`) decodes one request at a time anyway."""
+    cores), the reply the project's reply figures measure: one streamed sample agrees with the
+    asked emotion 8 points less often (docs/personality.md). On a server under load a stream
+    decodes one sample through the scheduler and shows it as it comes, so 32 users cost 32
+    rows, not 256. An engine that cannot tell (no `hold_if_free`) decodes one request at a time
+    anyway."""
     hold = getattr(engine, "hold_if_free", None)
     if not callable(hold):
         return _nothing

@@ -325,7 +325,7 @@ class PersonalityModel:
             guide = self._guide(emotion, scenario, name, engine)
             if guide is not None:
                 sampling["guide"] = guide
-        batched = hasattr(self._base, "chat_candidates")
+        batched = hasattr(self._base, "chat_candidates") and bool(getattr(engine, "decodes_together", False))
         candidates = candidate_count(self.params.emotion_rerank, engine, batched)
         if partial is not None:  # continue the shown answer: it opens the answer's turn
             prompt.messages.append({"role": "assistant", "content": partial})

@@ -280,6 +280,8 @@ class FastEngine(LocalEngine):
             self.scheduler.close()
             self.scheduler = None
 
+    decodes_together = True  # `sample_many` below
+
     def sample_many(self, prompt: str | Sequence[dict[str, str]], params: SamplingParams, n: int) -> list[Candidate]:
         """`Engine.sample_many` with the n rows decoded together in batched steps."""
         from models.engines.llama.batch import decode_many
