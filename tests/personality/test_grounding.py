@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from models.engines.base import DecodeRow, SamplingParams
+from models.engines.base import QUEUED, DecodeRow, SamplingParams
 from models.paths import builtin_dir
 from models.personality.card import CharacterCard
 from models.personality.choice import DEFAULT_CANDIDATES
@@ -139,6 +139,11 @@ def test_small_local_models_rank_several_candidates_and_streams_do_while_the_eng
             other.join()
         assert engine.hold_if_free()  # the stream above let the engine go when its reply was chosen
         engine.lock.release()
+        waiting = QUEUED.set(lambda: 1)  # a server's fair queue has a request behind this turn
+        try:
+            assert not engine.hold_if_free()
+        finally:
+            QUEUED.reset(waiting)
 
         model.params = PersonalityParams(max_length=16, seed=2, emotion_rerank=2)
         model.generate_response(message="hi", history=[])

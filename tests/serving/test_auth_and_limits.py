@@ -415,3 +415,48 @@ def test_writes_have_a_per_user_rate(tiny_personality: str) -> None:
         assert "one more" not in facts and "later" in facts  # a refused write changed nothing
     finally:
         running.stop()
+
+
+def test_a_turn_on_the_fair_queue_sees_who_waits_behind_it() -> None:
+    """`QUEUED` for the turn the fair lock lets through: a small model's stream then decodes one
+    sample instead of taking the engine for its best of N (`LocalEngine.hold_if_free`)."""
+    from models.engines.base import QUEUED
+
+    class Model:
+        engine = object()  # an engine that does not batch: the fair queue
+
+    class Manager:
+        def find(self, name: str) -> tuple[str, str]:
+            return "base", name
+
+        def load_model(self, category: str, name: str) -> Any:
+            return Model
+
+    runner = Runner(workers=4, manager=Manager(), batch_rows=0)
+    lock = runner.lock_for(Model)
+    assert isinstance(lock, FairLock) and lock.acquire()  # the engine is busy: turns queue
+    seen: dict[str, int] = {}
+
+    def job(model: Any, category: str, name: str) -> Turn:
+        def pieces() -> Iterator[str]:
+            queued = QUEUED.get()
+            seen[threading.current_thread().name] = queued() if queued is not None else -1
+            yield "x"
+
+        return Turn(pieces(), lambda text: {"text": text})
+
+    threads = []
+    for n in range(2):
+        t = threading.Thread(target=runner._work, args=(f"u{n}", "m", job, lambda _e: None, threading.Event()),
+                             name=f"turn{n}")  # fmt: skip
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 10
+        while lock.waiting < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lock.release()
+    for t in threads:
+        t.join(10)
+    assert seen == {"turn0": 1, "turn1": 0}  # the first had the second behind it; the last had none
+    assert QUEUED.get() is None
+    runner.close()

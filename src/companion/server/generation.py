@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.engines.base import QUEUED
 from models.engines.llama.scheduler import requested_by
 from models.engines.user_queues import UserQueues
 from models.security import acting_as
@@ -184,6 +185,9 @@ class Runner:
                     if close is not None:
                         close()
                     return
+                # Who waits behind this turn: a small model's stream then decodes one sample
+                # instead of taking the engine for its best of N (`LocalEngine.hold_if_free`).
+                queued = QUEUED.set(None if lock is BATCHED else lambda: lock.waiting)
                 try:
                     put(("start", (category, name, turn.prompt)))
                     pieces: list[str] = []
@@ -202,6 +206,7 @@ class Runner:
                         return
                     put(("done", turn.finish("".join(pieces))))
                 finally:
+                    QUEUED.reset(queued)
                     lock.release()
         except Exception as exc:  # handed to the request, which answers it
             put(("error", exc))

@@ -14,10 +14,11 @@ swappable behind it:
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -218,6 +219,12 @@ class Engine(ABC):
         """Release resources (connections, memory)."""
 
 
+#: How many other requests wait for the engine in a queue the engine does not own: a server's
+#: fair lock sets it for the turn it lets through (`companion.server.generation.Runner`), and
+#: `LocalEngine.hold_if_free` counts them as the engine being busy.
+QUEUED: contextvars.ContextVar[Callable[[], int] | None] = contextvars.ContextVar("queued", default=None)
+
+
 class LocalEngine(Engine):
     """An engine with weights in this process: shared decode loop over three primitives."""
 
@@ -233,11 +240,14 @@ class LocalEngine(Engine):
 
     def hold_if_free(self) -> bool:
         """Take the engine for this thread if nothing else is decoding on it: True when the
-        caller now holds `lock` (and releases it), False at once when another thread holds it
-        or a continuous-batching scheduler (`scheduler`, where the engine has one) has requests
-        in flight. Deciding and taking in one step lets one stream of many take the free engine
-        for its best of N (`models.personality.choice.claim_engine`) while the rest share the
-        scheduler's steps."""
+        caller now holds `lock` (and releases it), False at once when another thread holds it,
+        a continuous-batching scheduler (`scheduler`, where the engine has one) has requests in
+        flight, or a server's fair queue (`QUEUED`) has requests waiting. Deciding and taking in
+        one step lets one stream of many take the free engine for its best of N
+        (`models.personality.choice.claim_engine`) while the rest share the scheduler's steps."""
+        queued = QUEUED.get()
+        if queued is not None and queued():
+            return False
         if not self.lock.acquire(blocking=False):
             return False
         scheduler = getattr(self, "scheduler", None)
