@@ -47,7 +47,7 @@ from models.personality.interaction import normalize_history, pick_greeting, win
 from models.personality.macros import expand_macros
 from models.personality.params import PersonalityParams
 from models.personality.prompt import AssembledPrompt, assemble_prompt, emotion_sentence
-from models.personality.response import Response
+from models.personality.response import Response, timings, usage
 from models.personality.sessions import Session
 
 __all__ = ["PersonalityModel", "Response", "load_personality_model"]
@@ -458,7 +458,6 @@ class PersonalityModel:
             store(session, f"personality/{self.name}", turn.user)
         stats = getattr(self._base, "last_stats", None)
         detected = self.feeling.detect(text)
-        ttft = getattr(stats, "time_to_first_token_s", None)
         response = Response(
             text,
             emotion=turn.emotion,
@@ -468,17 +467,8 @@ class PersonalityModel:
             version=self.version,
             base_model=getattr(self._base, "name", str(self._base)),
             context=turn.context,
-            timings={
-                "prompt_ms": round(turn.prompt_s * 1000, 3),
-                "generate_ms": round((t_end - turn.t0 - turn.prompt_s) * 1000, 3),
-                "total_ms": round((time.perf_counter() - turn.t0) * 1000, 3),
-                "first_token_ms": round(ttft * 1000, 3) if ttft is not None else None,
-            },
-            usage={
-                "prompt_tokens": getattr(stats, "prompt_tokens", None),
-                "completion_tokens": getattr(stats, "completion_tokens", None),
-                "tokens_per_s": getattr(stats, "tokens_per_s", None),
-            },
+            timings=timings(turn.t0, turn.prompt_s, t_end, stats),
+            usage=usage(stats),
             prompt={"kept": turn.prompt.kept, "dropped": turn.prompt.dropped, "tokens": turn.prompt.prompt_tokens},
         )
         self.last_response = response

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-__all__ = ["Response"]
+__all__ = ["Response", "timings", "usage"]
 
 
 class Response(str):
@@ -62,3 +63,21 @@ class Response(str):
 
     def __repr__(self) -> str:
         return f"Response({self.text!r}, emotion={self.emotion!r}, model={self.model!r}, version={self.version!r})"
+
+
+def timings(t0: float, prompt_s: float, generated_at: float, stats: Any) -> dict[str, float | None]:
+    """`Response.timings` of a turn that started at `t0` (`time.perf_counter`), spent `prompt_s`
+    building its prompt and had its text at `generated_at`; the first token's time from the
+    engine's `GenerationStats` (None where the engine gave none)."""
+    ttft = getattr(stats, "time_to_first_token_s", None)
+    return {
+        "prompt_ms": round(prompt_s * 1000, 3),
+        "generate_ms": round((generated_at - t0 - prompt_s) * 1000, 3),
+        "total_ms": round((time.perf_counter() - t0) * 1000, 3),
+        "first_token_ms": round(ttft * 1000, 3) if ttft is not None else None,
+    }
+
+
+def usage(stats: Any) -> dict[str, Any]:
+    """`Response.usage` from the engine's `GenerationStats` (None each where it gave none)."""
+    return {key: getattr(stats, key, None) for key in ("prompt_tokens", "completion_tokens", "tokens_per_s")}

@@ -233,11 +233,10 @@ class FastEngine(LocalEngine):
         """One token per row of `cache` at position `pos`; the rows' logits (rows, vocab)."""
         with self.scope():
             self.ensure_capacity(pos + 1)
+            ids = torch.tensor(list(tokens), dtype=torch.long)
             if self._rows_step is not None:  # the scheduler's compiled step (the same numbers)
-                ids = torch.tensor(list(tokens), dtype=torch.long)
                 return self._rows_step(self.rope, ids, cache, torch.full((len(ids),), pos, dtype=torch.long))
-            ids = torch.tensor(list(tokens), dtype=torch.long)[:, None]
-            return forward(self.weights, self.spec, self.rope, ids, cache, start=pos)[:, -1]
+            return forward(self.weights, self.spec, self.rope, ids[:, None], cache, start=pos)[:, -1]
 
     def expand_cache(self, rows: int, capacity: int) -> KVCache:
         """`rows` copies of the prompt this engine last prefilled, room for `capacity` positions."""

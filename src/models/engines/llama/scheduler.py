@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from models.engines.base import DecodeRow, SamplingParams
-from models.engines.llama import shared_prefix
+from models.engines.llama import fair_share, shared_prefix
 from models.engines.llama.block import forward, step_rows
 from models.engines.llama.cache import KVCache, RopeTable
 from models.engines.llama.compiled import PlainStep
@@ -362,36 +362,12 @@ class Scheduler:
         return not row.done
 
     def _stepping(self) -> list[int] | None:
-        """Which running rows step now (indexes into `_running`, ascending), or None for all.
-
-        All of them, unless a light user (at most `user_rows` rows live, none waiting) shares
-        the batch with users holding more rows: then every user steps at most as many rows as
-        the largest light user holds (an equal share), its oldest, and the others keep their
-        cache and wait (vLLM's scheduler preempts for priority in the same spirit, though it
-        drops the cache). A step's cost grows with its rows, so one user's twenty streams
-        admitted before another user's one request would otherwise make every token of that
-        request wait for twenty rows. When every user with work holds many rows, or a user is
-        alone, every row steps."""
-        if not self._light:
-            return None
-        per_user, share = self._shares()
-        if all(len(rows) <= share for rows in per_user.values()):
-            return None
-        chosen: list[int] = []
-        for rows in per_user.values():
-            oldest = sorted(rows, key=lambda i: self._running[i].submitted)
-            chosen += oldest[:share]
-            chosen += [i for i in oldest[share:] if self._running[i].cancelled.is_set()]
-        return sorted(chosen)
+        """Which running rows step now (indexes into `_running`, ascending), or None for all
+        (`fair_share.stepping`: an equal share per user while a light user shares the batch)."""
+        return fair_share.stepping(self._running, self._light)
 
     def _shares(self) -> tuple[dict[str, list[int]], int]:
-        """Each user's running rows (indexes into `_running`) and the share of a step every user
-        may have while a light user shares the batch: as many rows as the largest light user
-        runs, at least one."""
-        per_user: dict[str, list[int]] = {}
-        for i, ticket in enumerate(self._running):
-            per_user.setdefault(ticket.user, []).append(i)
-        return per_user, max([len(per_user.get(user, ())) for user in self._light] + [1])
+        return fair_share.shares(self._running, self._light)
 
     def _to_front(self, chosen: list[int]) -> None:
         """Swap the chosen rows (and their caches) into the first slots, so a step reads the
