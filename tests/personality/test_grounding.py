@@ -271,3 +271,28 @@ def test_trimming_keeps_whole_sentences_only() -> None:
     assert complete_sentences("Wait! Really?!") == "Wait! Really?!"
     assert clean_reply("Ada: Yes. I think", ["Ada"]) == "Yes. I think"
     assert clean_reply("Ada: Yes. I think", ["Ada"], trim=True) == "Yes."
+
+
+class _FixedCandidates:
+    """A base whose candidates are fixed: the likelier one was cut off by the length limit."""
+
+    def chat_candidates(self, messages: Any, n: int, max_new: int, **options: Any) -> list[Any]:
+        out = []
+        for text, logprob, reason in (("He has to be the only left handed quarterback in the", -0.3, "length"),
+                                      ("A lighthouse keeper, then!", -2.0, "stop")):  # fmt: skip
+            row = type("Row", (), {})()
+            row.text, row.mean_logprob, row.finish_reason = text, logprob, reason
+            out.append(row)
+        return out[:n]
+
+
+def test_a_reply_cut_off_by_the_length_limit_loses_to_one_that_ended() -> None:
+    from models.personality import choice
+
+    cut = choice.rank("He has to be the only left handed quarterback in the", -0.3, 0.9, 0.0, 1.0, cut_off=True)
+    assert cut < choice.rank("A lighthouse keeper, then!", -2.0, 0.1, 0.0, 1.0)
+    assert choice.rank("Ok.", -1.0, 0.5, 0.0, 1.0) == choice.rank("Ok.", -1.0, 0.5, 0.0, 1.0, cut_off=False)
+    base, judge = _FixedCandidates(), lambda text: (0.5, 0.0)
+    assert choice.best_of(base, [], 2, 8, {}, judge, 1.0, 0.0, "Hi") == "A lighthouse keeper, then!"
+    # when every candidate was cut off, the usual ranking decides among them
+    assert choice.best_of(base, [], 1, 8, {}, judge, 1.0, 0.0, "Hi").startswith("He has to be")

@@ -115,9 +115,11 @@ def best_of(
     generic = generic_logprobs(base, candidates, options) if specificity else [None] * len(candidates)
 
     def score(candidate: tuple[str, float | None, bool], generic_logprob: float | None) -> float:
-        text, mean_logprob, _ = candidate
+        text, mean_logprob, ended = candidate
         agree, behaviour = judge(text)
-        return rank(text, mean_logprob, agree, behaviour, fluency_weight, generic_logprob, specificity, message)
+        return rank(
+            text, mean_logprob, agree, behaviour, fluency_weight, generic_logprob, specificity, message, not ended
+        )
 
     return max(zip(candidates, generic, strict=True), key=lambda pair: score(*pair))[0][0]
 
@@ -168,6 +170,7 @@ def rank(
     generic_logprob: float | None = None,
     specificity: float = 0.0,
     message: str | None = None,
+    cut_off: bool = False,
 ) -> float:
     """A candidate's rank: agreement with the intended emotion (the classifier's probability),
     a quarter of its fit to the behaviour plan, `fluency_weight` times the model's own mean
@@ -177,7 +180,9 @@ def rank(
     "A Diversity-Promoting Objective Function for Neural Conversation Models": a stock "Ha!!!"
     that fits any message scores low); empty text never wins, and a farewell in answer to a
     `message` that was not one loses to any other reply (the mutual-information term alone
-    favours "Good night!", which is unlikely after an empty message)."""
+    favours "Good night!", which is unlikely after an empty message). A candidate `cut_off` by the
+    length limit loses to any that ended of itself: no reader counts a reply that stops
+    mid-sentence as readable (docs/embedded-model.md, session 20)."""
     fluency = fluency_weight * mean_logprob if mean_logprob is not None else 0.0
     specific = (
         specificity * (mean_logprob - generic_logprob)
@@ -186,7 +191,8 @@ def rank(
     )
     empty = -100.0 if not text.strip() else 0.0
     closing = message is not None and bool(FAREWELL.search(text)) and not FAREWELL.search(message)
-    return agree + 0.25 * behaviour + fluency + specific + empty - (10.0 if closing else 0.0)
+    stock = (10.0 if closing else 0.0) + (10.0 if cut_off else 0.0)
+    return agree + 0.25 * behaviour + fluency + specific + empty - stock
 
 
 class CardGuides:
