@@ -191,8 +191,8 @@ def rank(
     )
     empty = -100.0 if not text.strip() else 0.0
     closing = message is not None and bool(FAREWELL.search(text)) and not FAREWELL.search(message)
-    stock = (10.0 if closing else 0.0) + (10.0 if cut_off else 0.0)
-    return agree + 0.25 * behaviour + fluency + specific + empty - stock
+    last = 10.0 * (closing + cut_off)  # ranks below every candidate without either flaw
+    return agree + 0.25 * behaviour + fluency + specific + empty - last
 
 
 class CardGuides:
