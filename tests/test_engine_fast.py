@@ -335,6 +335,38 @@ def test_the_float32_one_row_step_runs_in_numpy_at_the_engines_thread_count(
     )
 
 
+def test_a_decoding_thread_sets_numpys_blas_threads_whichever_thread_set_them_first() -> None:
+    """The scheduler steps on a thread of its own. threadpoolctl (3.8) ignores a count set from
+    any thread but the first that set one, so the one-row step used to multiply on 2 OpenBLAS
+    threads whatever the engine's count, and the idle worker spun on the other core."""
+    import threading
+
+    from models.engines.llama.blas import numpy_blas
+    from models.engines.llama.engine import ThreadScope
+
+    blas = numpy_blas()
+    if blas is None:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    before = blas.get_num_threads()
+    try:
+        blas.set_num_threads(2)
+        with ThreadScope(1):  # this thread sets a count first
+            assert blas.get_num_threads() == 1
+        seen: list[int] = []
+
+        def decode() -> None:
+            with ThreadScope(1):
+                seen.append(blas.get_num_threads())
+            seen.append(blas.get_num_threads())
+
+        worker = threading.Thread(target=decode)
+        worker.start()
+        worker.join()
+        assert seen == [1, 2]  # set inside the scope, restored after it
+    finally:
+        blas.set_num_threads(before)
+
+
 def test_bfloat16_matrices_are_packed_for_onednn_and_multiply_as_torch_does(tiny_model_dir: Path) -> None:
     from models.engines.llama.weights import onednn_bf16, unpacked
 
