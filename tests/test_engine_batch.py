@@ -147,3 +147,35 @@ def test_int8_engine_decodes_batches(sharp_model: Path) -> None:
         torch.testing.assert_close(got[j], engine.step(token), atol=0.1 * float(got.abs().max()), rtol=0.1)
     out = engine.sample_many(PROMPT, SamplingParams(max_new_tokens=8, temperature=0.0), 2)
     assert out[0] == out[1] and out[0].completion_tokens > 0
+
+
+def test_picking_and_scoring_run_at_the_engines_thread_count(
+    engine: FastEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Picking among the rows (a top-k over rows x vocabulary) and teacher-forced scoring used to
+    run outside the engine's thread scope, at torch's default count: on a 2-core machine a
+    parallel region whose idle worker then spun between steps (session 21)."""
+    import models.engines.llama.batch as batch_module
+
+    seen: list[int] = []
+    real_pick, real_softmax = batch_module.pick_rows, torch.log_softmax
+
+    def pick(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return real_pick(*args, **kwargs)
+
+    def softmax(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return real_softmax(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "pick_rows", pick)
+    monkeypatch.setattr(torch, "log_softmax", softmax)
+    before = torch.get_num_threads()
+    torch.set_num_threads(engine.threads + 1)
+    try:
+        engine.sample_many(PROMPT, SamplingParams(max_new_tokens=4, seed=0), 3)
+        engine.reply_logprobs(MESSAGES, SamplingParams(), [("fine, thanks", True), ("hello", False)])
+        assert torch.get_num_threads() == engine.threads + 1  # restored after each
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) >= 2 and set(seen) == {engine.threads}

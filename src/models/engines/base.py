@@ -14,6 +14,7 @@ swappable behind it:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
@@ -238,6 +239,11 @@ class LocalEngine(Engine):
         self.codec = codec
         self.max_positions = max_positions
 
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """What this engine's own arithmetic runs under: inference mode here; the fast engine adds
+        its intra-op thread count, so that picking and scoring run at the count decoding does."""
+        return torch.inference_mode()
+
     def hold_if_free(self) -> bool:
         """Take the engine for this thread if nothing else is decoding on it: True when the
         caller now holds `lock` (and releases it), False at once when another thread holds it,
@@ -377,7 +383,7 @@ class LocalEngine(Engine):
 
     @torch.inference_mode()
     def score(self, texts: Sequence[str]) -> list[float]:
-        with self.lock:  # forward_full may grow the engine's own tables
+        with self.lock, self.scope():  # forward_full may grow the engine's own tables
             return self._score(texts)
 
     @torch.inference_mode()
@@ -402,16 +408,16 @@ class LocalEngine(Engine):
         batch = torch.full((len(rows), width), pad, dtype=torch.long)
         for i, r in enumerate(rows):
             batch[i, : len(head) + len(r)] = torch.tensor(head + r)
-        with self.lock:
-            logits = self.forward_full(batch)
-        logp = torch.log_softmax(logits[:, len(head) - 1 : -1].float(), dim=-1)
         out: list[float | None] = []
-        for i, r in enumerate(rows):
-            if not r:
-                out.append(None)
-                continue
-            picked = logp[i, torch.arange(len(r)), torch.tensor(r)]
-            out.append(float(picked.mean()))
+        with self.lock, self.scope():
+            logits = self.forward_full(batch)
+            logp = torch.log_softmax(logits[:, len(head) - 1 : -1].float(), dim=-1)
+            for i, r in enumerate(rows):
+                if not r:
+                    out.append(None)
+                    continue
+                picked = logp[i, torch.arange(len(r)), torch.tensor(r)]
+                out.append(float(picked.mean()))
         return out
 
     def _score(self, texts: Sequence[str]) -> list[float]:

@@ -70,20 +70,21 @@ def decode_many(
         DecodeRow(engine.codec, ids, params.but(seed=seed), max_new, logprobs=True) for seed in row_seeds(params, n)
     ]
     live = list(range(n))  # batch index -> row
-    decoder = BatchDecoder(engine, ids, n, max_new)
-    logits = decoder.logits[None].expand(n, -1)
-    while True:
-        if suppress is not None and len(suppress):
-            logits = logits.index_fill(1, suppress, float("-inf"))
-        tokens = _pick(rows, live, logits)
-        if stats.time_to_first_token_s is None and any(rows[r].pieces for r in live):
-            stats.time_to_first_token_s = time.perf_counter() - t0
-        still = [i for i, r in enumerate(live) if not rows[r].done]
-        if not still:
-            break
-        decoder.keep(still)
-        live = [live[i] for i in still]
-        logits = decoder.step([tokens[i] for i in still])
+    with engine.scope():  # picking too: at the engine's thread count, not torch's default
+        decoder = BatchDecoder(engine, ids, n, max_new)
+        logits = decoder.logits[None].expand(n, -1)
+        while True:
+            if suppress is not None and len(suppress):
+                logits = logits.index_fill(1, suppress, float("-inf"))
+            tokens = _pick(rows, live, logits)
+            if stats.time_to_first_token_s is None and any(rows[r].pieces for r in live):
+                stats.time_to_first_token_s = time.perf_counter() - t0
+            still = [i for i, r in enumerate(live) if not rows[r].done]
+            if not still:
+                break
+            decoder.keep(still)
+            live = [live[i] for i in still]
+            logits = decoder.step([tokens[i] for i in still])
     out = [row.result() for row in rows]
     stats.completion_tokens = sum(c.completion_tokens for c in out)
     stats.finish_reason = "stop" if all(c.finish_reason == "stop" for c in out) else "length"
