@@ -8,8 +8,9 @@ is a view), so the one-row step can use it with no copy; its thread count follow
 Where NumPy's BLAS is not OpenBLAS, nothing changes.
 
 `threadpoolctl` finds the library, but the count is set through OpenBLAS's own C functions:
-since threadpoolctl 3.8, `set_num_threads` on an OpenBLAS built with pthreads is ignored in
-every Python thread but the first one that called it (its "controlling thread"), so a
+in threadpoolctl 3.8 (`OpenBLASController.set_num_threads`), a count set on an OpenBLAS built
+with pthreads is ignored in every Python thread but the first that set one (its "controlling
+thread": the pool is process-wide, joblib/threadpoolctl#220), so a
 scheduler's decoding thread could not lower the count, and every one-row step ran OpenBLAS's
 product on 2 threads, whose worker then spun on the second core between steps (session 21).
 """
